@@ -1,0 +1,127 @@
+//! EC2 lookups.
+
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::types::{Filter, LaunchTemplate, ResponseLaunchTemplateData};
+
+use super::AwsError;
+
+/// Error codes EC2 uses for a launch template that does not exist (or an id
+/// that cannot exist).
+const LAUNCH_TEMPLATE_NOT_FOUND: &[&str] = &[
+    "InvalidLaunchTemplateId.NotFound",
+    "InvalidLaunchTemplateId.Malformed",
+    "InvalidLaunchTemplateName.NotFoundException",
+];
+
+pub async fn describe_regions(client: Client) -> Result<Vec<String>, AwsError> {
+    let out = client
+        .describe_regions()
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk(e, &[]))?;
+    let mut regions: Vec<String> = out
+        .regions()
+        .iter()
+        .filter_map(|r| r.region_name().map(str::to_string))
+        .collect();
+    regions.sort();
+    Ok(regions)
+}
+
+/// A launch template and the data of its default version.
+#[derive(Debug, Clone)]
+pub struct LaunchTemplateWithData {
+    pub template: LaunchTemplate,
+    pub default_version: i64,
+    pub data: ResponseLaunchTemplateData,
+}
+
+pub async fn find_launch_template_by_id(
+    client: &Client,
+    id: &str,
+) -> Result<LaunchTemplateWithData, AwsError> {
+    let out = client
+        .describe_launch_templates()
+        .launch_template_ids(id)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk(e, LAUNCH_TEMPLATE_NOT_FOUND))?;
+    let template = out
+        .launch_templates()
+        .iter()
+        .find(|t| t.launch_template_id() == Some(id))
+        .cloned()
+        .ok_or(AwsError::NotFound)?;
+    let default_version = template.default_version_number().unwrap_or(1);
+    let versions = client
+        .describe_launch_template_versions()
+        .launch_template_id(id)
+        .versions(default_version.to_string())
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk(e, LAUNCH_TEMPLATE_NOT_FOUND))?;
+    let data = versions
+        .launch_template_versions()
+        .iter()
+        .find(|v| v.version_number() == Some(default_version))
+        .and_then(|v| v.launch_template_data())
+        .cloned()
+        .ok_or(AwsError::NotFound)?;
+    Ok(LaunchTemplateWithData {
+        template,
+        default_version,
+        data,
+    })
+}
+
+/// The first default subnet (by availability zone name) of the region's
+/// default VPC.
+pub async fn find_default_subnet(client: &Client) -> Result<String, AwsError> {
+    let vpcs = client
+        .describe_vpcs()
+        .filters(Filter::builder().name("is-default").values("true").build())
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk(e, &[]))?;
+    let vpc_id = vpcs
+        .vpcs()
+        .first()
+        .and_then(|v| v.vpc_id())
+        .ok_or(AwsError::NotFound)?
+        .to_string();
+    let mut subnets = Vec::new();
+    let mut pages = client
+        .describe_subnets()
+        .filters(Filter::builder().name("vpc-id").values(&vpc_id).build())
+        .filters(Filter::builder().name("default-for-az").values("true").build())
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| AwsError::from_sdk(e, &[]))?;
+        for subnet in page.subnets() {
+            if let (Some(az), Some(id)) = (subnet.availability_zone(), subnet.subnet_id()) {
+                subnets.push((az.to_string(), id.to_string()));
+            }
+        }
+    }
+    subnets.sort();
+    subnets.into_iter().next().map(|(_, id)| id).ok_or(AwsError::NotFound)
+}
+
+/// The processor architectures an instance type runs (`x86_64`, `arm64`).
+pub async fn find_instance_type_architectures(
+    client: &Client,
+    instance_type: &str,
+) -> Result<Vec<String>, AwsError> {
+    let out = client
+        .describe_instance_types()
+        .instance_types(instance_type.into())
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk(e, &["InvalidInstanceType"]))?;
+    let info = out.instance_types().first().ok_or(AwsError::NotFound)?;
+    Ok(info
+        .processor_info()
+        .map(|p| p.supported_architectures().iter().map(|a| a.as_str().to_string()).collect())
+        .unwrap_or_default())
+}

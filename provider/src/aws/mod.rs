@@ -1,0 +1,232 @@
+//! AWS access: one credential chain and endpoint set from the provider
+//! configuration, SDK clients built lazily per region, and `find_*` lookups
+//! that return a typed [`AwsError::NotFound`].
+
+pub mod ec2;
+pub mod ssm;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use thiserror::Error;
+
+/// The services whose endpoint can be overridden one by one.
+pub const SERVICES: &[&str] = &["ec2", "ebs", "rds", "s3", "scheduler", "sts", "kms", "iam", "ssm"];
+
+#[derive(Debug, Error)]
+pub enum AwsError {
+    /// The object looked up does not exist.
+    #[error("not found")]
+    NotFound,
+    /// Any other failure, rendered with its full cause chain and AWS error code.
+    #[error("{0}")]
+    Api(String),
+}
+
+impl AwsError {
+    /// Wraps an SDK error, turning the listed error codes into `NotFound`.
+    pub fn from_sdk<E, R>(error: SdkError<E, R>, not_found_codes: &[&str]) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        match error.code() {
+            Some(code) if not_found_codes.contains(&code) => AwsError::NotFound,
+            _ => AwsError::Api(DisplayErrorContext(&error).to_string()),
+        }
+    }
+}
+
+/// Role to assume for everything the provider does (cross-account reuse).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssumeRole {
+    pub role_arn: String,
+    pub external_id: Option<String>,
+    pub session_name: Option<String>,
+    pub duration: Option<Duration>,
+}
+
+/// How to reach AWS, as the provider configuration says.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AwsSettings {
+    /// Home region; `None` takes it from the environment / profile.
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub shared_config_files: Vec<String>,
+    pub shared_credentials_files: Vec<String>,
+    pub assume_role: Option<AssumeRole>,
+    /// One endpoint for every service (a local emulator).
+    pub endpoint_url: Option<String>,
+    /// Per-service endpoints, keyed by [`SERVICES`] names.
+    pub endpoints: BTreeMap<String, String>,
+    pub s3_use_path_style: bool,
+}
+
+/// Credentials, endpoints and the account they act in, with SDK clients
+/// made on first use per region.
+pub struct AwsClients {
+    base: SdkConfig,
+    settings: AwsSettings,
+    pub account_id: String,
+    pub home_region: String,
+    ec2: Mutex<HashMap<String, aws_sdk_ec2::Client>>,
+    ssm: Mutex<HashMap<String, aws_sdk_ssm::Client>>,
+    regions: tokio::sync::OnceCell<Vec<String>>,
+}
+
+#[derive(Debug, Error)]
+pub enum ConnectError {
+    #[error(
+        "no AWS region: set `region` in the provider block, or AWS_REGION / a profile's region"
+    )]
+    NoRegion,
+    #[error("checking the AWS credentials with STS GetCallerIdentity at {endpoint}: {cause}")]
+    Identity { endpoint: String, cause: String },
+}
+
+impl AwsClients {
+    /// Loads the credential chain, assumes the role if one is given, and
+    /// calls STS GetCallerIdentity once to learn the account and prove the
+    /// credentials work.
+    // The profile-file types' new names live in aws-runtime, a crate we would
+    // otherwise not depend on; the deprecated aliases are the same types.
+    #[allow(deprecated)]
+    pub async fn connect(settings: AwsSettings) -> Result<Self, ConnectError> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = &settings.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(profile) = &settings.profile {
+            loader = loader.profile_name(profile);
+        }
+        if !settings.shared_config_files.is_empty() || !settings.shared_credentials_files.is_empty() {
+            use aws_config::profile::profile_file::{ProfileFileKind, ProfileFiles};
+            let mut files = ProfileFiles::builder();
+            for path in &settings.shared_config_files {
+                files = files.with_file(ProfileFileKind::Config, path);
+            }
+            for path in &settings.shared_credentials_files {
+                files = files.with_file(ProfileFileKind::Credentials, path);
+            }
+            loader = loader.profile_files(files.build());
+        }
+        if let Some(url) = &settings.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let mut base = loader.load().await;
+        let home_region = base
+            .region()
+            .map(|r| r.to_string())
+            .ok_or(ConnectError::NoRegion)?;
+
+        if let Some(role) = &settings.assume_role {
+            let mut sts_config = base.clone();
+            if let Some(url) = settings.endpoints.get("sts") {
+                sts_config = sts_config.into_builder().endpoint_url(url).build();
+            }
+            let mut provider = aws_config::sts::AssumeRoleProvider::builder(&role.role_arn)
+                .session_name(role.session_name.clone().unwrap_or_else(|| "coffer".to_string()))
+                .configure(&sts_config);
+            if let Some(id) = &role.external_id {
+                provider = provider.external_id(id);
+            }
+            if let Some(duration) = role.duration {
+                provider = provider.session_length(duration);
+            }
+            let provider = provider.build().await;
+            base = base
+                .into_builder()
+                .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider))
+                .build();
+        }
+
+        let sts = aws_sdk_sts::Client::from_conf(
+            with_endpoint(aws_sdk_sts::config::Builder::from(&base), &settings, "sts").build(),
+        );
+        let identity = sts.get_caller_identity().send().await.map_err(|e| {
+            ConnectError::Identity {
+                endpoint: endpoint_label(&settings, "sts", &home_region),
+                cause: DisplayErrorContext(&e).to_string(),
+            }
+        })?;
+        let account_id = identity.account().unwrap_or_default().to_string();
+        tracing::debug!(%account_id, %home_region, "connected to AWS");
+        Ok(Self {
+            base,
+            settings,
+            account_id,
+            home_region,
+            ec2: Mutex::default(),
+            ssm: Mutex::default(),
+            regions: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    pub fn settings(&self) -> &AwsSettings {
+        &self.settings
+    }
+
+    pub fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
+        cached(&self.ec2, region, || {
+            let builder = aws_sdk_ec2::config::Builder::from(&self.base).region(Region::new(region.to_string()));
+            aws_sdk_ec2::Client::from_conf(with_endpoint(builder, &self.settings, "ec2").build())
+        })
+    }
+
+    pub fn ssm(&self, region: &str) -> aws_sdk_ssm::Client {
+        cached(&self.ssm, region, || {
+            let builder = aws_sdk_ssm::config::Builder::from(&self.base).region(Region::new(region.to_string()));
+            aws_sdk_ssm::Client::from_conf(with_endpoint(builder, &self.settings, "ssm").build())
+        })
+    }
+
+    /// The regions enabled for the account (EC2 DescribeRegions), asked once.
+    pub async fn enabled_regions(&self) -> Result<&[String], AwsError> {
+        self.regions
+            .get_or_try_init(|| ec2::describe_regions(self.ec2(&self.home_region)))
+            .await
+            .map(Vec::as_slice)
+    }
+}
+
+fn cached<C: Clone>(cache: &Mutex<HashMap<String, C>>, region: &str, make: impl FnOnce() -> C) -> C {
+    let mut cache = cache.lock().expect("client cache lock");
+    cache.entry(region.to_string()).or_insert_with(make).clone()
+}
+
+/// Applies a per-service endpoint override on top of the shared one.
+trait EndpointBuilder {
+    fn set_endpoint(self, url: &str) -> Self;
+}
+
+macro_rules! endpoint_builder {
+    ($($builder:ty),*) => {$(
+        impl EndpointBuilder for $builder {
+            fn set_endpoint(self, url: &str) -> Self {
+                self.endpoint_url(url)
+            }
+        }
+    )*};
+}
+endpoint_builder!(aws_sdk_ec2::config::Builder, aws_sdk_ssm::config::Builder, aws_sdk_sts::config::Builder);
+
+fn with_endpoint<B: EndpointBuilder>(builder: B, settings: &AwsSettings, service: &str) -> B {
+    match settings.endpoints.get(service) {
+        Some(url) => builder.set_endpoint(url),
+        None => builder,
+    }
+}
+
+fn endpoint_label(settings: &AwsSettings, service: &str, region: &str) -> String {
+    settings
+        .endpoints
+        .get(service)
+        .or(settings.endpoint_url.as_ref())
+        .cloned()
+        .unwrap_or_else(|| format!("the default {service} endpoint of {region}"))
+}

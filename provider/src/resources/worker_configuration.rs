@@ -1,0 +1,604 @@
+//! `coffer_worker_configuration`: an EC2 launch template that boots a
+//! data-moving worker. The worker fetches the `coffer` binary from the
+//! catalog, runs the task named in its `coffer:task` instance tag, and
+//! terminates itself.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::{
+    InstanceType, LaunchTemplateHttpTokensState, LaunchTemplateIamInstanceProfileSpecificationRequest,
+    LaunchTemplateInstanceMetadataOptionsRequest, LaunchTemplateInstanceMetadataTagsState,
+    LaunchTemplateInstanceNetworkInterfaceSpecificationRequest, LaunchTemplateTagSpecificationRequest,
+    RequestLaunchTemplateData, ResourceType, ShutdownBehavior, Tag, TagSpecification,
+};
+use base64::Engine;
+
+use crate::aws::ec2::{LaunchTemplateWithData, find_launch_template_by_id};
+use crate::aws::{AwsError, ssm};
+use crate::framework::validators::{Each, Keys, string};
+use crate::framework::{
+    Attribute, AttributePath, Block, Diagnostics, Import, ModifyPlan, PlanRequest, Resource, Schema,
+    Value,
+};
+use crate::provider::{CatalogLocation, Coffer};
+use crate::resources::tags;
+use crate::validation;
+
+pub const TYPE_NAME: &str = "coffer_worker_configuration";
+/// Launch templates are named `coffer-<name>`.
+const NAME_PREFIX: &str = "coffer-";
+const DEFAULT_INSTANCE_TYPE: &str = "c5.large";
+
+pub struct WorkerConfiguration;
+
+pub fn schema() -> Schema {
+    Schema::new(
+        0,
+        Block::new(
+            "Where data-moving workers run: an EC2 launch template (named `coffer-<name>`) that boots a worker, \
+             which fetches the `coffer` binary from the catalog, runs the task it was launched for and terminates itself.",
+        )
+        .attribute(
+            Attribute::string("name")
+                .required()
+                .requires_replace()
+                .describe("Name of the worker configuration; the launch template is `coffer-<name>`. 1-64 letters, digits, `-`, `_`, `.`.")
+                .validate(string(validation::coffer_name)),
+        )
+        .attribute(
+            Attribute::string("region")
+                .optional()
+                .computed()
+                .requires_replace()
+                .describe("Region the workers run in. Default: the provider's region.")
+                .validate(string(validation::region)),
+        )
+        .attribute(
+            Attribute::string("subnet_id")
+                .optional()
+                .computed()
+                .use_state_for_unknown()
+                .describe("Subnet the workers start in. Default: a subnet of the region's default VPC.")
+                .validate(string(validation::subnet_id)),
+        )
+        .attribute(
+            Attribute::string_set("security_group_ids")
+                .optional()
+                .describe("Security groups of the workers' network interface. Default: the VPC's default group.")
+                .validate(Each(string(validation::security_group_id))),
+        )
+        .attribute(
+            Attribute::string("instance_type")
+                .default(DEFAULT_INSTANCE_TYPE)
+                .describe("EC2 instance type of the workers. Default `c5.large`.")
+                .validate(string(validation::instance_type)),
+        )
+        .attribute(
+            Attribute::string("ami_id")
+                .optional()
+                .computed()
+                .use_state_for_unknown()
+                .describe("AMI the workers boot. Default: the latest Amazon Linux 2023 for the region and the instance type's architecture, resolved when created.")
+                .validate(string(validation::ami_id)),
+        )
+        .attribute(
+            Attribute::string("instance_profile")
+                .optional()
+                .describe("IAM instance profile (name or ARN) giving workers their permissions; see the `coffer_iam_policy` data source.")
+                .validate(string(validation::instance_profile)),
+        )
+        .attribute(
+            Attribute::bool("associate_public_ip")
+                .default(true)
+                .describe("Give workers a public IP address (needed in public subnets without a NAT gateway). Default true."),
+        )
+        .attribute(
+            Attribute::string_map("tags")
+                .optional()
+                .describe("Tags of the launch template and of the workers and volumes it launches.")
+                .validate(Keys(string(validation::tag_key))),
+        )
+        .attribute(
+            Attribute::string_map("tags_all")
+                .computed()
+                .describe("`tags` merged with the provider's `default_tags`."),
+        )
+        .attribute(
+            Attribute::string("id")
+                .computed()
+                .use_state_for_unknown()
+                .describe("Launch template id."),
+        )
+        .attribute(
+            Attribute::number("launch_template_version")
+                .computed()
+                .describe("The launch template's default version, which workers are launched from."),
+        ),
+    )
+}
+
+/// What the configuration asks for, resolved (defaults looked up).
+struct Desired {
+    name: String,
+    region: String,
+    subnet_id: String,
+    security_group_ids: Vec<String>,
+    instance_type: String,
+    ami_id: String,
+    instance_profile: Option<String>,
+    associate_public_ip: bool,
+    tags_all: BTreeMap<String, String>,
+}
+
+impl Desired {
+    fn launch_template_name(&self) -> String {
+        format!("{NAME_PREFIX}{}", self.name)
+    }
+
+    fn template_data(&self, catalog: &CatalogLocation, home_region: &str) -> RequestLaunchTemplateData {
+        let interface = LaunchTemplateInstanceNetworkInterfaceSpecificationRequest::builder()
+            .device_index(0)
+            .subnet_id(&self.subnet_id)
+            .set_groups((!self.security_group_ids.is_empty()).then(|| self.security_group_ids.clone()))
+            .associate_public_ip_address(self.associate_public_ip)
+            .delete_on_termination(true)
+            .build();
+        let profile = self.instance_profile.as_ref().map(|p| {
+            let builder = LaunchTemplateIamInstanceProfileSpecificationRequest::builder();
+            if p.starts_with("arn:") { builder.arn(p) } else { builder.name(p) }.build()
+        });
+        let mut worker_tags = self.tags_all.clone();
+        worker_tags.insert("coffer:worker-configuration".to_string(), self.name.clone());
+        let tag_specifications = [ResourceType::Instance, ResourceType::Volume].map(|kind| {
+            LaunchTemplateTagSpecificationRequest::builder()
+                .resource_type(kind)
+                .set_tags(Some(ec2_tags(&worker_tags)))
+                .build()
+        });
+        RequestLaunchTemplateData::builder()
+            .image_id(&self.ami_id)
+            .instance_type(InstanceType::from(self.instance_type.as_str()))
+            .network_interfaces(interface)
+            .set_iam_instance_profile(profile)
+            .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
+            .metadata_options(
+                LaunchTemplateInstanceMetadataOptionsRequest::builder()
+                    .http_tokens(LaunchTemplateHttpTokensState::Required)
+                    .instance_metadata_tags(LaunchTemplateInstanceMetadataTagsState::Enabled)
+                    .build(),
+            )
+            .set_tag_specifications(Some(tag_specifications.to_vec()))
+            .user_data(base64::engine::general_purpose::STANDARD.encode(worker_user_data(catalog, home_region)))
+            .build()
+    }
+}
+
+/// The worker's boot script. The task comes from the instance's
+/// `coffer:task` tag (set by whoever launches it), so one launch template
+/// serves every policy and rule.
+pub fn worker_user_data(catalog: &CatalogLocation, home_region: &str) -> String {
+    format!(
+        r#"#!/bin/bash
+# Coffer worker bootstrap, written by terraform-provider-coffer.
+set -uo pipefail
+trap 'shutdown -h now' EXIT
+imds() {{ curl -fsS -H "X-aws-ec2-metadata-token: $TOKEN" "http://169.254.169.254/latest/meta-data/$1"; }}
+TOKEN=$(curl -fsS -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 3600' http://169.254.169.254/latest/api/token)
+TASK=$(imds tags/instance/coffer:task)
+export COFFER_CATALOG_BUCKET='{bucket}' COFFER_CATALOG_PREFIX='{prefix}' AWS_REGION='{home_region}'
+aws s3 cp "s3://{bucket}/{prefix}bin/coffer-linux-$(uname -m)" /usr/local/bin/coffer
+chmod +x /usr/local/bin/coffer
+# The task is a coffer command line, e.g. "run --policy prod --rule daily".
+/usr/local/bin/coffer $TASK 2>&1 | logger -t coffer
+"#,
+        bucket = catalog.bucket,
+        prefix = catalog.prefix,
+    )
+}
+
+fn ec2_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+fn region_of(data: &Coffer, state: &Value) -> String {
+    state
+        .get("region")
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| data.aws.home_region.clone())
+}
+
+/// Resolves the planned values, looking up the defaults AWS decides.
+async fn desired(data: &Coffer, planned: &Value, diags: &mut Diagnostics) -> Option<Desired> {
+    let name = planned.get("name").as_str().unwrap_or_default().to_string();
+    let region = region_of(data, planned);
+    let ec2 = data.aws.ec2(&region);
+    let instance_type = planned
+        .get("instance_type")
+        .as_str()
+        .unwrap_or(DEFAULT_INSTANCE_TYPE)
+        .to_string();
+    let subnet_id = match planned.get("subnet_id").as_str() {
+        Some(subnet) => subnet.to_string(),
+        None => match crate::aws::ec2::find_default_subnet(&ec2).await {
+            Ok(subnet) => subnet,
+            Err(AwsError::NotFound) => {
+                diags.attribute_error(
+                    AttributePath::attr("subnet_id"),
+                    "No default subnet",
+                    format!("Region {region} has no default VPC with a default subnet; set subnet_id."),
+                );
+                return None;
+            }
+            Err(e) => {
+                diags.error("Finding the default subnet", format!("finding the default subnet in {region}: {e}"));
+                return None;
+            }
+        },
+    };
+    let ami_id = match planned.get("ami_id").as_str() {
+        Some(ami) => ami.to_string(),
+        None => match default_ami(data, &region, &instance_type).await {
+            Ok(ami) => ami,
+            Err(e) => {
+                diags.attribute_error(
+                    AttributePath::attr("ami_id"),
+                    "Cannot find the default AMI",
+                    format!("finding the latest Amazon Linux 2023 AMI for {instance_type} in {region}: {e}. Set ami_id."),
+                );
+                return None;
+            }
+        },
+    };
+    Some(Desired {
+        name,
+        region,
+        subnet_id,
+        security_group_ids: planned.get("security_group_ids").strings(),
+        instance_type,
+        ami_id,
+        instance_profile: planned.get("instance_profile").as_str().map(str::to_string),
+        associate_public_ip: planned.get("associate_public_ip").as_bool().unwrap_or(true),
+        tags_all: tags::merge(&data.default_tags, &planned.get("tags").string_map()),
+    })
+}
+
+async fn default_ami(data: &Coffer, region: &str, instance_type: &str) -> Result<String, AwsError> {
+    let architectures =
+        crate::aws::ec2::find_instance_type_architectures(&data.aws.ec2(region), instance_type).await?;
+    let architecture = if architectures.iter().any(|a| a == "x86_64") || architectures.is_empty() {
+        "x86_64"
+    } else {
+        "arm64"
+    };
+    ssm::find_latest_al2023_ami(&data.aws.ssm(region), architecture).await
+}
+
+/// The state that describes `found`. `prior` decides how tags split between
+/// `tags` and the provider's defaults, and keeps empty collections empty
+/// where the configuration wrote them so.
+fn state_from(data: &Coffer, region: &str, found: &LaunchTemplateWithData, prior: &Value) -> Value {
+    let template = &found.template;
+    let lt_data = &found.data;
+    let interface = lt_data.network_interfaces().first();
+    let tags_all: BTreeMap<String, String> = template
+        .tags()
+        .iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+        .collect();
+    let own_tags = tags::without_defaults(&tags_all, &data.default_tags, &prior.get("tags").string_map());
+    let name = template
+        .launch_template_name()
+        .unwrap_or_default()
+        .strip_prefix(NAME_PREFIX)
+        .unwrap_or_default()
+        .to_string();
+    let groups: Vec<String> = interface.map(|i| i.groups().to_vec()).unwrap_or_default();
+    let profile = lt_data
+        .iam_instance_profile()
+        .and_then(|p| p.name().or(p.arn()))
+        .map(str::to_string);
+    Value::object([
+        ("id", Value::from(template.launch_template_id().map(str::to_string))),
+        ("name", Value::from(name)),
+        ("region", Value::from(region)),
+        ("subnet_id", Value::from(interface.and_then(|i| i.subnet_id()).map(str::to_string))),
+        ("security_group_ids", keep_empty(Value::string_list(groups), prior.get("security_group_ids"))),
+        ("instance_type", Value::from(lt_data.instance_type().map(|t| t.as_str().to_string()))),
+        ("ami_id", Value::from(lt_data.image_id().map(str::to_string))),
+        ("instance_profile", Value::from(profile)),
+        (
+            "associate_public_ip",
+            Value::from(interface.and_then(|i| i.associate_public_ip_address()).unwrap_or(false)),
+        ),
+        ("tags", keep_empty(Value::string_map_or_null(&own_tags), prior.get("tags"))),
+        ("tags_all", Value::string_map_or_null(&tags_all)),
+        ("launch_template_version", Value::from(found.default_version)),
+    ])
+}
+
+/// An empty collection reads back as null, unless the configuration wrote
+/// it as empty (Terraform tells `[]` from null).
+fn keep_empty(read: Value, prior: &Value) -> Value {
+    let read_empty = match &read {
+        Value::List(items) => items.is_empty(),
+        Value::Map(map) => map.is_empty(),
+        Value::Null => true,
+        _ => false,
+    };
+    let prior_empty = match prior {
+        Value::List(items) => items.is_empty(),
+        Value::Map(map) => map.is_empty(),
+        _ => false,
+    };
+    match (read_empty, prior_empty) {
+        (true, true) => prior.clone(),
+        (true, false) => Value::Null,
+        _ => read,
+    }
+}
+
+async fn read_back(
+    data: &Coffer,
+    region: &str,
+    id: &str,
+    planned: &Value,
+    action: &str,
+    diags: &mut Diagnostics,
+) -> Option<Value> {
+    match find_launch_template_by_id(&data.aws.ec2(region), id).await {
+        Ok(found) => Some(state_from(data, region, &found, planned)),
+        Err(e) => {
+            diags.error(
+                format!("Reading launch template {id} after {action}"),
+                format!("reading launch template {id} in {region} after {action}: {e}"),
+            );
+            None
+        }
+    }
+}
+
+#[async_trait]
+impl Resource<Coffer> for WorkerConfiguration {
+    fn type_name(&self) -> &'static str {
+        TYPE_NAME
+    }
+
+    fn schema(&self) -> Schema {
+        schema()
+    }
+
+    async fn create(&self, data: &Coffer, planned: &Value, diags: &mut Diagnostics) -> Option<Value> {
+        let desired = desired(data, planned, diags).await?;
+        let lt_name = desired.launch_template_name();
+        let ec2 = data.aws.ec2(&desired.region);
+        let created = ec2
+            .create_launch_template()
+            .launch_template_name(&lt_name)
+            .version_description("coffer worker configuration")
+            .launch_template_data(desired.template_data(&data.catalog, &data.aws.home_region))
+            .set_tag_specifications((!desired.tags_all.is_empty()).then(|| {
+                vec![TagSpecification::builder()
+                    .resource_type(ResourceType::LaunchTemplate)
+                    .set_tags(Some(ec2_tags(&desired.tags_all)))
+                    .build()]
+            }))
+            .send()
+            .await;
+        let id = match created {
+            Ok(out) => out
+                .launch_template()
+                .and_then(|t| t.launch_template_id())
+                .unwrap_or_default()
+                .to_string(),
+            Err(e) => {
+                diags.error(
+                    format!("Creating launch template {lt_name}"),
+                    format!("creating launch template {lt_name} in {}: {}", desired.region, AwsError::from_sdk(e, &[])),
+                );
+                return None;
+            }
+        };
+        tracing::info!(%id, name = %lt_name, region = %desired.region, "created launch template");
+        match read_back(data, &desired.region, &id, planned, "creating it", diags).await {
+            Some(state) => Some(state),
+            // Created but unreadable: keep the id so Terraform tracks (and
+            // can destroy) what exists.
+            None => {
+                let mut partial = planned.clone();
+                partial.set("id", id.as_str());
+                partial.set("region", desired.region.as_str());
+                Some(partial)
+            }
+        }
+    }
+
+    async fn read(&self, data: &Coffer, state: &Value, diags: &mut Diagnostics) -> Option<Value> {
+        let id = state.get("id").as_str()?.to_string();
+        let region = region_of(data, state);
+        match find_launch_template_by_id(&data.aws.ec2(&region), &id).await {
+            Ok(found) => Some(state_from(data, &region, &found, state)),
+            Err(AwsError::NotFound) => None,
+            Err(e) => {
+                diags.error(
+                    format!("Reading launch template {id}"),
+                    format!("reading launch template {id} in {region}: {e}"),
+                );
+                None
+            }
+        }
+    }
+
+    async fn update(
+        &self,
+        data: &Coffer,
+        prior: &Value,
+        planned: &Value,
+        diags: &mut Diagnostics,
+    ) -> Option<Value> {
+        let id = prior.get("id").as_str()?.to_string();
+        let desired = desired(data, planned, diags).await?;
+        let ec2 = data.aws.ec2(&desired.region);
+
+        let version = ec2
+            .create_launch_template_version()
+            .launch_template_id(&id)
+            .version_description("coffer worker configuration")
+            .launch_template_data(desired.template_data(&data.catalog, &data.aws.home_region))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(e, &[]))
+            .map(|out| out.launch_template_version().and_then(|v| v.version_number()));
+        let version = match version {
+            Ok(Some(version)) => version,
+            Ok(None) => {
+                diags.error("Updating launch template", format!("updating launch template {id}: AWS returned no version number"));
+                return None;
+            }
+            Err(e) => {
+                diags.error(
+                    format!("Updating launch template {id}"),
+                    format!("creating a new version of launch template {id} in {}: {e}", desired.region),
+                );
+                return None;
+            }
+        };
+        if let Err(e) = ec2
+            .modify_launch_template()
+            .launch_template_id(&id)
+            .default_version(version.to_string())
+            .send()
+            .await
+        {
+            diags.error(
+                format!("Updating launch template {id}"),
+                format!("making version {version} the default of launch template {id}: {}", AwsError::from_sdk(e, &[])),
+            );
+            return None;
+        }
+
+        let old_tags = prior.get("tags_all").string_map();
+        if let Err(e) = tags::sync_ec2(&ec2, &id, &old_tags, &desired.tags_all).await {
+            diags.error(format!("Updating tags of launch template {id}"), format!("tagging launch template {id}: {e}"));
+        }
+        read_back(data, &desired.region, &id, planned, "updating it", diags).await
+    }
+
+    async fn delete(&self, data: &Coffer, state: &Value, diags: &mut Diagnostics) {
+        let Some(id) = state.get("id").as_str() else {
+            return;
+        };
+        let region = region_of(data, state);
+        let result = data.aws.ec2(&region).delete_launch_template().launch_template_id(id).send().await;
+        match result.map_err(|e| {
+            AwsError::from_sdk(e, &["InvalidLaunchTemplateId.NotFound", "InvalidLaunchTemplateId.Malformed"])
+        }) {
+            Ok(_) | Err(AwsError::NotFound) => {}
+            Err(e) => diags.error(
+                format!("Deleting launch template {id}"),
+                format!("deleting launch template {id} in {region}: {e}"),
+            ),
+        }
+    }
+
+    fn importer(&self) -> Option<&dyn Import<Coffer>> {
+        Some(self)
+    }
+
+    fn plan_modifier(&self) -> Option<&dyn ModifyPlan<Coffer>> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Import<Coffer> for WorkerConfiguration {
+    /// `lt-0123…` (in the provider's region) or `eu-west-1/lt-0123…`.
+    async fn import(&self, data: &Coffer, id: &str, diags: &mut Diagnostics) -> Option<Value> {
+        let (region, lt_id) = match id.split_once('/') {
+            Some((region, lt_id)) => (region.to_string(), lt_id.to_string()),
+            None => (data.aws.home_region.clone(), id.to_string()),
+        };
+        if !lt_id.starts_with("lt-") {
+            diags.error(
+                "Invalid import id",
+                format!("{id:?} is not a launch template id; import with lt-<id> or <region>/lt-<id>."),
+            );
+            return None;
+        }
+        match find_launch_template_by_id(&data.aws.ec2(&region), &lt_id).await {
+            Ok(found) if !found.template.launch_template_name().unwrap_or_default().starts_with(NAME_PREFIX) => {
+                diags.error(
+                    "Not a Coffer worker configuration",
+                    format!(
+                        "launch template {lt_id} is named {:?}; Coffer's worker configurations are named {NAME_PREFIX}<name>.",
+                        found.template.launch_template_name().unwrap_or_default()
+                    ),
+                );
+                None
+            }
+            Ok(_) => Some(Value::object([("id", Value::from(lt_id)), ("region", Value::from(region))])),
+            Err(AwsError::NotFound) => {
+                diags.error("Cannot import non-existent remote object", format!("launch template {lt_id} does not exist in {region}."));
+                None
+            }
+            Err(e) => {
+                diags.error(format!("Importing launch template {lt_id}"), format!("reading launch template {lt_id} in {region}: {e}"));
+                None
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ModifyPlan<Coffer> for WorkerConfiguration {
+    async fn modify_plan(
+        &self,
+        data: Option<&Coffer>,
+        request: PlanRequest<'_>,
+        planned: &mut Value,
+        _requires_replace: &mut Vec<AttributePath>,
+        diags: &mut Diagnostics,
+    ) {
+        let prior = request.prior;
+        if request.config.get("region").is_null() && prior.is_null() {
+            let home = data.map(|d| Value::from(d.aws.home_region.as_str())).unwrap_or(Value::Unknown);
+            planned.set("region", home);
+        }
+        if let (Some(data), Some(region)) = (data, planned.get("region").as_str())
+            && !request.config.get("region").is_null()
+        {
+            match data.aws.enabled_regions().await {
+                Ok(regions) if !regions.iter().any(|r| r == region) => diags.attribute_error(
+                    AttributePath::attr("region"),
+                    "Unknown region",
+                    format!("region {region:?} is not enabled for this account; enabled regions: {}.", regions.join(", ")),
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "listing regions; skipping the region check"),
+            }
+        }
+
+        // A default AMI follows the architecture: re-resolve it when the
+        // instance type changes.
+        if !prior.is_null()
+            && request.config.get("ami_id").is_null()
+            && !planned.get("instance_type").same_as(prior.get("instance_type"))
+        {
+            planned.set("ami_id", Value::Unknown);
+        }
+
+        let tags_all = match (data, planned.get("tags")) {
+            (_, Value::Unknown) | (None, _) => Value::Unknown,
+            (Some(data), own) => Value::string_map_or_null(&tags::merge(&data.default_tags, &own.string_map())),
+        };
+        // default_tags are provider-level: a change there changes this
+        // resource without any of its own arguments changing.
+        if !prior.is_null() && !tags_all.same_as(prior.get("tags_all")) {
+            planned.set("launch_template_version", Value::Unknown);
+        }
+        planned.set("tags_all", tags_all);
+    }
+}

@@ -1,0 +1,231 @@
+//! Shape checks for AWS names and ids, used as plan-time validators. Each
+//! returns an error text saying what is allowed.
+
+use std::time::Duration;
+
+fn is_hex(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`, `ap-southeast-7`.
+pub fn region(s: &str) -> Result<(), String> {
+    let parts: Vec<&str> = s.split('-').collect();
+    let well_formed = parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[0].bytes().all(|b| b.is_ascii_lowercase())
+        && parts[1..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].parse::<u8>().is_ok();
+    if well_formed {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not an AWS region name; expected a name such as \"us-east-1\" or \"eu-west-1\"."
+        ))
+    }
+}
+
+/// An EC2 resource id: `<prefix>-` and 8 or 17 lowercase hex digits.
+fn resource_id(s: &str, prefix: &str, what: &str) -> Result<(), String> {
+    match s.strip_prefix(prefix).and_then(|rest| rest.strip_prefix('-')) {
+        Some(hex) if (hex.len() == 8 || hex.len() == 17) && is_hex(hex) => Ok(()),
+        _ => Err(format!(
+            "{s:?} is not {what} id; expected \"{prefix}-\" followed by 8 or 17 hexadecimal digits."
+        )),
+    }
+}
+
+pub fn subnet_id(s: &str) -> Result<(), String> {
+    resource_id(s, "subnet", "a subnet")
+}
+
+pub fn security_group_id(s: &str) -> Result<(), String> {
+    resource_id(s, "sg", "a security group")
+}
+
+pub fn ami_id(s: &str) -> Result<(), String> {
+    resource_id(s, "ami", "an AMI")
+}
+
+/// `c5.large`, `m7g.2xlarge`, `u-6tb1.metal`: family, a dot, a size.
+pub fn instance_type(s: &str) -> Result<(), String> {
+    let ok = match s.split_once('.') {
+        Some((family, size)) => {
+            family.starts_with(|c: char| c.is_ascii_lowercase())
+                && family.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !size.is_empty()
+                && size.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        }
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not an EC2 instance type; expected family.size, such as \"c5.large\" or \"m7g.xlarge\"."
+        ))
+    }
+}
+
+/// An IAM ARN of the given resource kind (`role`, `instance-profile`).
+pub fn iam_arn(s: &str, kind: &str) -> Result<(), String> {
+    let parts: Vec<&str> = s.splitn(6, ':').collect();
+    let ok = parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "iam"
+        && parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && parts[5]
+            .strip_prefix(kind)
+            .and_then(|r| r.strip_prefix('/'))
+            .is_some_and(|name| !name.is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not an IAM {kind} ARN; expected arn:aws:iam::<12-digit account>:{kind}/<name>."
+        ))
+    }
+}
+
+pub fn role_arn(s: &str) -> Result<(), String> {
+    iam_arn(s, "role")
+}
+
+/// An instance profile name or ARN.
+pub fn instance_profile(s: &str) -> Result<(), String> {
+    if s.starts_with("arn:") {
+        return iam_arn(s, "instance-profile");
+    }
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not an instance profile name (1-128 letters, digits and +=,.@_-) or ARN."
+        ))
+    }
+}
+
+pub fn url(s: &str) -> Result<(), String> {
+    if (s.starts_with("http://") || s.starts_with("https://")) && s.len() > "https://".len() {
+        Ok(())
+    } else {
+        Err(format!("{s:?} is not an endpoint URL; expected http://host[:port] or https://host[:port]."))
+    }
+}
+
+/// A name Coffer uses inside AWS names (`coffer-<name>`): letters, digits,
+/// `-`, `_` and `.`; 1 to 64 characters.
+pub fn coffer_name(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a valid name; use 1 to 64 letters, digits, '-', '_' or '.'."
+        ))
+    }
+}
+
+/// Tag keys: 1-128 characters, not in the `aws:` namespace AWS reserves.
+pub fn tag_key(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.chars().count() > 128 {
+        Err(format!("tag key {s:?} must be 1 to 128 characters."))
+    } else if s.to_ascii_lowercase().starts_with("aws:") {
+        Err(format!("tag key {s:?} uses the reserved \"aws:\" prefix."))
+    } else {
+        Ok(())
+    }
+}
+
+/// Parses a Go-style duration ("1h", "15m", "1h30m", "900s").
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration; write it like \"1h\", \"45m\" or \"1h30m\".");
+    let mut total = 0u64;
+    let mut digits = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        digits.clear();
+        total += n * match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(bad()),
+        };
+    }
+    if !digits.is_empty() || s.is_empty() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// An STS session duration: 15 minutes to 12 hours.
+pub fn session_duration(s: &str) -> Result<(), String> {
+    let d = parse_duration(s)?;
+    if (900..=43200).contains(&d.as_secs()) {
+        Ok(())
+    } else {
+        Err(format!("{s:?} is outside the allowed 15m to 12h."))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions() {
+        for ok in ["us-east-1", "eu-central-2", "us-gov-west-1", "ap-southeast-7", "cn-north-1"] {
+            assert!(region(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "us-east", "US-EAST-1", "useast1", "us-east-1a", "mars"] {
+            assert!(region(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids() {
+        assert!(subnet_id("subnet-0123456789abcdef0").is_ok());
+        assert!(subnet_id("subnet-12345678").is_ok());
+        assert!(subnet_id("subnet-1234").is_err());
+        assert!(subnet_id("sg-12345678").is_err());
+        assert!(security_group_id("sg-0123456789abcdef0").is_ok());
+        assert!(security_group_id("sg-XYZ45678").is_err());
+        assert!(ami_id("ami-0123456789abcdef0").is_ok());
+    }
+
+    #[test]
+    fn instance_types() {
+        for ok in ["c5.large", "m7g.2xlarge", "u-6tb1.metal", "t3.micro"] {
+            assert!(instance_type(ok).is_ok(), "{ok}");
+        }
+        for bad in ["c5", "large", "C5.large", "c5.", ".large", "c5 large"] {
+            assert!(instance_type(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn arns_and_durations() {
+        assert!(role_arn("arn:aws:iam::222222222222:role/coffer").is_ok());
+        assert!(role_arn("arn:aws:iam::2222:role/coffer").is_err());
+        assert!(role_arn("arn:aws:iam::222222222222:user/coffer").is_err());
+        assert!(instance_profile("coffer-worker").is_ok());
+        assert!(instance_profile("arn:aws:iam::123456789012:instance-profile/w").is_ok());
+        assert_eq!(parse_duration("1h30m").unwrap().as_secs(), 5400);
+        assert!(session_duration("10m").is_err());
+        assert!(session_duration("1h").is_ok());
+        assert!(parse_duration("1x").is_err());
+    }
+}

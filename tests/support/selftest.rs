@@ -1,0 +1,129 @@
+//! Checks of the support layer itself, independent of what the provider
+//! implements: `cargo test --test coffer-tests support`.
+
+use super::terraform::{OLDEST_VERSION, PROVIDER_SOURCE, PROVIDER_VERSION};
+use super::*;
+
+#[test]
+fn moto_starts_resets_and_serves_the_default_vpc() {
+    let moto = Moto::start();
+    assert!(moto.endpoint.starts_with("http://127.0.0.1:"), "{}", moto.endpoint);
+    moto.reset();
+    let vpcs = block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config("eu-west-1").await);
+        // A reset must not remove the default VPC: like a real account, every
+        // region always has one.
+        let created = ec2.create_vpc().cidr_block("10.9.0.0/16").send().await.unwrap();
+        assert!(created.vpc().and_then(|v| v.vpc_id()).is_some());
+        moto.reset();
+        ec2.describe_vpcs().send().await.unwrap().vpcs().to_vec()
+    });
+    assert_eq!(vpcs.len(), 1, "after reset only the default VPC remains: {vpcs:?}");
+    assert_eq!(vpcs[0].is_default(), Some(true), "{vpcs:?}");
+}
+
+#[test]
+fn moto_servers_are_private_to_each_test() {
+    let a = Moto::start();
+    let b = Moto::start();
+    assert_ne!(a.port(), b.port());
+    block_on(async {
+        let ec2_a = aws_sdk_ec2::Client::new(&a.sdk_config("us-east-1").await);
+        let ec2_b = aws_sdk_ec2::Client::new(&b.sdk_config("us-east-1").await);
+        ec2_a.create_vpc().cidr_block("10.1.0.0/16").send().await.unwrap();
+        let in_b = ec2_b.describe_vpcs().send().await.unwrap();
+        assert_eq!(in_b.vpcs().len(), 1, "b sees only its default VPC");
+        let in_a = ec2_a.describe_vpcs().send().await.unwrap();
+        assert_eq!(in_a.vpcs().len(), 2, "a sees its default VPC and the new one");
+    });
+}
+
+#[test]
+fn moto_stops_on_drop() {
+    let moto = Moto::start();
+    let port = moto.port();
+    drop(moto);
+    assert!(
+        moto::http_request(port, "GET", "/moto-api/").is_err(),
+        "port {port} still answers after drop"
+    );
+}
+
+#[test]
+fn terraform_versions_include_the_oldest_and_run() {
+    let versions = terraform_versions();
+    // COFFER_TF_VERSIONS may narrow the list; unrestricted it must hold 1.0.3.
+    if std::env::var("COFFER_TF_VERSIONS").map_or(true, |v| v.is_empty() || v == "all") {
+        assert_eq!(versions[0].version, OLDEST_VERSION, "{versions:?}");
+    }
+    assert!(
+        versions.windows(2).all(|w| w[0].version_tuple() < w[1].version_tuple()),
+        "sorted oldest first, no duplicates: {versions:?}"
+    );
+    for tf in &versions {
+        let out = std::process::Command::new(&tf.path)
+            .arg("version")
+            .env("CHECKPOINT_DISABLE", "1")
+            .env_remove("TF_CLI_CONFIG_FILE")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}: {out:?}", tf.path.display());
+        assert!(text.starts_with(&format!("Terraform v{}\n", tf.version)), "{text}");
+    }
+}
+
+/// `init` installs the plugin from the filesystem mirror, offline, for every
+/// CLI; this needs no working provider (init does not start it).
+#[test]
+fn workdir_init_installs_the_provider_from_the_mirror() {
+    for tf in terraform_versions() {
+        let wd = Workdir::new(&tf, &provider_binary());
+        wd.write(
+            "main.tf",
+            r#"terraform {
+  required_providers {
+    coffer = { source = "coffer/coffer" }
+  }
+}
+"#,
+        );
+        let out = wd.init();
+        assert!(
+            out.contains(&format!("Installed coffer/coffer v{PROVIDER_VERSION}"))
+                || out.contains(&format!("Installing coffer/coffer v{PROVIDER_VERSION}")),
+            "terraform {}: {out}",
+            tf.version
+        );
+        let lock = std::fs::read_to_string(wd.path().join(".terraform.lock.hcl")).unwrap();
+        assert!(lock.contains(&format!("provider \"{PROVIDER_SOURCE}\"")), "{lock}");
+
+        // Same configuration, no state, not initialised yet.
+        let copy = wd.fresh_state_copy();
+        assert!(copy.path().join("main.tf").is_file());
+        assert!(!copy.path().join(".terraform").exists());
+        copy.init();
+    }
+}
+
+#[test]
+fn provider_block_points_at_moto() {
+    let moto = Moto::start();
+    let hcl = provider_block(&moto, "eu-central-1");
+    assert!(hcl.contains(&format!("endpoint_url      = \"http://127.0.0.1:{}\"", moto.port())));
+    assert!(hcl.contains("region            = \"eu-central-1\""));
+    assert!(hcl.contains("source = \"coffer/coffer\""));
+}
+
+#[test]
+fn resource_values_finds_nested_resources() {
+    let state = serde_json::json!({
+        "values": {"root_module": {
+            "resources": [{"address": "coffer_x.a", "values": {"id": "a"}}],
+            "child_modules": [{"resources": [{"address": "module.m.coffer_x.b", "values": {"id": "b"}}]}]
+        }}
+    });
+    assert_eq!(resource_values(&state, "coffer_x.a").unwrap()["id"], "a");
+    assert_eq!(resource_values(&state, "module.m.coffer_x.b").unwrap()["id"], "b");
+    assert!(resource_values(&state, "coffer_x.c").is_none());
+}
