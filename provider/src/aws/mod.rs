@@ -35,8 +35,12 @@ impl AwsError {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
-        match error.code() {
-            Some(code) if not_found_codes.contains(&code) => AwsError::NotFound,
+        match (error.code(), error.message()) {
+            (Some(code), _) if not_found_codes.contains(&code) => AwsError::NotFound,
+            // A service error's code and message say it all; the raw
+            // response behind them is noise in a Terraform diagnostic.
+            (Some(code), Some(message)) => AwsError::Api(format!("{code}: {message}")),
+            (Some(code), None) => AwsError::Api(code.to_string()),
             _ => AwsError::Api(DisplayErrorContext(&error).to_string()),
         }
     }

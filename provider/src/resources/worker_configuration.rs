@@ -12,6 +12,7 @@ use aws_sdk_ec2::types::{
     LaunchTemplateInstanceNetworkInterfaceSpecificationRequest, LaunchTemplateTagSpecificationRequest,
     RequestLaunchTemplateData, ResourceType, ShutdownBehavior, Tag, TagSpecification,
 };
+use aws_sdk_ec2::error::ProvideErrorMetadata;
 use base64::Engine;
 
 use crate::aws::ec2::{LaunchTemplateWithData, find_launch_template_by_id};
@@ -395,9 +396,19 @@ impl Resource<Coffer> for WorkerConfiguration {
                 .unwrap_or_default()
                 .to_string(),
             Err(e) => {
+                let exists = e.code() == Some("InvalidLaunchTemplateName.AlreadyExistsException");
+                let hint = if exists {
+                    format!(
+                        " A launch template of that name exists already: choose another name, or adopt it with \
+                         `terraform import {TYPE_NAME}.<address> {}/<its lt- id>`.",
+                        desired.region
+                    )
+                } else {
+                    String::new()
+                };
                 diags.error(
                     format!("Creating launch template {lt_name}"),
-                    format!("creating launch template {lt_name} in {}: {}", desired.region, AwsError::from_sdk(e, &[])),
+                    format!("creating launch template {lt_name} in {}: {}.{hint}", desired.region, AwsError::from_sdk(e, &[])),
                 );
                 return None;
             }

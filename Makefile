@@ -1,0 +1,29 @@
+# The two set-up commands for a fresh machine: `make demo` and `make test`.
+# Both install what they need (moto server, Terraform 1.0.3) project-locally.
+
+CARGO ?= cargo
+
+.PHONY: demo demo-stop test tools build bench
+
+tools:
+	bash scripts/install-tools.sh
+
+build:
+	$(CARGO) build --locked --bins
+
+## Starts the local AWS emulator, applies examples/quickstart against it and
+## prints a summary. `make demo-stop` stops the emulator.
+demo: tools build
+	bash scripts/demo.sh
+
+demo-stop:
+	bash scripts/demo.sh stop
+
+## Every test: unit, protocol, and the acceptance suite with real terraform
+## (1.0.3 and the newest on PATH) against moto.
+test: tools
+	$(CARGO) test --locked --workspace
+
+## Benchmarks (release build); figures go to docs/benchmarks.md by hand.
+bench: tools
+	$(CARGO) bench --locked -p coffer-provider --bench plugin

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# `make demo`: start the local AWS emulator (moto) on 127.0.0.1, apply
+# examples/quickstart against it with the provider just built, and print what
+# was created. `scripts/demo.sh stop` stops the emulator.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEMO="$ROOT/.demo"
+PORT="${COFFER_DEMO_PORT:-4566}"
+ENDPOINT="http://127.0.0.1:$PORT"
+
+stop_emulator() {
+    if [ -f "$DEMO/moto.pid" ]; then
+        kill "$(cat "$DEMO/moto.pid")" 2>/dev/null || true
+        rm -f "$DEMO/moto.pid"
+    fi
+}
+
+if [ "${1:-}" = "stop" ]; then
+    stop_emulator
+    echo "demo emulator stopped"
+    exit 0
+fi
+
+moto_server_bin() {
+    if [ -n "${COFFER_MOTO_SERVER:-}" ]; then echo "$COFFER_MOTO_SERVER";
+    elif [ -x "$ROOT/.venv/bin/moto_server" ]; then echo "$ROOT/.venv/bin/moto_server";
+    else command -v moto_server; fi
+}
+
+terraform_bin() {
+    # The newest terraform on PATH when it is >= 1.0, else the 1.0.3 install.
+    if command -v terraform >/dev/null 2>&1 \
+        && terraform version -json 2>/dev/null | grep -q '"terraform_version": *"1\.'; then
+        command -v terraform
+    else
+        echo "$ROOT/.tools/terraform-1.0.3/terraform"
+    fi
+}
+
+mkdir -p "$DEMO"
+stop_emulator
+echo "==> starting the AWS emulator (moto) on $ENDPOINT"
+MOTO_EC2_LOAD_DEFAULT_AMIS=false nohup "$(moto_server_bin)" -H 127.0.0.1 -p "$PORT" >"$DEMO/moto.log" 2>&1 &
+echo $! >"$DEMO/moto.pid"
+for _ in $(seq 1 100); do
+    if curl -fsS "$ENDPOINT/moto-api/" >/dev/null 2>&1; then break; fi
+    sleep 0.2
+done
+curl -fsS "$ENDPOINT/moto-api/" >/dev/null || { echo "the emulator did not start; see $DEMO/moto.log" >&2; exit 1; }
+
+# A filesystem mirror holding the provider just built, so `terraform init`
+# works offline.
+VERSION=0.1.0
+MIRROR="$DEMO/mirror/registry.terraform.io/coffer/coffer/$VERSION/linux_amd64"
+mkdir -p "$MIRROR"
+cp "$ROOT/target/debug/terraform-provider-coffer" "$MIRROR/terraform-provider-coffer_v$VERSION"
+cat >"$DEMO/terraform.rc" <<RC
+provider_installation {
+  filesystem_mirror {
+    path    = "$DEMO/mirror"
+    include = ["registry.terraform.io/coffer/coffer"]
+  }
+  direct {
+    exclude = ["registry.terraform.io/coffer/coffer"]
+  }
+}
+RC
+
+WORK="$DEMO/quickstart"
+rm -rf "$WORK"
+mkdir -p "$WORK"
+cp "$ROOT"/examples/quickstart/*.tf "$WORK/"
+export TF_CLI_CONFIG_FILE="$DEMO/terraform.rc" CHECKPOINT_DISABLE=1 TF_IN_AUTOMATION=1
+export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo
+unset AWS_PROFILE
+TF="$(terraform_bin)"
+cd "$WORK"
+echo "==> terraform init ($("$TF" version | head -n1))"
+"$TF" init -input=false -no-color >/dev/null
+echo "==> terraform apply examples/quickstart"
+"$TF" apply -input=false -auto-approve -no-color -var "endpoint_url=$ENDPOINT" | grep -E '^(coffer_|Apply complete)'
+
+echo
+echo "==> what Coffer manages now"
+"$TF" output -json worker_configurations | python3 -c '
+import json, sys
+rows = json.load(sys.stdin)
+print(f"{\"worker configuration\":<22}{\"region\":<12}{\"launch template\":<24}{\"ver\":<5}{\"instance\":<12}{\"AMI\":<24}subnet")
+for name, w in sorted(rows.items()):
+    print(f"{name:<22}{w[\"region\"]:<12}{w[\"id\"]:<24}{w[\"launch_template_version\"]:<5}{w[\"instance_type\"]:<12}{w[\"ami_id\"]:<24}{w[\"subnet_id\"]}")
+'
+echo
+echo "==> drift check: terraform plan -detailed-exitcode"
+set +e
+"$TF" plan -input=false -no-color -detailed-exitcode -var "endpoint_url=$ENDPOINT" >/dev/null
+code=$?
+set -e
+case $code in
+    0) echo "no drift: AWS matches the configuration";;
+    2) echo "drift: terraform plan found changes";;
+    *) echo "terraform plan failed"; exit 1;;
+esac
+echo
+echo "The emulator keeps running at $ENDPOINT (state in $WORK)."
+echo "Try: cd $WORK && TF_CLI_CONFIG_FILE=$DEMO/terraform.rc $TF plan -var endpoint_url=$ENDPOINT"
+echo "Stop it with: make demo-stop"
