@@ -22,10 +22,10 @@ if [ "${1:-}" = "stop" ]; then
     exit 0
 fi
 
-moto_server_bin() {
-    if [ -n "${COFFER_MOTO_SERVER:-}" ]; then echo "$COFFER_MOTO_SERVER";
-    elif [ -x "$ROOT/.venv/bin/moto_server" ]; then echo "$ROOT/.venv/bin/moto_server";
-    else command -v moto_server; fi
+# moto with the AWS behaviours it lacks patched back in (tests/support/moto_server.py),
+# under the Python that has moto.
+moto_python() {
+    if [ -x "$ROOT/.venv/bin/moto_server" ]; then echo "$ROOT/.venv/bin/python"; else command -v python3; fi
 }
 
 terraform_bin() {
@@ -41,7 +41,8 @@ terraform_bin() {
 mkdir -p "$DEMO"
 stop_emulator
 echo "==> starting the AWS emulator (moto) on $ENDPOINT"
-MOTO_EC2_LOAD_DEFAULT_AMIS=false nohup "$(moto_server_bin)" -H 127.0.0.1 -p "$PORT" >"$DEMO/moto.log" 2>&1 &
+MOTO_EC2_LOAD_DEFAULT_AMIS=false nohup "$(moto_python)" "$ROOT/tests/support/moto_server.py" \
+    -H 127.0.0.1 -p "$PORT" >"$DEMO/moto.log" 2>&1 &
 echo $! >"$DEMO/moto.pid"
 for _ in $(seq 1 100); do
     if curl -fsS "$ENDPOINT/moto-api/" >/dev/null 2>&1; then break; fi

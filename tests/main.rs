@@ -1,1 +1,7 @@
+//! The one integration-test binary: protocol tests, acceptance tests with
+//! real terraform against moto, and docs/examples checks.
+
+mod acceptance;
+mod docs_and_examples;
+mod plugin_protocol;
 mod support;

@@ -19,6 +19,7 @@
 #![allow(dead_code)]
 
 pub mod moto;
+pub mod plugin;
 pub mod terraform;
 pub mod tools;
 
@@ -27,6 +28,8 @@ mod selftest;
 use std::path::PathBuf;
 
 pub use moto::Moto;
+// Re-exported for the acceptance tests; unused until they exist.
+#[allow(unused_imports)]
 pub use terraform::{Terraform, Workdir, resource_values, terraform_versions};
 
 /// The plugin binary cargo built for this test run.

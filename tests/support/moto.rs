@@ -74,12 +74,12 @@ enum StartError {
 impl Moto {
     /// Starts moto server on a free 127.0.0.1 port and waits until it answers.
     ///
-    /// The program is `$COFFER_MOTO_SERVER` if set, else the project's
-    /// `.venv/bin/moto_server`, else `moto_server` from `PATH` (running
-    /// `scripts/install-tools.sh` first). Panics, with the tail of the server
-    /// log, if it does not come up within 30 s.
+    /// The program is `$COFFER_MOTO_SERVER` if set, else moto with our
+    /// patches (see `moto_program`), running `scripts/install-tools.sh`
+    /// first. Panics, with the tail of the server log, if it does not come up
+    /// within 30 s.
     pub fn start() -> Moto {
-        let program = moto_program();
+        let (program, leading_args) = moto_program();
         let log_dir = tempfile::Builder::new()
             .prefix("coffer-moto-")
             .tempdir()
@@ -92,7 +92,7 @@ impl Moto {
             // The port is free now, but another process may take it before
             // moto binds it; moto then exits and we try another one.
             let port = free_port();
-            let (mut child, watchdog) = spawn(&program, port, &log_path);
+            let (mut child, watchdog) = spawn(&program, &leading_args, port, &log_path);
             match wait_ready(&mut child, port, &log_path) {
                 Ok(()) => {
                     return Moto {
@@ -182,38 +182,41 @@ pub fn test_credentials() -> Credentials {
     Credentials::new(TEST_ACCESS_KEY, TEST_SECRET_KEY, None, None, "coffer-tests")
 }
 
-/// Which moto_server to run; see [`Moto::start`].
-fn moto_program() -> PathBuf {
+/// How to run moto's server: `$COFFER_MOTO_SERVER` as is, else our launcher
+/// `tests/support/moto_server.py` (moto with the AWS behaviours it lacks
+/// patched back in) under the Python that has moto — the project's `.venv`
+/// or the system `python3` (`scripts/install-tools.sh` makes one of them).
+fn moto_program() -> (PathBuf, Vec<PathBuf>) {
     if let Some(p) = std::env::var_os("COFFER_MOTO_SERVER").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
+        return (PathBuf::from(p), Vec::new());
     }
     tools::ensure_installed();
-    let venv = tools::repo_root().join(".venv/bin/moto_server");
-    if venv.is_file() {
-        return venv;
-    }
-    tools::find_on_path("moto_server").unwrap_or_else(|| {
-        panic!(
-            "moto_server is neither at {} nor on PATH, though scripts/install-tools.sh succeeded",
-            venv.display()
-        )
-    })
+    let root = tools::repo_root();
+    let launcher = root.join("tests/support/moto_server.py");
+    let venv_python = root.join(".venv/bin/python");
+    let python = if root.join(".venv/bin/moto_server").is_file() {
+        venv_python
+    } else {
+        tools::find_on_path("python3").expect("python3 on PATH, though scripts/install-tools.sh succeeded")
+    };
+    (python, vec![launcher])
 }
 
 /// A port that is free on 127.0.0.1 right now (the kernel picks it).
 fn free_port() -> u16 {
-    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .expect("bind 127.0.0.1:0");
+    let listener =
+        TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local_addr").port()
 }
 
-fn spawn(program: &Path, port: u16, log_path: &Path) -> (Child, ChildStdin) {
+fn spawn(program: &Path, leading_args: &[PathBuf], port: u16, log_path: &Path) -> (Child, ChildStdin) {
     let log = std::fs::File::create(log_path).expect("create moto log");
     let log_err = log.try_clone().expect("clone moto log handle");
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(WATCHDOG)
         .arg(program)
+        .args(leading_args)
         // Only ever loopback: nothing outside this machine may reach it.
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         // Otherwise ~1,300 built-in AMI snapshots show up in
@@ -239,11 +242,13 @@ fn wait_ready(child: &mut Child, port: u16, log_path: &Path) -> Result<(), Start
         // the port is someone else's server.
         if let Some(status) = child.try_wait().expect("try_wait moto") {
             let log = std::fs::read_to_string(log_path).unwrap_or_default();
-            return Err(if log.contains("Address already in use") || log.contains("is in use") {
-                StartError::PortTaken
-            } else {
-                StartError::Exited(status)
-            });
+            return Err(
+                if log.contains("Address already in use") || log.contains("is in use") {
+                    StartError::PortTaken
+                } else {
+                    StartError::Exited(status)
+                },
+            );
         }
         if let Ok((200, _)) = http_request(port, "GET", "/moto-api/") {
             return Ok(());
@@ -295,7 +300,10 @@ pub fn http_request(port: u16, method: &str, path: &str) -> std::io::Result<(u16
         .ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                format!("not an HTTP response: {:?}", text.chars().take(100).collect::<String>()),
+                format!(
+                    "not an HTTP response: {:?}",
+                    text.chars().take(100).collect::<String>()
+                ),
             )
         })?;
     let body = text

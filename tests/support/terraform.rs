@@ -95,18 +95,25 @@ fn available_versions() -> &'static Vec<Terraform> {
     static VERSIONS: OnceLock<Vec<Terraform>> = OnceLock::new();
     VERSIONS.get_or_init(|| {
         tools::ensure_installed();
-        let bundled = tools::repo_root().join(format!(".tools/terraform-{OLDEST_VERSION}/terraform"));
+        let bundled =
+            tools::repo_root().join(format!(".tools/terraform-{OLDEST_VERSION}/terraform"));
         let bundled_version = probe_version(&bundled)
             .unwrap_or_else(|e| panic!("{} is not usable: {e}", bundled.display()));
         assert_eq!(bundled_version, OLDEST_VERSION, "{}", bundled.display());
-        let mut versions = vec![Terraform { path: bundled, version: bundled_version }];
+        let mut versions = vec![Terraform {
+            path: bundled,
+            version: bundled_version,
+        }];
         if let Some(on_path) = tools::find_on_path("terraform") {
             // An unusable or older terraform on PATH is simply not tested with.
             if let Ok(version) = probe_version(&on_path) {
                 if parse_version(&version).is_some_and(|v| v >= (1, 0, 0))
                     && version != OLDEST_VERSION
                 {
-                    versions.push(Terraform { path: on_path, version });
+                    versions.push(Terraform {
+                        path: on_path,
+                        version,
+                    });
                 }
             }
         }
@@ -146,7 +153,11 @@ fn probe_version(path: &Path) -> Result<String, String> {
 fn parse_version(version: &str) -> Option<(u64, u64, u64)> {
     let core = version.trim_start_matches('v').split(['-', '+']).next()?;
     let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
-    Some((parts.next()??, parts.next()??, parts.next().unwrap_or(Some(0))?))
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next().unwrap_or(Some(0))?,
+    ))
 }
 
 /// The provider mirror plus the CLI config pointing at it, shared by every
@@ -160,7 +171,10 @@ struct Mirror {
 /// and a CLI config file that installs `coffer/coffer` only from it.
 fn mirror_for(provider_binary: &Path) -> &'static Mirror {
     static MIRRORS: OnceLock<Mutex<HashMap<PathBuf, &'static Mirror>>> = OnceLock::new();
-    let mut mirrors = MIRRORS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let mut mirrors = MIRRORS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     if let Some(mirror) = mirrors.get(provider_binary) {
         return mirror;
     }
@@ -176,7 +190,11 @@ fn mirror_for(provider_binary: &Path) -> &'static Mirror {
     let mirror_root = own.join("mirror");
     let (host, namespace, type_name) = {
         let mut parts = PROVIDER_SOURCE.split('/');
-        (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap())
+        (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        )
     };
     let package_dir = mirror_root
         .join(host)
@@ -185,7 +203,9 @@ fn mirror_for(provider_binary: &Path) -> &'static Mirror {
         .join(PROVIDER_VERSION)
         .join("linux_amd64");
     std::fs::create_dir_all(&package_dir).expect("create mirror package dir");
-    let target = package_dir.join(format!("terraform-provider-{type_name}_v{PROVIDER_VERSION}"));
+    let target = package_dir.join(format!(
+        "terraform-provider-{type_name}_v{PROVIDER_VERSION}"
+    ));
     assert!(
         provider_binary.is_file(),
         "provider binary {} does not exist",
@@ -232,7 +252,9 @@ provider_installation {{
 
 /// Removes `p<pid>-*` dirs whose process no longer exists.
 fn sweep_dead_process_dirs(base: &Path) {
-    let Ok(entries) = std::fs::read_dir(base) else { return };
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name
@@ -396,7 +418,12 @@ impl Workdir {
     /// Panics unless a plan shows no changes (the usual post-apply check).
     pub fn assert_no_changes(&self) {
         let (code, output) = self.plan_exit_code();
-        assert_eq!(code, 0, "{}: expected an empty plan, got exit {code}:\n{output}", self.label());
+        assert_eq!(
+            code,
+            0,
+            "{}: expected an empty plan, got exit {code}:\n{output}",
+            self.label()
+        );
     }
 
     /// `terraform plan` that may fail: `Err` holds the output.
@@ -407,7 +434,12 @@ impl Workdir {
     /// The plan as JSON (`plan -out` then `show -json`), for asserting on
     /// `resource_changes[].change.actions` and friends; panics on failure.
     pub fn plan_json(&self) -> Value {
-        self.must(&["plan", "-input=false", "-no-color", "-out=coffer-test.tfplan"]);
+        self.must(&[
+            "plan",
+            "-input=false",
+            "-no-color",
+            "-out=coffer-test.tfplan",
+        ]);
         let json = self.json(&["show", "-json", "-no-color", "coffer-test.tfplan"]);
         let _ = std::fs::remove_file(self.path().join("coffer-test.tfplan"));
         json
@@ -449,8 +481,16 @@ impl Workdir {
     pub fn run(&self, args: &[&str]) -> Output {
         let stdout = tempfile::tempfile().expect("temp file");
         let stderr = tempfile::tempfile().expect("temp file");
-        let status = self.exec(args, stdout.try_clone().unwrap(), stderr.try_clone().unwrap());
-        Output { status, stdout: read_all(stdout), stderr: read_all(stderr) }
+        let status = self.exec(
+            args,
+            stdout.try_clone().unwrap(),
+            stderr.try_clone().unwrap(),
+        );
+        Output {
+            status,
+            stdout: read_all(stdout),
+            stderr: read_all(stderr),
+        }
     }
 
     /// "terraform 1.0.3 in /tmp/…", for messages.
@@ -460,13 +500,21 @@ impl Workdir {
 
     fn must(&self, args: &[&str]) -> String {
         self.attempt(args).unwrap_or_else(|output| {
-            panic!("`terraform {}` failed ({}):\n{output}", args.join(" "), self.label())
+            panic!(
+                "`terraform {}` failed ({}):\n{output}",
+                args.join(" "),
+                self.label()
+            )
         })
     }
 
     fn attempt(&self, args: &[&str]) -> Result<String, String> {
         let (status, output) = self.combined(args);
-        if status.success() { Ok(output) } else { Err(output) }
+        if status.success() {
+            Ok(output)
+        } else {
+            Err(output)
+        }
     }
 
     /// Runs with stdout and stderr interleaved in one file, in the order
@@ -474,7 +522,10 @@ impl Workdir {
     fn combined(&self, args: &[&str]) -> (ExitStatus, String) {
         let file = tempfile::tempfile().expect("temp file");
         let status = self.exec(args, file.try_clone().unwrap(), file.try_clone().unwrap());
-        (status, String::from_utf8_lossy(&read_all(file)).into_owned())
+        (
+            status,
+            String::from_utf8_lossy(&read_all(file)).into_owned(),
+        )
     }
 
     fn json(&self, args: &[&str]) -> Value {

@@ -324,23 +324,6 @@ impl Block {
             }
         }
     }
-
-    /// Every attribute name, including those of nested blocks as
-    /// `block.attribute` (used by the docs test).
-    pub fn attribute_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.attributes.iter().map(|a| a.name.clone()).collect();
-        for nested in &self.blocks {
-            names.push(nested.name.clone());
-            names.extend(
-                nested
-                    .block
-                    .attribute_names()
-                    .into_iter()
-                    .map(|n| format!("{}.{n}", nested.name)),
-            );
-        }
-        names
-    }
 }
 
 /// A versioned schema: the version moves when stored state needs upgrading.

@@ -52,6 +52,7 @@ pub fn schema() -> Schema {
                 .optional()
                 .computed()
                 .requires_replace()
+                .use_state_for_unknown()
                 .describe("Region the workers run in. Default: the provider's region.")
                 .validate(string(validation::region)),
         )

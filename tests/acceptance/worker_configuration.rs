@@ -1,0 +1,363 @@
+//! coffer_worker_configuration with real terraform against moto: the whole
+//! lifecycle on the oldest and the newest Terraform, plan-time validation,
+//! and the provider's configuration errors.
+
+use aws_sdk_ec2::types::{
+    Filter, InstanceType, LaunchTemplateInstanceNetworkInterfaceSpecificationRequest,
+    RequestLaunchTemplateData, Tag,
+};
+
+use crate::support::terraform::{Terraform, oldest_terraform};
+use crate::support::{Moto, Workdir, block_on, provider_binary, resource_values, terraform_versions};
+
+const ADDRESS: &str = "coffer_worker_configuration.acc";
+
+fn provider(moto: &Moto) -> String {
+    format!(
+        r#"terraform {{
+  required_providers {{
+    coffer = {{ source = "coffer/coffer" }}
+  }}
+}}
+
+provider "coffer" {{
+  region            = "us-east-1"
+  endpoint_url      = "{}"
+  s3_use_path_style = true
+  default_tags      = {{ Owner = "platform" }}
+}}
+"#,
+        moto.endpoint
+    )
+}
+
+fn resource(security_group: &str, instance_type: &str, team: &str) -> String {
+    format!(
+        r#"
+resource "coffer_worker_configuration" "acc" {{
+  name               = "acc"
+  instance_type      = "{instance_type}"
+  security_group_ids = ["{security_group}"]
+  tags               = {{ Team = "{team}" }}
+}}
+"#
+    )
+}
+
+struct Ec2 {
+    client: aws_sdk_ec2::Client,
+    ssm: aws_sdk_ssm::Client,
+}
+
+impl Ec2 {
+    fn new(moto: &Moto) -> Self {
+        let config = block_on(moto.sdk_config("us-east-1"));
+        Self {
+            client: aws_sdk_ec2::Client::new(&config),
+            ssm: aws_sdk_ssm::Client::new(&config),
+        }
+    }
+
+    fn default_security_group(&self) -> String {
+        let out = block_on(
+            self.client
+                .describe_security_groups()
+                .filters(Filter::builder().name("group-name").values("default").build())
+                .send(),
+        )
+        .unwrap();
+        out.security_groups()[0].group_id().unwrap().to_string()
+    }
+
+    fn latest_al2023_x86(&self) -> String {
+        let out = block_on(
+            self.ssm
+                .get_parameter()
+                .name("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64")
+                .send(),
+        )
+        .unwrap();
+        out.parameter().unwrap().value().unwrap().to_string()
+    }
+
+    fn default_subnets(&self) -> Vec<String> {
+        let out = block_on(
+            self.client
+                .describe_subnets()
+                .filters(Filter::builder().name("default-for-az").values("true").build())
+                .send(),
+        )
+        .unwrap();
+        out.subnets().iter().map(|s| s.subnet_id().unwrap().to_string()).collect()
+    }
+
+    /// The launch templates named `coffer-acc`.
+    fn templates(&self) -> Vec<aws_sdk_ec2::types::LaunchTemplate> {
+        let out = block_on(
+            self.client
+                .describe_launch_templates()
+                .filters(Filter::builder().name("launch-template-name").values("coffer-acc").build())
+                .send(),
+        )
+        .unwrap();
+        out.launch_templates().to_vec()
+    }
+
+    fn default_version_data(&self, id: &str) -> aws_sdk_ec2::types::ResponseLaunchTemplateData {
+        let out = block_on(
+            self.client
+                .describe_launch_template_versions()
+                .launch_template_id(id)
+                .versions("$Default")
+                .send(),
+        )
+        .unwrap();
+        out.launch_template_versions()[0].launch_template_data().unwrap().clone()
+    }
+
+    fn template_tag(&self, id: &str, key: &str) -> Option<String> {
+        let template = self.templates().into_iter().find(|t| t.launch_template_id() == Some(id))?;
+        template.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value().map(str::to_string))
+    }
+
+    /// What an operator might do in the console: a new default version with
+    /// another instance type, and a retagged template.
+    fn edit_out_of_band(&self, id: &str, instance_type: &str) {
+        let current = self.default_version_data(id);
+        let interface = &current.network_interfaces()[0];
+        // AWS would merge a version made with SourceVersion; moto does not
+        // (see EMULATOR.md), so the new version spells out everything.
+        let data = RequestLaunchTemplateData::builder()
+            .image_id(current.image_id().unwrap())
+            .instance_type(InstanceType::from(instance_type))
+            .network_interfaces(
+                LaunchTemplateInstanceNetworkInterfaceSpecificationRequest::builder()
+                    .device_index(0)
+                    .subnet_id(interface.subnet_id().unwrap())
+                    .set_groups(Some(interface.groups().to_vec()))
+                    .associate_public_ip_address(interface.associate_public_ip_address().unwrap_or(false))
+                    .build(),
+            )
+            .build();
+        let version = block_on(
+            self.client
+                .create_launch_template_version()
+                .launch_template_id(id)
+                .launch_template_data(data)
+                .send(),
+        )
+        .unwrap()
+        .launch_template_version()
+        .unwrap()
+        .version_number()
+        .unwrap();
+        block_on(
+            self.client
+                .modify_launch_template()
+                .launch_template_id(id)
+                .default_version(version.to_string())
+                .send(),
+        )
+        .unwrap();
+        block_on(
+            self.client
+                .create_tags()
+                .resources(id)
+                .tags(Tag::builder().key("Team").value("changed-by-hand").build())
+                .send(),
+        )
+        .unwrap();
+    }
+
+    fn delete(&self, id: &str) {
+        block_on(self.client.delete_launch_template().launch_template_id(id).send()).unwrap();
+    }
+}
+
+fn state_of(wd: &Workdir) -> serde_json::Value {
+    resource_values(&wd.state_json(), ADDRESS)
+        .unwrap_or_else(|| panic!("{ADDRESS} is not in the state"))
+        .clone()
+}
+
+fn lifecycle(tf: &Terraform) {
+    let moto = Moto::start();
+    let ec2 = Ec2::new(&moto);
+    let sg = ec2.default_security_group();
+    let wd = Workdir::new(tf, &provider_binary());
+    let provider = provider(&moto);
+    wd.write("main.tf", &(provider.clone() + &resource(&sg, "c5.large", "a")));
+    wd.init();
+
+    // Create, with the defaults AWS decides.
+    wd.apply();
+    let state = state_of(&wd);
+    let id = state["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("lt-"), "{state}");
+    assert_eq!(state["region"], "us-east-1");
+    assert_eq!(state["instance_type"], "c5.large");
+    assert_eq!(state["associate_public_ip"], true);
+    assert_eq!(state["ami_id"], ec2.latest_al2023_x86(), "default AMI: latest Amazon Linux 2023");
+    assert!(ec2.default_subnets().contains(&state["subnet_id"].as_str().unwrap().to_string()));
+    assert_eq!(state["tags_all"], serde_json::json!({"Owner": "platform", "Team": "a"}));
+    assert_eq!(state["launch_template_version"], 1);
+    let data = ec2.default_version_data(&id);
+    assert_eq!(data.instance_type().unwrap().as_str(), "c5.large");
+    assert_eq!(data.network_interfaces()[0].groups(), [sg.clone()]);
+    assert_eq!(ec2.template_tag(&id, "Owner").as_deref(), Some("platform"), "default_tags reach AWS");
+    wd.assert_no_changes();
+
+    // Import into a fresh state: the plan stays empty.
+    let imported = wd.fresh_state_copy();
+    imported.init();
+    imported.import(ADDRESS, &id);
+    imported.assert_no_changes();
+    assert_eq!(state_of(&imported), state, "import reads back exactly what apply recorded");
+    drop(imported);
+
+    // Update in place: a new default version, same template.
+    wd.write("main.tf", &(provider.clone() + &resource(&sg, "m5.large", "b")));
+    let plan = wd.plan_json();
+    let change = plan["resource_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == ADDRESS)
+        .unwrap();
+    assert_eq!(change["change"]["actions"], serde_json::json!(["update"]), "in place, not replaced");
+    wd.apply();
+    let state = state_of(&wd);
+    assert_eq!(state["id"], id.as_str());
+    assert_eq!(state["launch_template_version"], 2);
+    assert_eq!(ec2.default_version_data(&id).instance_type().unwrap().as_str(), "m5.large");
+    assert_eq!(ec2.template_tag(&id, "Team").as_deref(), Some("b"));
+    wd.assert_no_changes();
+
+    // Changed out of band: the plan shows it, apply heals it.
+    ec2.edit_out_of_band(&id, "t3.micro");
+    let (code, output) = wd.plan_exit_code();
+    assert_eq!(code, 2, "drift must show in the plan:\n{output}");
+    assert!(output.contains("\"t3.micro\" -> \"m5.large\""), "{output}");
+    assert!(output.contains("\"changed-by-hand\" -> \"b\""), "{output}");
+    wd.apply();
+    assert_eq!(ec2.default_version_data(&id).instance_type().unwrap().as_str(), "m5.large");
+    assert_eq!(ec2.template_tag(&id, "Team").as_deref(), Some("b"));
+    wd.assert_no_changes();
+
+    // Deleted out of band: the plan recreates it.
+    ec2.delete(&id);
+    let (code, output) = wd.plan_exit_code();
+    assert_eq!(code, 2, "a deleted launch template must show in the plan:\n{output}");
+    assert!(output.contains("will be created"), "{output}");
+    wd.apply();
+    let recreated = state_of(&wd)["id"].as_str().unwrap().to_string();
+    assert_ne!(recreated, id);
+    wd.assert_no_changes();
+
+    // Destroy: nothing left.
+    wd.destroy();
+    assert!(ec2.templates().is_empty(), "destroy must delete the launch template");
+}
+
+#[test]
+fn worker_configuration_lifecycle_on_oldest_terraform() {
+    lifecycle(&oldest_terraform());
+}
+
+#[test]
+fn worker_configuration_lifecycle_on_newest_terraform() {
+    let versions = terraform_versions();
+    let newest = versions.last().unwrap();
+    if newest.version == oldest_terraform().version {
+        eprintln!("only terraform {} is installed; the oldest-version test covers it", newest.version);
+        return;
+    }
+    lifecycle(newest);
+}
+
+#[test]
+fn invalid_arguments_fail_the_plan_naming_the_attribute_and_what_is_allowed() {
+    let moto = Moto::start();
+    let tf = terraform_versions().pop().unwrap();
+    let wd = Workdir::new(&tf, &provider_binary());
+    let cases = [
+        ("name", r#"name = "has spaces""#, "1 to 64 letters, digits"),
+        ("region", r#"region = "moon-base-one""#, "not an AWS region name"),
+        ("instance_type", r#"instance_type = "huge""#, "expected family.size"),
+        ("subnet_id", r#"subnet_id = "subnet-xyz""#, "8 or 17 hexadecimal digits"),
+        ("security_group_ids", r#"security_group_ids = ["sg-1234"]"#, "security group id"),
+        ("ami_id", r#"ami_id = "ubuntu""#, "not an AMI id"),
+        ("instance_profile", r#"instance_profile = "arn:aws:iam::1:role/x""#, "instance-profile ARN"),
+        ("tags", r#"tags = { "aws:reserved" = "x" }"#, "reserved \"aws:\" prefix"),
+    ];
+    let mut config = crate::support::provider_block(&moto, "us-east-1");
+    for (i, (attribute, line, _)) in cases.iter().enumerate() {
+        let name_line = if *attribute == "name" { String::new() } else { format!("name = \"bad{i}\"") };
+        config += &format!("resource \"coffer_worker_configuration\" \"bad{i}\" {{\n  {name_line}\n  {line}\n}}\n");
+    }
+    wd.write("main.tf", &config);
+    wd.init();
+    let output = wd.try_plan().expect_err("a plan with invalid arguments must fail");
+    for (i, (attribute, _, allowed)) in cases.iter().enumerate() {
+        let block = output
+            .split("Error: ")
+            .find(|d| d.contains(&format!("coffer_worker_configuration.bad{i}")))
+            .unwrap_or_else(|| panic!("no error for {attribute}:\n{output}"));
+        // Terraform wraps long lines.
+        let block = block.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(block.contains(attribute), "the error for {attribute} must name it:\n{block}");
+        assert!(block.contains(allowed), "the error for {attribute} must say what is allowed:\n{block}");
+    }
+    assert!(Ec2::new(&moto).templates().is_empty());
+}
+
+#[test]
+fn a_region_the_account_does_not_have_is_refused_at_plan_time() {
+    let moto = Moto::start();
+    let tf = terraform_versions().pop().unwrap();
+    let wd = Workdir::new(&tf, &provider_binary());
+    wd.write(
+        "main.tf",
+        &(crate::support::provider_block(&moto, "us-east-1")
+            + r#"resource "coffer_worker_configuration" "x" {
+  name   = "x"
+  region = "xx-nowhere-9"
+}
+"#),
+    );
+    wd.init();
+    let output = wd.try_plan().expect_err("an unknown region must fail the plan");
+    assert!(output.contains("xx-nowhere-9") && output.contains("not enabled for this account"), "{output}");
+    assert!(output.contains("us-east-1"), "the error lists the regions there are:\n{output}");
+}
+
+#[test]
+fn an_unreachable_endpoint_fails_configuration_clearly() {
+    let tf = oldest_terraform();
+    let wd = Workdir::new(&tf, &provider_binary());
+    // A port nothing listens on: bind one, note it, free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    wd.write(
+        "main.tf",
+        &format!(
+            r#"terraform {{
+  required_providers {{
+    coffer = {{ source = "coffer/coffer" }}
+  }}
+}}
+provider "coffer" {{
+  region       = "us-east-1"
+  endpoint_url = "http://127.0.0.1:{port}"
+}}
+resource "coffer_worker_configuration" "x" {{
+  name = "x"
+}}
+"#
+        ),
+    );
+    wd.init();
+    let output = wd.try_plan().expect_err("an unreachable endpoint must fail the plan");
+    assert!(output.contains("Cannot connect to AWS"), "{output}");
+    assert!(output.contains("GetCallerIdentity"), "{output}");
+    assert!(output.contains(&format!("127.0.0.1:{port}")), "the error names the endpoint:\n{output}");
+}
