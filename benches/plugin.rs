@@ -9,7 +9,7 @@
 //! Figures go to docs/benchmarks.md.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use std::process::Command;

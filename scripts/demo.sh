@@ -84,13 +84,16 @@ echo "==> terraform apply examples/quickstart"
 
 echo
 echo "==> what Coffer manages now"
-"$TF" output -json worker_configurations | python3 -c '
+"$TF" output -json worker_configurations >"$DEMO/workers.json"
+python3 - "$DEMO/workers.json" <<'PY'
 import json, sys
-rows = json.load(sys.stdin)
-print(f"{\"worker configuration\":<22}{\"region\":<12}{\"launch template\":<24}{\"ver\":<5}{\"instance\":<12}{\"AMI\":<24}subnet")
+rows = json.load(open(sys.argv[1]))
+line = "{:<8}{:<12}{:<24}{:<5}{:<12}{:<24}{}"
+print(line.format("name", "region", "launch template", "ver", "instance", "AMI", "subnet"))
 for name, w in sorted(rows.items()):
-    print(f"{name:<22}{w[\"region\"]:<12}{w[\"id\"]:<24}{w[\"launch_template_version\"]:<5}{w[\"instance_type\"]:<12}{w[\"ami_id\"]:<24}{w[\"subnet_id\"]}")
-'
+    print(line.format(name, w["region"], w["id"], w["launch_template_version"],
+                      w["instance_type"], w["ami_id"], w["subnet_id"]))
+PY
 echo
 echo "==> drift check: terraform plan -detailed-exitcode"
 set +e

@@ -203,7 +203,7 @@ fn lifecycle(tf: &Terraform) {
     assert_eq!(state["launch_template_version"], 1);
     let data = ec2.default_version_data(&id);
     assert_eq!(data.instance_type().unwrap().as_str(), "c5.large");
-    assert_eq!(data.network_interfaces()[0].groups(), [sg.clone()]);
+    assert_eq!(data.network_interfaces()[0].groups(), std::slice::from_ref(&sg));
     assert_eq!(ec2.template_tag(&id, "Owner").as_deref(), Some("platform"), "default_tags reach AWS");
     wd.assert_no_changes();
 
