@@ -25,7 +25,12 @@ pub fn init(default_level: &str) {
         .iter()
         .find_map(|name| std::env::var(name).ok().and_then(|v| terraform_level(&v)));
     let filter = match (from_terraform, std::env::var("RUST_LOG")) {
-        (Some(level), _) => EnvFilter::new(format!("{level},h2=info,hyper=info,tower=info,rustls=info,aws_smithy_runtime=info,aws_config=info")),
+        // The AWS SDK's signing and runtime crates log canonical requests
+        // (session tokens included) at trace level: never below info.
+        (Some(level), _) => EnvFilter::new(format!(
+            "{level},h2=info,hyper=info,hyper_util=info,tower=info,rustls=info,\
+             aws_sigv4=info,aws_runtime=info,aws_smithy_runtime=info,aws_smithy_http_client=info,aws_config=info"
+        )),
         (None, Ok(directives)) => EnvFilter::new(directives),
         (None, Err(_)) => EnvFilter::new(default_level),
     };

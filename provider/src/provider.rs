@@ -107,8 +107,18 @@ pub fn provider_schema() -> Schema {
                     .validate(string(validation::url)),
             )
             .attribute(Attribute::bool("s3_use_path_style").optional().describe("Use path-style S3 addressing (needed by most emulators). Default false."))
-            .attribute(Attribute::string("catalog_bucket").optional().describe("S3 bucket of the catalog. Default `coffer-catalog-<account>-<region>`, created on first use."))
-            .attribute(Attribute::string("catalog_prefix").optional().describe("Key prefix of the catalog inside its bucket. Default empty."))
+            .attribute(
+                Attribute::string("catalog_bucket")
+                    .optional()
+                    .describe("S3 bucket of the catalog. Default `coffer-catalog-<account>-<region>`, created on first use.")
+                    .validate(string(validation::bucket_name)),
+            )
+            .attribute(
+                Attribute::string("catalog_prefix")
+                    .optional()
+                    .describe("Key prefix of the catalog inside its bucket. Default empty.")
+                    .validate(string(validation::key_prefix)),
+            )
             .attribute(
                 Attribute::string_map("default_tags")
                     .optional()

@@ -146,6 +146,48 @@ pub fn tag_key(s: &str) -> Result<(), String> {
     }
 }
 
+/// Keys of tags that reach a worker instance: workers read their tags from
+/// instance metadata, and with metadata tags enabled EC2 refuses to launch an
+/// instance whose tag keys contain a space or `/`, or are `.`, `..` or `_index`.
+pub fn instance_tag_key(s: &str) -> Result<(), String> {
+    tag_key(s)?;
+    if s.contains(' ') || s.contains('/') || matches!(s, "." | ".." | "_index") {
+        Err(format!(
+            "tag key {s:?} cannot be a worker instance tag: workers read their tags from instance metadata, \
+             which allows no spaces or '/' in keys and no keys \".\", \"..\" or \"_index\"."
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// An S3 bucket name: 3-63 lowercase letters, digits, `.` and `-`, starting
+/// and ending with a letter or digit.
+pub fn bucket_name(s: &str) -> Result<(), String> {
+    let ok = (3..=63).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not an S3 bucket name; use 3 to 63 lowercase letters, digits, '.' and '-', starting and ending with a letter or digit."
+        ))
+    }
+}
+
+/// A key prefix of S3's safe characters (letters, digits, `/ ! - _ . * ( )`).
+pub fn key_prefix(s: &str) -> Result<(), String> {
+    if s.len() <= 512 && s.chars().all(|c| c.is_ascii_alphanumeric() || "/!-_.*()".contains(c)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a safe S3 key prefix; use letters, digits and / ! - _ . * ( ), at most 512 characters."
+        ))
+    }
+}
+
 /// Parses a Go-style duration ("1h", "15m", "1h30m", "900s").
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("{s:?} is not a duration; write it like \"1h\", \"45m\" or \"1h30m\".");
@@ -214,6 +256,22 @@ mod tests {
         for bad in ["c5", "large", "C5.large", "c5.", ".large", "c5 large"] {
             assert!(instance_type(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn worker_tag_keys_fit_instance_metadata() {
+        assert!(instance_tag_key("Team").is_ok());
+        for bad in ["Cost Center", "kubernetes.io/x", ".", "..", "_index", "aws:x"] {
+            assert!(instance_tag_key(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn catalog_locations() {
+        assert!(bucket_name("coffer-catalog-123456789012-us-east-1").is_ok());
+        assert!(bucket_name("Coffer").is_err());
+        assert!(key_prefix("team/backups").is_ok());
+        assert!(key_prefix("it's").is_err());
     }
 
     #[test]

@@ -169,6 +169,67 @@ impl Ec2 {
         .unwrap();
     }
 
+    /// A new default version identical to the current one but for IMDSv2,
+    /// which it turns off: nothing with an argument of its own changes.
+    fn allow_imdsv1_out_of_band(&self, id: &str) {
+        use aws_sdk_ec2::types::{
+            LaunchTemplateHttpTokensState, LaunchTemplateInstanceMetadataOptionsRequest,
+            LaunchTemplateTagSpecificationRequest,
+        };
+        let current = self.default_version_data(id);
+        let interface = &current.network_interfaces()[0];
+        let metadata = current.metadata_options().unwrap();
+        let data = RequestLaunchTemplateData::builder()
+            .image_id(current.image_id().unwrap())
+            .instance_type(current.instance_type().unwrap().clone())
+            .network_interfaces(
+                LaunchTemplateInstanceNetworkInterfaceSpecificationRequest::builder()
+                    .device_index(0)
+                    .subnet_id(interface.subnet_id().unwrap())
+                    .set_groups(Some(interface.groups().to_vec()))
+                    .associate_public_ip_address(interface.associate_public_ip_address().unwrap())
+                    .delete_on_termination(interface.delete_on_termination().unwrap())
+                    .build(),
+            )
+            .set_instance_initiated_shutdown_behavior(current.instance_initiated_shutdown_behavior().cloned())
+            .user_data(current.user_data().unwrap())
+            .set_tag_specifications(Some(
+                current
+                    .tag_specifications()
+                    .iter()
+                    .map(|t| {
+                        LaunchTemplateTagSpecificationRequest::builder()
+                            .set_resource_type(t.resource_type().cloned())
+                            .set_tags(Some(t.tags().to_vec()))
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .metadata_options(
+                LaunchTemplateInstanceMetadataOptionsRequest::builder()
+                    .http_tokens(LaunchTemplateHttpTokensState::Optional)
+                    .set_instance_metadata_tags(metadata.instance_metadata_tags().cloned())
+                    .build(),
+            )
+            .build();
+        let version = block_on(
+            self.client.create_launch_template_version().launch_template_id(id).launch_template_data(data).send(),
+        )
+        .unwrap()
+        .launch_template_version()
+        .unwrap()
+        .version_number()
+        .unwrap();
+        block_on(
+            self.client
+                .modify_launch_template()
+                .launch_template_id(id)
+                .default_version(version.to_string())
+                .send(),
+        )
+        .unwrap();
+    }
+
     fn delete(&self, id: &str) {
         block_on(self.client.delete_launch_template().launch_template_id(id).send()).unwrap();
     }
@@ -239,6 +300,8 @@ fn lifecycle(tf: &Terraform) {
     assert_eq!(code, 2, "drift must show in the plan:\n{output}");
     assert!(output.contains("\"t3.micro\" -> \"m5.large\""), "{output}");
     assert!(output.contains("\"changed-by-hand\" -> \"b\""), "{output}");
+    // The hand-made version lacks the boot script and metadata settings.
+    assert!(output.contains("template_fingerprint"), "{output}");
     wd.apply();
     assert_eq!(ec2.default_version_data(&id).instance_type().unwrap().as_str(), "m5.large");
     assert_eq!(ec2.template_tag(&id, "Team").as_deref(), Some("b"));
@@ -360,4 +423,93 @@ resource "coffer_worker_configuration" "x" {{
     assert!(output.contains("Cannot connect to AWS"), "{output}");
     assert!(output.contains("GetCallerIdentity"), "{output}");
     assert!(output.contains(&format!("127.0.0.1:{port}")), "the error names the endpoint:\n{output}");
+}
+
+#[test]
+fn rejected_credentials_fail_configuration_clearly() {
+    // Makes moto check signatures and keys as AWS does; "test" is no known key.
+    let moto = Moto::start_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
+    let wd = Workdir::new(&oldest_terraform(), &provider_binary());
+    wd.write(
+        "main.tf",
+        &(crate::support::provider_block(&moto, "us-east-1")
+            + "resource \"coffer_worker_configuration\" \"x\" {\n  name = \"x\"\n}\n"),
+    );
+    wd.init();
+    let output = wd.try_plan().expect_err("rejected credentials must fail the plan");
+    assert!(output.contains("Cannot connect to AWS"), "{output}");
+    assert!(output.contains("InvalidClientTokenId"), "the AWS error code is shown:\n{output}");
+    assert!(!output.contains("test/20"), "no credential material in the error:\n{output}");
+}
+
+#[test]
+fn tf_log_shows_the_providers_rpcs_on_stderr() {
+    let moto = Moto::start();
+    let tf = terraform_versions().pop().unwrap();
+    let mut wd = Workdir::new(&tf, &provider_binary());
+    wd.write(
+        "main.tf",
+        &(crate::support::provider_block(&moto, "us-east-1")
+            + "resource \"coffer_worker_configuration\" \"x\" {\n  name = \"x\"\n}\n"),
+    );
+    wd.init();
+    wd.set_env("TF_LOG_PROVIDER", "DEBUG");
+    let out = wd.run(&["plan", "-input=false", "-no-color"]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("rpc=\"PlanResourceChange\"") || stderr.contains("rpc=PlanResourceChange"),
+        "TF_LOG_PROVIDER=DEBUG must show our RPC log lines:\n{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("handled"), "logs stay off stdout");
+}
+
+#[test]
+fn tags_known_only_at_apply_time_are_planned_as_unknown() {
+    let moto = Moto::start();
+    let tf = terraform_versions().pop().unwrap();
+    if !tf.at_least(1, 4) {
+        eprintln!("terraform_data needs Terraform 1.4; skipped on {}", tf.version);
+        return;
+    }
+    let wd = Workdir::new(&tf, &provider_binary());
+    wd.write(
+        "main.tf",
+        &(crate::support::provider_block(&moto, "us-east-1")
+            + r#"resource "terraform_data" "build" {
+  input = "b-42"
+}
+resource "coffer_worker_configuration" "x" {
+  name = "x"
+  tags = { Build = terraform_data.build.output }
+}
+"#),
+    );
+    wd.init();
+    wd.apply();
+    let state = resource_values(&wd.state_json(), "coffer_worker_configuration.x").unwrap().clone();
+    assert_eq!(state["tags_all"]["Build"], "b-42");
+    wd.assert_no_changes();
+}
+
+#[test]
+fn imdsv2_turned_off_by_hand_shows_as_drift_and_is_healed() {
+    let moto = Moto::start();
+    let ec2 = Ec2::new(&moto);
+    let tf = terraform_versions().pop().unwrap();
+    let wd = Workdir::new(&tf, &provider_binary());
+    wd.write("main.tf", &(provider(&moto) + &resource(&ec2.default_security_group(), "c5.large", "a")));
+    wd.init();
+    wd.apply();
+    let id = state_of(&wd)["id"].as_str().unwrap().to_string();
+
+    ec2.allow_imdsv1_out_of_band(&id);
+    let (code, output) = wd.plan_exit_code();
+    assert_eq!(code, 2, "a weakened template must show in the plan:\n{output}");
+    assert!(output.contains("template_fingerprint"), "{output}");
+    wd.apply();
+    let healed = ec2.default_version_data(&id);
+    assert_eq!(healed.metadata_options().unwrap().http_tokens().unwrap().as_str(), "required");
+    wd.assert_no_changes();
 }

@@ -79,6 +79,13 @@ impl Moto {
     /// first. Panics, with the tail of the server log, if it does not come up
     /// within 30 s.
     pub fn start() -> Moto {
+        Self::start_with_env(&[])
+    }
+
+    /// [`Moto::start`] with extra environment for the server, e.g.
+    /// `INITIAL_NO_AUTH_ACTION_COUNT=0`, which makes moto check credentials
+    /// as AWS does.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Moto {
         let (program, leading_args) = moto_program();
         let log_dir = tempfile::Builder::new()
             .prefix("coffer-moto-")
@@ -92,7 +99,7 @@ impl Moto {
             // The port is free now, but another process may take it before
             // moto binds it; moto then exits and we try another one.
             let port = free_port();
-            let (mut child, watchdog) = spawn(&program, &leading_args, port, &log_path);
+            let (mut child, watchdog) = spawn(&program, &leading_args, env, port, &log_path);
             match wait_ready(&mut child, port, &log_path) {
                 Ok(()) => {
                     return Moto {
@@ -209,7 +216,13 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local_addr").port()
 }
 
-fn spawn(program: &Path, leading_args: &[PathBuf], port: u16, log_path: &Path) -> (Child, ChildStdin) {
+fn spawn(
+    program: &Path,
+    leading_args: &[PathBuf],
+    env: &[(&str, &str)],
+    port: u16,
+    log_path: &Path,
+) -> (Child, ChildStdin) {
     let log = std::fs::File::create(log_path).expect("create moto log");
     let log_err = log.try_clone().expect("clone moto log handle");
     let mut child = Command::new("sh")
@@ -224,6 +237,7 @@ fn spawn(program: &Path, leading_args: &[PathBuf], port: u16, log_path: &Path) -
         .env("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
         // So the log is complete when we show its tail.
         .env("PYTHONUNBUFFERED", "1")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log_err))

@@ -36,9 +36,14 @@ pub struct LaunchTemplateWithData {
     pub data: ResponseLaunchTemplateData,
 }
 
+/// The launch template `id` with the data of `version`, or of its default
+/// version when `None`. Right after ModifyLaunchTemplate, EC2 may still
+/// report the old default for a while: a caller that just made a version
+/// names it.
 pub async fn find_launch_template_by_id(
     client: &Client,
     id: &str,
+    version: Option<i64>,
 ) -> Result<LaunchTemplateWithData, AwsError> {
     let out = client
         .describe_launch_templates()
@@ -52,7 +57,7 @@ pub async fn find_launch_template_by_id(
         .find(|t| t.launch_template_id() == Some(id))
         .cloned()
         .ok_or(AwsError::NotFound)?;
-    let default_version = template.default_version_number().unwrap_or(1);
+    let default_version = version.or(template.default_version_number()).unwrap_or(1);
     let versions = client
         .describe_launch_template_versions()
         .launch_template_id(id)

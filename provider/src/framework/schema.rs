@@ -304,8 +304,16 @@ impl Block {
                 continue;
             }
             let attr_path = path.then_attr(&attribute.name);
+            let first_new = diags.0.len();
             for validator in &attribute.validators {
                 validator.check(value, &attr_path, diags);
+            }
+            // Terraform orders set elements its own way, so an index would
+            // point at the wrong element: blame the set as a whole.
+            if matches!(attribute.ty, Type::Set(_)) {
+                for diag in &mut diags.0[first_new..] {
+                    diag.path = Some(attr_path.clone());
+                }
             }
         }
         for nested in &self.blocks {

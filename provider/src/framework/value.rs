@@ -175,6 +175,17 @@ impl Value {
         }
     }
 
+    /// This value with every unknown inside it replaced by null (for a state
+    /// that must be recorded although not everything could be read).
+    pub fn unknowns_to_null(&self) -> Value {
+        match self {
+            Value::Unknown => Value::Null,
+            Value::List(items) => Value::List(items.iter().map(Value::unknowns_to_null).collect()),
+            Value::Map(map) => Value::Map(map.iter().map(|(k, v)| (k.clone(), v.unknowns_to_null())).collect()),
+            other => other.clone(),
+        }
+    }
+
     /// Semantic equality: numbers compare by value (`2.0 == 2`).
     pub fn same_as(&self, other: &Value) -> bool {
         match (self, other) {

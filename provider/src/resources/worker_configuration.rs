@@ -98,8 +98,8 @@ pub fn schema() -> Schema {
         .attribute(
             Attribute::string_map("tags")
                 .optional()
-                .describe("Tags of the launch template and of the workers and volumes it launches.")
-                .validate(Keys(string(validation::tag_key))),
+                .describe("Tags of the launch template and of the workers and volumes it launches. Workers read their tags from instance metadata, so keys may not contain spaces or `/`.")
+                .validate(Keys(string(validation::instance_tag_key))),
         )
         .attribute(
             Attribute::string_map("tags_all")
@@ -111,6 +111,16 @@ pub fn schema() -> Schema {
                 .computed()
                 .use_state_for_unknown()
                 .describe("Launch template id."),
+        )
+        .attribute(
+            Attribute::string("template_fingerprint")
+                .computed()
+                .describe(
+                    "SHA-256 of the launch template settings Coffer manages that have no argument of their own: \
+                     the worker boot script (which names the catalog), IMDSv2 and instance-tag metadata, \
+                     shutdown behaviour `terminate`, and the worker and volume tags. An out-of-band change to \
+                     any of them shows in `terraform plan` as a change of this value.",
+                ),
         )
         .attribute(
             Attribute::number("launch_template_version")
@@ -150,9 +160,8 @@ impl Desired {
             let builder = LaunchTemplateIamInstanceProfileSpecificationRequest::builder();
             if p.starts_with("arn:") { builder.arn(p) } else { builder.name(p) }.build()
         });
-        let mut worker_tags = self.tags_all.clone();
-        worker_tags.insert("coffer:worker-configuration".to_string(), self.name.clone());
-        let tag_specifications = [ResourceType::Instance, ResourceType::Volume].map(|kind| {
+        let worker_tags = worker_tags(&self.name, &self.tags_all);
+        let tag_specifications = WORKER_TAGGED.map(|kind| {
             LaunchTemplateTagSpecificationRequest::builder()
                 .resource_type(kind)
                 .set_tags(Some(ec2_tags(&worker_tags)))
@@ -163,17 +172,115 @@ impl Desired {
             .instance_type(InstanceType::from(self.instance_type.as_str()))
             .network_interfaces(interface)
             .set_iam_instance_profile(profile)
-            .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
+            .instance_initiated_shutdown_behavior(SHUTDOWN_BEHAVIOR)
             .metadata_options(
                 LaunchTemplateInstanceMetadataOptionsRequest::builder()
-                    .http_tokens(LaunchTemplateHttpTokensState::Required)
-                    .instance_metadata_tags(LaunchTemplateInstanceMetadataTagsState::Enabled)
+                    .http_tokens(HTTP_TOKENS)
+                    .instance_metadata_tags(METADATA_TAGS)
                     .build(),
             )
             .set_tag_specifications(Some(tag_specifications.to_vec()))
-            .user_data(base64::engine::general_purpose::STANDARD.encode(worker_user_data(catalog, home_region)))
+            .user_data(encoded_user_data(catalog, home_region))
             .build()
     }
+}
+
+/// Workers terminate themselves when their task is done.
+const SHUTDOWN_BEHAVIOR: ShutdownBehavior = ShutdownBehavior::Terminate;
+/// IMDSv2 only.
+const HTTP_TOKENS: LaunchTemplateHttpTokensState = LaunchTemplateHttpTokensState::Required;
+/// Workers read their task from the `coffer:task` tag through instance metadata.
+const METADATA_TAGS: LaunchTemplateInstanceMetadataTagsState = LaunchTemplateInstanceMetadataTagsState::Enabled;
+/// What the template tags at launch.
+const WORKER_TAGGED: [ResourceType; 2] = [ResourceType::Instance, ResourceType::Volume];
+
+fn encoded_user_data(catalog: &CatalogLocation, home_region: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(worker_user_data(catalog, home_region))
+}
+
+/// Tags of workers and their volumes: `tags_all` and the configuration's
+/// name, less keys instance metadata cannot carry (possible only through the
+/// provider's `default_tags`; the resource's own tags are validated).
+fn worker_tags(name: &str, tags_all: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut tags: BTreeMap<String, String> = tags_all
+        .iter()
+        .filter(|(k, _)| validation::instance_tag_key(k).is_ok())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    tags.insert("coffer:worker-configuration".to_string(), name.to_string());
+    tags
+}
+
+/// The launch template settings Coffer manages that have no argument of
+/// their own, in a canonical form that both what we send and what EC2
+/// returns map to, so a fingerprint of it detects out-of-band edits.
+#[derive(Debug, PartialEq, serde::Serialize)]
+struct ManagedSettings {
+    user_data: Option<String>,
+    shutdown_behavior: Option<String>,
+    http_tokens: Option<String>,
+    instance_metadata_tags: Option<String>,
+    delete_on_termination: Option<bool>,
+    tag_specifications: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl ManagedSettings {
+    fn expected(name: &str, tags_all: &BTreeMap<String, String>, catalog: &CatalogLocation, home_region: &str) -> Self {
+        let tags = worker_tags(name, tags_all);
+        Self {
+            user_data: Some(encoded_user_data(catalog, home_region)),
+            shutdown_behavior: Some(SHUTDOWN_BEHAVIOR.as_str().to_string()),
+            http_tokens: Some(HTTP_TOKENS.as_str().to_string()),
+            instance_metadata_tags: Some(METADATA_TAGS.as_str().to_string()),
+            delete_on_termination: Some(true),
+            tag_specifications: WORKER_TAGGED.iter().map(|kind| (kind.as_str().to_string(), tags.clone())).collect(),
+        }
+    }
+
+    fn found(data: &aws_sdk_ec2::types::ResponseLaunchTemplateData) -> Self {
+        let metadata = data.metadata_options();
+        Self {
+            user_data: data.user_data().map(str::to_string),
+            shutdown_behavior: data.instance_initiated_shutdown_behavior().map(|b| b.as_str().to_string()),
+            http_tokens: metadata.and_then(|m| m.http_tokens()).map(|t| t.as_str().to_string()),
+            instance_metadata_tags: metadata.and_then(|m| m.instance_metadata_tags()).map(|t| t.as_str().to_string()),
+            delete_on_termination: data.network_interfaces().first().and_then(|i| i.delete_on_termination()),
+            // Only the kinds Coffer tags at launch: other tag specifications
+            // are not ours to manage.
+            tag_specifications: data
+                .tag_specifications()
+                .iter()
+                .filter(|spec| spec.resource_type().is_some_and(|kind| WORKER_TAGGED.contains(kind)))
+                .map(|spec| {
+                    let kind = spec.resource_type().map(|k| k.as_str().to_string()).unwrap_or_default();
+                    let tags = spec
+                        .tags()
+                        .iter()
+                        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+                        .collect();
+                    (kind, tags)
+                })
+                .collect(),
+        }
+    }
+
+    fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let canonical = serde_json::to_vec(self).expect("settings serialize");
+        Sha256::digest(&canonical).iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// An idempotency token for one create call: the SDK resends the same one
+/// on retries, so a create that succeeded but timed out is not repeated.
+fn client_token(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let mut token = format!("coffer-{nanos:x}-{:x}-{name}", std::process::id());
+    token.truncate(64);
+    token
 }
 
 /// The worker's boot script. The task comes from the instance's
@@ -245,7 +352,15 @@ async fn desired(data: &Coffer, planned: &Value, diags: &mut Diagnostics) -> Opt
         Some(ami) => ami.to_string(),
         None => match default_ami(data, &region, &instance_type).await {
             Ok(ami) => ami,
-            Err(e) => {
+            Err(DefaultAmiError::NoSuchInstanceType) => {
+                diags.attribute_error(
+                    AttributePath::attr("instance_type"),
+                    "Unknown instance type",
+                    format!("EC2 in {region} does not offer instance type {instance_type:?}."),
+                );
+                return None;
+            }
+            Err(DefaultAmiError::Lookup(e)) => {
                 diags.attribute_error(
                     AttributePath::attr("ami_id"),
                     "Cannot find the default AMI",
@@ -268,15 +383,26 @@ async fn desired(data: &Coffer, planned: &Value, diags: &mut Diagnostics) -> Opt
     })
 }
 
-async fn default_ami(data: &Coffer, region: &str, instance_type: &str) -> Result<String, AwsError> {
-    let architectures =
-        crate::aws::ec2::find_instance_type_architectures(&data.aws.ec2(region), instance_type).await?;
+enum DefaultAmiError {
+    NoSuchInstanceType,
+    Lookup(AwsError),
+}
+
+async fn default_ami(data: &Coffer, region: &str, instance_type: &str) -> Result<String, DefaultAmiError> {
+    let architectures = crate::aws::ec2::find_instance_type_architectures(&data.aws.ec2(region), instance_type)
+        .await
+        .map_err(|e| match e {
+            AwsError::NotFound => DefaultAmiError::NoSuchInstanceType,
+            other => DefaultAmiError::Lookup(other),
+        })?;
     let architecture = if architectures.iter().any(|a| a == "x86_64") || architectures.is_empty() {
         "x86_64"
     } else {
         "arm64"
     };
-    ssm::find_latest_al2023_ami(&data.aws.ssm(region), architecture).await
+    ssm::find_latest_al2023_ami(&data.aws.ssm(region), architecture)
+        .await
+        .map_err(DefaultAmiError::Lookup)
 }
 
 /// The state that describes `found`. `prior` decides how tags split between
@@ -318,6 +444,7 @@ fn state_from(data: &Coffer, region: &str, found: &LaunchTemplateWithData, prior
         ),
         ("tags", keep_empty(Value::string_map_or_null(&own_tags), prior.get("tags"))),
         ("tags_all", Value::string_map_or_null(&tags_all)),
+        ("template_fingerprint", Value::from(ManagedSettings::found(lt_data).fingerprint())),
         ("launch_template_version", Value::from(found.default_version)),
     ])
 }
@@ -343,22 +470,35 @@ fn keep_empty(read: Value, prior: &Value) -> Value {
     }
 }
 
+/// Reads the template back after a write. EC2 is eventually consistent: a
+/// template just created may not be found for a moment, so NotFound is
+/// retried for a while.
 async fn read_back(
     data: &Coffer,
     region: &str,
     id: &str,
+    version: Option<i64>,
     planned: &Value,
     action: &str,
     diags: &mut Diagnostics,
 ) -> Option<Value> {
-    match find_launch_template_by_id(&data.aws.ec2(region), id).await {
-        Ok(found) => Some(state_from(data, region, &found, planned)),
-        Err(e) => {
-            diags.error(
-                format!("Reading launch template {id} after {action}"),
-                format!("reading launch template {id} in {region} after {action}: {e}"),
-            );
-            None
+    let ec2 = data.aws.ec2(region);
+    let mut pause = std::time::Duration::from_millis(250);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match find_launch_template_by_id(&ec2, id, version).await {
+            Ok(found) => return Some(state_from(data, region, &found, planned)),
+            Err(AwsError::NotFound) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => {
+                diags.error(
+                    format!("Reading launch template {id} after {action}"),
+                    format!("reading launch template {id} in {region} after {action}: {e}"),
+                );
+                return None;
+            }
         }
     }
 }
@@ -381,6 +521,7 @@ impl Resource<Coffer> for WorkerConfiguration {
             .create_launch_template()
             .launch_template_name(&lt_name)
             .version_description("coffer worker configuration")
+            .client_token(client_token(&desired.name))
             .launch_template_data(desired.template_data(&data.catalog, &data.aws.home_region))
             .set_tag_specifications((!desired.tags_all.is_empty()).then(|| {
                 vec![TagSpecification::builder()
@@ -415,15 +556,17 @@ impl Resource<Coffer> for WorkerConfiguration {
             }
         };
         tracing::info!(%id, name = %lt_name, region = %desired.region, "created launch template");
-        match read_back(data, &desired.region, &id, planned, "creating it", diags).await {
+        match read_back(data, &desired.region, &id, None, planned, "creating it", diags).await {
             Some(state) => Some(state),
             // Created but unreadable: keep the id so Terraform tracks (and
-            // can destroy) what exists.
+            // can destroy) what exists, with what we know we asked for.
             None => {
                 let mut partial = planned.clone();
                 partial.set("id", id.as_str());
                 partial.set("region", desired.region.as_str());
-                Some(partial)
+                partial.set("subnet_id", desired.subnet_id.as_str());
+                partial.set("ami_id", desired.ami_id.as_str());
+                Some(partial.unknowns_to_null())
             }
         }
     }
@@ -431,7 +574,7 @@ impl Resource<Coffer> for WorkerConfiguration {
     async fn read(&self, data: &Coffer, state: &Value, diags: &mut Diagnostics) -> Option<Value> {
         let id = state.get("id").as_str()?.to_string();
         let region = region_of(data, state);
-        match find_launch_template_by_id(&data.aws.ec2(&region), &id).await {
+        match find_launch_template_by_id(&data.aws.ec2(&region), &id, None).await {
             Ok(found) => Some(state_from(data, &region, &found, state)),
             Err(AwsError::NotFound) => None,
             Err(e) => {
@@ -458,6 +601,7 @@ impl Resource<Coffer> for WorkerConfiguration {
         let version = ec2
             .create_launch_template_version()
             .launch_template_id(&id)
+            .client_token(client_token(&desired.name))
             .version_description("coffer worker configuration")
             .launch_template_data(desired.template_data(&data.catalog, &data.aws.home_region))
             .send()
@@ -496,7 +640,7 @@ impl Resource<Coffer> for WorkerConfiguration {
         if let Err(e) = tags::sync_ec2(&ec2, &id, &old_tags, &desired.tags_all).await {
             diags.error(format!("Updating tags of launch template {id}"), format!("tagging launch template {id}: {e}"));
         }
-        read_back(data, &desired.region, &id, planned, "updating it", diags).await
+        read_back(data, &desired.region, &id, Some(version), planned, "updating it", diags).await
     }
 
     async fn delete(&self, data: &Coffer, state: &Value, diags: &mut Diagnostics) {
@@ -540,7 +684,7 @@ impl Import<Coffer> for WorkerConfiguration {
             );
             return None;
         }
-        match find_launch_template_by_id(&data.aws.ec2(&region), &lt_id).await {
+        match find_launch_template_by_id(&data.aws.ec2(&region), &lt_id, None).await {
             Ok(found) if !found.template.launch_template_name().unwrap_or_default().starts_with(NAME_PREFIX) => {
                 diags.error(
                     "Not a Coffer worker configuration",
@@ -602,15 +746,36 @@ impl ModifyPlan<Coffer> for WorkerConfiguration {
             planned.set("ami_id", Value::Unknown);
         }
 
-        let tags_all = match (data, planned.get("tags")) {
-            (_, Value::Unknown) | (None, _) => Value::Unknown,
-            (Some(data), own) => Value::string_map_or_null(&tags::merge(&data.default_tags, &own.string_map())),
+        let own_tags = planned.get("tags");
+        let tags_all = match data {
+            Some(data) if own_tags.is_wholly_known() => Some(tags::merge(&data.default_tags, &own_tags.string_map())),
+            _ => None,
         };
-        // default_tags are provider-level: a change there changes this
-        // resource without any of its own arguments changing.
-        if !prior.is_null() && !tags_all.same_as(prior.get("tags_all")) {
+        let fingerprint = match (data, &tags_all, planned.get("name").as_str()) {
+            (Some(data), Some(tags_all), Some(name)) => {
+                for key in tags_all.keys().filter(|k| validation::instance_tag_key(k).is_err()) {
+                    diags.warning(
+                        "Default tag left off workers",
+                        format!(
+                            "the provider's default tag {key:?} goes on the launch template, but not on workers and their \
+                             volumes: workers read their tags from instance metadata, which allows no spaces or '/' in keys."
+                        ),
+                    );
+                }
+                Value::from(ManagedSettings::expected(name, tags_all, &data.catalog, &data.aws.home_region).fingerprint())
+            }
+            _ => Value::Unknown,
+        };
+        let tags_all = tags_all.map_or(Value::Unknown, |t| Value::string_map_or_null(&t));
+        // default_tags and the catalog location are provider-level, and the
+        // managed settings may be edited out of band: any of them changes
+        // the template without this resource's own arguments changing.
+        if !prior.is_null()
+            && (!tags_all.same_as(prior.get("tags_all")) || !fingerprint.same_as(prior.get("template_fingerprint")))
+        {
             planned.set("launch_template_version", Value::Unknown);
         }
         planned.set("tags_all", tags_all);
+        planned.set("template_fingerprint", fingerprint);
     }
 }

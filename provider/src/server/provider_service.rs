@@ -178,18 +178,10 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
         request: Request<pb::validate_provider_config::Request>,
     ) -> Result<Response<pb::validate_provider_config::Response>, Status> {
         let request = request.into_inner();
-        let diags = match decode(request.config.as_ref(), &self.schema.block) {
-            Ok(config) => {
-                let mut diags = Diagnostics::new();
-                self.schema.block.validate(&config, &AttributePath::root(), &mut diags);
-                self.provider.validate(&config, &mut diags);
-                diags
-            }
-            Err(e) => decode_error("provider configuration", e),
-        };
-        Ok(Response::new(pb::validate_provider_config::Response {
-            diagnostics: convert::diagnostics(&diags),
-        }))
+        let diagnostics = validate(request.config.as_ref(), &self.schema, "provider configuration", |c, d| {
+            self.provider.validate(c, d)
+        });
+        Ok(Response::new(pb::validate_provider_config::Response { diagnostics }))
     }
 
     async fn validate_resource_config(
@@ -198,18 +190,10 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
     ) -> Result<Response<pb::validate_resource_config::Response>, Status> {
         let request = request.into_inner();
         let entry = self.resource(&request.type_name)?;
-        let diags = match decode(request.config.as_ref(), &entry.schema.block) {
-            Ok(config) => {
-                let mut diags = Diagnostics::new();
-                entry.schema.block.validate(&config, &AttributePath::root(), &mut diags);
-                entry.resource.validate(&config, &mut diags);
-                diags
-            }
-            Err(e) => decode_error("resource configuration", e),
-        };
-        Ok(Response::new(pb::validate_resource_config::Response {
-            diagnostics: convert::diagnostics(&diags),
-        }))
+        let diagnostics = validate(request.config.as_ref(), &entry.schema, "resource configuration", |c, d| {
+            entry.resource.validate(c, d)
+        });
+        Ok(Response::new(pb::validate_resource_config::Response { diagnostics }))
     }
 
     async fn validate_data_resource_config(
@@ -218,18 +202,10 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
     ) -> Result<Response<pb::validate_data_resource_config::Response>, Status> {
         let request = request.into_inner();
         let entry = self.data_source(&request.type_name)?;
-        let diags = match decode(request.config.as_ref(), &entry.schema.block) {
-            Ok(config) => {
-                let mut diags = Diagnostics::new();
-                entry.schema.block.validate(&config, &AttributePath::root(), &mut diags);
-                entry.data_source.validate(&config, &mut diags);
-                diags
-            }
-            Err(e) => decode_error("data source configuration", e),
-        };
-        Ok(Response::new(pb::validate_data_resource_config::Response {
-            diagnostics: convert::diagnostics(&diags),
-        }))
+        let diagnostics = validate(request.config.as_ref(), &entry.schema, "data source configuration", |c, d| {
+            entry.data_source.validate(c, d)
+        });
+        Ok(Response::new(pb::validate_data_resource_config::Response { diagnostics }))
     }
 
     async fn upgrade_resource_state(
@@ -533,6 +509,26 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
             error: String::new(),
         }))
     }
+}
+
+/// Decodes a configuration and runs the schema's validators, then the
+/// owner's own cross-attribute checks.
+fn validate(
+    config: Option<&pb::DynamicValue>,
+    schema: &Schema,
+    what: &str,
+    own_checks: impl FnOnce(&Value, &mut Diagnostics),
+) -> Vec<pb::Diagnostic> {
+    let diags = match decode(config, &schema.block) {
+        Ok(config) => {
+            let mut diags = Diagnostics::new();
+            schema.block.validate(&config, &AttributePath::root(), &mut diags);
+            own_checks(&config, &mut diags);
+            diags
+        }
+        Err(e) => decode_error(what, e),
+    };
+    convert::diagnostics(&diags)
 }
 
 fn read_failure(diags: Diagnostics) -> pb::read_resource::Response {
