@@ -230,6 +230,14 @@ impl Ec2 {
         .unwrap();
     }
 
+    fn versions(&self, id: &str) -> Vec<i64> {
+        let out = block_on(self.client.describe_launch_template_versions().launch_template_id(id).send()).unwrap();
+        let mut versions: Vec<i64> =
+            out.launch_template_versions().iter().filter_map(|v| v.version_number()).collect();
+        versions.sort();
+        versions
+    }
+
     fn delete(&self, id: &str) {
         block_on(self.client.delete_launch_template().launch_template_id(id).send()).unwrap();
     }
@@ -494,7 +502,7 @@ resource "coffer_worker_configuration" "x" {
 }
 
 #[test]
-fn imdsv2_turned_off_by_hand_shows_as_drift_and_is_healed() {
+fn imdsv2_turned_off_by_hand_shows_as_drift_and_is_healed_and_versions_stay_few() {
     let moto = Moto::start();
     let ec2 = Ec2::new(&moto);
     let tf = terraform_versions().pop().unwrap();
@@ -512,4 +520,12 @@ fn imdsv2_turned_off_by_hand_shows_as_drift_and_is_healed() {
     let healed = ec2.default_version_data(&id);
     assert_eq!(healed.metadata_options().unwrap().http_tokens().unwrap().as_str(), "required");
     wd.assert_no_changes();
+
+    // Versions do not pile up: updates keep the newest five.
+    for instance_type in ["c5.xlarge", "c5.2xlarge", "c5.4xlarge"] {
+        wd.write("main.tf", &(provider(&moto) + &resource(&ec2.default_security_group(), instance_type, "a")));
+        wd.apply();
+    }
+    assert_eq!(state_of(&wd)["launch_template_version"], 6);
+    assert_eq!(ec2.versions(&id), vec![2, 3, 4, 5, 6]);
 }

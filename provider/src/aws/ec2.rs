@@ -7,7 +7,7 @@ use super::AwsError;
 
 /// Error codes EC2 uses for a launch template that does not exist (or an id
 /// that cannot exist).
-const LAUNCH_TEMPLATE_NOT_FOUND: &[&str] = &[
+pub const LAUNCH_TEMPLATE_NOT_FOUND: &[&str] = &[
     "InvalidLaunchTemplateId.NotFound",
     "InvalidLaunchTemplateId.Malformed",
     "InvalidLaunchTemplateName.NotFoundException",

@@ -15,7 +15,7 @@ use aws_sdk_ec2::types::{
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use base64::Engine;
 
-use crate::aws::ec2::{LaunchTemplateWithData, find_launch_template_by_id};
+use crate::aws::ec2::{LAUNCH_TEMPLATE_NOT_FOUND, LaunchTemplateWithData, find_launch_template_by_id};
 use crate::aws::{AwsError, ssm};
 use crate::framework::validators::{Each, Keys, string};
 use crate::framework::{
@@ -268,6 +268,27 @@ impl ManagedSettings {
         use sha2::{Digest, Sha256};
         let canonical = serde_json::to_vec(self).expect("settings serialize");
         Sha256::digest(&canonical).iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// How many versions of a template updates keep (EC2 allows 10,000).
+const VERSIONS_KEPT: i64 = 5;
+
+/// Each update deletes the version that falls out of the window of the
+/// newest [`VERSIONS_KEPT`], so versions do not pile up. Best effort: a
+/// failure is logged, the update stands.
+async fn prune_old_version(ec2: &aws_sdk_ec2::Client, id: &str, newest: i64) {
+    let stale = newest - VERSIONS_KEPT;
+    if stale < 1 {
+        return;
+    }
+    match ec2.delete_launch_template_versions().launch_template_id(id).versions(stale.to_string()).send().await {
+        Ok(out) => {
+            for failed in out.unsuccessfully_deleted_launch_template_versions() {
+                tracing::debug!(%id, version = stale, error = ?failed.response_error(), "old launch template version not deleted");
+            }
+        }
+        Err(e) => tracing::warn!(%id, version = stale, error = %AwsError::from_sdk(e, &[]), "deleting an old launch template version"),
     }
 }
 
@@ -636,6 +657,8 @@ impl Resource<Coffer> for WorkerConfiguration {
             return None;
         }
 
+        prune_old_version(&ec2, &id, version).await;
+
         let old_tags = prior.get("tags_all").string_map();
         if let Err(e) = tags::sync_ec2(&ec2, &id, &old_tags, &desired.tags_all).await {
             diags.error(format!("Updating tags of launch template {id}"), format!("tagging launch template {id}: {e}"));
@@ -649,9 +672,7 @@ impl Resource<Coffer> for WorkerConfiguration {
         };
         let region = region_of(data, state);
         let result = data.aws.ec2(&region).delete_launch_template().launch_template_id(id).send().await;
-        match result.map_err(|e| {
-            AwsError::from_sdk(e, &["InvalidLaunchTemplateId.NotFound", "InvalidLaunchTemplateId.Malformed"])
-        }) {
+        match result.map_err(|e| AwsError::from_sdk(e, LAUNCH_TEMPLATE_NOT_FOUND)) {
             Ok(_) | Err(AwsError::NotFound) => {}
             Err(e) => diags.error(
                 format!("Deleting launch template {id}"),

@@ -32,8 +32,18 @@ pub enum TlsError {
 /// The one crypto provider the process uses. rustls panics at first use when
 /// both ring and aws-lc-rs are compiled in and none was chosen, so the binary
 /// installs this at start.
+///
+/// Randomness, key exchange and our certificate's key come from ring, whose
+/// getrandom-backed generator is ready at once: aws-lc's first random bytes
+/// cost ~40 ms seeding its jitter-entropy DRBG, all of it between exec and
+/// the handshake line. Signature verification comes from aws-lc-rs, because
+/// ring cannot verify P-521 signatures and Terraform's client certificate is
+/// P-521.
 pub fn crypto_provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.signature_verification_algorithms =
+        rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms;
+    Arc::new(provider)
 }
 
 /// Installs [`crypto_provider`] as the process default (idempotent).
