@@ -37,7 +37,7 @@ fn summary(mut samples: Vec<Duration>) -> String {
 
 fn handshake() {
     const RUNS: usize = 30;
-    let identity = ClientIdentity::generate();
+    let identity = ClientIdentity::terraform();
     let plugin: Vec<Duration> = (0..RUNS)
         .map(|_| PluginProcess::start(&provider_binary(), Some(&identity)).handshake_time)
         .collect();
@@ -54,7 +54,7 @@ fn handshake() {
 
 fn schema_latency() {
     const CALLS: usize = 500;
-    let identity = ClientIdentity::generate();
+    let identity = ClientIdentity::terraform();
     let plugin = PluginProcess::start(&provider_binary(), Some(&identity));
     let samples = block_on(async {
         let mut client = plugin.connect(Some(&identity)).await.unwrap();

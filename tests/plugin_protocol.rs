@@ -37,7 +37,7 @@ fn a_terraform_without_protocol_6_is_told_why() {
 
 #[test]
 fn the_handshake_announces_protocol_6_over_tcp_with_a_certificate() {
-    let terraform = ClientIdentity::generate();
+    let terraform = ClientIdentity::terraform();
     let plugin = PluginProcess::start(&provider_binary(), Some(&terraform));
     let handshake = &plugin.handshake;
     assert_eq!(handshake.core_version, "1");
@@ -48,8 +48,8 @@ fn the_handshake_announces_protocol_6_over_tcp_with_a_certificate() {
 
 #[test]
 fn only_terraforms_own_certificate_can_connect() {
-    let terraform = ClientIdentity::generate();
-    let stranger = ClientIdentity::generate();
+    let terraform = ClientIdentity::terraform();
+    let stranger = ClientIdentity::stranger();
     let plugin = PluginProcess::start(&provider_binary(), Some(&terraform));
     block_on(async {
         let mut client = plugin.connect(Some(&terraform)).await.expect("Terraform's certificate connects");
@@ -72,7 +72,7 @@ fn only_terraforms_own_certificate_can_connect() {
 
 #[test]
 fn interrupts_are_ignored_and_the_controller_shuts_the_plugin_down() {
-    let terraform = ClientIdentity::generate();
+    let terraform = ClientIdentity::terraform();
     let mut plugin = PluginProcess::start(&provider_binary(), Some(&terraform));
     let status = Command::new("kill").args(["-INT", &plugin.pid().to_string()]).status().unwrap();
     assert!(status.success());

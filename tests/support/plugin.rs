@@ -15,29 +15,38 @@ use coffer::server::tfplugin6::provider_client::ProviderClient;
 use coffer::server::{MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE};
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tonic::transport::{Channel, Endpoint};
 
 /// A client identity like Terraform's: an ECDSA P-521 self-signed
-/// certificate flagged as a CA.
+/// certificate flagged as a CA (fixtures in tests/fixtures/tls).
 pub struct ClientIdentity {
     pub cert_pem: String,
     pub cert: CertificateDer<'static>,
-    key: PrivatePkcs8KeyDer<'static>,
+    key: PrivateKeyDer<'static>,
 }
 
 impl ClientIdentity {
-    pub fn generate() -> Self {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, PKCS_ECDSA_P521_SHA512};
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P521_SHA512).expect("P-521 key");
-        let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let cert = params.self_signed(&key).expect("self-signed cert");
+    /// The identity standing in for Terraform's.
+    pub fn terraform() -> Self {
+        Self::fixture("terraform-client")
+    }
+
+    /// Another identity of the same shape, which the plugin must refuse.
+    pub fn stranger() -> Self {
+        Self::fixture("stranger")
+    }
+
+    fn fixture(name: &str) -> Self {
+        use rustls::pki_types::pem::PemObject;
+        let dir = super::tools::repo_root().join("tests/fixtures/tls");
+        let cert_pem = std::fs::read_to_string(dir.join(format!("{name}.pem"))).expect("certificate fixture");
+        let key_pem = std::fs::read(dir.join(format!("{name}.key"))).expect("key fixture");
         Self {
-            cert_pem: cert.pem(),
-            cert: cert.der().clone(),
-            key: PrivatePkcs8KeyDer::from(key.serialize_der()),
+            cert: CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("PEM certificate"),
+            key: PrivateKeyDer::from_pem_slice(&key_pem).expect("PEM private key"),
+            cert_pem,
         }
     }
 }
@@ -190,7 +199,7 @@ fn client_tls(server_cert: CertificateDer<'static>, identity: Option<&ClientIden
         }));
     let mut config = match identity {
         Some(identity) => builder
-            .with_client_auth_cert(vec![identity.cert.clone()], PrivateKeyDer::Pkcs8(identity.key.clone_key()))
+            .with_client_auth_cert(vec![identity.cert.clone()], identity.key.clone_key())
             .expect("client certificate"),
         None => builder.with_no_client_auth(),
     };
