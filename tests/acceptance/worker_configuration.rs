@@ -139,26 +139,7 @@ impl Ec2 {
                     .build(),
             )
             .build();
-        let version = block_on(
-            self.client
-                .create_launch_template_version()
-                .launch_template_id(id)
-                .launch_template_data(data)
-                .send(),
-        )
-        .unwrap()
-        .launch_template_version()
-        .unwrap()
-        .version_number()
-        .unwrap();
-        block_on(
-            self.client
-                .modify_launch_template()
-                .launch_template_id(id)
-                .default_version(version.to_string())
-                .send(),
-        )
-        .unwrap();
+        self.publish_default_version(id, data);
         block_on(
             self.client
                 .create_tags()
@@ -212,14 +193,16 @@ impl Ec2 {
                     .build(),
             )
             .build();
-        let version = block_on(
+        self.publish_default_version(id, data);
+    }
+
+    /// A new version with `data`, made the default, as an operator would.
+    fn publish_default_version(&self, id: &str, data: RequestLaunchTemplateData) {
+        let created = block_on(
             self.client.create_launch_template_version().launch_template_id(id).launch_template_data(data).send(),
         )
-        .unwrap()
-        .launch_template_version()
-        .unwrap()
-        .version_number()
         .unwrap();
+        let version = created.launch_template_version().unwrap().version_number().unwrap();
         block_on(
             self.client
                 .modify_launch_template()
@@ -528,4 +511,27 @@ fn imdsv2_turned_off_by_hand_shows_as_drift_and_is_healed_and_versions_stay_few(
     }
     assert_eq!(state_of(&wd)["launch_template_version"], 6);
     assert_eq!(ec2.versions(&id), vec![2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn the_default_subnet_is_in_a_zone_that_offers_the_instance_type() {
+    let moto = Moto::start();
+    let tf = terraform_versions().pop().unwrap();
+    let wd = Workdir::new(&tf, &provider_binary());
+    // Offered in us-east-1b, 1c and 1f only (EC2's offerings, as moto ships them).
+    wd.write(
+        "main.tf",
+        &(crate::support::provider_block(&moto, "us-east-1")
+            + "resource \"coffer_worker_configuration\" \"x\" {\n  name = \"x\"\n  instance_type = \"trn1.32xlarge\"\n}\n"),
+    );
+    wd.init();
+    wd.apply();
+    let subnet = resource_values(&wd.state_json(), "coffer_worker_configuration.x").unwrap()["subnet_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let client = Ec2::new(&moto).client;
+    let out = block_on(client.describe_subnets().subnet_ids(&subnet).send()).unwrap();
+    let zone = out.subnets()[0].availability_zone().unwrap().to_string();
+    assert!(["us-east-1b", "us-east-1c", "us-east-1f"].contains(&zone.as_str()), "{subnet} is in {zone}");
 }

@@ -79,9 +79,10 @@ pub async fn find_launch_template_by_id(
     })
 }
 
-/// The first default subnet (by availability zone name) of the region's
-/// default VPC.
-pub async fn find_default_subnet(client: &Client) -> Result<String, AwsError> {
+/// A default subnet of the region's default VPC in an availability zone that
+/// offers `instance_type` (the first such zone by name); when EC2 reports
+/// no offerings, the first default subnet.
+pub async fn find_default_subnet(client: &Client, instance_type: &str) -> Result<String, AwsError> {
     let vpcs = client
         .describe_vpcs()
         .filters(Filter::builder().name("is-default").values("true").build())
@@ -110,7 +111,28 @@ pub async fn find_default_subnet(client: &Client) -> Result<String, AwsError> {
         }
     }
     subnets.sort();
-    subnets.into_iter().next().map(|(_, id)| id).ok_or(AwsError::NotFound)
+    let offering_zones = find_zones_offering(client, instance_type).await?;
+    let in_offering_zone = subnets.iter().find(|(az, _)| offering_zones.iter().any(|z| z == az));
+    in_offering_zone
+        .or(subnets.first())
+        .map(|(_, id)| id.clone())
+        .ok_or(AwsError::NotFound)
+}
+
+/// The availability zones of the client's region that offer `instance_type`.
+pub async fn find_zones_offering(client: &Client, instance_type: &str) -> Result<Vec<String>, AwsError> {
+    let mut zones = Vec::new();
+    let mut pages = client
+        .describe_instance_type_offerings()
+        .location_type(aws_sdk_ec2::types::LocationType::AvailabilityZone)
+        .filters(Filter::builder().name("instance-type").values(instance_type).build())
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| AwsError::from_sdk(e, &[]))?;
+        zones.extend(page.instance_type_offerings().iter().filter_map(|o| o.location().map(str::to_string)));
+    }
+    Ok(zones)
 }
 
 /// The processor architectures an instance type runs (`x86_64`, `arm64`).

@@ -171,10 +171,6 @@ impl AwsClients {
         })
     }
 
-    pub fn settings(&self) -> &AwsSettings {
-        &self.settings
-    }
-
     pub fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
         cached(&self.ec2, region, || {
             let builder = aws_sdk_ec2::config::Builder::from(&self.base).region(Region::new(region.to_string()));

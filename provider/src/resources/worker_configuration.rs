@@ -61,7 +61,7 @@ pub fn schema() -> Schema {
                 .optional()
                 .computed()
                 .use_state_for_unknown()
-                .describe("Subnet the workers start in. Default: a subnet of the region's default VPC.")
+                .describe("Subnet the workers start in. Default: a default-VPC subnet in an availability zone that offers `instance_type`.")
                 .validate(string(validation::subnet_id)),
         )
         .attribute(
@@ -353,7 +353,7 @@ async fn desired(data: &Coffer, planned: &Value, diags: &mut Diagnostics) -> Opt
         .to_string();
     let subnet_id = match planned.get("subnet_id").as_str() {
         Some(subnet) => subnet.to_string(),
-        None => match crate::aws::ec2::find_default_subnet(&ec2).await {
+        None => match crate::aws::ec2::find_default_subnet(&ec2, &instance_type).await {
             Ok(subnet) => subnet,
             Err(AwsError::NotFound) => {
                 diags.attribute_error(
