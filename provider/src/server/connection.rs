@@ -13,6 +13,10 @@ use tokio::sync::mpsc::Sender;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+/// Terraform completes its handshake in milliseconds; a peer that stalls is
+/// dropped rather than holding a task forever.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A plain or TLS connection, as tonic's `serve_with_incoming` wants it.
 pub enum Connection {
     Plain(TcpStream),
@@ -46,12 +50,13 @@ pub async fn accept_loop(
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    match acceptor.accept(stream).await {
-                        Ok(tls) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
                             let _ = connections.send(Ok(Connection::Tls(Box::new(tls)))).await;
                         }
                         // A client without Terraform's certificate lands here.
-                        Err(e) => tracing::warn!(%peer, error = %e, "TLS handshake refused"),
+                        Ok(Err(e)) => tracing::warn!(%peer, error = %e, "TLS handshake refused"),
+                        Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
                     }
                 });
             }
