@@ -150,17 +150,14 @@ impl Ec2 {
         .unwrap();
     }
 
-    /// A new default version identical to the current one but for IMDSv2,
-    /// which it turns off: nothing with an argument of its own changes.
-    fn allow_imdsv1_out_of_band(&self, id: &str) {
-        use aws_sdk_ec2::types::{
-            LaunchTemplateHttpTokensState, LaunchTemplateInstanceMetadataOptionsRequest,
-            LaunchTemplateTagSpecificationRequest,
-        };
+    /// A builder holding the current default version's settings, for an
+    /// out-of-band version that changes just one of them.
+    fn copy_of_default_version(&self, id: &str) -> aws_sdk_ec2::types::builders::RequestLaunchTemplateDataBuilder {
+        use aws_sdk_ec2::types::{LaunchTemplateInstanceMetadataOptionsRequest, LaunchTemplateTagSpecificationRequest};
         let current = self.default_version_data(id);
         let interface = &current.network_interfaces()[0];
         let metadata = current.metadata_options().unwrap();
-        let data = RequestLaunchTemplateData::builder()
+        RequestLaunchTemplateData::builder()
             .image_id(current.image_id().unwrap())
             .instance_type(current.instance_type().unwrap().clone())
             .network_interfaces(
@@ -188,11 +185,33 @@ impl Ec2 {
             ))
             .metadata_options(
                 LaunchTemplateInstanceMetadataOptionsRequest::builder()
+                    .set_http_tokens(metadata.http_tokens().cloned())
+                    .set_instance_metadata_tags(metadata.instance_metadata_tags().cloned())
+                    .build(),
+            )
+    }
+
+    /// A new default version identical to the current one but for IMDSv2,
+    /// which it turns off: nothing with an argument of its own changes.
+    fn allow_imdsv1_out_of_band(&self, id: &str) {
+        use aws_sdk_ec2::types::{LaunchTemplateHttpTokensState, LaunchTemplateInstanceMetadataOptionsRequest};
+        let current = self.default_version_data(id);
+        let metadata = current.metadata_options().unwrap();
+        let data = self
+            .copy_of_default_version(id)
+            .metadata_options(
+                LaunchTemplateInstanceMetadataOptionsRequest::builder()
                     .http_tokens(LaunchTemplateHttpTokensState::Optional)
                     .set_instance_metadata_tags(metadata.instance_metadata_tags().cloned())
                     .build(),
             )
             .build();
+        self.publish_default_version(id, data);
+    }
+
+    /// A new default version identical to the current one but for the AMI.
+    fn replace_ami_out_of_band(&self, id: &str, ami: &str) {
+        let data = self.copy_of_default_version(id).image_id(ami).build();
         self.publish_default_version(id, data);
     }
 
@@ -534,4 +553,25 @@ fn the_default_subnet_is_in_a_zone_that_offers_the_instance_type() {
     let out = block_on(client.describe_subnets().subnet_ids(&subnet).send()).unwrap();
     let zone = out.subnets()[0].availability_zone().unwrap().to_string();
     assert!(["us-east-1b", "us-east-1c", "us-east-1f"].contains(&zone.as_str()), "{subnet} is in {zone}");
+}
+
+#[test]
+fn a_default_ami_changed_by_hand_is_planned_back() {
+    // On the oldest Terraform: the resolved default lives in private state.
+    let moto = Moto::start();
+    let ec2 = Ec2::new(&moto);
+    let wd = Workdir::new(&oldest_terraform(), &provider_binary());
+    wd.write("main.tf", &(provider(&moto) + &resource(&ec2.default_security_group(), "c5.large", "a")));
+    wd.init();
+    wd.apply();
+    let id = state_of(&wd)["id"].as_str().unwrap().to_string();
+    let resolved = ec2.latest_al2023_x86();
+
+    ec2.replace_ami_out_of_band(&id, "ami-0123456789abcdef0");
+    let (code, output) = wd.plan_exit_code();
+    assert_eq!(code, 2, "a default AMI changed by hand must show in the plan:\n{output}");
+    assert!(output.contains(&format!("\"ami-0123456789abcdef0\" -> \"{resolved}\"")), "{output}");
+    wd.apply();
+    assert_eq!(ec2.default_version_data(&id).image_id(), Some(resolved.as_str()));
+    wd.assert_no_changes();
 }

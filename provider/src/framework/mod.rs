@@ -10,6 +10,8 @@ pub mod validators;
 pub mod value;
 
 pub use diag::{AttributePath, Diagnostics};
-pub use resource::{ClientInfo, DataSource, Import, ModifyPlan, PlanRequest, Provider, Resource, UpgradeState};
+pub use resource::{
+    ClientInfo, DataSource, Import, ModifyPlan, PlanRequest, Private, Provider, Resource, UpgradeState,
+};
 pub use schema::{Attribute, Block, NestedBlock, Schema};
 pub use value::Value;

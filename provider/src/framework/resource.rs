@@ -57,7 +57,15 @@ pub trait Resource<D>: Send + Sync {
 
     /// Creates the resource from the planned state and returns the new state,
     /// read back from the remote system. `None` means nothing was created.
-    async fn create(&self, data: &D, planned: &Value, diags: &mut Diagnostics) -> Option<Value>;
+    /// `private` is kept by Terraform beside the state, unseen by users:
+    /// what the resource must remember, such as defaults it resolved.
+    async fn create(
+        &self,
+        data: &D,
+        planned: &Value,
+        private: &mut Private,
+        diags: &mut Diagnostics,
+    ) -> Option<Value>;
 
     /// Reads the remote object. `None` means it is gone, and Terraform will
     /// plan to create it again.
@@ -69,6 +77,7 @@ pub trait Resource<D>: Send + Sync {
         data: &D,
         prior: &Value,
         planned: &Value,
+        private: &mut Private,
         diags: &mut Diagnostics,
     ) -> Option<Value>;
 
@@ -101,6 +110,40 @@ pub trait Import<D>: Send + Sync {
 pub struct PlanRequest<'a> {
     pub prior: &'a Value,
     pub config: &'a Value,
+    pub prior_private: &'a Private,
+}
+
+/// A resource's private state: string values by key, stored by Terraform as
+/// opaque bytes (JSON here) next to the state, never shown to users.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Private(pub std::collections::BTreeMap<String, String>);
+
+impl Private {
+    /// Reads what Terraform kept; anything unreadable counts as empty, as
+    /// private state written by another provider version might be.
+    pub fn decode(bytes: &[u8]) -> Self {
+        Self(serde_json::from_slice(bytes).unwrap_or_default())
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        if self.0.is_empty() {
+            Vec::new()
+        } else {
+            serde_json::to_vec(&self.0).expect("string map serializes")
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// Sets `key`, or removes it when `value` is `None`.
+    pub fn set(&mut self, key: &str, value: Option<&str>) {
+        match value {
+            Some(v) => self.0.insert(key.to_string(), v.to_string()),
+            None => self.0.remove(key),
+        };
+    }
 }
 
 #[async_trait]
@@ -134,4 +177,20 @@ pub trait DataSource<D>: Send + Sync {
     fn validate(&self, _config: &Value, _diags: &mut Diagnostics) {}
 
     async fn read(&self, data: &D, config: &Value, diags: &mut Diagnostics) -> Option<Value>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Private;
+
+    #[test]
+    fn private_state_round_trips_and_tolerates_foreign_bytes() {
+        let mut private = Private::default();
+        assert!(private.encode().is_empty());
+        private.set("ami_id", Some("ami-1"));
+        assert_eq!(Private::decode(&private.encode()).get("ami_id"), Some("ami-1"));
+        private.set("ami_id", None);
+        assert_eq!(private, Private::default());
+        assert_eq!(Private::decode(b"\x00not json"), Private::default());
+    }
 }

@@ -19,8 +19,8 @@ use crate::aws::ec2::{LAUNCH_TEMPLATE_NOT_FOUND, LaunchTemplateWithData, find_la
 use crate::aws::{AwsError, ssm};
 use crate::framework::validators::{Each, Keys, string};
 use crate::framework::{
-    Attribute, AttributePath, Block, Diagnostics, Import, ModifyPlan, PlanRequest, Resource, Schema,
-    Value,
+    Attribute, AttributePath, Block, Diagnostics, Import, ModifyPlan, PlanRequest, Private, Resource,
+    Schema, Value,
 };
 use crate::provider::{CatalogLocation, Coffer};
 use crate::resources::tags;
@@ -268,6 +268,28 @@ impl ManagedSettings {
         use sha2::{Digest, Sha256};
         let canonical = serde_json::to_vec(self).expect("settings serialize");
         Sha256::digest(&canonical).iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Defaults Coffer resolved (not written in the configuration), kept in
+/// private state so that an out-of-band change to them is planned back
+/// instead of silently taken into state.
+const REMEMBERED_DEFAULTS: [&str; 2] = ["ami_id", "subnet_id"];
+
+/// Records the defaults just resolved: a value planned as unknown was
+/// resolved here; a known one that differs from what was remembered came
+/// from the configuration, and the memory of the old default is dropped.
+fn remember_defaults(private: &mut Private, planned: &Value, desired: &Desired) {
+    for attribute in REMEMBERED_DEFAULTS {
+        let resolved = match attribute {
+            "ami_id" => desired.ami_id.as_str(),
+            _ => desired.subnet_id.as_str(),
+        };
+        match planned.get(attribute) {
+            Value::Unknown => private.set(attribute, Some(resolved)),
+            planned_value if planned_value.as_str() != private.get(attribute) => private.set(attribute, None),
+            _ => {}
+        }
     }
 }
 
@@ -534,8 +556,15 @@ impl Resource<Coffer> for WorkerConfiguration {
         schema()
     }
 
-    async fn create(&self, data: &Coffer, planned: &Value, diags: &mut Diagnostics) -> Option<Value> {
+    async fn create(
+        &self,
+        data: &Coffer,
+        planned: &Value,
+        private: &mut Private,
+        diags: &mut Diagnostics,
+    ) -> Option<Value> {
         let desired = desired(data, planned, diags).await?;
+        remember_defaults(private, planned, &desired);
         let lt_name = desired.launch_template_name();
         let ec2 = data.aws.ec2(&desired.region);
         let created = ec2
@@ -613,10 +642,12 @@ impl Resource<Coffer> for WorkerConfiguration {
         data: &Coffer,
         prior: &Value,
         planned: &Value,
+        private: &mut Private,
         diags: &mut Diagnostics,
     ) -> Option<Value> {
         let id = prior.get("id").as_str()?.to_string();
         let desired = desired(data, planned, diags).await?;
+        remember_defaults(private, planned, &desired);
         let ec2 = data.aws.ec2(&desired.region);
 
         let version = ec2
@@ -755,6 +786,20 @@ impl ModifyPlan<Coffer> for WorkerConfiguration {
                 ),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "listing regions; skipping the region check"),
+            }
+        }
+
+        // A default changed out of band is planned back to what was resolved.
+        if !prior.is_null() {
+            for attribute in REMEMBERED_DEFAULTS {
+                let remembered = request.prior_private.get(attribute);
+                if let (true, Some(remembered), Some(current)) =
+                    (request.config.get(attribute).is_null(), remembered, planned.get(attribute).as_str())
+                    && current != remembered
+                {
+                    planned.set(attribute, remembered);
+                    planned.set("launch_template_version", Value::Unknown);
+                }
             }
         }
 

@@ -11,7 +11,7 @@ use super::convert::{self, decode, decode_error, encode};
 use super::tfplugin6 as pb;
 use super::tfplugin6::provider_server::Provider as ProviderRpc;
 use crate::framework::plan::plan;
-use crate::framework::resource::{ClientInfo, DataSource, PlanRequest, Provider, Resource};
+use crate::framework::resource::{ClientInfo, DataSource, PlanRequest, Private, Provider, Resource};
 use crate::framework::schema::Schema;
 use crate::framework::value::Value;
 use crate::framework::{AttributePath, Diagnostics};
@@ -349,6 +349,7 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
             }
         };
         let mut diags = Diagnostics::new();
+        let prior_private = Private::decode(&request.prior_private);
         let mut result = plan(block, &prior, &proposed, &config);
         if !result.planned.is_null()
             && let Some(modifier) = entry.resource.plan_modifier()
@@ -359,6 +360,7 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
                     PlanRequest {
                         prior: &prior,
                         config: &config,
+                        prior_private: &prior_private,
                     },
                     &mut result.planned,
                     &mut result.requires_replace,
@@ -404,6 +406,7 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
             }
         };
         let mut diags = Diagnostics::new();
+        let mut private = Private::decode(&request.planned_private);
         let new_state = match self.configured(&mut diags) {
             None => prior.clone(),
             Some(data) if planned.is_null() => {
@@ -412,18 +415,18 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
             }
             Some(data) if prior.is_null() => entry
                 .resource
-                .create(data, &planned, &mut diags)
+                .create(data, &planned, &mut private, &mut diags)
                 .await
                 .unwrap_or(Value::Null),
             Some(data) => entry
                 .resource
-                .update(data, &prior, &planned, &mut diags)
+                .update(data, &prior, &planned, &mut private, &mut diags)
                 .await
                 .unwrap_or_else(|| prior.clone()),
         };
         Ok(Response::new(pb::apply_resource_change::Response {
             new_state: Some(encode(&new_state, block)),
-            private: request.planned_private,
+            private: private.encode(),
             diagnostics: convert::diagnostics(&diags),
             legacy_type_system: false,
         }))
