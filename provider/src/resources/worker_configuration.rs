@@ -273,18 +273,15 @@ impl ManagedSettings {
 
 /// Defaults Coffer resolved (not written in the configuration), kept in
 /// private state so that an out-of-band change to them is planned back
-/// instead of silently taken into state.
+/// instead of silently taken into state. Same order as in `remember_defaults`.
 const REMEMBERED_DEFAULTS: [&str; 2] = ["ami_id", "subnet_id"];
 
 /// Records the defaults just resolved: a value planned as unknown was
 /// resolved here; a known one that differs from what was remembered came
 /// from the configuration, and the memory of the old default is dropped.
 fn remember_defaults(private: &mut Private, planned: &Value, desired: &Desired) {
-    for attribute in REMEMBERED_DEFAULTS {
-        let resolved = match attribute {
-            "ami_id" => desired.ami_id.as_str(),
-            _ => desired.subnet_id.as_str(),
-        };
+    let resolved = [desired.ami_id.as_str(), desired.subnet_id.as_str()];
+    for (attribute, resolved) in REMEMBERED_DEFAULTS.into_iter().zip(resolved) {
         match planned.get(attribute) {
             Value::Unknown => private.set(attribute, Some(resolved)),
             planned_value if planned_value.as_str() != private.get(attribute) => private.set(attribute, None),
