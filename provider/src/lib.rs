@@ -7,9 +7,13 @@
 //! lookups).
 
 pub mod aws;
+pub mod catalog;
+pub mod cron;
+pub mod data_sources;
 pub mod framework;
 pub mod logging;
 pub mod provider;
+pub mod repository;
 pub mod resources;
 pub mod server;
 pub mod validation;

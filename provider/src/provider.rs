@@ -13,6 +13,9 @@ use crate::framework::{
     Attribute, Block, ClientInfo, DataSource, Diagnostics, NestedBlock, Provider, Resource, Schema,
     Value,
 };
+use crate::resources::backup_policy::BackupPolicy;
+use crate::resources::region_mapping::RegionMapping;
+use crate::resources::repository::Repository;
 use crate::resources::worker_configuration::WorkerConfiguration;
 use crate::validation;
 
@@ -22,6 +25,14 @@ pub struct Coffer {
     pub default_tags: BTreeMap<String, String>,
     pub catalog: CatalogLocation,
     pub scheduler_role_arn: Option<String>,
+    /// Set once the catalog bucket is known to exist.
+    pub catalog_ready: tokio::sync::OnceCell<()>,
+}
+
+impl Coffer {
+    pub fn catalog(&self) -> crate::catalog::Catalog<'_> {
+        crate::catalog::Catalog::new(&self.aws, &self.catalog, &self.catalog_ready)
+    }
 }
 
 /// Where the catalog lives in S3.
@@ -214,16 +225,22 @@ impl Provider for CofferProvider {
             default_tags: config.get("default_tags").string_map(),
             scheduler_role_arn: optional_string(config.get("scheduler_role_arn")),
             catalog,
+            catalog_ready: tokio::sync::OnceCell::new(),
             aws,
         })
     }
 
     fn resources(&self) -> Vec<Arc<dyn Resource<Coffer>>> {
-        vec![Arc::new(WorkerConfiguration)]
+        vec![
+            Arc::new(WorkerConfiguration),
+            Arc::new(Repository),
+            Arc::new(RegionMapping),
+            Arc::new(BackupPolicy),
+        ]
     }
 
     fn data_sources(&self) -> Vec<Arc<dyn DataSource<Coffer>>> {
-        Vec::new()
+        vec![Arc::new(crate::data_sources::iam_policy::IamPolicy)]
     }
 }
 

@@ -152,3 +152,18 @@ pub async fn find_instance_type_architectures(
         .map(|p| p.supported_architectures().iter().map(|a| a.as_str().to_string()).collect())
         .unwrap_or_default())
 }
+
+/// A launch template's summary (no version data), by id.
+pub async fn find_launch_template(client: &Client, id: &str) -> Result<aws_sdk_ec2::types::LaunchTemplate, AwsError> {
+    let out = client
+        .describe_launch_templates()
+        .launch_template_ids(id)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk(e, LAUNCH_TEMPLATE_NOT_FOUND))?;
+    out.launch_templates()
+        .iter()
+        .find(|t| t.launch_template_id() == Some(id))
+        .cloned()
+        .ok_or(AwsError::NotFound)
+}

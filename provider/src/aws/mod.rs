@@ -3,6 +3,9 @@
 //! that return a typed [`AwsError::NotFound`].
 
 pub mod ec2;
+pub mod permissions;
+pub mod s3;
+pub mod scheduler;
 pub mod ssm;
 
 use std::collections::{BTreeMap, HashMap};
@@ -80,6 +83,9 @@ pub struct AwsClients {
     pub home_region: String,
     ec2: Mutex<HashMap<String, aws_sdk_ec2::Client>>,
     ssm: Mutex<HashMap<String, aws_sdk_ssm::Client>>,
+    s3: Mutex<HashMap<String, aws_sdk_s3::Client>>,
+    scheduler: Mutex<HashMap<String, aws_sdk_scheduler::Client>>,
+    kms: Mutex<HashMap<String, aws_sdk_kms::Client>>,
     regions: tokio::sync::OnceCell<Vec<String>>,
 }
 
@@ -167,6 +173,9 @@ impl AwsClients {
             home_region,
             ec2: Mutex::default(),
             ssm: Mutex::default(),
+            s3: Mutex::default(),
+            scheduler: Mutex::default(),
+            kms: Mutex::default(),
             regions: tokio::sync::OnceCell::new(),
         })
     }
@@ -182,6 +191,29 @@ impl AwsClients {
         cached(&self.ssm, region, || {
             let builder = aws_sdk_ssm::config::Builder::from(&self.base).region(Region::new(region.to_string()));
             aws_sdk_ssm::Client::from_conf(with_endpoint(builder, &self.settings, "ssm").build())
+        })
+    }
+
+    pub fn s3(&self, region: &str) -> aws_sdk_s3::Client {
+        cached(&self.s3, region, || {
+            let builder = aws_sdk_s3::config::Builder::from(&self.base)
+                .region(Region::new(region.to_string()))
+                .force_path_style(self.settings.s3_use_path_style);
+            aws_sdk_s3::Client::from_conf(with_endpoint(builder, &self.settings, "s3").build())
+        })
+    }
+
+    pub fn scheduler(&self, region: &str) -> aws_sdk_scheduler::Client {
+        cached(&self.scheduler, region, || {
+            let builder = aws_sdk_scheduler::config::Builder::from(&self.base).region(Region::new(region.to_string()));
+            aws_sdk_scheduler::Client::from_conf(with_endpoint(builder, &self.settings, "scheduler").build())
+        })
+    }
+
+    pub fn kms(&self, region: &str) -> aws_sdk_kms::Client {
+        cached(&self.kms, region, || {
+            let builder = aws_sdk_kms::config::Builder::from(&self.base).region(Region::new(region.to_string()));
+            aws_sdk_kms::Client::from_conf(with_endpoint(builder, &self.settings, "kms").build())
         })
     }
 
@@ -213,7 +245,14 @@ macro_rules! endpoint_builder {
         }
     )*};
 }
-endpoint_builder!(aws_sdk_ec2::config::Builder, aws_sdk_ssm::config::Builder, aws_sdk_sts::config::Builder);
+endpoint_builder!(
+    aws_sdk_ec2::config::Builder,
+    aws_sdk_kms::config::Builder,
+    aws_sdk_s3::config::Builder,
+    aws_sdk_scheduler::config::Builder,
+    aws_sdk_ssm::config::Builder,
+    aws_sdk_sts::config::Builder
+);
 
 fn with_endpoint<B: EndpointBuilder>(builder: B, settings: &AwsSettings, service: &str) -> B {
     match settings.endpoints.get(service) {

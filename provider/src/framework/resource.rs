@@ -68,8 +68,9 @@ pub trait Resource<D>: Send + Sync {
     ) -> Option<Value>;
 
     /// Reads the remote object. `None` means it is gone, and Terraform will
-    /// plan to create it again.
-    async fn read(&self, data: &D, state: &Value, diags: &mut Diagnostics) -> Option<Value>;
+    /// plan to create it again. `private` may be updated (e.g. the ETag the
+    /// next update must match).
+    async fn read(&self, data: &D, state: &Value, private: &mut Private, diags: &mut Diagnostics) -> Option<Value>;
 
     /// Updates in place and returns the new state, read back.
     async fn update(

@@ -334,6 +334,69 @@ impl Block {
     }
 }
 
+impl Block {
+    /// Paths of the write-only attributes that `config` sets.
+    pub fn write_only_values_set(&self, config: &Value, path: &AttributePath) -> Vec<AttributePath> {
+        let mut out = Vec::new();
+        for attribute in self.attributes.iter().filter(|a| a.write_only) {
+            if !config.get(&attribute.name).is_null() {
+                out.push(path.then_attr(&attribute.name));
+            }
+        }
+        for nested in &self.blocks {
+            let nested_path = path.then_attr(&nested.name);
+            match config.get(&nested.name) {
+                Value::List(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        out.extend(nested.block.write_only_values_set(item, &nested_path.then_index(i)));
+                    }
+                }
+                v @ Value::Map(_) => out.extend(nested.block.write_only_values_set(v, &nested_path)),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Nulls every write-only attribute: Terraform never stores them, in
+    /// plans or state.
+    pub fn null_write_only(&self, value: &mut Value) {
+        self.walk_write_only(value, &Value::Null, &mut |_, _| Value::Null);
+    }
+
+    /// Copies write-only values from the configuration into `value` (a
+    /// planned state), so that create and update see what the user wrote.
+    pub fn copy_write_only(&self, config: &Value, value: &mut Value) {
+        self.walk_write_only(value, config, &mut |_, from_config| from_config.clone());
+    }
+
+    fn walk_write_only(&self, value: &mut Value, config: &Value, f: &mut impl FnMut(&Value, &Value) -> Value) {
+        if !matches!(value, Value::Map(_)) {
+            return;
+        }
+        for attribute in self.attributes.iter().filter(|a| a.write_only) {
+            let new = f(value.get(&attribute.name), config.get(&attribute.name));
+            value.set(&attribute.name, new);
+        }
+        for nested in &self.blocks {
+            let nested_config = config.get(&nested.name).clone();
+            let Some(nested_value) = value.get_mut(&nested.name) else {
+                continue;
+            };
+            match nested_value {
+                Value::List(items) => {
+                    for (i, item) in items.iter_mut().enumerate() {
+                        let item_config = nested_config.as_list().get(i).cloned().unwrap_or(Value::Null);
+                        nested.block.walk_write_only(item, &item_config, f);
+                    }
+                }
+                v @ Value::Map(_) => nested.block.walk_write_only(v, &nested_config, f),
+                _ => {}
+            }
+        }
+    }
+}
+
 /// A versioned schema: the version moves when stored state needs upgrading.
 #[derive(Debug, Clone)]
 pub struct Schema {

@@ -1,4 +1,61 @@
-//! Coffer's resources, one file each.
+//! Coffer's resources, one file each, and what they share.
 
+pub mod backup_policy;
+pub mod region_mapping;
+pub mod repository;
 pub mod tags;
 pub mod worker_configuration;
+
+use crate::catalog::CatalogError;
+use crate::framework::{AttributePath, Diagnostics};
+use crate::provider::Coffer;
+
+/// Reports, at their paths, the regions that are not enabled for the
+/// account. A failure to list regions skips the check (the apply will say).
+pub async fn check_regions_enabled(data: &Coffer, regions: &[(AttributePath, String)], diags: &mut Diagnostics) {
+    if regions.is_empty() {
+        return;
+    }
+    match data.aws.enabled_regions().await {
+        Ok(enabled) => {
+            for (path, region) in regions {
+                if !enabled.iter().any(|r| r == region) {
+                    diags.attribute_error(
+                        path.clone(),
+                        "Unknown region",
+                        format!(
+                            "{path}: {region:?} is not enabled for this account; enabled regions: {}.",
+                            enabled.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "listing regions; skipping the region check"),
+    }
+}
+
+/// The diagnostic for a failed catalog write of a named document.
+pub fn catalog_write_error(diags: &mut Diagnostics, action: &str, kind: crate::catalog::Kind, name: &str, e: CatalogError) {
+    let hint = match (&e, kind) {
+        (CatalogError::AlreadyExists { .. }, crate::catalog::Kind::Policy) => {
+            format!(" Import it with: terraform import coffer_backup_policy.<address> {name}")
+        }
+        (CatalogError::AlreadyExists { .. }, crate::catalog::Kind::RegionMapping) => {
+            format!(" Import it with: terraform import coffer_region_mapping.<address> {name}")
+        }
+        _ => String::new(),
+    };
+    diags.error(
+        format!("{} {} {name}", capitalize(action), kind.noun()),
+        format!("{action} {} {name}: {e}.{hint}", kind.noun()),
+    );
+}
+
+fn capitalize(s: &str) -> String {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}

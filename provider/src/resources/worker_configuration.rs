@@ -327,6 +327,17 @@ fn client_token(name: &str) -> String {
 /// `coffer:task` tag (set by whoever launches it), so one launch template
 /// serves every policy and rule.
 pub fn worker_user_data(catalog: &CatalogLocation, home_region: &str) -> String {
+    boot_script(catalog, home_region, "TASK=$(imds tags/instance/coffer:task)")
+}
+
+/// The boot script with the task fixed, for launches that pass their own
+/// user data (the schedules of a backup policy). `task` is a coffer command
+/// line made of names limited to letters, digits and `-_.`.
+pub fn worker_user_data_for_task(catalog: &CatalogLocation, home_region: &str, task: &str) -> String {
+    boot_script(catalog, home_region, &format!("TASK='{task}'"))
+}
+
+fn boot_script(catalog: &CatalogLocation, home_region: &str, task_line: &str) -> String {
     format!(
         r#"#!/bin/bash
 # Coffer worker bootstrap, written by terraform-provider-coffer.
@@ -334,7 +345,7 @@ set -uo pipefail
 trap 'shutdown -h now' EXIT
 imds() {{ curl -fsS -H "X-aws-ec2-metadata-token: $TOKEN" "http://169.254.169.254/latest/meta-data/$1"; }}
 TOKEN=$(curl -fsS -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 3600' http://169.254.169.254/latest/api/token)
-TASK=$(imds tags/instance/coffer:task)
+{task_line}
 export COFFER_CATALOG_BUCKET='{bucket}' COFFER_CATALOG_PREFIX='{prefix}' AWS_REGION='{home_region}'
 aws s3 cp "s3://{bucket}/{prefix}bin/coffer-linux-$(uname -m)" /usr/local/bin/coffer
 chmod +x /usr/local/bin/coffer
@@ -618,7 +629,7 @@ impl Resource<Coffer> for WorkerConfiguration {
         }
     }
 
-    async fn read(&self, data: &Coffer, state: &Value, diags: &mut Diagnostics) -> Option<Value> {
+    async fn read(&self, data: &Coffer, state: &Value, _private: &mut Private, diags: &mut Diagnostics) -> Option<Value> {
         let id = state.get("id").as_str()?.to_string();
         let region = region_of(data, state);
         match find_launch_template_by_id(&data.aws.ec2(&region), &id, None).await {

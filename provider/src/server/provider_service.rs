@@ -190,7 +190,19 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
     ) -> Result<Response<pb::validate_resource_config::Response>, Status> {
         let request = request.into_inner();
         let entry = self.resource(&request.type_name)?;
+        let write_only_allowed = request
+            .client_capabilities
+            .is_some_and(|c| c.write_only_attributes_allowed);
         let diagnostics = validate(request.config.as_ref(), &entry.schema, "resource configuration", |c, d| {
+            if !write_only_allowed {
+                for path in entry.schema.block.write_only_values_set(c, &AttributePath::root()) {
+                    d.attribute_error(
+                        path,
+                        "Write-only attribute needs Terraform 1.11 or later",
+                        "This Terraform does not support write-only attributes, so the value would be stored in plan and state. Use the attribute's stored counterpart (e.g. `password` for `password_wo`), or upgrade to Terraform 1.11 or later.",
+                    );
+                }
+            }
             entry.resource.validate(c, d)
         });
         Ok(Response::new(pb::validate_resource_config::Response { diagnostics }))
@@ -302,10 +314,11 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
             Ok(state) => state,
             Err(e) => return Ok(Response::new(read_failure(decode_error("state", e)))),
         };
-        let new_state = if state.is_null() {
+        let mut private = Private::decode(&request.private);
+        let mut new_state = if state.is_null() {
             Value::Null
         } else if let Some(data) = self.configured(&mut diags) {
-            match entry.resource.read(data, &state, &mut diags).await {
+            match entry.resource.read(data, &state, &mut private, &mut diags).await {
                 Some(new_state) => new_state,
                 None if diags.has_errors() => state,
                 None => {
@@ -316,10 +329,11 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
         } else {
             state
         };
+        block.null_write_only(&mut new_state);
         Ok(Response::new(pb::read_resource::Response {
             new_state: Some(encode(&new_state, block)),
             diagnostics: convert::diagnostics(&diags),
-            private: request.private,
+            private: private.encode(),
             deferred: None,
         }))
     }
@@ -368,6 +382,7 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
                 )
                 .await;
         }
+        block.null_write_only(&mut result.planned);
         Ok(Response::new(pb::plan_resource_change::Response {
             planned_state: Some(encode(&result.planned, block)),
             requires_replace: result
@@ -394,9 +409,10 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
             Ok::<_, super::codec::CodecError>((
                 decode(request.prior_state.as_ref(), block)?,
                 decode(request.planned_state.as_ref(), block)?,
+                decode(request.config.as_ref(), block)?,
             ))
         })();
-        let (prior, planned) = match decoded {
+        let (prior, mut planned, config) = match decoded {
             Ok(values) => values,
             Err(e) => {
                 return Ok(Response::new(pb::apply_resource_change::Response {
@@ -407,7 +423,10 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
         };
         let mut diags = Diagnostics::new();
         let mut private = Private::decode(&request.planned_private);
-        let new_state = match self.configured(&mut diags) {
+        // Write-only values travel only in the configuration; the resource
+        // sees them in `planned`, and they never reach the new state.
+        block.copy_write_only(&config, &mut planned);
+        let mut new_state = match self.configured(&mut diags) {
             None => prior.clone(),
             Some(data) if planned.is_null() => {
                 entry.resource.delete(data, &prior, &mut diags).await;
@@ -424,6 +443,7 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
                 .await
                 .unwrap_or_else(|| prior.clone()),
         };
+        block.null_write_only(&mut new_state);
         Ok(Response::new(pb::apply_resource_change::Response {
             new_state: Some(encode(&new_state, block)),
             private: private.encode(),
@@ -450,12 +470,16 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
             (Some(importer), Some(data)) => {
                 if let Some(seed) = importer.import(data, &request.id, &mut diags).await {
                     let seed = entry.schema.block.conform(&seed);
-                    match entry.resource.read(data, &seed, &mut diags).await {
-                        Some(state) => imported.push(pb::import_resource_state::ImportedResource {
-                            type_name: request.type_name.clone(),
-                            state: Some(encode(&state, &entry.schema.block)),
-                            private: Vec::new(),
-                        }),
+                    let mut private = Private::default();
+                    match entry.resource.read(data, &seed, &mut private, &mut diags).await {
+                        Some(mut state) => {
+                            entry.schema.block.null_write_only(&mut state);
+                            imported.push(pb::import_resource_state::ImportedResource {
+                                type_name: request.type_name.clone(),
+                                state: Some(encode(&state, &entry.schema.block)),
+                                private: private.encode(),
+                            })
+                        }
                         None if !diags.has_errors() => diags.error(
                             "Cannot import non-existent remote object",
                             format!(

@@ -1,0 +1,167 @@
+//! The catalog: JSON documents in S3 that describe policies, region
+//! mappings and repositories, read by the provider and by workers.
+//!
+//! Layout under `<bucket>/<prefix>`: `policies/<name>.json`,
+//! `region-mappings/<name>.json`, `repositories/<id>.json`. Every write is
+//! conditional (`If-None-Match: *` to create, `If-Match: <etag>` to
+//! replace), so two applies never silently overwrite each other.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+
+use crate::aws::s3::{self, Precondition, WriteError};
+use crate::aws::{AwsClients, AwsError};
+use crate::provider::CatalogLocation;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Policy,
+    RegionMapping,
+    Repository,
+}
+
+impl Kind {
+    fn folder(self) -> &'static str {
+        match self {
+            Kind::Policy => "policies",
+            Kind::RegionMapping => "region-mappings",
+            Kind::Repository => "repositories",
+        }
+    }
+
+    pub fn noun(self) -> &'static str {
+        match self {
+            Kind::Policy => "backup policy",
+            Kind::RegionMapping => "region mapping",
+            Kind::Repository => "repository",
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum CatalogError {
+    #[error("not found")]
+    NotFound,
+    #[error("s3://{bucket}/{key} already exists")]
+    AlreadyExists { bucket: String, key: String },
+    #[error(
+        "s3://{bucket}/{key} was changed by someone else since Terraform last read it; run `terraform apply` again to plan against the current document"
+    )]
+    Changed { bucket: String, key: String },
+    #[error("s3://{bucket}/{key} is not a valid catalog document: {cause}")]
+    Corrupt { bucket: String, key: String, cause: String },
+    #[error("{0}")]
+    Aws(String),
+}
+
+impl From<AwsError> for CatalogError {
+    fn from(e: AwsError) -> Self {
+        match e {
+            AwsError::NotFound => CatalogError::NotFound,
+            AwsError::Api(message) => CatalogError::Aws(message),
+        }
+    }
+}
+
+/// A document as read, with the ETag an update must match.
+#[derive(Debug, Clone)]
+pub struct Document<T> {
+    pub body: T,
+    pub etag: String,
+}
+
+pub struct Catalog<'a> {
+    aws: &'a AwsClients,
+    location: &'a CatalogLocation,
+    ready: &'a tokio::sync::OnceCell<()>,
+}
+
+impl<'a> Catalog<'a> {
+    pub fn new(aws: &'a AwsClients, location: &'a CatalogLocation, ready: &'a tokio::sync::OnceCell<()>) -> Self {
+        Self { aws, location, ready }
+    }
+
+    pub fn key(&self, kind: Kind, name: &str) -> String {
+        format!("{}{}/{name}.json", self.location.prefix, kind.folder())
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.location.bucket
+    }
+
+    fn client(&self) -> aws_sdk_s3::Client {
+        self.aws.s3(&self.aws.home_region)
+    }
+
+    /// Creates the catalog bucket (versioned, encrypted, private) in the
+    /// home region unless it exists; once per provider process.
+    async fn ensure_bucket(&self) -> Result<(), CatalogError> {
+        self.ready
+            .get_or_try_init(|| async {
+                let client = self.client();
+                let bucket = &self.location.bucket;
+                match s3::find_bucket(&client, bucket).await {
+                    Ok(()) => Ok(()),
+                    Err(AwsError::NotFound) => {
+                        tracing::info!(%bucket, region = %self.aws.home_region, "creating the catalog bucket");
+                        s3::create_bucket(&client, bucket, &self.aws.home_region, false)
+                            .await
+                            .and(s3::harden_bucket(&client, bucket).await)
+                            .map_err(|e| CatalogError::Aws(format!("creating the catalog bucket {bucket}: {e}")))
+                    }
+                    Err(e) => Err(CatalogError::Aws(format!("checking the catalog bucket {bucket}: {e}"))),
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, kind: Kind, name: &str) -> Result<Document<T>, CatalogError> {
+        let key = self.key(kind, name);
+        let object = s3::find_object(&self.client(), &self.location.bucket, &key).await?;
+        let body = serde_json::from_slice(&object.body).map_err(|e| CatalogError::Corrupt {
+            bucket: self.location.bucket.clone(),
+            key: key.clone(),
+            cause: e.to_string(),
+        })?;
+        Ok(Document { body, etag: object.etag })
+    }
+
+    /// Writes a new document; fails if one exists under that name.
+    pub async fn create<T: Serialize>(&self, kind: Kind, name: &str, body: &T) -> Result<String, CatalogError> {
+        self.write(kind, name, body, Precondition::Absent).await
+    }
+
+    /// Replaces a document, provided it is still the one with `etag`.
+    pub async fn replace<T: Serialize>(&self, kind: Kind, name: &str, body: &T, etag: &str) -> Result<String, CatalogError> {
+        self.write(kind, name, body, Precondition::Unchanged(etag)).await
+    }
+
+    async fn write<T: Serialize>(
+        &self,
+        kind: Kind,
+        name: &str,
+        body: &T,
+        precondition: Precondition<'_>,
+    ) -> Result<String, CatalogError> {
+        self.ensure_bucket().await?;
+        let key = self.key(kind, name);
+        let bytes = serde_json::to_vec_pretty(body).expect("catalog documents serialize");
+        let bucket = &self.location.bucket;
+        match s3::put_object(&self.client(), bucket, &key, bytes, "application/json", precondition).await {
+            Ok(etag) => Ok(etag),
+            Err(WriteError::PreconditionFailed) => Err(match precondition {
+                Precondition::Absent => CatalogError::AlreadyExists { bucket: bucket.clone(), key },
+                Precondition::Unchanged(_) => CatalogError::Changed { bucket: bucket.clone(), key },
+            }),
+            Err(WriteError::Aws(e)) => Err(e.into()),
+        }
+    }
+
+    pub async fn delete(&self, kind: Kind, name: &str) -> Result<(), CatalogError> {
+        let key = self.key(kind, name);
+        s3::delete_object(&self.client(), &self.location.bucket, &key).await?;
+        Ok(())
+    }
+}

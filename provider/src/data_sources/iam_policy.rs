@@ -1,0 +1,226 @@
+//! `coffer_iam_policy`: the IAM policy documents Coffer's roles need for
+//! the features a configuration uses, built from the permissions table in
+//! `aws::permissions` (the same table a test checks against the code).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde_json::json;
+
+use crate::aws::permissions::{Feature, PERMISSIONS, Role, Scope, applies};
+use crate::framework::validators::{Each, OneOf, string};
+use crate::framework::{Attribute, Block, DataSource, Diagnostics, Schema, Value};
+use crate::provider::Coffer;
+use crate::resources::backup_policy::SCHEDULE_GROUP;
+use crate::validation;
+
+pub const TYPE_NAME: &str = "coffer_iam_policy";
+const FEATURE_NAMES: &[&str] = &["ec2", "rds", "replicate", "backup", "kms", "cross_account", "immutability"];
+
+pub struct IamPolicy;
+
+pub fn schema() -> Schema {
+    Schema::new(
+        0,
+        Block::new(
+            "IAM policy documents (JSON) for Coffer's roles, holding the actions the features in use need and \
+             narrowed to Coffer's resources where IAM allows: the role Terraform runs the provider as, the role \
+             EventBridge Scheduler assumes, the workers' instance-profile role, and the backup role (snapshots and \
+             copies; attach it to the worker role and to the `target_role_arn` of cross-account region mappings).",
+        )
+        .attribute(Attribute::string("id").computed().describe("SHA-256 of the four documents."))
+        .attribute(
+            Attribute::string_set("features")
+                .optional()
+                .describe("Features in use: `ec2`, `rds`, `replicate`, `backup`, `kms`, `cross_account`, `immutability`. Default: all of them.")
+                .validate(Each(OneOf(FEATURE_NAMES))),
+        )
+        .attribute(
+            Attribute::string_set("repository_buckets")
+                .optional()
+                .describe("Buckets of the repositories in use; S3 statements on repositories are narrowed to them. Default: any bucket.")
+                .validate(Each(string(validation::bucket_name))),
+        )
+        .attribute(
+            Attribute::string_set("passed_role_arns")
+                .optional()
+                .describe("Roles handed to AWS (`iam:PassRole`): the workers' instance-profile role and the scheduler role. Default: any role of this account.")
+                .validate(Each(string(validation::role_arn))),
+        )
+        .attribute(
+            Attribute::string_set("target_role_arns")
+                .optional()
+                .describe("Roles workers assume in other accounts (`target_role_arn` of region mappings). Default: any role.")
+                .validate(Each(string(validation::role_arn))),
+        )
+        .attribute(Attribute::string("provider_policy_json").computed().describe("For the role Terraform runs the coffer provider as."))
+        .attribute(Attribute::string("scheduler_policy_json").computed().describe("For `scheduler_role_arn`: launches workers."))
+        .attribute(Attribute::string("worker_policy_json").computed().describe("For the workers' instance-profile role: catalog, repositories, EBS direct APIs, KMS."))
+        .attribute(Attribute::string("backup_policy_json").computed().describe("Snapshots, copies and retention of EC2 and RDS resources."))
+    )
+}
+
+/// What the documents are narrowed to.
+pub struct Narrowing {
+    pub partition: String,
+    pub region: String,
+    pub account: String,
+    pub catalog_bucket: String,
+    pub catalog_prefix: String,
+    pub repository_buckets: Vec<String>,
+    pub passed_roles: Vec<String>,
+    pub target_roles: Vec<String>,
+}
+
+impl Narrowing {
+    fn resources(&self, scope: Scope) -> Vec<String> {
+        let p = &self.partition;
+        let or_any = |items: &[String], f: &dyn Fn(&String) -> String, any: String| {
+            if items.is_empty() { vec![any] } else { items.iter().map(f).collect() }
+        };
+        match scope {
+            Scope::Any => vec!["*".into()],
+            Scope::CatalogBucket => vec![format!("arn:{p}:s3:::{}", self.catalog_bucket)],
+            Scope::CatalogObjects => vec![format!("arn:{p}:s3:::{}/{}*", self.catalog_bucket, self.catalog_prefix)],
+            Scope::RepositoryBuckets => or_any(&self.repository_buckets, &|b| format!("arn:{p}:s3:::{b}"), format!("arn:{p}:s3:::*")),
+            Scope::RepositoryObjects => or_any(&self.repository_buckets, &|b| format!("arn:{p}:s3:::{b}/*"), format!("arn:{p}:s3:::*/*")),
+            Scope::Schedules => vec![
+                format!("arn:{p}:scheduler:{}:{}:schedule/{SCHEDULE_GROUP}/*", self.region, self.account),
+                format!("arn:{p}:scheduler:{}:{}:schedule-group/{SCHEDULE_GROUP}", self.region, self.account),
+            ],
+            Scope::PassedRoles => or_any(&self.passed_roles, &|r| r.clone(), format!("arn:{p}:iam::{}:role/*", self.account)),
+            Scope::TargetRoles => or_any(&self.target_roles, &|r| r.clone(), format!("arn:{p}:iam::*:role/*")),
+        }
+    }
+}
+
+/// The policy document of `role` for `features`: one statement per scope,
+/// actions sorted and deduplicated.
+pub fn document(role: Role, features: &[Feature], narrowing: &Narrowing) -> serde_json::Value {
+    let mut by_scope: BTreeMap<Scope, Vec<&str>> = BTreeMap::new();
+    for permission in PERMISSIONS.iter().filter(|p| p.role == role && applies(p, features)) {
+        by_scope.entry(permission.scope).or_default().push(permission.action);
+    }
+    let statements: Vec<_> = by_scope
+        .into_iter()
+        .map(|(scope, mut actions)| {
+            actions.sort_unstable();
+            actions.dedup();
+            let resources = narrowing.resources(scope);
+            json!({
+                "Sid": format!("Coffer{scope:?}"),
+                "Effect": "Allow",
+                "Action": actions,
+                "Resource": if resources.len() == 1 { json!(resources[0]) } else { json!(resources) },
+            })
+        })
+        .collect();
+    json!({ "Version": "2012-10-17", "Statement": statements })
+}
+
+fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
+#[async_trait]
+impl DataSource<Coffer> for IamPolicy {
+    fn type_name(&self) -> &'static str {
+        TYPE_NAME
+    }
+
+    fn schema(&self) -> Schema {
+        schema()
+    }
+
+    async fn read(&self, data: &Coffer, config: &Value, _diags: &mut Diagnostics) -> Option<Value> {
+        let chosen = config.get("features");
+        let features: Vec<Feature> = Feature::SELECTABLE
+            .iter()
+            .filter(|(name, _)| chosen.is_null() || chosen.strings().iter().any(|c| c == name))
+            .map(|(_, f)| *f)
+            .collect();
+        let narrowing = Narrowing {
+            partition: partition(&data.aws.home_region).to_string(),
+            region: data.aws.home_region.clone(),
+            account: data.aws.account_id.clone(),
+            catalog_bucket: data.catalog.bucket.clone(),
+            catalog_prefix: data.catalog.prefix.clone(),
+            repository_buckets: config.get("repository_buckets").strings(),
+            passed_roles: config.get("passed_role_arns").strings(),
+            target_roles: config.get("target_role_arns").strings(),
+        };
+        let mut state = config.clone();
+        let mut all = String::new();
+        for (attribute, role) in [
+            ("provider_policy_json", Role::Provider),
+            ("scheduler_policy_json", Role::Scheduler),
+            ("worker_policy_json", Role::Worker),
+            ("backup_policy_json", Role::Backup),
+        ] {
+            let json = document(role, &features, &narrowing).to_string();
+            all.push_str(&json);
+            state.set(attribute, json.as_str());
+        }
+        use sha2::Digest;
+        let id: String = sha2::Sha256::digest(all.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        state.set("id", id.as_str());
+        Some(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn narrowing() -> Narrowing {
+        Narrowing {
+            partition: "aws".into(),
+            region: "us-east-1".into(),
+            account: "123456789012".into(),
+            catalog_bucket: "cat".into(),
+            catalog_prefix: "team/".into(),
+            repository_buckets: vec!["repo-a".into()],
+            passed_roles: vec![],
+            target_roles: vec![],
+        }
+    }
+
+    fn actions(doc: &serde_json::Value) -> Vec<String> {
+        doc["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["Action"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn every_row_reaches_its_roles_document_when_all_features_are_on() {
+        let all: Vec<Feature> = Feature::SELECTABLE.iter().map(|(_, f)| *f).collect();
+        for role in [Role::Provider, Role::Scheduler, Role::Worker, Role::Backup] {
+            let doc = document(role, &all, &narrowing());
+            let listed = actions(&doc);
+            for p in PERMISSIONS.iter().filter(|p| p.role == role) {
+                assert!(listed.iter().any(|a| a == p.action), "{:?} lacks {}", role, p.action);
+            }
+        }
+    }
+
+    #[test]
+    fn features_not_in_use_leave_their_actions_out_and_resources_are_narrowed() {
+        let doc = document(Role::Backup, &[Feature::Ec2], &narrowing());
+        let listed = actions(&doc);
+        assert!(listed.contains(&"ec2:CreateSnapshots".to_string()));
+        assert!(!listed.iter().any(|a| a.starts_with("rds:")), "{listed:?}");
+        let provider = document(Role::Provider, &[Feature::ImageBackup], &narrowing()).to_string();
+        assert!(provider.contains("arn:aws:s3:::cat/team/*"), "{provider}");
+        assert!(provider.contains("arn:aws:s3:::repo-a/*"), "{provider}");
+        assert!(provider.contains("arn:aws:scheduler:us-east-1:123456789012:schedule/coffer/*"), "{provider}");
+    }
+}

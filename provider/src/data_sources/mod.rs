@@ -1,0 +1,3 @@
+//! Coffer's data sources, one file each.
+
+pub mod iam_policy;

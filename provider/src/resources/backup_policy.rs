@@ -1,0 +1,1084 @@
+//! `coffer_backup_policy`: what is protected, when, and how long. The policy
+//! is a catalog document (read by workers) plus one EventBridge Scheduler
+//! schedule per rule, `coffer-<policy>-<rule>` in group `coffer` of the home
+//! region, whose target launches a worker from the home-region worker
+//! configuration with user data that runs `coffer run --policy P --rule R`.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use aws_sdk_scheduler::types::{ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, ScheduleState, Target};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::aws::{AwsError, ec2, scheduler};
+use crate::catalog::{CatalogError, Kind};
+use crate::cron;
+use crate::framework::validators::{Each, IntBetween, Keys, OneOf, string};
+use crate::framework::{
+    Attribute, AttributePath, Block, Diagnostics, Import, ModifyPlan, NestedBlock, PlanRequest, Private, Resource,
+    Schema, Value,
+};
+use crate::provider::Coffer;
+use crate::resources::repository::RepositoryEntry;
+use crate::resources::region_mapping::RegionMappingDocument;
+use crate::resources::worker_configuration::worker_user_data_for_task;
+use crate::resources::{catalog_write_error, check_regions_enabled};
+use crate::validation;
+
+pub const TYPE_NAME: &str = "coffer_backup_policy";
+/// The schedule group every Coffer schedule lives in.
+pub const SCHEDULE_GROUP: &str = "coffer";
+/// EventBridge Scheduler's universal target for EC2 RunInstances.
+pub const RUN_INSTANCES_TARGET: &str = "arn:aws:scheduler:::aws-sdk:ec2:runInstances";
+const ETAG: &str = "etag";
+/// The home-region launch template the schedules launch, as last resolved.
+const LAUNCH_TEMPLATE: &str = "launch_template_id";
+const TYPES: &[&str] = &["ec2", "rds"];
+/// EventBridge Scheduler names: 1-64 of `[0-9a-zA-Z-_.]`.
+const MAX_SCHEDULE_NAME: usize = 64;
+const BACKUP_STORAGE_CLASSES: &[&str] = &["STANDARD", "STANDARD_IA"];
+const ARCHIVE_STORAGE_CLASSES: &[&str] = &["GLACIER", "DEEP_ARCHIVE"];
+
+// ---------------------------------------------------------------- document
+
+/// The catalog document workers run from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyDocument {
+    pub format_version: u32,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub enabled: bool,
+    pub source: Source,
+    pub rules: Vec<Rule>,
+    pub worker_configuration_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler_role_arn: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub regions: Vec<String>,
+    #[serde(default)]
+    pub ids: Vec<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub exclude_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    pub name: String,
+    pub cron: String,
+    pub timezone: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Keep>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicate: Option<Replicate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<ToRepository>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ToRepository>,
+}
+
+/// How long restore points of one kind are kept: exactly one is set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retain {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keep {
+    pub retain: Retain,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replicate {
+    pub region_mapping_ids: Vec<String>,
+    pub retain: Retain,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToRepository {
+    pub repository_id: String,
+    pub retain: Retain,
+}
+
+// ------------------------------------------------------------------ schema
+
+fn retain_block() -> NestedBlock {
+    NestedBlock::single(
+        "retain",
+        Block::new("How long to keep what this action makes: exactly one of `count` or `days`.")
+            .attribute(
+                Attribute::number("count")
+                    .optional()
+                    .describe("Keep the newest `count` restore points this rule made (1-10000).")
+                    .validate(IntBetween(1, 10_000)),
+            )
+            .attribute(
+                Attribute::number("days")
+                    .optional()
+                    .describe("Keep restore points this rule made for `days` days (1-36500).")
+                    .validate(IntBetween(1, 36_500)),
+            ),
+    )
+    .items(1, 1)
+}
+
+fn repository_action(name: &str, what: &str) -> NestedBlock {
+    NestedBlock::single(
+        name,
+        Block::new(what)
+            .attribute(Attribute::string("repository_id").required().describe("`id` of the `coffer_repository` to write to."))
+            .block(retain_block()),
+    )
+}
+
+fn rule_block() -> Block {
+    Block::new("A schedule and what runs on it. One EventBridge Scheduler schedule per rule.")
+        .attribute(
+            Attribute::string("name")
+                .required()
+                .describe("Rule name, unique in the policy; the schedule is `coffer-<policy>-<rule>` (at most 64 characters in all).")
+                .validate(string(validation::coffer_name)),
+        )
+        .attribute(
+            Attribute::string("cron")
+                .required()
+                .describe(
+                    "Five-field cron expression (`minute hour day-of-month month day-of-week`), evaluated in `timezone`. \
+                     Day-of-month and day-of-week cannot both be restricted (EventBridge Scheduler allows one).",
+                )
+                .validate(string(cron::check)),
+        )
+        .attribute(
+            Attribute::string("timezone")
+                .default("UTC")
+                .describe("IANA time zone the cron expression is evaluated in. Default `UTC`.")
+                .validate(string(cron::check_timezone)),
+        )
+        .block(NestedBlock::single(
+            "snapshot",
+            Block::new("Take a cloud-native snapshot (EC2 CreateSnapshots per instance, RDS DB/cluster snapshots).")
+                .block(retain_block()),
+        ))
+        .block(NestedBlock::single(
+            "replicate",
+            Block::new("Copy this rule's snapshots to other regions or accounts through region mappings. Needs `snapshot`.")
+                .attribute(
+                    Attribute::string_set("region_mapping_ids")
+                        .required()
+                        .describe("`id`s of `coffer_region_mapping`s whose `source_region` is in `source.regions`."),
+                )
+                .block(retain_block()),
+        ))
+        .block(repository_action(
+            "backup",
+            "Back EC2 volumes up image-level (incremental, deduplicated, encrypted) into a repository of storage class `STANDARD` or `STANDARD_IA`. `type = \"ec2\"` only.",
+        ))
+        .block(repository_action(
+            "archive",
+            "Copy image-level backups into an archive repository (storage class `GLACIER` or `DEEP_ARCHIVE`). `type = \"ec2\"` only.",
+        ))
+}
+
+fn source_block() -> Block {
+    Block::new("What the policy protects: `ids` ∪ resources carrying all of `tags`, minus `exclude_ids`, in each of `regions`.")
+        .attribute(
+            Attribute::string_set("regions")
+                .required()
+                .describe("Regions to find resources in.")
+                .validate(Each(string(validation::region))),
+        )
+        .attribute(
+            Attribute::string_set("ids")
+                .optional()
+                .describe("EC2 instance ids (`type = \"ec2\"`) or RDS DB instance / Aurora cluster identifiers (`type = \"rds\"`)."),
+        )
+        .attribute(
+            Attribute::string_map("tags")
+                .optional()
+                .describe("A resource is in scope when it carries all of these tags.")
+                .validate(Keys(string(validation::tag_key))),
+        )
+        .attribute(Attribute::string_set("exclude_ids").optional().describe("Ids never in scope, even when tagged."))
+}
+
+pub fn schema() -> Schema {
+    Schema::new(
+        0,
+        Block::new(
+            "What is protected, when, and how long. A policy document in the catalog plus one EventBridge Scheduler \
+             schedule per rule (`coffer-<policy>-<rule>` in schedule group `coffer`), which launches a worker from \
+             the home-region worker configuration to run `coffer run --policy <name> --rule <rule>`.",
+        )
+        .attribute(Attribute::string("id").computed().use_state_for_unknown().describe("The policy's name."))
+        .attribute(
+            Attribute::string("name")
+                .required()
+                .requires_replace()
+                .describe("Policy name, unique in the catalog. 1-64 letters, digits, `-`, `_`, `.`.")
+                .validate(string(validation::coffer_name)),
+        )
+        .attribute(
+            Attribute::string("type")
+                .required()
+                .describe("`ec2` (instances and their EBS volumes) or `rds` (DB instances and Aurora clusters).")
+                .validate(OneOf(TYPES)),
+        )
+        .attribute(Attribute::string("description").optional().describe("Free text, kept in the policy document."))
+        .attribute(Attribute::bool("enabled").default(true).describe("Schedules are `ENABLED` when true (default), `DISABLED` when false."))
+        .attribute(
+            Attribute::string_set("worker_configuration_ids")
+                .required()
+                .describe("`id`s of `coffer_worker_configuration`s; the one in the provider's home region is what the schedules launch.")
+                .validate(Each(string(validation::launch_template_id))),
+        )
+        .attribute(
+            Attribute::string("scheduler_role_arn")
+                .optional()
+                .computed()
+                .describe("IAM role EventBridge Scheduler assumes to launch workers. Default: the provider's `scheduler_role_arn`.")
+                .validate(string(validation::role_arn)),
+        )
+        .attribute(
+            Attribute::string_map("tags")
+                .optional()
+                .describe("Tags put on every snapshot, replica and restore point the policy makes.")
+                .validate(Keys(string(validation::tag_key))),
+        )
+        .attribute(
+            Attribute::string_map("schedule_arns")
+                .computed()
+                .describe("Rule name → ARN of its EventBridge Scheduler schedule."),
+        )
+        .attribute(Attribute::string("schedules_fingerprint").computed().describe(
+            "SHA-256 over what each schedule launches (target, launch template, boot script), which no argument shows; \
+             a schedule whose target was edited outside Terraform shows up here in `terraform plan`.",
+        ))
+        .block(NestedBlock::single("source", source_block()).items(1, 1))
+        .block(NestedBlock::list("rule", rule_block()).items(1, 0)),
+    )
+}
+
+// ------------------------------------------------------- value ↔ document
+
+fn sorted(v: &Value) -> Vec<String> {
+    let mut items = v.strings();
+    items.sort();
+    items.dedup();
+    items
+}
+
+fn retain_from(v: &Value) -> Retain {
+    Retain {
+        count: v.get("count").as_i64(),
+        days: v.get("days").as_i64(),
+    }
+}
+
+fn retain_value(r: &Retain) -> Value {
+    let number = |n: Option<i64>| n.map(Value::from).unwrap_or(Value::Null);
+    Value::object([("count", number(r.count)), ("days", number(r.days))])
+}
+
+fn rule_from(v: &Value) -> Rule {
+    let keep = |b: &Value| (!b.is_null()).then(|| Keep { retain: retain_from(b.get("retain")) });
+    let to_repository = |b: &Value| {
+        (!b.is_null()).then(|| ToRepository {
+            repository_id: b.get("repository_id").as_str().unwrap_or_default().to_string(),
+            retain: retain_from(b.get("retain")),
+        })
+    };
+    let replicate = v.get("replicate");
+    Rule {
+        name: v.get("name").as_str().unwrap_or_default().to_string(),
+        cron: v.get("cron").as_str().unwrap_or_default().to_string(),
+        timezone: v.get("timezone").as_str().unwrap_or("UTC").to_string(),
+        snapshot: keep(v.get("snapshot")),
+        replicate: (!replicate.is_null()).then(|| Replicate {
+            region_mapping_ids: sorted(replicate.get("region_mapping_ids")),
+            retain: retain_from(replicate.get("retain")),
+        }),
+        backup: to_repository(v.get("backup")),
+        archive: to_repository(v.get("archive")),
+    }
+}
+
+fn rule_value(r: &Rule) -> Value {
+    let to_repository = |b: &Option<ToRepository>| match b {
+        None => Value::Null,
+        Some(b) => Value::object([
+            ("repository_id", Value::from(b.repository_id.as_str())),
+            ("retain", retain_value(&b.retain)),
+        ]),
+    };
+    Value::object([
+        ("name", Value::from(r.name.as_str())),
+        ("cron", Value::from(r.cron.as_str())),
+        ("timezone", Value::from(r.timezone.as_str())),
+        (
+            "snapshot",
+            r.snapshot
+                .as_ref()
+                .map(|k| Value::object([("retain", retain_value(&k.retain))]))
+                .unwrap_or(Value::Null),
+        ),
+        (
+            "replicate",
+            r.replicate
+                .as_ref()
+                .map(|k| {
+                    Value::object([
+                        ("region_mapping_ids", Value::string_list(k.region_mapping_ids.iter().cloned())),
+                        ("retain", retain_value(&k.retain)),
+                    ])
+                })
+                .unwrap_or(Value::Null),
+        ),
+        ("backup", to_repository(&r.backup)),
+        ("archive", to_repository(&r.archive)),
+    ])
+}
+
+fn document_from(planned: &Value) -> PolicyDocument {
+    let source = planned.get("source");
+    let optional = |v: &Value| v.as_str().map(str::to_string);
+    PolicyDocument {
+        format_version: 1,
+        name: planned.get("name").as_str().unwrap_or_default().to_string(),
+        kind: planned.get("type").as_str().unwrap_or_default().to_string(),
+        description: optional(planned.get("description")),
+        enabled: planned.get("enabled").as_bool().unwrap_or(true),
+        source: Source {
+            regions: sorted(source.get("regions")),
+            ids: sorted(source.get("ids")),
+            tags: source.get("tags").string_map(),
+            exclude_ids: sorted(source.get("exclude_ids")),
+        },
+        rules: planned.get("rule").as_list().iter().map(rule_from).collect(),
+        worker_configuration_ids: sorted(planned.get("worker_configuration_ids")),
+        scheduler_role_arn: optional(planned.get("scheduler_role_arn")),
+        tags: planned.get("tags").string_map(),
+    }
+}
+
+/// The state for a document, before the schedules are looked at.
+fn state_from(document: &PolicyDocument, prior: &Value) -> Value {
+    let set = |items: &[String]| {
+        if items.is_empty() { Value::Null } else { Value::string_list(items.iter().cloned()) }
+    };
+    // Empty and absent are the same to the document; keep what the user wrote.
+    let map_like_prior = |map: &BTreeMap<String, String>, prior: &Value| {
+        if map.is_empty() && prior.is_null() { Value::Null } else { Value::string_map_or_null(map).or_empty() }
+    };
+    let s = &document.source;
+    Value::object([
+        ("id", Value::from(document.name.as_str())),
+        ("name", Value::from(document.name.as_str())),
+        ("type", Value::from(document.kind.as_str())),
+        ("description", document.description.as_deref().map(Value::from).unwrap_or(Value::Null)),
+        ("enabled", Value::from(document.enabled)),
+        ("worker_configuration_ids", Value::string_list(document.worker_configuration_ids.iter().cloned())),
+        ("scheduler_role_arn", document.scheduler_role_arn.as_deref().map(Value::from).unwrap_or(Value::Null)),
+        ("tags", map_like_prior(&document.tags, prior.get("tags"))),
+        (
+            "source",
+            Value::object([
+                ("regions", Value::string_list(s.regions.iter().cloned())),
+                ("ids", set(&s.ids)),
+                ("tags", map_like_prior(&s.tags, prior.get("source").get("tags"))),
+                ("exclude_ids", set(&s.exclude_ids)),
+            ]),
+        ),
+        ("rule", Value::List(document.rules.iter().map(rule_value).collect())),
+    ])
+}
+
+trait OrEmpty {
+    fn or_empty(self) -> Value;
+}
+
+impl OrEmpty for Value {
+    /// A null map as an empty one (the user wrote `{}`).
+    fn or_empty(self) -> Value {
+        if self.is_null() { Value::Map(BTreeMap::new()) } else { self }
+    }
+}
+
+// --------------------------------------------------------------- schedules
+
+pub fn schedule_name(policy: &str, rule: &str) -> String {
+    format!("coffer-{policy}-{rule}")
+}
+
+fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
+pub fn schedule_arn(region: &str, account: &str, policy: &str, rule: &str) -> String {
+    format!(
+        "arn:{}:scheduler:{region}:{account}:schedule/{SCHEDULE_GROUP}/{}",
+        partition(region),
+        schedule_name(policy, rule)
+    )
+}
+
+/// The RunInstances input of a rule's schedule: the launch template's
+/// default version, one instance, a boot script that runs the rule.
+fn run_instances_input(data: &Coffer, launch_template_id: &str, policy: &str, rule: &str) -> String {
+    let task = format!("run --policy {policy} --rule {rule}");
+    let user_data = worker_user_data_for_task(&data.catalog, &data.aws.home_region, &task);
+    serde_json::json!({
+        "LaunchTemplate": { "LaunchTemplateId": launch_template_id, "Version": "$Default" },
+        "MinCount": 1,
+        "MaxCount": 1,
+        "UserData": base64::engine::general_purpose::STANDARD.encode(user_data),
+    })
+    .to_string()
+}
+
+/// What a schedule launches, per rule, hashed: the part of a schedule no
+/// argument shows.
+fn fingerprint<'a>(targets: impl Iterator<Item = (&'a str, &'a str, &'a str)>) -> String {
+    let mut hash = Sha256::new();
+    for (rule, arn, input) in targets {
+        for part in [rule, arn, input] {
+            hash.update(part.as_bytes());
+            hash.update([0]);
+        }
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn expected_fingerprint(data: &Coffer, launch_template_id: &str, policy: &str, rules: &[String]) -> String {
+    let inputs: Vec<(String, String)> = rules
+        .iter()
+        .map(|rule| (rule.clone(), run_instances_input(data, launch_template_id, policy, rule)))
+        .collect();
+    fingerprint(inputs.iter().map(|(rule, input)| (rule.as_str(), RUN_INSTANCES_TARGET, input.as_str())))
+}
+
+/// Finds which of the policy's worker configurations is in the home region.
+async fn home_launch_template(data: &Coffer, ids: &[String]) -> Result<String, String> {
+    let ec2 = data.aws.ec2(&data.aws.home_region);
+    for id in ids {
+        match ec2::find_launch_template(&ec2, id).await {
+            Ok(_) => return Ok(id.clone()),
+            Err(AwsError::NotFound) => continue,
+            Err(e) => return Err(format!("looking up launch template {id} in {}: {e}", data.aws.home_region)),
+        }
+    }
+    Err(format!(
+        "none of the worker configurations {} is in the home region {}; the schedules launch workers there, so add a coffer_worker_configuration with region = {:?}.",
+        ids.join(", "),
+        data.aws.home_region,
+        data.aws.home_region
+    ))
+}
+
+fn scheduler_role(data: &Coffer, planned: &Value) -> Option<String> {
+    planned
+        .get("scheduler_role_arn")
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| data.scheduler_role_arn.clone())
+}
+
+/// Creates or updates every rule's schedule and deletes those of rules that
+/// went away. Stops at the first failure.
+async fn put_schedules(
+    data: &Coffer,
+    document: &PolicyDocument,
+    launch_template_id: &str,
+    role_arn: &str,
+    removed_rules: &[String],
+) -> Result<(), String> {
+    let client = data.aws.scheduler(&data.aws.home_region);
+    scheduler::ensure_group(&client, SCHEDULE_GROUP)
+        .await
+        .map_err(|e| format!("creating schedule group {SCHEDULE_GROUP} in {}: {e}", data.aws.home_region))?;
+    for rule in &document.rules {
+        let name = schedule_name(&document.name, &rule.name);
+        let expression = cron::to_eventbridge(&rule.cron).map_err(|e| format!("rule {}: {e}", rule.name))?;
+        let target = Target::builder()
+            .arn(RUN_INSTANCES_TARGET)
+            .role_arn(role_arn)
+            .input(run_instances_input(data, launch_template_id, &document.name, &rule.name))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let window = FlexibleTimeWindow::builder()
+            .mode(FlexibleTimeWindowMode::Off)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let state = if document.enabled { ScheduleState::Enabled } else { ScheduleState::Disabled };
+        let description = format!("Coffer backup policy {}, rule {}", document.name, rule.name);
+        let exists = match scheduler::find_schedule(&client, SCHEDULE_GROUP, &name).await {
+            Ok(_) => true,
+            Err(AwsError::NotFound) => false,
+            Err(e) => return Err(format!("reading schedule {name}: {e}")),
+        };
+        let result = if exists {
+            client
+                .update_schedule()
+                .group_name(SCHEDULE_GROUP)
+                .name(&name)
+                .description(&description)
+                .schedule_expression(&expression)
+                .schedule_expression_timezone(&rule.timezone)
+                .state(state)
+                .flexible_time_window(window)
+                .target(target)
+                .action_after_completion(ActionAfterCompletion::None)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("updating schedule {name}: {}", AwsError::from_sdk(e, &[])))
+        } else {
+            client
+                .create_schedule()
+                .group_name(SCHEDULE_GROUP)
+                .name(&name)
+                .description(&description)
+                .schedule_expression(&expression)
+                .schedule_expression_timezone(&rule.timezone)
+                .state(state)
+                .flexible_time_window(window)
+                .target(target)
+                .action_after_completion(ActionAfterCompletion::None)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("creating schedule {name}: {}", AwsError::from_sdk(e, &[])))
+        };
+        result?;
+        tracing::debug!(schedule = %name, %expression, "schedule written");
+    }
+    for rule in removed_rules {
+        delete_schedule(data, &schedule_name(&document.name, rule)).await?;
+    }
+    Ok(())
+}
+
+async fn delete_schedule(data: &Coffer, name: &str) -> Result<(), String> {
+    let client = data.aws.scheduler(&data.aws.home_region);
+    match client.delete_schedule().group_name(SCHEDULE_GROUP).name(name).send().await {
+        Ok(_) => Ok(()),
+        Err(e) => match AwsError::from_sdk(e, scheduler::NOT_FOUND) {
+            AwsError::NotFound => Ok(()),
+            e => Err(format!("deleting schedule {name}: {e}")),
+        },
+    }
+}
+
+// -------------------------------------------------------------- read back
+
+/// Reads the document and each rule's schedule. A rule whose schedule is
+/// gone is left out of the state (the plan adds it back); a schedule edited
+/// outside Terraform shows through the rule's `cron`/`timezone`, `enabled`,
+/// `scheduler_role_arn` and `schedules_fingerprint`.
+async fn read_policy(data: &Coffer, name: &str, prior: &Value, private: &mut Private, diags: &mut Diagnostics) -> Option<Value> {
+    let document = match data.catalog().get::<PolicyDocument>(Kind::Policy, name).await {
+        Ok(document) => document,
+        Err(CatalogError::NotFound) => return None,
+        Err(e) => {
+            diags.error(format!("Reading backup policy {name}"), format!("reading backup policy {name}: {e}"));
+            return None;
+        }
+    };
+    private.set(ETAG, Some(&document.etag));
+    let mut body = document.body;
+    let client = data.aws.scheduler(&data.aws.home_region);
+    let mut arns = BTreeMap::new();
+    let mut targets = Vec::new();
+    let mut role = None;
+    let mut enabled_drift = None;
+    let mut rules = Vec::new();
+    for mut rule in std::mem::take(&mut body.rules) {
+        let schedule_name = schedule_name(&body.name, &rule.name);
+        let schedule = match scheduler::find_schedule(&client, SCHEDULE_GROUP, &schedule_name).await {
+            Ok(schedule) => schedule,
+            Err(AwsError::NotFound) => {
+                tracing::info!(schedule = %schedule_name, "schedule gone");
+                continue;
+            }
+            Err(e) => {
+                diags.error(
+                    format!("Reading backup policy {name}"),
+                    format!("reading schedule {schedule_name} of backup policy {name}: {e}"),
+                );
+                return None;
+            }
+        };
+        let expression = schedule.schedule_expression().unwrap_or_default();
+        if cron::to_eventbridge(&rule.cron).ok().as_deref() != Some(expression) {
+            rule.cron = cron::from_eventbridge(expression);
+        }
+        rule.timezone = schedule.schedule_expression_timezone().unwrap_or("UTC").to_string();
+        let enabled = schedule.state() == Some(&ScheduleState::Enabled);
+        if enabled != body.enabled {
+            enabled_drift = Some(enabled);
+        }
+        let target = schedule.target();
+        if role.is_none() {
+            role = target.map(|t| t.role_arn().to_string());
+        }
+        targets.push((
+            rule.name.clone(),
+            target.map(|t| t.arn().to_string()).unwrap_or_default(),
+            target.and_then(|t| t.input()).unwrap_or_default().to_string(),
+        ));
+        arns.insert(rule.name.clone(), schedule.arn().unwrap_or_default().to_string());
+        rules.push(rule);
+    }
+    body.rules = rules;
+    if let Some(enabled) = enabled_drift {
+        body.enabled = enabled;
+    }
+    let mut state = state_from(&body, prior);
+    if let Some(role) = role.or_else(|| body.scheduler_role_arn.clone()).or_else(|| data.scheduler_role_arn.clone()) {
+        state.set("scheduler_role_arn", role.as_str());
+    }
+    state.set("schedule_arns", Value::Map(arns.into_iter().map(|(k, v)| (k, Value::from(v))).collect()));
+    state.set(
+        "schedules_fingerprint",
+        fingerprint(targets.iter().map(|(r, a, i)| (r.as_str(), a.as_str(), i.as_str()))).as_str(),
+    );
+    Some(state)
+}
+
+// ------------------------------------------------------------- validation
+
+/// Static cross-attribute rules, checked at plan time.
+fn check(config: &Value, diags: &mut Diagnostics) {
+    let policy = config.get("name").as_str();
+    let kind = config.get("type").as_str();
+    let source = config.get("source");
+    if let Some(kind) = kind {
+        let (check_id, what): (fn(&str) -> Result<(), String>, &str) = match kind {
+            "rds" => (validation::db_identifier, "rds"),
+            _ => (validation::instance_id, "ec2"),
+        };
+        for attribute in ["ids", "exclude_ids"] {
+            for id in source.get(attribute).strings() {
+                if let Err(why) = check_id(&id) {
+                    diags.attribute_error(
+                        AttributePath::attr("source").then_attr(attribute),
+                        "Invalid value",
+                        format!("source.{attribute} (type = {what:?}): {why}"),
+                    );
+                }
+            }
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, rule) in config.get("rule").as_list().iter().enumerate() {
+        let path = AttributePath::attr("rule").then_index(i);
+        if let Some(rule_name) = rule.get("name").as_str() {
+            if !seen.insert(rule_name.to_string()) {
+                diags.attribute_error(
+                    path.then_attr("name"),
+                    "Duplicate rule name",
+                    format!("rule names must be unique in a policy; {rule_name:?} appears more than once."),
+                );
+            }
+            if let Some(policy) = policy {
+                let schedule = schedule_name(policy, rule_name);
+                if schedule.len() > MAX_SCHEDULE_NAME {
+                    diags.attribute_error(
+                        path.then_attr("name"),
+                        "Name too long",
+                        format!(
+                            "the schedule name {schedule:?} is {} characters; EventBridge Scheduler allows {MAX_SCHEDULE_NAME}. Shorten the policy or rule name.",
+                            schedule.len()
+                        ),
+                    );
+                }
+            }
+        }
+        let actions = ["snapshot", "replicate", "backup", "archive"];
+        if actions.iter().all(|a| rule.get(a).is_null()) {
+            diags.attribute_error(
+                path.clone(),
+                "Rule does nothing",
+                "a rule needs at least one of the blocks snapshot, replicate, backup or archive.",
+            );
+        }
+        if !rule.get("replicate").is_null() && rule.get("snapshot").is_null() {
+            diags.attribute_error(
+                path.then_attr("replicate"),
+                "replicate needs snapshot",
+                "replicate copies the snapshots this rule takes; add a snapshot block to the rule.",
+            );
+        }
+        for action in actions {
+            let retain = rule.get(action).get("retain");
+            if rule.get(action).is_null() || !retain.is_wholly_known() {
+                continue;
+            }
+            if retain.get("count").is_null() == retain.get("days").is_null() {
+                diags.attribute_error(
+                    path.then_attr(action).then_attr("retain"),
+                    "Invalid retain",
+                    format!("rule[{i}].{action}.retain takes exactly one of count or days."),
+                );
+            }
+        }
+        if kind == Some("rds") {
+            for action in ["backup", "archive"] {
+                if !rule.get(action).is_null() {
+                    diags.attribute_error(
+                        path.then_attr(action),
+                        "Not for RDS",
+                        format!("{action} makes image-level backups of EBS volumes, so it needs type = \"ec2\"; RDS is protected by snapshot and replicate."),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Checks against the catalog and AWS: regions enabled, region mappings
+/// that start in a source region, repositories of the right storage class,
+/// a worker configuration in the home region, a scheduler role.
+async fn check_references(data: &Coffer, config: &Value, diags: &mut Diagnostics) -> Option<String> {
+    let source_regions = config.get("source").get("regions");
+    if source_regions.is_wholly_known() {
+        let regions: Vec<_> = source_regions
+            .strings()
+            .into_iter()
+            .map(|r| (AttributePath::attr("source").then_attr("regions"), r))
+            .collect();
+        check_regions_enabled(data, &regions, diags).await;
+    }
+    let catalog = data.catalog();
+    for (i, rule) in config.get("rule").as_list().iter().enumerate() {
+        let path = AttributePath::attr("rule").then_index(i);
+        let mapping_ids = rule.get("replicate").get("region_mapping_ids");
+        if mapping_ids.is_wholly_known() {
+            for id in mapping_ids.strings() {
+                let at = path.then_attr("replicate").then_attr("region_mapping_ids");
+                match catalog.get::<RegionMappingDocument>(Kind::RegionMapping, &id).await {
+                    Ok(mapping) => {
+                        let from = &mapping.body.source_region;
+                        if source_regions.is_wholly_known() && !source_regions.strings().contains(from) {
+                            diags.attribute_error(
+                                at,
+                                "Region mapping does not start in a source region",
+                                format!(
+                                    "region mapping {id:?} copies from {from:?}, which is not in source.regions ({}).",
+                                    source_regions.strings().join(", ")
+                                ),
+                            );
+                        }
+                    }
+                    Err(CatalogError::NotFound) => diags.attribute_error(
+                        at,
+                        "Unknown region mapping",
+                        format!("no coffer_region_mapping with id {id:?} exists in the catalog."),
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "reading region mapping {id}; skipping its check"),
+                }
+            }
+        }
+        for (action, allowed) in [("backup", BACKUP_STORAGE_CLASSES), ("archive", ARCHIVE_STORAGE_CLASSES)] {
+            let Some(id) = rule.get(action).get("repository_id").as_str() else { continue };
+            let at = path.then_attr(action).then_attr("repository_id");
+            match catalog.get::<RepositoryEntry>(Kind::Repository, id).await {
+                Ok(entry) if !allowed.contains(&entry.body.storage_class.as_str()) => diags.attribute_error(
+                    at,
+                    "Repository of the wrong storage class",
+                    format!(
+                        "{action} needs a repository of storage class {}; repository {id:?} ({}) is {}.{}",
+                        allowed.join(" or "),
+                        entry.body.name,
+                        entry.body.storage_class,
+                        if action == "backup" { " Use it in archive instead." } else { " Use it in backup instead." }
+                    ),
+                ),
+                Ok(_) => {}
+                Err(CatalogError::NotFound) => diags.attribute_error(
+                    at,
+                    "Unknown repository",
+                    format!("no coffer_repository with id {id:?} exists in the catalog."),
+                ),
+                Err(e) => tracing::warn!(error = %e, "reading repository {id}; skipping its check"),
+            }
+        }
+    }
+    let role = config.get("scheduler_role_arn");
+    if role.is_null() && data.scheduler_role_arn.is_none() {
+        diags.attribute_error(
+            AttributePath::attr("scheduler_role_arn"),
+            "No scheduler role",
+            "the schedules need an IAM role for EventBridge Scheduler to launch workers with: set scheduler_role_arn here or in the provider block (see the coffer_iam_policy data source for its permissions).",
+        );
+    }
+    let ids = config.get("worker_configuration_ids");
+    if !ids.is_wholly_known() {
+        return None;
+    }
+    match home_launch_template(data, &sorted(ids)).await {
+        Ok(id) => Some(id),
+        Err(why) => {
+            diags.attribute_error(AttributePath::attr("worker_configuration_ids"), "No worker configuration in the home region", why);
+            None
+        }
+    }
+}
+
+// --------------------------------------------------------------- resource
+
+pub struct BackupPolicy;
+
+async fn write_schedules(
+    data: &Coffer,
+    planned: &Value,
+    document: &PolicyDocument,
+    removed_rules: &[String],
+    private: &mut Private,
+    action: &str,
+    diags: &mut Diagnostics,
+) -> bool {
+    let name = &document.name;
+    let launch_template = match home_launch_template(data, &document.worker_configuration_ids).await {
+        Ok(id) => id,
+        Err(why) => {
+            diags.error(format!("{action} backup policy {name}"), format!("{action} backup policy {name}: {why}"));
+            return false;
+        }
+    };
+    private.set(LAUNCH_TEMPLATE, Some(&launch_template));
+    let Some(role) = scheduler_role(data, planned) else {
+        diags.error(
+            format!("{action} backup policy {name}"),
+            format!("{action} backup policy {name}: no scheduler_role_arn on the policy or the provider."),
+        );
+        return false;
+    };
+    if let Err(why) = put_schedules(data, document, &launch_template, &role, removed_rules).await {
+        diags.error(format!("{action} backup policy {name}"), format!("{action} backup policy {name}: {why}"));
+        return false;
+    }
+    true
+}
+
+#[async_trait]
+impl Resource<Coffer> for BackupPolicy {
+    fn type_name(&self) -> &'static str {
+        TYPE_NAME
+    }
+
+    fn schema(&self) -> Schema {
+        schema()
+    }
+
+    fn validate(&self, config: &Value, diags: &mut Diagnostics) {
+        check(config, diags);
+    }
+
+    async fn create(&self, data: &Coffer, planned: &Value, private: &mut Private, diags: &mut Diagnostics) -> Option<Value> {
+        let document = document_from(planned);
+        let name = document.name.clone();
+        if let Err(e) = data.catalog().create(Kind::Policy, &name, &document).await {
+            catalog_write_error(diags, "creating", Kind::Policy, &name, e);
+            return None;
+        }
+        tracing::info!(%name, rules = document.rules.len(), "created backup policy document");
+        // A failure now leaves the document: return what exists so Terraform
+        // keeps it (tainted) and can replace or destroy it.
+        write_schedules(data, planned, &document, &[], private, "creating", diags).await;
+        read_policy(data, &name, planned, private, diags).await
+    }
+
+    async fn read(&self, data: &Coffer, state: &Value, private: &mut Private, diags: &mut Diagnostics) -> Option<Value> {
+        let name = state.get("name").as_str()?.to_string();
+        read_policy(data, &name, state, private, diags).await
+    }
+
+    async fn update(
+        &self,
+        data: &Coffer,
+        prior: &Value,
+        planned: &Value,
+        private: &mut Private,
+        diags: &mut Diagnostics,
+    ) -> Option<Value> {
+        let document = document_from(planned);
+        let name = document.name.clone();
+        let Some(etag) = private.get(ETAG).map(str::to_string) else {
+            diags.error(
+                format!("Updating backup policy {name}"),
+                format!("updating backup policy {name}: no record of the document version Terraform last read; run `terraform apply -refresh-only` first."),
+            );
+            return None;
+        };
+        if let Err(e) = data.catalog().replace(Kind::Policy, &name, &document, &etag).await {
+            catalog_write_error(diags, "updating", Kind::Policy, &name, e);
+            return None;
+        }
+        let kept: Vec<&str> = document.rules.iter().map(|r| r.name.as_str()).collect();
+        let removed: Vec<String> = prior
+            .get("rule")
+            .as_list()
+            .iter()
+            .filter_map(|r| r.get("name").as_str())
+            .filter(|r| !kept.contains(r))
+            .map(str::to_string)
+            .collect();
+        write_schedules(data, planned, &document, &removed, private, "updating", diags).await;
+        read_policy(data, &name, planned, private, diags).await
+    }
+
+    async fn delete(&self, data: &Coffer, state: &Value, diags: &mut Diagnostics) {
+        let Some(name) = state.get("name").as_str() else { return };
+        let mut rules: Vec<String> = state.get("rule").as_list().iter().filter_map(|r| r.get("name").as_str()).map(str::to_string).collect();
+        rules.extend(state.get("schedule_arns").string_map().into_keys());
+        rules.sort();
+        rules.dedup();
+        for rule in rules {
+            if let Err(why) = delete_schedule(data, &schedule_name(name, &rule)).await {
+                diags.error(format!("Deleting backup policy {name}"), format!("deleting backup policy {name}: {why}"));
+                return;
+            }
+        }
+        if let Err(e) = data.catalog().delete(Kind::Policy, name).await {
+            diags.error(format!("Deleting backup policy {name}"), format!("deleting backup policy {name}: {e}"));
+        }
+    }
+
+    fn importer(&self) -> Option<&dyn Import<Coffer>> {
+        Some(self)
+    }
+
+    fn plan_modifier(&self) -> Option<&dyn ModifyPlan<Coffer>> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Import<Coffer> for BackupPolicy {
+    async fn import(&self, _data: &Coffer, id: &str, diags: &mut Diagnostics) -> Option<Value> {
+        if let Err(why) = validation::coffer_name(id) {
+            diags.error("Invalid import id", format!("importing {TYPE_NAME}: the id is the policy's name; {why}"));
+            return None;
+        }
+        Some(Value::object([("name", Value::from(id))]))
+    }
+}
+
+#[async_trait]
+impl ModifyPlan<Coffer> for BackupPolicy {
+    async fn modify_plan(
+        &self,
+        data: Option<&Coffer>,
+        request: PlanRequest<'_>,
+        planned: &mut Value,
+        _requires_replace: &mut Vec<AttributePath>,
+        diags: &mut Diagnostics,
+    ) {
+        let name = planned.get("name").as_str().map(str::to_string);
+        if let Some(name) = &name {
+            planned.set("id", name.as_str());
+        }
+        let Some(data) = data else { return };
+        let config = request.config;
+        if config.get("scheduler_role_arn").is_null() {
+            let role = data.scheduler_role_arn.as_deref().map(Value::from).unwrap_or(Value::Null);
+            planned.set("scheduler_role_arn", role);
+        }
+        let rules = planned.get("rule");
+        let rule_names: Option<Vec<String>> =
+            rules.as_list().iter().map(|r| r.get("name").as_str().map(str::to_string)).collect();
+        let (Some(name), Some(rule_names)) = (name, rule_names.filter(|_| !rules.is_unknown())) else {
+            planned.set("schedule_arns", Value::Unknown);
+            planned.set("schedules_fingerprint", Value::Unknown);
+            return;
+        };
+        let arns = rule_names
+            .iter()
+            .map(|rule| (rule.clone(), Value::from(schedule_arn(&data.aws.home_region, &data.aws.account_id, &name, rule))))
+            .collect();
+        planned.set("schedule_arns", Value::Map(arns));
+
+        // Look things up only when something they depend on changes; an
+        // unchanged policy reuses the launch template resolved at apply.
+        let prior = request.prior;
+        let unchanged = !prior.is_null()
+            && ["source", "rule", "worker_configuration_ids", "scheduler_role_arn"]
+                .iter()
+                .all(|a| config.get(a).same_as(prior.get(a)) || (*a == "scheduler_role_arn" && config.get(a).is_null()));
+        let launch_template = match request.prior_private.get(LAUNCH_TEMPLATE) {
+            Some(id) if unchanged => Some(id.to_string()),
+            _ => check_references(data, config, diags).await,
+        };
+        let fingerprint = match launch_template {
+            Some(id) => Value::from(expected_fingerprint(data, &id, &name, &rule_names).as_str()),
+            None => Value::Unknown,
+        };
+        planned.set("schedules_fingerprint", fingerprint);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_names_and_arns() {
+        assert_eq!(schedule_name("prod", "daily"), "coffer-prod-daily");
+        assert_eq!(
+            schedule_arn("eu-west-1", "123456789012", "prod", "daily"),
+            "arn:aws:scheduler:eu-west-1:123456789012:schedule/coffer/coffer-prod-daily"
+        );
+        assert!(schedule_arn("cn-north-1", "1", "p", "r").starts_with("arn:aws-cn:"));
+    }
+
+    #[test]
+    fn documents_round_trip_through_state() {
+        let document = PolicyDocument {
+            format_version: 1,
+            name: "prod".into(),
+            kind: "ec2".into(),
+            description: Some("d".into()),
+            enabled: true,
+            source: Source {
+                regions: vec!["us-east-1".into()],
+                ids: vec!["i-0123456789abcdef0".into()],
+                tags: BTreeMap::from([("Backup".into(), "daily".into())]),
+                exclude_ids: vec![],
+            },
+            rules: vec![Rule {
+                name: "daily".into(),
+                cron: "0 2 * * *".into(),
+                timezone: "UTC".into(),
+                snapshot: Some(Keep { retain: Retain { count: Some(7), days: None } }),
+                replicate: Some(Replicate { region_mapping_ids: vec!["dr".into()], retain: Retain { count: None, days: Some(3) } }),
+                backup: None,
+                archive: Some(ToRepository { repository_id: "r".into(), retain: Retain { count: None, days: Some(365) } }),
+            }],
+            worker_configuration_ids: vec!["lt-0123456789abcdef0".into()],
+            scheduler_role_arn: None,
+            tags: BTreeMap::new(),
+        };
+        let state = state_from(&document, &Value::Null);
+        assert_eq!(document_from(&state), document);
+    }
+}
