@@ -18,6 +18,7 @@
 // Not every test module uses every helper.
 #![allow(dead_code)]
 
+pub mod aws;
 pub mod moto;
 pub mod plugin;
 pub mod terraform;

@@ -757,8 +757,10 @@ fn check(config: &Value, diags: &mut Diagnostics) {
 
 /// Checks against the catalog and AWS: regions enabled, region mappings
 /// that start in a source region, repositories of the right storage class,
-/// a worker configuration in the home region, a scheduler role.
-async fn check_references(data: &Coffer, config: &Value, diags: &mut Diagnostics) -> Option<String> {
+/// a worker configuration in the home region, a scheduler role. At plan
+/// time a mapping or repository may not exist yet (it is created in the same
+/// apply), so only `at_apply` counts its absence as an error.
+async fn check_references(data: &Coffer, config: &Value, at_apply: bool, diags: &mut Diagnostics) -> Option<String> {
     let source_regions = config.get("source").get("regions");
     if source_regions.is_wholly_known() {
         let regions: Vec<_> = source_regions
@@ -789,11 +791,12 @@ async fn check_references(data: &Coffer, config: &Value, diags: &mut Diagnostics
                             );
                         }
                     }
-                    Err(CatalogError::NotFound) => diags.attribute_error(
+                    Err(CatalogError::NotFound) if at_apply => diags.attribute_error(
                         at,
                         "Unknown region mapping",
                         format!("no coffer_region_mapping with id {id:?} exists in the catalog."),
                     ),
+                    Err(CatalogError::NotFound) => {}
                     Err(e) => tracing::warn!(error = %e, "reading region mapping {id}; skipping its check"),
                 }
             }
@@ -814,11 +817,12 @@ async fn check_references(data: &Coffer, config: &Value, diags: &mut Diagnostics
                     ),
                 ),
                 Ok(_) => {}
-                Err(CatalogError::NotFound) => diags.attribute_error(
+                Err(CatalogError::NotFound) if at_apply => diags.attribute_error(
                     at,
                     "Unknown repository",
                     format!("no coffer_repository with id {id:?} exists in the catalog."),
                 ),
+                Err(CatalogError::NotFound) => {}
                 Err(e) => tracing::warn!(error = %e, "reading repository {id}; skipping its check"),
             }
         }
@@ -897,6 +901,10 @@ impl Resource<Coffer> for BackupPolicy {
     async fn create(&self, data: &Coffer, planned: &Value, private: &mut Private, diags: &mut Diagnostics) -> Option<Value> {
         let document = document_from(planned);
         let name = document.name.clone();
+        check_references(data, planned, true, diags).await;
+        if diags.has_errors() {
+            return None;
+        }
         if let Err(e) = data.catalog().create(Kind::Policy, &name, &document).await {
             catalog_write_error(diags, "creating", Kind::Policy, &name, e);
             return None;
@@ -930,6 +938,10 @@ impl Resource<Coffer> for BackupPolicy {
             );
             return None;
         };
+        check_references(data, planned, true, diags).await;
+        if diags.has_errors() {
+            return None;
+        }
         if let Err(e) = data.catalog().replace(Kind::Policy, &name, &document, &etag).await {
             catalog_write_error(diags, "updating", Kind::Policy, &name, e);
             return None;
@@ -1027,7 +1039,7 @@ impl ModifyPlan<Coffer> for BackupPolicy {
                 .all(|a| config.get(a).same_as(prior.get(a)) || (*a == "scheduler_role_arn" && config.get(a).is_null()));
         let launch_template = match request.prior_private.get(LAUNCH_TEMPLATE) {
             Some(id) if unchanged => Some(id.to_string()),
-            _ => check_references(data, config, diags).await,
+            _ => check_references(data, config, false, diags).await,
         };
         let fingerprint = match launch_template {
             Some(id) => Value::from(expected_fingerprint(data, &id, &name, &rule_names).as_str()),

@@ -1,0 +1,2 @@
+# By name:
+terraform import coffer_backup_policy.prod prod-ec2
