@@ -84,15 +84,48 @@ echo "==> terraform apply examples/quickstart"
 
 echo
 echo "==> what Coffer manages now"
-"$TF" output -json worker_configurations >"$DEMO/workers.json"
-python3 - "$DEMO/workers.json" <<'PY'
+"$TF" output -json >"$DEMO/outputs.json"
+python3 - "$DEMO/outputs.json" "$WORK" <<'PY'
 import json, sys
-rows = json.load(open(sys.argv[1]))
-line = "{:<8}{:<12}{:<24}{:<5}{:<12}{:<24}{}"
+outputs = {name: o["value"] for name, o in json.load(open(sys.argv[1])).items()}
+
+print("worker configurations")
+line = "  {:<8}{:<12}{:<24}{:<5}{:<12}{:<24}{}"
 print(line.format("name", "region", "launch template", "ver", "instance", "AMI", "subnet"))
-for name, w in sorted(rows.items()):
+for name, w in sorted(outputs["worker_configurations"].items()):
     print(line.format(name, w["region"], w["id"], w["launch_template_version"],
                       w["instance_type"], w["ami_id"], w["subnet_id"]))
+
+repo = outputs.get("repository")
+if repo:
+    print()
+    print("repository")
+    print("  {} {} ({}, {}, format {}), id {}".format(
+        repo["name"], repo["location"], repo["region"], repo["storage_class"],
+        repo["format_version"], repo["id"]))
+
+mappings = outputs.get("region_mappings") or {}
+if mappings:
+    print()
+    print("region mappings")
+    for name, m in sorted(mappings.items()):
+        print("  {:<16}{} -> {}".format(name, m["source_region"], m["target_region"]))
+
+policies = outputs.get("backup_policies") or {}
+if policies:
+    print()
+    print("backup policies")
+    line = "  {:<12}{:<8}{:<16}{:<16}{}"
+    print(line.format("policy", "rule", "cron", "timezone", "schedule"))
+    for name, p in sorted(policies.items()):
+        state = "" if p["enabled"] else " (disabled)"
+        for rule, r in sorted(p["rules"].items()):
+            print(line.format(name + state, rule, r["cron"], r["timezone"], r["schedule_arn"]))
+
+if "iam_policies" in outputs:
+    print()
+    print("IAM policies for the provider, scheduler, worker and backup roles:")
+    print("  cd {} && terraform output -json iam_policies".format(sys.argv[2]))
 PY
 echo
 echo "==> drift check: terraform plan -detailed-exitcode"

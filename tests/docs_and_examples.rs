@@ -51,6 +51,28 @@ fn every_schema_attribute_is_documented() {
             .join("data-sources")
             .join(format!("{}.md", data_source.type_name().trim_start_matches("coffer_")));
         assert_documented(&page, &data_source.schema().block);
+        let text = std::fs::read_to_string(&page).unwrap();
+        assert!(text.contains("## Attribute Reference"), "{} lacks ## Attribute Reference", page.display());
+    }
+}
+
+#[test]
+fn the_index_links_every_page() {
+    let provider = CofferProvider::new();
+    let index = std::fs::read_to_string(repo_root().join("docs/index.md")).unwrap();
+    let pages = provider
+        .resources()
+        .iter()
+        .map(|r| format!("resources/{}.md", r.type_name().trim_start_matches("coffer_")))
+        .chain(
+            provider
+                .data_sources()
+                .iter()
+                .map(|d| format!("data-sources/{}.md", d.type_name().trim_start_matches("coffer_"))),
+        )
+        .collect::<Vec<_>>();
+    for page in pages {
+        assert!(index.contains(&format!("({page})")), "docs/index.md does not link {page}");
     }
 }
 
@@ -65,26 +87,62 @@ fn every_resource_has_an_example_and_an_import_script() {
     }
 }
 
+/// Every directory of examples that is a Terraform root module: the
+/// quickstart, the multi-account example, and one per resource and data
+/// source.
 fn example_dirs() -> Vec<PathBuf> {
     let examples = repo_root().join("examples");
-    let mut dirs = vec![examples.join("quickstart")];
-    let resources = std::fs::read_dir(examples.join("resources")).unwrap();
-    dirs.extend(resources.map(|e| e.unwrap().path()));
+    let mut dirs = vec![examples.join("quickstart"), examples.join("multi-account")];
+    for kind in ["resources", "data-sources"] {
+        let entries = std::fs::read_dir(examples.join(kind)).unwrap_or_else(|e| panic!("examples/{kind}: {e}"));
+        dirs.extend(entries.map(|e| e.unwrap().path()).filter(|p| p.is_dir()));
+    }
     dirs.sort();
     dirs
 }
 
+/// Copies the `*.tf` files of `from` into `to`, and those of its
+/// subdirectories (local modules such as `modules/baseline`) to the same
+/// relative paths; Terraform's own `.terraform` directories are skipped.
+fn copy_configuration(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display())) {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap();
+        if path.is_dir() {
+            if name != ".terraform" {
+                let target = to.join(name);
+                std::fs::create_dir_all(&target).unwrap_or_else(|e| panic!("{}: {e}", target.display()));
+                copy_configuration(&path, &target);
+            }
+        } else if path.extension().is_some_and(|e| e == "tf") {
+            std::fs::copy(&path, to.join(name)).unwrap_or_else(|e| panic!("copy {}: {e}", path.display()));
+        }
+    }
+}
+
+#[test]
+fn every_data_source_has_an_example() {
+    let provider = CofferProvider::new();
+    for data_source in provider.data_sources() {
+        let file = repo_root()
+            .join("examples/data-sources")
+            .join(data_source.type_name())
+            .join("data-source.tf");
+        assert!(file.is_file(), "{} is missing", file.display());
+    }
+}
+
 #[test]
 fn every_example_validates_on_every_terraform() {
+    let dirs = example_dirs();
+    for dir in ["quickstart", "multi-account", "resources/coffer_repository", "data-sources/coffer_iam_policy"] {
+        let dir = repo_root().join("examples").join(dir);
+        assert!(dirs.contains(&dir), "{} is not validated", dir.display());
+    }
     for tf in terraform_versions() {
-        for dir in example_dirs() {
+        for dir in &dirs {
             let wd = Workdir::new(&tf, &provider_binary());
-            for entry in std::fs::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.extension().is_some_and(|e| e == "tf") {
-                    wd.write(path.file_name().unwrap().to_str().unwrap(), &std::fs::read_to_string(&path).unwrap());
-                }
-            }
+            copy_configuration(dir, wd.path());
             wd.init();
             let out = wd.run(&["validate", "-no-color"]);
             assert!(

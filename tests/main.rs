@@ -3,5 +3,6 @@
 
 mod acceptance;
 mod docs_and_examples;
+mod permissions;
 mod plugin_protocol;
 mod support;

@@ -1,5 +1,7 @@
-# Coffer quickstart: worker configurations in two regions, applied against
-# the local AWS emulator by `make demo` (or against AWS: drop endpoint_url).
+# Coffer quickstart: worker configurations in two regions, a repository,
+# a region mapping and a daily backup policy, applied against the local AWS
+# emulator by `make demo` (or against AWS: drop endpoint_url, and set a real
+# scheduler role, bucket name and password).
 
 terraform {
   required_version = ">= 1.0"
@@ -16,10 +18,21 @@ variable "endpoint_url" {
   default     = "http://127.0.0.1:4566"
 }
 
+variable "repository_password" {
+  description = "Password of the demo repository. DEMO ONLY: the default is public; pass a real secret (TF_VAR_repository_password) anywhere else."
+  type        = string
+  sensitive   = true
+  default     = "coffer-quickstart-demo-only"
+}
+
 provider "coffer" {
   region            = "us-east-1"
   endpoint_url      = var.endpoint_url
   s3_use_path_style = true
+
+  # The role EventBridge Scheduler assumes to launch workers (see the
+  # coffer_iam_policy data source below for its permissions).
+  scheduler_role_arn = "arn:aws:iam::123456789012:role/coffer-scheduler"
 
   default_tags = {
     ManagedBy = "coffer"
@@ -43,6 +56,62 @@ resource "coffer_worker_configuration" "euw1" {
   instance_type = "m7g.large"
 }
 
+# Image-level backups, deduplicated and encrypted, in a bucket Coffer creates.
+resource "coffer_repository" "main" {
+  name          = "main"
+  bucket        = "coffer-quickstart-repo"
+  create_bucket = true
+
+  encryption {
+    password = var.repository_password
+  }
+}
+
+# Snapshot copies from Virginia to Ireland.
+resource "coffer_region_mapping" "use1_to_euw1" {
+  name          = "use1-to-euw1"
+  source_region = "us-east-1"
+  target_region = "eu-west-1"
+}
+
+# Instances tagged Backup = daily, every night at 02:00 Berlin time: 7
+# snapshots, 3 copies in Ireland, 30 days of image-level backups. One
+# EventBridge Scheduler schedule, coffer-quickstart-daily in group coffer.
+resource "coffer_backup_policy" "quickstart" {
+  name = "quickstart"
+  type = "ec2"
+
+  source {
+    regions = ["us-east-1"]
+    tags    = { Backup = "daily" }
+  }
+
+  rule {
+    name     = "daily"
+    cron     = "0 2 * * *"
+    timezone = "Europe/Berlin"
+
+    snapshot {
+      retain { count = 7 }
+    }
+
+    replicate {
+      region_mapping_ids = [coffer_region_mapping.use1_to_euw1.id]
+      retain { count = 3 }
+    }
+
+    backup {
+      repository_id = coffer_repository.main.id
+      retain { days = 30 }
+    }
+  }
+
+  worker_configuration_ids = [coffer_worker_configuration.use1.id]
+}
+
+# The IAM policies the provider, scheduler, worker and backup roles need.
+data "coffer_iam_policy" "all" {}
+
 output "worker_configurations" {
   description = "Launch templates Coffer's workers start from, by name."
   value = {
@@ -54,5 +123,55 @@ output "worker_configurations" {
       ami_id                  = w.ami_id
       subnet_id               = w.subnet_id
     }
+  }
+}
+
+output "repository" {
+  description = "The repository image-level backups go to."
+  value = {
+    id             = coffer_repository.main.id
+    name           = coffer_repository.main.name
+    location       = "s3://${coffer_repository.main.bucket}/${coffer_repository.main.prefix}"
+    region         = coffer_repository.main.region
+    storage_class  = coffer_repository.main.storage_class
+    format_version = coffer_repository.main.format_version
+    created_at     = coffer_repository.main.created_at
+  }
+}
+
+output "region_mappings" {
+  description = "Where snapshots are replicated, by mapping id."
+  value = {
+    (coffer_region_mapping.use1_to_euw1.id) = {
+      source_region = coffer_region_mapping.use1_to_euw1.source_region
+      target_region = coffer_region_mapping.use1_to_euw1.target_region
+    }
+  }
+}
+
+output "backup_policies" {
+  description = "Backup policies and their EventBridge Scheduler schedules, by name."
+  value = {
+    (coffer_backup_policy.quickstart.name) = {
+      type    = coffer_backup_policy.quickstart.type
+      enabled = coffer_backup_policy.quickstart.enabled
+      rules = {
+        for r in coffer_backup_policy.quickstart.rule : r.name => {
+          cron         = r.cron
+          timezone     = r.timezone
+          schedule_arn = coffer_backup_policy.quickstart.schedule_arns[r.name]
+        }
+      }
+    }
+  }
+}
+
+output "iam_policies" {
+  description = "IAM policy documents for Coffer's roles (JSON)."
+  value = {
+    provider  = data.coffer_iam_policy.all.provider_policy_json
+    scheduler = data.coffer_iam_policy.all.scheduler_policy_json
+    worker    = data.coffer_iam_policy.all.worker_policy_json
+    backup    = data.coffer_iam_policy.all.backup_policy_json
   }
 }

@@ -1,1 +1,295 @@
+//! coffer_repository: bucket, config object with a wrapped master key,
+//! catalog entry; passwords (sensitive and write-only), KMS, Object Lock.
 
+use coffer::repository::RepositoryConfig;
+use serde_json::json;
+
+use super::{planned_actions, provider, state_of};
+use crate::support::aws::{Aws, CATALOG_BUCKET};
+use crate::support::terraform::Terraform;
+use crate::support::{Moto, Workdir, block_on, provider_binary, terraform_versions};
+
+const ADDRESS: &str = "coffer_repository.main";
+const BUCKET: &str = "coffer-acc-repo";
+
+fn repository(password: &str, team: &str) -> String {
+    format!(
+        r#"
+resource "coffer_repository" "main" {{
+  name          = "main"
+  bucket        = "{BUCKET}"
+  prefix        = "backups"
+  create_bucket = true
+  force_destroy = true
+  encryption {{
+    password = "{password}"
+  }}
+  tags = {{ Team = "{team}" }}
+}}
+"#
+    )
+}
+
+fn config_of(aws: &Aws) -> RepositoryConfig {
+    serde_json::from_slice(&aws.get(BUCKET, "backups/config").expect("config object")).unwrap()
+}
+
+fn config_tags(aws: &Aws) -> serde_json::Value {
+    let out = block_on(aws.s3.get_object_tagging().bucket(BUCKET).key("backups/config").send()).unwrap();
+    let tags: serde_json::Map<String, serde_json::Value> =
+        out.tag_set().iter().map(|t| (t.key().to_string(), json!(t.value()))).collect();
+    serde_json::Value::Object(tags)
+}
+
+fn lifecycle(tf: &Terraform) {
+    let moto = Moto::start();
+    let aws = Aws::new(&moto);
+    let wd = Workdir::new(tf, &provider_binary());
+    wd.write("main.tf", &(provider(&moto) + &repository("correct horse battery", "a")));
+    wd.init();
+
+    // Create: bucket, config object that opens with the password, catalog entry.
+    wd.apply();
+    let state = state_of(&wd, ADDRESS);
+    let id = state["id"].as_str().unwrap().to_string();
+    let config = config_of(&aws);
+    assert_eq!(config.id, id);
+    assert_eq!(config.format_version, 1);
+    assert_eq!(state["format_version"], 1);
+    assert_eq!(config.key.kind(), "password");
+    assert!(config.open_with_password("correct horse battery").is_ok());
+    assert!(config.open_with_password("wrong password").is_err());
+    assert!(aws.versioning_enabled(BUCKET), "a created bucket is versioned");
+    assert_eq!(config_tags(&aws), json!({ "Owner": "platform", "Team": "a" }));
+    let entry = aws.get_json(CATALOG_BUCKET, &format!("repositories/{id}.json")).expect("catalog entry");
+    assert_eq!(entry["bucket"], BUCKET);
+    assert_eq!(entry["storage_class"], "STANDARD");
+    let raw_config = String::from_utf8(aws.get(BUCKET, "backups/config").unwrap()).unwrap();
+    assert!(!raw_config.contains("correct horse"), "the password never reaches S3");
+    wd.assert_no_changes();
+
+    // Import by location and by id into fresh states. The password cannot be
+    // read back, so the first apply after import checks it (a wrong one is
+    // refused at plan time) and changes nothing remote.
+    for import_id in [format!("s3://{BUCKET}/backups"), id.clone()] {
+        let imported = wd.fresh_state_copy();
+        imported.init();
+        imported.import(ADDRESS, &import_id);
+        assert_eq!(state_of(&imported, ADDRESS)["id"], id.as_str());
+        imported.write("main.tf", &(provider(&moto) + &repository("not the password", "a")));
+        let error = imported.try_plan().expect_err("a wrong password must fail the plan");
+        let error = error.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(error.contains("encryption.password does not open repository"), "{error}");
+        imported.write("main.tf", &(provider(&moto) + &repository("correct horse battery", "a")));
+        imported.apply();
+        imported.assert_no_changes();
+        assert_eq!(config_of(&aws), config, "import and its first apply change nothing in S3");
+    }
+
+    // Tags and the password change in place; the master key stays the same.
+    let master = config.open_with_password("correct horse battery").unwrap();
+    wd.write("main.tf", &(provider(&moto) + &repository("a new passphrase", "b")));
+    assert_eq!(planned_actions(&wd, ADDRESS), json!(["update"]));
+    wd.apply();
+    let rewrapped = config_of(&aws);
+    assert!(rewrapped.open_with_password("correct horse battery").is_err(), "the old password is retired");
+    assert_eq!(rewrapped.open_with_password("a new passphrase").unwrap(), master, "same master key, re-wrapped");
+    assert_eq!(config_tags(&aws), json!({ "Owner": "platform", "Team": "b" }));
+    wd.assert_no_changes();
+
+    // Tags changed out of band: shown and healed in place.
+    block_on(
+        aws.s3
+            .put_object_tagging()
+            .bucket(BUCKET)
+            .key("backups/config")
+            .tagging(
+                aws_sdk_s3::types::Tagging::builder()
+                    .tag_set(aws_sdk_s3::types::Tag::builder().key("Team").value("by-hand").build().unwrap())
+                    .build()
+                    .unwrap(),
+            )
+            .send(),
+    )
+    .unwrap();
+    let (code, output) = wd.plan_exit_code();
+    assert_eq!(code, 2, "{output}");
+    assert!(output.contains(r#""by-hand" -> "b""#), "{output}");
+    assert_eq!(planned_actions(&wd, ADDRESS), json!(["update"]));
+    wd.apply();
+    assert_eq!(config_tags(&aws), json!({ "Owner": "platform", "Team": "b" }));
+    wd.assert_no_changes();
+
+    // Config object deleted out of band: the plan re-creates the repository.
+    aws.delete(BUCKET, "backups/config");
+    let (code, output) = wd.plan_exit_code();
+    assert_eq!(code, 2, "{output}");
+    assert!(output.contains("will be created"), "{output}");
+    wd.apply();
+    let recreated = state_of(&wd, ADDRESS)["id"].as_str().unwrap().to_string();
+    assert_ne!(recreated, id, "a new repository, with a new id");
+    wd.assert_no_changes();
+
+    // Destroy with force_destroy: the repository's objects and the bucket go.
+    aws.put(BUCKET, "backups/data/00/0000", b"pack".to_vec());
+    wd.destroy();
+    assert!(!aws.bucket_exists(BUCKET), "force_destroy removes a bucket Coffer created");
+    assert!(aws.get(CATALOG_BUCKET, &format!("repositories/{recreated}.json")).is_none());
+}
+
+#[test]
+fn repository_lifecycle_on_every_terraform() {
+    for tf in terraform_versions() {
+        lifecycle(&tf);
+    }
+}
+
+/// Without force_destroy, destroy forgets the repository and keeps its data;
+/// a second repository at the same place is refused with a hint to import.
+#[test]
+fn destroy_keeps_data_and_an_initialized_place_is_not_overwritten() {
+    let moto = Moto::start();
+    let aws = Aws::new(&moto);
+    block_on(aws.s3.create_bucket().bucket("adopted").send()).unwrap();
+    let tf = crate::support::terraform::oldest_terraform();
+    let wd = Workdir::new(&tf, &provider_binary());
+    let adopted = r#"
+resource "coffer_repository" "main" {
+  name   = "adopted"
+  bucket = "adopted"
+  encryption {
+    password = "long enough password"
+  }
+}
+"#;
+    wd.write("main.tf", &(provider(&moto) + adopted));
+    wd.init();
+    wd.apply();
+    let config = aws.get(BUCKET_ADOPTED, "config").expect("config at the bucket root");
+    wd.destroy();
+    assert_eq!(aws.get(BUCKET_ADOPTED, "config"), Some(config), "destroy keeps the repository's data");
+    assert!(aws.bucket_exists(BUCKET_ADOPTED));
+
+    let error = wd.try_apply().expect_err("the place holds a repository");
+    let error = error.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(error.contains("already holds a Coffer repository"), "{error}");
+    assert!(error.contains("terraform import coffer_repository.<address> s3://adopted/"), "{error}");
+}
+
+const BUCKET_ADOPTED: &str = "adopted";
+
+#[test]
+fn kms_and_object_lock() {
+    let moto = Moto::start();
+    let aws = Aws::new(&moto);
+    let key = aws.kms_key();
+    block_on(aws.s3.create_bucket().bucket("no-lock").send()).unwrap();
+    let tf = crate::support::terraform::oldest_terraform();
+    let wd = Workdir::new(&tf, &provider_binary());
+    let locked = format!(
+        r#"
+resource "coffer_repository" "locked" {{
+  name          = "locked"
+  bucket        = "coffer-locked"
+  create_bucket = true
+  encryption {{
+    kms_key_arn = "{key}"
+  }}
+  immutability {{
+    days = 30
+    mode = "GOVERNANCE"
+  }}
+}}
+"#
+    );
+    wd.write("main.tf", &(provider(&moto) + &locked));
+    wd.init();
+    wd.apply();
+    let config: RepositoryConfig = serde_json::from_slice(&aws.get("coffer-locked", "config").unwrap()).unwrap();
+    assert_eq!(config.key.kind(), "kms");
+    assert_eq!(config.immutability.as_ref().map(|i| i.days), Some(30));
+    let lock = block_on(aws.s3.get_object_lock_configuration().bucket("coffer-locked").send()).unwrap();
+    let rule = lock.object_lock_configuration().unwrap().rule().unwrap().default_retention().unwrap();
+    assert_eq!(rule.days(), Some(30));
+    assert_eq!(rule.mode().map(|m| m.as_str()), Some("GOVERNANCE"));
+    wd.assert_no_changes();
+
+    // An adopted bucket without Object Lock: a clear error, nothing written.
+    let unlocked = r#"
+resource "coffer_repository" "unlocked" {
+  name   = "unlocked"
+  bucket = "no-lock"
+  encryption {
+    password = "long enough password"
+  }
+  immutability {
+    days = 7
+    mode = "COMPLIANCE"
+  }
+}
+"#;
+    wd.write("main.tf", &(provider(&moto) + &locked + unlocked));
+    let error = wd.try_apply().expect_err("no Object Lock on the bucket");
+    let error = error.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(error.contains("bucket no-lock does not have it enabled"), "{error}");
+    assert!(aws.get("no-lock", "config").is_none(), "nothing half-written");
+}
+
+/// Terraform 1.11+ keeps `password_wo` out of plan and state; older
+/// Terraform is told to use `password`.
+#[test]
+fn write_only_password() {
+    let moto = Moto::start();
+    let aws = Aws::new(&moto);
+    let with_wo = |version: u32| {
+        format!(
+            r#"
+resource "coffer_repository" "wo" {{
+  name          = "wo"
+  bucket        = "coffer-wo"
+  create_bucket = true
+  encryption {{
+    password_wo         = "write only secret"
+    password_wo_version = {version}
+  }}
+}}
+"#
+        )
+    };
+    for tf in terraform_versions() {
+        moto.reset();
+        let wd = Workdir::new(&tf, &provider_binary());
+        wd.write("main.tf", &(provider(&moto) + &with_wo(1)));
+        wd.init();
+        if !tf.at_least(1, 11) {
+            let error = wd.try_plan().expect_err("write-only needs Terraform 1.11");
+            let error = error.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(error.contains("Write-only attribute needs Terraform 1.11 or later"), "{error}");
+            assert!(!aws.bucket_exists("coffer-wo"), "nothing created by a failed plan");
+            continue;
+        }
+        // (The plan's `configuration` section echoes the HCL as written;
+        // what Terraform plans and stores is what must lack the secret.)
+        let plan = wd.plan_json();
+        for section in ["planned_values", "resource_changes", "prior_state"] {
+            assert!(!plan[section].to_string().contains("write only secret"), "the plan's {section} holds it");
+        }
+        wd.apply();
+        let state = wd.state_json();
+        assert!(!state.to_string().contains("write only secret"), "the state never holds it");
+        let raw_state = std::fs::read_to_string(wd.path().join("terraform.tfstate")).unwrap();
+        assert!(!raw_state.contains("write only secret"));
+        let config: RepositoryConfig = serde_json::from_slice(&aws.get("coffer-wo", "config").unwrap()).unwrap();
+        assert!(config.open_with_password("write only secret").is_ok());
+        wd.assert_no_changes();
+        // A version bump with a password that does not open it: refused at plan.
+        wd.write("main.tf", &(provider(&moto) + &with_wo(2).replace("write only secret", "another secret")));
+        let error = wd.try_plan().expect_err("wrong write-only password");
+        let error = error.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(error.contains("encryption.password_wo does not open repository"), "{error}");
+        wd.write("main.tf", &(provider(&moto) + &with_wo(2)));
+        wd.apply();
+        wd.assert_no_changes();
+        wd.destroy();
+    }
+}

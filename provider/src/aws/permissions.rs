@@ -141,6 +141,7 @@ pub const PERMISSIONS: &[Permission] = &[
     p(Provider, ImageBackup, "delete_object", "s3:DeleteObjectVersion", RepositoryObjects),
     p(Provider, ImageBackup, "get_object_tagging", "s3:GetObjectTagging", RepositoryObjects),
     p(Provider, ImageBackup, "put_object_tagging", "s3:PutObjectTagging", RepositoryObjects),
+    p(Provider, ImageBackup, "delete_object_tagging", "s3:DeleteObjectTagging", RepositoryObjects),
     p(Provider, Immutability, "get_object_lock_configuration", "s3:GetBucketObjectLockConfiguration", RepositoryBuckets),
     p(Provider, Immutability, "put_object_lock_configuration", "s3:PutBucketObjectLockConfiguration", RepositoryBuckets),
     p(Provider, Kms, "generate_data_key", "kms:GenerateDataKey", Any),
@@ -195,7 +196,13 @@ pub const PERMISSIONS: &[Permission] = &[
     p(Backup, Rds, "copy_db_cluster_snapshot", "rds:CopyDBClusterSnapshot", Any),
     p(Backup, Kms, "create_grant", "kms:CreateGrant", Any),
     p(Backup, Kms, "describe_key", "kms:DescribeKey", Any),
-    p(Backup, Kms, "re_encrypt_from", "kms:ReEncrypt*", Any),
+    p(Backup, Kms, "-", "kms:ReEncrypt*", Any),
+    // Copies re-encrypted with customer-managed keys use them on the caller's behalf.
+    p(Backup, Kms, "-", "kms:Decrypt", Any),
+    p(Backup, Kms, "-", "kms:Encrypt", Any),
+    p(Backup, Kms, "-", "kms:GenerateDataKeyWithoutPlaintext", Any),
+    p(Backup, CrossAccount, "modify_db_snapshot_attribute", "rds:ModifyDBSnapshotAttribute", Any),
+    p(Backup, CrossAccount, "modify_db_cluster_snapshot_attribute", "rds:ModifyDBClusterSnapshotAttribute", Any),
 ];
 
 /// Whether a row belongs in a document for these features.

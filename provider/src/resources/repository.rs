@@ -192,8 +192,18 @@ fn secret_of(value: &Value) -> Option<Secret> {
         .map(|p| Secret::Password(p.to_string()))
 }
 
-/// The kind of encryption a configuration or state names, without needing
-/// the (possibly write-only) secret.
+/// The kind of encryption a state records: a password cannot be read
+/// back, so an encryption block without a KMS key is a password.
+fn stored_kind(state: &Value) -> Option<&'static str> {
+    match state.get("encryption") {
+        Value::Null | Value::Unknown => None,
+        e if e.get("kms_key_arn").is_null() => Some("password"),
+        _ => Some("kms"),
+    }
+}
+
+/// The kind of encryption a configuration names, without needing the
+/// (possibly write-only) secret.
 fn kind_of(value: &Value) -> Option<&'static str> {
     let e = value.get("encryption");
     if !e.get("kms_key_arn").is_null() {
@@ -351,10 +361,13 @@ async fn prepare_bucket(data: &Coffer, planned: &Value, place: &Place, tags_all:
     let immutability = immutability_of(planned);
     if planned.get("create_bucket").as_bool() == Some(true) {
         match s3::find_bucket(&client, bucket).await {
+            // Still there from before (the repository is re-created after
+            // its config object was deleted): use it as it is.
             Ok(()) => {
-                return Err(format!(
-                    "bucket {bucket} already exists; set create_bucket = false to keep Coffer from creating it and use it as it is"
-                ));
+                if immutability.is_some() {
+                    require_object_lock(&client, bucket).await?;
+                }
+                return Ok(());
             }
             Err(AwsError::NotFound) => {}
             Err(e) => return Err(format!("checking bucket {bucket}: {e}")),
@@ -446,6 +459,16 @@ async fn put_bucket_tags(client: &aws_sdk_s3::Client, bucket: &str, tags_all: &B
 }
 
 async fn put_config_tags(client: &aws_sdk_s3::Client, place: &Place, tags_all: &BTreeMap<String, String>) -> Result<(), String> {
+    if tags_all.is_empty() {
+        return client
+            .delete_object_tagging()
+            .bucket(&place.bucket)
+            .key(config_key(&place.prefix))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("removing the tags of the config object of {}: {}", place.label(), AwsError::from_sdk(e, &[])));
+    }
     client
         .put_object_tagging()
         .bucket(&place.bucket)
@@ -750,7 +773,12 @@ impl Resource<Coffer> for Repository {
         // Encryption: a new secret of the same kind re-wraps the master key
         // (opened with the old one); a secret the state does not know
         // (after import, or write-only) must open the repository as it is.
-        let new_secret = secret_of(planned);
+        // A write-only password is applied only when its version changes,
+        // as Terraform intends: otherwise it is not even compared.
+        let wo_unchanged = planned.get("encryption").get("password").is_null()
+            && planned.get("encryption").get("kms_key_arn").is_null()
+            && planned.get("encryption").get("password_wo_version").same_as(prior.get("encryption").get("password_wo_version"));
+        let new_secret = if wo_unchanged { None } else { secret_of(planned) };
         let old_secret = secret_of(prior);
         if let Some(new_secret) = &new_secret
             && old_secret.as_ref() != Some(new_secret)
@@ -994,7 +1022,7 @@ impl ModifyPlan<Coffer> for Repository {
             let home = data.map(|d| Value::from(d.aws.home_region.as_str())).unwrap_or(Value::Unknown);
             planned.set("region", home);
         }
-        if !prior.is_null() && kind_of(prior) != kind_of(config) && kind_of(config).is_some() {
+        if !prior.is_null() && stored_kind(prior) != kind_of(config) && kind_of(config).is_some() {
             requires_replace.push(AttributePath::attr("encryption"));
             for computed in ["id", "format_version", "created_at"] {
                 planned.set(computed, Value::Unknown);
@@ -1034,7 +1062,10 @@ async fn verify_unrecorded_password(data: &Coffer, request: &PlanRequest<'_>, di
     }
     let (pe, ce) = (prior.get("encryption"), config.get("encryption"));
     let unrecorded_password = !ce.get("password").is_null() && pe.get("password").is_null() && pe.get("password_wo_version").is_null();
-    let reapplied_wo = !ce.get("password_wo").is_null() && !ce.get("password_wo_version").same_as(pe.get("password_wo_version"));
+    // With the previous password in state, apply re-wraps the key instead.
+    let reapplied_wo = !ce.get("password_wo").is_null()
+        && !ce.get("password_wo_version").same_as(pe.get("password_wo_version"))
+        && pe.get("password").is_null();
     if !unrecorded_password && !reapplied_wo {
         return;
     }
