@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use aws_sdk_scheduler::types::{ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, ScheduleState, Target};
+use aws_sdk_scheduler::types::{
+    ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, ScheduleState, Target,
+};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -17,12 +19,12 @@ use crate::catalog::{CatalogError, Kind};
 use crate::cron;
 use crate::framework::validators::{Each, IntBetween, Keys, OneOf, string};
 use crate::framework::{
-    Attribute, AttributePath, Block, Diagnostics, Import, ModifyPlan, NestedBlock, PlanRequest, Private, Resource,
-    Schema, Value,
+    Attribute, AttributePath, Block, Diagnostics, Import, ModifyPlan, NestedBlock, PlanRequest,
+    Private, Resource, Schema, Value,
 };
 use crate::provider::Coffer;
-use crate::resources::repository::RepositoryEntry;
 use crate::resources::region_mapping::RegionMappingDocument;
+use crate::resources::repository::RepositoryEntry;
 use crate::resources::worker_configuration::worker_user_data_for_task;
 use crate::resources::{catalog_write_error, check_regions_enabled};
 use crate::validation;
@@ -140,7 +142,11 @@ fn repository_action(name: &str, what: &str) -> NestedBlock {
     NestedBlock::single(
         name,
         Block::new(what)
-            .attribute(Attribute::string("repository_id").required().describe("`id` of the `coffer_repository` to write to."))
+            .attribute(
+                Attribute::string("repository_id")
+                    .required()
+                    .describe("`id` of the `coffer_repository` to write to."),
+            )
             .block(retain_block()),
     )
 }
@@ -294,10 +300,18 @@ fn retain_value(r: &Retain) -> Value {
 }
 
 fn rule_from(v: &Value) -> Rule {
-    let keep = |b: &Value| (!b.is_null()).then(|| Keep { retain: retain_from(b.get("retain")) });
+    let keep = |b: &Value| {
+        (!b.is_null()).then(|| Keep {
+            retain: retain_from(b.get("retain")),
+        })
+    };
     let to_repository = |b: &Value| {
         (!b.is_null()).then(|| ToRepository {
-            repository_id: b.get("repository_id").as_str().unwrap_or_default().to_string(),
+            repository_id: b
+                .get("repository_id")
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
             retain: retain_from(b.get("retain")),
         })
     };
@@ -341,7 +355,10 @@ fn rule_value(r: &Rule) -> Value {
                 .as_ref()
                 .map(|k| {
                     Value::object([
-                        ("region_mapping_ids", Value::string_list(k.region_mapping_ids.iter().cloned())),
+                        (
+                            "region_mapping_ids",
+                            Value::string_list(k.region_mapping_ids.iter().cloned()),
+                        ),
                         ("retain", retain_value(&k.retain)),
                     ])
                 })
@@ -367,7 +384,12 @@ fn document_from(planned: &Value) -> PolicyDocument {
             tags: source.get("tags").string_map(),
             exclude_ids: sorted(source.get("exclude_ids")),
         },
-        rules: planned.get("rule").as_list().iter().map(rule_from).collect(),
+        rules: planned
+            .get("rule")
+            .as_list()
+            .iter()
+            .map(rule_from)
+            .collect(),
         worker_configuration_ids: sorted(planned.get("worker_configuration_ids")),
         scheduler_role_arn: optional(planned.get("scheduler_role_arn")),
         tags: planned.get("tags").string_map(),
@@ -377,32 +399,63 @@ fn document_from(planned: &Value) -> PolicyDocument {
 /// The state for a document, before the schedules are looked at.
 fn state_from(document: &PolicyDocument, prior: &Value) -> Value {
     let set = |items: &[String]| {
-        if items.is_empty() { Value::Null } else { Value::string_list(items.iter().cloned()) }
+        if items.is_empty() {
+            Value::Null
+        } else {
+            Value::string_list(items.iter().cloned())
+        }
     };
     // Empty and absent are the same to the document; keep what the user wrote.
     let map_like_prior = |map: &BTreeMap<String, String>, prior: &Value| {
-        if map.is_empty() && prior.is_null() { Value::Null } else { Value::string_map_or_null(map).or_empty() }
+        if map.is_empty() && prior.is_null() {
+            Value::Null
+        } else {
+            Value::string_map_or_null(map).or_empty()
+        }
     };
     let s = &document.source;
     Value::object([
         ("id", Value::from(document.name.as_str())),
         ("name", Value::from(document.name.as_str())),
         ("type", Value::from(document.kind.as_str())),
-        ("description", document.description.as_deref().map(Value::from).unwrap_or(Value::Null)),
+        (
+            "description",
+            document
+                .description
+                .as_deref()
+                .map(Value::from)
+                .unwrap_or(Value::Null),
+        ),
         ("enabled", Value::from(document.enabled)),
-        ("worker_configuration_ids", Value::string_list(document.worker_configuration_ids.iter().cloned())),
-        ("scheduler_role_arn", document.scheduler_role_arn.as_deref().map(Value::from).unwrap_or(Value::Null)),
+        (
+            "worker_configuration_ids",
+            Value::string_list(document.worker_configuration_ids.iter().cloned()),
+        ),
+        (
+            "scheduler_role_arn",
+            document
+                .scheduler_role_arn
+                .as_deref()
+                .map(Value::from)
+                .unwrap_or(Value::Null),
+        ),
         ("tags", map_like_prior(&document.tags, prior.get("tags"))),
         (
             "source",
             Value::object([
                 ("regions", Value::string_list(s.regions.iter().cloned())),
                 ("ids", set(&s.ids)),
-                ("tags", map_like_prior(&s.tags, prior.get("source").get("tags"))),
+                (
+                    "tags",
+                    map_like_prior(&s.tags, prior.get("source").get("tags")),
+                ),
                 ("exclude_ids", set(&s.exclude_ids)),
             ]),
         ),
-        ("rule", Value::List(document.rules.iter().map(rule_value).collect())),
+        (
+            "rule",
+            Value::List(document.rules.iter().map(rule_value).collect()),
+        ),
     ])
 }
 
@@ -413,7 +466,11 @@ trait OrEmpty {
 impl OrEmpty for Value {
     /// A null map as an empty one (the user wrote `{}`).
     fn or_empty(self) -> Value {
-        if self.is_null() { Value::Map(BTreeMap::new()) } else { self }
+        if self.is_null() {
+            Value::Map(BTreeMap::new())
+        } else {
+            self
+        }
     }
 }
 
@@ -443,7 +500,12 @@ pub fn schedule_arn(region: &str, account: &str, policy: &str, rule: &str) -> St
 
 /// The RunInstances input of a rule's schedule: the launch template's
 /// default version, one instance, a boot script that runs the rule.
-fn run_instances_input(data: &Coffer, launch_template_id: &str, policy: &str, rule: &str) -> String {
+fn run_instances_input(
+    data: &Coffer,
+    launch_template_id: &str,
+    policy: &str,
+    rule: &str,
+) -> String {
     let task = format!("run --policy {policy} --rule {rule}");
     let user_data = worker_user_data_for_task(&data.catalog, &data.aws.home_region, &task);
     serde_json::json!({
@@ -468,12 +530,26 @@ fn fingerprint<'a>(targets: impl Iterator<Item = (&'a str, &'a str, &'a str)>) -
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn expected_fingerprint(data: &Coffer, launch_template_id: &str, policy: &str, rules: &[String]) -> String {
+fn expected_fingerprint(
+    data: &Coffer,
+    launch_template_id: &str,
+    policy: &str,
+    rules: &[String],
+) -> String {
     let inputs: Vec<(String, String)> = rules
         .iter()
-        .map(|rule| (rule.clone(), run_instances_input(data, launch_template_id, policy, rule)))
+        .map(|rule| {
+            (
+                rule.clone(),
+                run_instances_input(data, launch_template_id, policy, rule),
+            )
+        })
         .collect();
-    fingerprint(inputs.iter().map(|(rule, input)| (rule.as_str(), RUN_INSTANCES_TARGET, input.as_str())))
+    fingerprint(
+        inputs
+            .iter()
+            .map(|(rule, input)| (rule.as_str(), RUN_INSTANCES_TARGET, input.as_str())),
+    )
 }
 
 /// Finds which of the policy's worker configurations is in the home region.
@@ -483,7 +559,12 @@ async fn home_launch_template(data: &Coffer, ids: &[String]) -> Result<String, S
         match ec2::find_launch_template(&ec2, id).await {
             Ok(_) => return Ok(id.clone()),
             Err(AwsError::NotFound) => continue,
-            Err(e) => return Err(format!("looking up launch template {id} in {}: {e}", data.aws.home_region)),
+            Err(e) => {
+                return Err(format!(
+                    "looking up launch template {id} in {}: {e}",
+                    data.aws.home_region
+                ));
+            }
         }
     }
     Err(format!(
@@ -514,21 +595,36 @@ async fn put_schedules(
     let client = data.aws.scheduler(&data.aws.home_region);
     scheduler::ensure_group(&client, SCHEDULE_GROUP)
         .await
-        .map_err(|e| format!("creating schedule group {SCHEDULE_GROUP} in {}: {e}", data.aws.home_region))?;
+        .map_err(|e| {
+            format!(
+                "creating schedule group {SCHEDULE_GROUP} in {}: {e}",
+                data.aws.home_region
+            )
+        })?;
     for rule in &document.rules {
         let name = schedule_name(&document.name, &rule.name);
-        let expression = cron::to_eventbridge(&rule.cron).map_err(|e| format!("rule {}: {e}", rule.name))?;
+        let expression =
+            cron::to_eventbridge(&rule.cron).map_err(|e| format!("rule {}: {e}", rule.name))?;
         let target = Target::builder()
             .arn(RUN_INSTANCES_TARGET)
             .role_arn(role_arn)
-            .input(run_instances_input(data, launch_template_id, &document.name, &rule.name))
+            .input(run_instances_input(
+                data,
+                launch_template_id,
+                &document.name,
+                &rule.name,
+            ))
             .build()
             .map_err(|e| e.to_string())?;
         let window = FlexibleTimeWindow::builder()
             .mode(FlexibleTimeWindowMode::Off)
             .build()
             .map_err(|e| e.to_string())?;
-        let state = if document.enabled { ScheduleState::Enabled } else { ScheduleState::Disabled };
+        let state = if document.enabled {
+            ScheduleState::Enabled
+        } else {
+            ScheduleState::Disabled
+        };
         let description = format!("Coffer backup policy {}, rule {}", document.name, rule.name);
         let exists = match scheduler::find_schedule(&client, SCHEDULE_GROUP, &name).await {
             Ok(_) => true,
@@ -579,7 +675,13 @@ async fn put_schedules(
 
 async fn delete_schedule(data: &Coffer, name: &str) -> Result<(), String> {
     let client = data.aws.scheduler(&data.aws.home_region);
-    match client.delete_schedule().group_name(SCHEDULE_GROUP).name(name).send().await {
+    match client
+        .delete_schedule()
+        .group_name(SCHEDULE_GROUP)
+        .name(name)
+        .send()
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) => match AwsError::from_sdk(e, scheduler::NOT_FOUND) {
             AwsError::NotFound => Ok(()),
@@ -594,12 +696,25 @@ async fn delete_schedule(data: &Coffer, name: &str) -> Result<(), String> {
 /// gone is left out of the state (the plan adds it back); a schedule edited
 /// outside Terraform shows through the rule's `cron`/`timezone`, `enabled`,
 /// `scheduler_role_arn` and `schedules_fingerprint`.
-async fn read_policy(data: &Coffer, name: &str, prior: &Value, private: &mut Private, diags: &mut Diagnostics) -> Option<Value> {
-    let document = match data.catalog().get::<PolicyDocument>(Kind::Policy, name).await {
+async fn read_policy(
+    data: &Coffer,
+    name: &str,
+    prior: &Value,
+    private: &mut Private,
+    diags: &mut Diagnostics,
+) -> Option<Value> {
+    let document = match data
+        .catalog()
+        .get::<PolicyDocument>(Kind::Policy, name)
+        .await
+    {
         Ok(document) => document,
         Err(CatalogError::NotFound) => return None,
         Err(e) => {
-            diags.error(format!("Reading backup policy {name}"), format!("reading backup policy {name}: {e}"));
+            diags.error(
+                format!("Reading backup policy {name}"),
+                format!("reading backup policy {name}: {e}"),
+            );
             return None;
         }
     };
@@ -613,7 +728,8 @@ async fn read_policy(data: &Coffer, name: &str, prior: &Value, private: &mut Pri
     let mut rules = Vec::new();
     for mut rule in std::mem::take(&mut body.rules) {
         let schedule_name = schedule_name(&body.name, &rule.name);
-        let schedule = match scheduler::find_schedule(&client, SCHEDULE_GROUP, &schedule_name).await {
+        let schedule = match scheduler::find_schedule(&client, SCHEDULE_GROUP, &schedule_name).await
+        {
             Ok(schedule) => schedule,
             Err(AwsError::NotFound) => {
                 tracing::info!(schedule = %schedule_name, "schedule gone");
@@ -631,7 +747,10 @@ async fn read_policy(data: &Coffer, name: &str, prior: &Value, private: &mut Pri
         if cron::to_eventbridge(&rule.cron).ok().as_deref() != Some(expression) {
             rule.cron = cron::from_eventbridge(expression);
         }
-        rule.timezone = schedule.schedule_expression_timezone().unwrap_or("UTC").to_string();
+        rule.timezone = schedule
+            .schedule_expression_timezone()
+            .unwrap_or("UTC")
+            .to_string();
         let enabled = schedule.state() == Some(&ScheduleState::Enabled);
         if enabled != body.enabled {
             enabled_drift = Some(enabled);
@@ -643,9 +762,15 @@ async fn read_policy(data: &Coffer, name: &str, prior: &Value, private: &mut Pri
         targets.push((
             rule.name.clone(),
             target.map(|t| t.arn().to_string()).unwrap_or_default(),
-            target.and_then(|t| t.input()).unwrap_or_default().to_string(),
+            target
+                .and_then(|t| t.input())
+                .unwrap_or_default()
+                .to_string(),
         ));
-        arns.insert(rule.name.clone(), schedule.arn().unwrap_or_default().to_string());
+        arns.insert(
+            rule.name.clone(),
+            schedule.arn().unwrap_or_default().to_string(),
+        );
         rules.push(rule);
     }
     body.rules = rules;
@@ -653,18 +778,41 @@ async fn read_policy(data: &Coffer, name: &str, prior: &Value, private: &mut Pri
         body.enabled = enabled;
     }
     let mut state = state_from(&body, prior);
-    if let Some(role) = role.or_else(|| body.scheduler_role_arn.clone()).or_else(|| data.scheduler_role_arn.clone()) {
+    if let Some(role) = role
+        .or_else(|| body.scheduler_role_arn.clone())
+        .or_else(|| data.scheduler_role_arn.clone())
+    {
         state.set("scheduler_role_arn", role.as_str());
     }
-    state.set("schedule_arns", Value::Map(arns.into_iter().map(|(k, v)| (k, Value::from(v))).collect()));
+    state.set(
+        "schedule_arns",
+        Value::Map(arns.into_iter().map(|(k, v)| (k, Value::from(v))).collect()),
+    );
     state.set(
         "schedules_fingerprint",
-        fingerprint(targets.iter().map(|(r, a, i)| (r.as_str(), a.as_str(), i.as_str()))).as_str(),
+        fingerprint(
+            targets
+                .iter()
+                .map(|(r, a, i)| (r.as_str(), a.as_str(), i.as_str())),
+        )
+        .as_str(),
     );
     Some(state)
 }
 
 // ------------------------------------------------------------- validation
+
+/// An error at `path` whose text starts with the path, as the schema
+/// validators' do.
+fn error_at(
+    diags: &mut Diagnostics,
+    path: AttributePath,
+    summary: &str,
+    detail: impl Into<String>,
+) {
+    let detail = format!("{path}: {}", detail.into());
+    diags.attribute_error(path, summary, detail);
+}
 
 /// Static cross-attribute rules, checked at plan time.
 fn check(config: &Value, diags: &mut Diagnostics) {
@@ -679,7 +827,8 @@ fn check(config: &Value, diags: &mut Diagnostics) {
         for attribute in ["ids", "exclude_ids"] {
             for id in source.get(attribute).strings() {
                 if let Err(why) = check_id(&id) {
-                    diags.attribute_error(
+                    error_at(
+                        diags,
                         AttributePath::attr("source").then_attr(attribute),
                         "Invalid value",
                         format!("source.{attribute} (type = {what:?}): {why}"),
@@ -693,16 +842,20 @@ fn check(config: &Value, diags: &mut Diagnostics) {
         let path = AttributePath::attr("rule").then_index(i);
         if let Some(rule_name) = rule.get("name").as_str() {
             if !seen.insert(rule_name.to_string()) {
-                diags.attribute_error(
+                error_at(
+                    diags,
                     path.then_attr("name"),
                     "Duplicate rule name",
-                    format!("rule names must be unique in a policy; {rule_name:?} appears more than once."),
+                    format!(
+                        "rule names must be unique in a policy; {rule_name:?} appears more than once."
+                    ),
                 );
             }
             if let Some(policy) = policy {
                 let schedule = schedule_name(policy, rule_name);
                 if schedule.len() > MAX_SCHEDULE_NAME {
-                    diags.attribute_error(
+                    error_at(
+                        diags,
                         path.then_attr("name"),
                         "Name too long",
                         format!(
@@ -715,14 +868,16 @@ fn check(config: &Value, diags: &mut Diagnostics) {
         }
         let actions = ["snapshot", "replicate", "backup", "archive"];
         if actions.iter().all(|a| rule.get(a).is_null()) {
-            diags.attribute_error(
+            error_at(
+                diags,
                 path.clone(),
                 "Rule does nothing",
                 "a rule needs at least one of the blocks snapshot, replicate, backup or archive.",
             );
         }
         if !rule.get("replicate").is_null() && rule.get("snapshot").is_null() {
-            diags.attribute_error(
+            error_at(
+                diags,
                 path.then_attr("replicate"),
                 "replicate needs snapshot",
                 "replicate copies the snapshots this rule takes; add a snapshot block to the rule.",
@@ -734,20 +889,24 @@ fn check(config: &Value, diags: &mut Diagnostics) {
                 continue;
             }
             if retain.get("count").is_null() == retain.get("days").is_null() {
-                diags.attribute_error(
+                error_at(
+                    diags,
                     path.then_attr(action).then_attr("retain"),
                     "Invalid retain",
-                    format!("rule[{i}].{action}.retain takes exactly one of count or days."),
+                    "takes exactly one of count or days.",
                 );
             }
         }
         if kind == Some("rds") {
             for action in ["backup", "archive"] {
                 if !rule.get(action).is_null() {
-                    diags.attribute_error(
+                    error_at(
+                        diags,
                         path.then_attr(action),
                         "Not for RDS",
-                        format!("{action} makes image-level backups of EBS volumes, so it needs type = \"ec2\"; RDS is protected by snapshot and replicate."),
+                        format!(
+                            "{action} makes image-level backups of EBS volumes, so it needs type = \"ec2\"; RDS is protected by snapshot and replicate."
+                        ),
                     );
                 }
             }
@@ -760,7 +919,12 @@ fn check(config: &Value, diags: &mut Diagnostics) {
 /// a worker configuration in the home region, a scheduler role. At plan
 /// time a mapping or repository may not exist yet (it is created in the same
 /// apply), so only `at_apply` counts its absence as an error.
-async fn check_references(data: &Coffer, config: &Value, at_apply: bool, diags: &mut Diagnostics) -> Option<String> {
+async fn check_references(
+    data: &Coffer,
+    config: &Value,
+    at_apply: bool,
+    diags: &mut Diagnostics,
+) -> Option<String> {
     let source_regions = config.get("source").get("regions");
     if source_regions.is_wholly_known() {
         let regions: Vec<_> = source_regions
@@ -777,11 +941,17 @@ async fn check_references(data: &Coffer, config: &Value, at_apply: bool, diags: 
         if mapping_ids.is_wholly_known() {
             for id in mapping_ids.strings() {
                 let at = path.then_attr("replicate").then_attr("region_mapping_ids");
-                match catalog.get::<RegionMappingDocument>(Kind::RegionMapping, &id).await {
+                match catalog
+                    .get::<RegionMappingDocument>(Kind::RegionMapping, &id)
+                    .await
+                {
                     Ok(mapping) => {
                         let from = &mapping.body.source_region;
-                        if source_regions.is_wholly_known() && !source_regions.strings().contains(from) {
-                            diags.attribute_error(
+                        if source_regions.is_wholly_known()
+                            && !source_regions.strings().contains(from)
+                        {
+                            error_at(
+                                diags,
                                 at,
                                 "Region mapping does not start in a source region",
                                 format!(
@@ -791,21 +961,30 @@ async fn check_references(data: &Coffer, config: &Value, at_apply: bool, diags: 
                             );
                         }
                     }
-                    Err(CatalogError::NotFound) if at_apply => diags.attribute_error(
+                    Err(CatalogError::NotFound) if at_apply => error_at(
+                        diags,
                         at,
                         "Unknown region mapping",
                         format!("no coffer_region_mapping with id {id:?} exists in the catalog."),
                     ),
                     Err(CatalogError::NotFound) => {}
-                    Err(e) => tracing::warn!(error = %e, "reading region mapping {id}; skipping its check"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading region mapping {id}; skipping its check")
+                    }
                 }
             }
         }
-        for (action, allowed) in [("backup", BACKUP_STORAGE_CLASSES), ("archive", ARCHIVE_STORAGE_CLASSES)] {
-            let Some(id) = rule.get(action).get("repository_id").as_str() else { continue };
+        for (action, allowed) in [
+            ("backup", BACKUP_STORAGE_CLASSES),
+            ("archive", ARCHIVE_STORAGE_CLASSES),
+        ] {
+            let Some(id) = rule.get(action).get("repository_id").as_str() else {
+                continue;
+            };
             let at = path.then_attr(action).then_attr("repository_id");
             match catalog.get::<RepositoryEntry>(Kind::Repository, id).await {
-                Ok(entry) if !allowed.contains(&entry.body.storage_class.as_str()) => diags.attribute_error(
+                Ok(entry) if !allowed.contains(&entry.body.storage_class.as_str()) => error_at(
+                    diags,
                     at,
                     "Repository of the wrong storage class",
                     format!(
@@ -813,11 +992,16 @@ async fn check_references(data: &Coffer, config: &Value, at_apply: bool, diags: 
                         allowed.join(" or "),
                         entry.body.name,
                         entry.body.storage_class,
-                        if action == "backup" { " Use it in archive instead." } else { " Use it in backup instead." }
+                        if action == "backup" {
+                            " Use it in archive instead."
+                        } else {
+                            " Use it in backup instead."
+                        }
                     ),
                 ),
                 Ok(_) => {}
-                Err(CatalogError::NotFound) if at_apply => diags.attribute_error(
+                Err(CatalogError::NotFound) if at_apply => error_at(
+                    diags,
                     at,
                     "Unknown repository",
                     format!("no coffer_repository with id {id:?} exists in the catalog."),
@@ -829,7 +1013,8 @@ async fn check_references(data: &Coffer, config: &Value, at_apply: bool, diags: 
     }
     let role = config.get("scheduler_role_arn");
     if role.is_null() && data.scheduler_role_arn.is_none() {
-        diags.attribute_error(
+        error_at(
+            diags,
             AttributePath::attr("scheduler_role_arn"),
             "No scheduler role",
             "the schedules need an IAM role for EventBridge Scheduler to launch workers with: set scheduler_role_arn here or in the provider block (see the coffer_iam_policy data source for its permissions).",
@@ -842,7 +1027,12 @@ async fn check_references(data: &Coffer, config: &Value, at_apply: bool, diags: 
     match home_launch_template(data, &sorted(ids)).await {
         Ok(id) => Some(id),
         Err(why) => {
-            diags.attribute_error(AttributePath::attr("worker_configuration_ids"), "No worker configuration in the home region", why);
+            error_at(
+                diags,
+                AttributePath::attr("worker_configuration_ids"),
+                "No worker configuration in the home region",
+                why,
+            );
             None
         }
     }
@@ -862,10 +1052,14 @@ async fn write_schedules(
     diags: &mut Diagnostics,
 ) -> bool {
     let name = &document.name;
-    let launch_template = match home_launch_template(data, &document.worker_configuration_ids).await {
+    let launch_template = match home_launch_template(data, &document.worker_configuration_ids).await
+    {
         Ok(id) => id,
         Err(why) => {
-            diags.error(format!("{action} backup policy {name}"), format!("{action} backup policy {name}: {why}"));
+            diags.error(
+                format!("{action} backup policy {name}"),
+                format!("{action} backup policy {name}: {why}"),
+            );
             return false;
         }
     };
@@ -878,7 +1072,10 @@ async fn write_schedules(
         return false;
     };
     if let Err(why) = put_schedules(data, document, &launch_template, &role, removed_rules).await {
-        diags.error(format!("{action} backup policy {name}"), format!("{action} backup policy {name}: {why}"));
+        diags.error(
+            format!("{action} backup policy {name}"),
+            format!("{action} backup policy {name}: {why}"),
+        );
         return false;
     }
     true
@@ -898,7 +1095,13 @@ impl Resource<Coffer> for BackupPolicy {
         check(config, diags);
     }
 
-    async fn create(&self, data: &Coffer, planned: &Value, private: &mut Private, diags: &mut Diagnostics) -> Option<Value> {
+    async fn create(
+        &self,
+        data: &Coffer,
+        planned: &Value,
+        private: &mut Private,
+        diags: &mut Diagnostics,
+    ) -> Option<Value> {
         let document = document_from(planned);
         let name = document.name.clone();
         check_references(data, planned, true, diags).await;
@@ -916,7 +1119,13 @@ impl Resource<Coffer> for BackupPolicy {
         read_policy(data, &name, planned, private, diags).await
     }
 
-    async fn read(&self, data: &Coffer, state: &Value, private: &mut Private, diags: &mut Diagnostics) -> Option<Value> {
+    async fn read(
+        &self,
+        data: &Coffer,
+        state: &Value,
+        private: &mut Private,
+        diags: &mut Diagnostics,
+    ) -> Option<Value> {
         let name = state.get("name").as_str()?.to_string();
         read_policy(data, &name, state, private, diags).await
     }
@@ -942,7 +1151,11 @@ impl Resource<Coffer> for BackupPolicy {
         if diags.has_errors() {
             return None;
         }
-        if let Err(e) = data.catalog().replace(Kind::Policy, &name, &document, &etag).await {
+        if let Err(e) = data
+            .catalog()
+            .replace(Kind::Policy, &name, &document, &etag)
+            .await
+        {
             catalog_write_error(diags, "updating", Kind::Policy, &name, e);
             return None;
         }
@@ -955,24 +1168,41 @@ impl Resource<Coffer> for BackupPolicy {
             .filter(|r| !kept.contains(r))
             .map(str::to_string)
             .collect();
-        write_schedules(data, planned, &document, &removed, private, "updating", diags).await;
+        write_schedules(
+            data, planned, &document, &removed, private, "updating", diags,
+        )
+        .await;
         read_policy(data, &name, planned, private, diags).await
     }
 
     async fn delete(&self, data: &Coffer, state: &Value, diags: &mut Diagnostics) {
-        let Some(name) = state.get("name").as_str() else { return };
-        let mut rules: Vec<String> = state.get("rule").as_list().iter().filter_map(|r| r.get("name").as_str()).map(str::to_string).collect();
+        let Some(name) = state.get("name").as_str() else {
+            return;
+        };
+        let mut rules: Vec<String> = state
+            .get("rule")
+            .as_list()
+            .iter()
+            .filter_map(|r| r.get("name").as_str())
+            .map(str::to_string)
+            .collect();
         rules.extend(state.get("schedule_arns").string_map().into_keys());
         rules.sort();
         rules.dedup();
         for rule in rules {
             if let Err(why) = delete_schedule(data, &schedule_name(name, &rule)).await {
-                diags.error(format!("Deleting backup policy {name}"), format!("deleting backup policy {name}: {why}"));
+                diags.error(
+                    format!("Deleting backup policy {name}"),
+                    format!("deleting backup policy {name}: {why}"),
+                );
                 return;
             }
         }
         if let Err(e) = data.catalog().delete(Kind::Policy, name).await {
-            diags.error(format!("Deleting backup policy {name}"), format!("deleting backup policy {name}: {e}"));
+            diags.error(
+                format!("Deleting backup policy {name}"),
+                format!("deleting backup policy {name}: {e}"),
+            );
         }
     }
 
@@ -989,7 +1219,10 @@ impl Resource<Coffer> for BackupPolicy {
 impl Import<Coffer> for BackupPolicy {
     async fn import(&self, _data: &Coffer, id: &str, diags: &mut Diagnostics) -> Option<Value> {
         if let Err(why) = validation::coffer_name(id) {
-            diags.error("Invalid import id", format!("importing {TYPE_NAME}: the id is the policy's name; {why}"));
+            diags.error(
+                "Invalid import id",
+                format!("importing {TYPE_NAME}: the id is the policy's name; {why}"),
+            );
             return None;
         }
         Some(Value::object([("name", Value::from(id))]))
@@ -1013,20 +1246,38 @@ impl ModifyPlan<Coffer> for BackupPolicy {
         let Some(data) = data else { return };
         let config = request.config;
         if config.get("scheduler_role_arn").is_null() {
-            let role = data.scheduler_role_arn.as_deref().map(Value::from).unwrap_or(Value::Null);
+            let role = data
+                .scheduler_role_arn
+                .as_deref()
+                .map(Value::from)
+                .unwrap_or(Value::Null);
             planned.set("scheduler_role_arn", role);
         }
         let rules = planned.get("rule");
-        let rule_names: Option<Vec<String>> =
-            rules.as_list().iter().map(|r| r.get("name").as_str().map(str::to_string)).collect();
-        let (Some(name), Some(rule_names)) = (name, rule_names.filter(|_| !rules.is_unknown())) else {
+        let rule_names: Option<Vec<String>> = rules
+            .as_list()
+            .iter()
+            .map(|r| r.get("name").as_str().map(str::to_string))
+            .collect();
+        let (Some(name), Some(rule_names)) = (name, rule_names.filter(|_| !rules.is_unknown()))
+        else {
             planned.set("schedule_arns", Value::Unknown);
             planned.set("schedules_fingerprint", Value::Unknown);
             return;
         };
         let arns = rule_names
             .iter()
-            .map(|rule| (rule.clone(), Value::from(schedule_arn(&data.aws.home_region, &data.aws.account_id, &name, rule))))
+            .map(|rule| {
+                (
+                    rule.clone(),
+                    Value::from(schedule_arn(
+                        &data.aws.home_region,
+                        &data.aws.account_id,
+                        &name,
+                        rule,
+                    )),
+                )
+            })
             .collect();
         planned.set("schedule_arns", Value::Map(arns));
 
@@ -1034,9 +1285,17 @@ impl ModifyPlan<Coffer> for BackupPolicy {
         // unchanged policy reuses the launch template resolved at apply.
         let prior = request.prior;
         let unchanged = !prior.is_null()
-            && ["source", "rule", "worker_configuration_ids", "scheduler_role_arn"]
-                .iter()
-                .all(|a| config.get(a).same_as(prior.get(a)) || (*a == "scheduler_role_arn" && config.get(a).is_null()));
+            && [
+                "source",
+                "rule",
+                "worker_configuration_ids",
+                "scheduler_role_arn",
+            ]
+            .iter()
+            .all(|a| {
+                config.get(a).same_as(prior.get(a))
+                    || (*a == "scheduler_role_arn" && config.get(a).is_null())
+            });
         let launch_template = match request.prior_private.get(LAUNCH_TEMPLATE) {
             Some(id) if unchanged => Some(id.to_string()),
             _ => check_references(data, config, false, diags).await,
@@ -1081,10 +1340,27 @@ mod tests {
                 name: "daily".into(),
                 cron: "0 2 * * *".into(),
                 timezone: "UTC".into(),
-                snapshot: Some(Keep { retain: Retain { count: Some(7), days: None } }),
-                replicate: Some(Replicate { region_mapping_ids: vec!["dr".into()], retain: Retain { count: None, days: Some(3) } }),
+                snapshot: Some(Keep {
+                    retain: Retain {
+                        count: Some(7),
+                        days: None,
+                    },
+                }),
+                replicate: Some(Replicate {
+                    region_mapping_ids: vec!["dr".into()],
+                    retain: Retain {
+                        count: None,
+                        days: Some(3),
+                    },
+                }),
                 backup: None,
-                archive: Some(ToRepository { repository_id: "r".into(), retain: Retain { count: None, days: Some(365) } }),
+                archive: Some(ToRepository {
+                    repository_id: "r".into(),
+                    retain: Retain {
+                        count: None,
+                        days: Some(365),
+                    },
+                }),
             }],
             worker_configuration_ids: vec!["lt-0123456789abcdef0".into()],
             scheduler_role_arn: None,
