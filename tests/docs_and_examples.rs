@@ -104,7 +104,7 @@ fn example_dirs() -> Vec<PathBuf> {
 /// Copies the `*.tf` files of `from` into `to`, and those of its
 /// subdirectories (local modules such as `modules/baseline`) to the same
 /// relative paths; Terraform's own `.terraform` directories are skipped.
-fn copy_configuration(from: &Path, to: &Path) {
+pub fn copy_configuration(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display())) {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap();

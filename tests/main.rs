@@ -2,7 +2,7 @@
 //! real terraform against moto, and docs/examples checks.
 
 mod acceptance;
-mod docs_and_examples;
+pub mod docs_and_examples;
 mod permissions;
 mod plugin_protocol;
 mod support;
