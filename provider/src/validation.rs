@@ -223,6 +223,59 @@ pub fn session_duration(s: &str) -> Result<(), String> {
     }
 }
 
+/// A KMS key ARN (`arn:aws:kms:<region>:<account>:key/<id>`) or alias ARN
+/// (`…:alias/<name>`). Copies and repositories in other accounts and
+/// regions need the full ARN, never a bare key id.
+pub fn kms_key_arn(s: &str) -> Result<(), String> {
+    let parts: Vec<&str> = s.splitn(6, ':').collect();
+    let ok = parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "kms"
+        && region(parts[3]).is_ok()
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && (parts[5].strip_prefix("key/").is_some_and(|id| !id.is_empty())
+            || parts[5].strip_prefix("alias/").is_some_and(|id| !id.is_empty()));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a KMS key ARN; expected arn:aws:kms:<region>:<12-digit account>:key/<key id> (or :alias/<name>)."
+        ))
+    }
+}
+
+/// The region part of an ARN, if it has one.
+pub fn arn_region(arn: &str) -> Option<&str> {
+    arn.split(':').nth(3).filter(|r| !r.is_empty())
+}
+
+pub fn launch_template_id(s: &str) -> Result<(), String> {
+    resource_id(s, "lt", "a launch template")
+}
+
+pub fn instance_id(s: &str) -> Result<(), String> {
+    resource_id(s, "i", "an EC2 instance")
+}
+
+/// An RDS DB instance or Aurora cluster identifier: 1-63 letters, digits
+/// and hyphens, starting with a letter, no `--`, not ending in `-`.
+pub fn db_identifier(s: &str) -> Result<(), String> {
+    let ok = (1..=63).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !s.contains("--")
+        && !s.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not an RDS DB instance or cluster identifier; expected 1-63 letters, digits and hyphens, starting with a letter, without \"--\" or a trailing hyphen."
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,58 +338,5 @@ mod tests {
         assert!(session_duration("10m").is_err());
         assert!(session_duration("1h").is_ok());
         assert!(parse_duration("1x").is_err());
-    }
-}
-
-/// A KMS key ARN (`arn:aws:kms:<region>:<account>:key/<id>`) or alias ARN
-/// (`…:alias/<name>`). Copies and repositories in other accounts and
-/// regions need the full ARN, never a bare key id.
-pub fn kms_key_arn(s: &str) -> Result<(), String> {
-    let parts: Vec<&str> = s.splitn(6, ':').collect();
-    let ok = parts.len() == 6
-        && parts[0] == "arn"
-        && parts[1].starts_with("aws")
-        && parts[2] == "kms"
-        && region(parts[3]).is_ok()
-        && parts[4].len() == 12
-        && parts[4].bytes().all(|b| b.is_ascii_digit())
-        && (parts[5].strip_prefix("key/").is_some_and(|id| !id.is_empty())
-            || parts[5].strip_prefix("alias/").is_some_and(|id| !id.is_empty()));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{s:?} is not a KMS key ARN; expected arn:aws:kms:<region>:<12-digit account>:key/<key id> (or :alias/<name>)."
-        ))
-    }
-}
-
-/// The region part of an ARN, if it has one.
-pub fn arn_region(arn: &str) -> Option<&str> {
-    arn.split(':').nth(3).filter(|r| !r.is_empty())
-}
-
-pub fn launch_template_id(s: &str) -> Result<(), String> {
-    resource_id(s, "lt", "a launch template")
-}
-
-pub fn instance_id(s: &str) -> Result<(), String> {
-    resource_id(s, "i", "an EC2 instance")
-}
-
-/// An RDS DB instance or Aurora cluster identifier: 1-63 letters, digits
-/// and hyphens, starting with a letter, no `--`, not ending in `-`.
-pub fn db_identifier(s: &str) -> Result<(), String> {
-    let ok = (1..=63).contains(&s.len())
-        && s.starts_with(|c: char| c.is_ascii_alphabetic())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        && !s.contains("--")
-        && !s.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{s:?} is not an RDS DB instance or cluster identifier; expected 1-63 letters, digits and hyphens, starting with a letter, without \"--\" or a trailing hyphen."
-        ))
     }
 }

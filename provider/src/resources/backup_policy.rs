@@ -814,13 +814,16 @@ fn error_at(
     diags.attribute_error(path, summary, detail);
 }
 
+/// A shape check for a resource id.
+type IdCheck = fn(&str) -> Result<(), String>;
+
 /// Static cross-attribute rules, checked at plan time.
 fn check(config: &Value, diags: &mut Diagnostics) {
     let policy = config.get("name").as_str();
     let kind = config.get("type").as_str();
     let source = config.get("source");
     if let Some(kind) = kind {
-        let (check_id, what): (fn(&str) -> Result<(), String>, &str) = match kind {
+        let (check_id, what): (IdCheck, &str) = match kind {
             "rds" => (validation::db_identifier, "rds"),
             _ => (validation::instance_id, "ec2"),
         };
