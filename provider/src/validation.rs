@@ -339,4 +339,20 @@ mod tests {
         assert!(session_duration("1h").is_ok());
         assert!(parse_duration("1x").is_err());
     }
+
+    #[test]
+    fn kms_arns_db_identifiers_and_launch_templates() {
+        assert!(kms_key_arn("arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab").is_ok());
+        assert!(kms_key_arn("arn:aws:kms:eu-west-1:123456789012:alias/backup").is_ok());
+        assert!(kms_key_arn("1234abcd-12ab").unwrap_err().contains("arn:aws:kms:<region>"));
+        assert!(kms_key_arn("arn:aws:kms:eu-west-1:1234:key/x").is_err());
+        assert_eq!(arn_region("arn:aws:kms:eu-west-1:123456789012:key/x"), Some("eu-west-1"));
+        assert!(db_identifier("orders-db-1").is_ok());
+        for bad in ["1db", "db--x", "db-", "db_x", ""] {
+            assert!(db_identifier(bad).is_err(), "{bad:?}");
+        }
+        assert!(launch_template_id("lt-0123456789abcdef0").is_ok());
+        assert!(launch_template_id("lt-xyz").is_err());
+        assert!(instance_id("i-0123456789abcdef0").is_ok());
+    }
 }
