@@ -188,6 +188,19 @@ pub fn key_prefix(s: &str) -> Result<(), String> {
     }
 }
 
+/// A repository's prefix: a key prefix written without leading or trailing
+/// `/`, so that one location has one spelling (imports by `s3://` agree
+/// with the configuration, and `prefix` forces replacement).
+pub fn repository_prefix(s: &str) -> Result<(), String> {
+    key_prefix(s)?;
+    if s.starts_with('/') || s.ends_with('/') || s.contains("//") {
+        return Err(format!(
+            "{s:?}: write the prefix without leading, trailing or doubled \"/\", e.g. \"team/backups\"; the repository's keys go under \"<prefix>/\"."
+        ));
+    }
+    Ok(())
+}
+
 /// Parses a Go-style duration ("1h", "15m", "1h30m", "900s").
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("{s:?} is not a duration; write it like \"1h\", \"45m\" or \"1h30m\".");

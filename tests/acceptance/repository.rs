@@ -120,6 +120,17 @@ fn lifecycle(tf: &Terraform) {
     assert_eq!(config_tags(&aws), json!({ "Owner": "platform", "Team": "b" }));
     wd.assert_no_changes();
 
+    // Catalog entry deleted out of band (policies could no longer find the
+    // repository): shown, and written again in place.
+    let entry_key = format!("repositories/{id}.json");
+    aws.delete(CATALOG_BUCKET, &entry_key);
+    let (code, output) = wd.plan_exit_code();
+    assert_eq!(code, 2, "{output}");
+    assert_eq!(planned_actions(&wd, ADDRESS), json!(["update"]));
+    wd.apply();
+    assert_eq!(aws.get_json(CATALOG_BUCKET, &entry_key).expect("entry written again")["name"], "main");
+    wd.assert_no_changes();
+
     // Config object deleted out of band: the plan re-creates the repository.
     aws.delete(BUCKET, "backups/config");
     let (code, output) = wd.plan_exit_code();

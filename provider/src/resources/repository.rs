@@ -81,8 +81,8 @@ pub fn schema() -> Schema {
             Attribute::string("prefix")
                 .default("")
                 .requires_replace()
-                .describe("Key prefix of the repository inside the bucket. Default empty (the bucket's root).")
-                .validate(string(validation::key_prefix)),
+                .describe("Key prefix of the repository inside the bucket, without leading or trailing `/`. Default empty (the bucket's root).")
+                .validate(string(validation::repository_prefix)),
         )
         .attribute(
             Attribute::string("region")
@@ -590,11 +590,21 @@ async fn read_repository(data: &Coffer, state: &Value, private: &mut Private, di
         return None;
     }
     private.set(ETAG, Some(&found.etag));
+    // The catalog entry is what policies find the repository by: a missing
+    // one reads as no name, so the plan writes it again.
     let name = match data.catalog().get::<RepositoryEntry>(Kind::Repository, &found.config.id).await {
         Ok(entry) => Some(entry.body.name),
-        Err(_) => None,
+        Err(CatalogError::NotFound) => None,
+        Err(e) => {
+            diags.error(format!("Reading repository {}", place.label()), format!("reading the catalog entry of repository {}: {e}", found.config.id));
+            return None;
+        }
     };
-    Some(state_from(data, &place, &found, state, name))
+    let mut state = state_from(data, &place, &found, state, name.clone());
+    if name.is_none() {
+        state.set("name", Value::Null);
+    }
+    Some(state)
 }
 
 fn entry_for(planned: &Value, config: &RepositoryConfig, place: &Place) -> RepositoryEntry {
