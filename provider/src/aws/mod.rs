@@ -49,6 +49,17 @@ impl AwsError {
     }
 }
 
+/// The ARN partition of a region.
+pub fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
 /// Role to assume for everything the provider does (cross-account reuse).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AssumeRole {

@@ -118,15 +118,6 @@ pub fn document(role: Role, features: &[Feature], narrowing: &Narrowing) -> serd
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
-fn partition(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else {
-        "aws"
-    }
-}
 
 #[async_trait]
 impl DataSource<Coffer> for IamPolicy {
@@ -146,7 +137,7 @@ impl DataSource<Coffer> for IamPolicy {
             .map(|(_, f)| *f)
             .collect();
         let narrowing = Narrowing {
-            partition: partition(&data.aws.home_region).to_string(),
+            partition: crate::aws::partition(&data.aws.home_region).to_string(),
             region: data.aws.home_region.clone(),
             account: data.aws.account_id.clone(),
             catalog_bucket: data.catalog.bucket.clone(),

@@ -480,20 +480,11 @@ pub fn schedule_name(policy: &str, rule: &str) -> String {
     format!("coffer-{policy}-{rule}")
 }
 
-fn partition(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else {
-        "aws"
-    }
-}
 
 pub fn schedule_arn(region: &str, account: &str, policy: &str, rule: &str) -> String {
     format!(
         "arn:{}:scheduler:{region}:{account}:schedule/{SCHEDULE_GROUP}/{}",
-        partition(region),
+        crate::aws::partition(region),
         schedule_name(policy, rule)
     )
 }
@@ -1221,14 +1212,7 @@ impl Resource<Coffer> for BackupPolicy {
 #[async_trait]
 impl Import<Coffer> for BackupPolicy {
     async fn import(&self, _data: &Coffer, id: &str, diags: &mut Diagnostics) -> Option<Value> {
-        if let Err(why) = validation::coffer_name(id) {
-            diags.error(
-                "Invalid import id",
-                format!("importing {TYPE_NAME}: the id is the policy's name; {why}"),
-            );
-            return None;
-        }
-        Some(Value::object([("name", Value::from(id))]))
+        crate::resources::import_by_name(TYPE_NAME, "policy", id, diags)
     }
 }
 

@@ -35,6 +35,15 @@ pub async fn check_regions_enabled(data: &Coffer, regions: &[(AttributePath, Str
     }
 }
 
+/// The seed state of a catalog document imported by its name.
+pub fn import_by_name(type_name: &str, what: &str, id: &str, diags: &mut Diagnostics) -> Option<crate::framework::Value> {
+    if let Err(why) = crate::validation::coffer_name(id) {
+        diags.error("Invalid import id", format!("importing {type_name}: the id is the {what}'s name; {why}"));
+        return None;
+    }
+    Some(crate::framework::Value::object([("name", crate::framework::Value::from(id))]))
+}
+
 /// The diagnostic for a failed catalog write of a named document.
 pub fn catalog_write_error(diags: &mut Diagnostics, action: &str, kind: crate::catalog::Kind, name: &str, e: CatalogError) {
     let hint = match (&e, kind) {

@@ -242,11 +242,7 @@ impl Resource<Coffer> for RegionMapping {
 #[async_trait]
 impl Import<Coffer> for RegionMapping {
     async fn import(&self, _data: &Coffer, id: &str, diags: &mut Diagnostics) -> Option<Value> {
-        if let Err(why) = validation::coffer_name(id) {
-            diags.error("Invalid import id", format!("importing {TYPE_NAME}: the id is the mapping's name; {why}"));
-            return None;
-        }
-        Some(Value::object([("name", Value::from(id))]))
+        crate::resources::import_by_name(TYPE_NAME, "mapping", id, diags)
     }
 }
 
