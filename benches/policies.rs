@@ -1,17 +1,22 @@
 //! 100 `coffer_backup_policy` × 3 rules against moto: wall time of `terraform
 //! apply` and of a no-op `plan`, and the provider's share of it.
 //!
-//! Two runs on the same moto (reset in between):
+//! One moto, warmed up with a one-policy apply (moto loads each service on
+//! first use), then reset before each of three passes:
 //! - clean: no logging, the provider talks to moto directly. Gives the wall
-//!   times, peak RSS, and the CPU each process used (on 2 cores, CPU is
-//!   usually what a wall second is made of).
+//!   times, peak RSS, and the CPU each process used (on 2 cores, with moto a
+//!   single Python process, CPU is what the wall seconds are made of).
 //! - instrumented: `TF_LOG_PROVIDER=DEBUG` with a `TF_LOG_PATH` file per
 //!   command, and the provider's `endpoint_url` pointing at a timing proxy in
 //!   this process that relays to moto and records every AWS call. The
 //!   provider's `handled rpc=… type_name=… micros=…` lines (one per RPC
 //!   handler, see `Timed` in provider/src/server/provider_service.rs) give
 //!   the time inside our handlers; the proxy gives the part of it that is
-//!   waiting on AWS (moto), per operation.
+//!   waiting on AWS (moto), per operation. (The SDK's own debug logs are of
+//!   no use here: provider/src/logging.rs caps them at info whenever a
+//!   `TF_LOG*` level is set.)
+//! - attribution: the instrumented pass again with `-parallelism=1`, so each
+//!   AWS call lies inside exactly one handler: the calls each RPC makes.
 //!
 //! Handlers run concurrently (Terraform's parallelism is 10), so the sum of
 //! handler time can exceed the wall time; "busy" is the union of the
@@ -19,7 +24,7 @@
 //! inside the provider.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -31,7 +36,7 @@ use crate::{RssSampler, SamplerResult};
 const POLICIES: usize = 100;
 const SCHEDULER_ROLE: &str = "arn:aws:iam::123456789012:role/coffer-scheduler";
 
-fn coffer_config(endpoint: &str) -> String {
+fn coffer_config(endpoint: &str, policies: usize) -> String {
     format!(
         r#"terraform {{
   required_providers {{
@@ -53,7 +58,7 @@ resource "coffer_worker_configuration" "use1" {{
 }}
 
 resource "coffer_backup_policy" "p" {{
-  count = {POLICIES}
+  count = {policies}
   name  = "bench-${{count.index}}"
   type  = "ec2"
 
@@ -108,9 +113,19 @@ pub fn run() {
     let what = format!("{POLICIES} coffer_backup_policy × 3 rules");
     println!("terraform {} against moto, {what} (+ 1 coffer_worker_configuration):", tf.version);
 
+    // moto imports each service's code and builds each region's backend on
+    // first use (seconds of CPU here): keep that out of the figures.
+    {
+        let warm_up = Workdir::new(&tf, &provider_binary());
+        warm_up.write("main.tf", &coffer_config(&moto.endpoint, 1));
+        warm_up.init();
+        warm_up.apply();
+        moto.reset();
+    }
+
     // ---- clean run
     let coffer = Workdir::new(&tf, &provider_binary());
-    coffer.write("main.tf", &coffer_config(&moto.endpoint));
+    coffer.write("main.tf", &coffer_config(&moto.endpoint, POLICIES));
     coffer.init();
     let apply = measure(&moto, || coffer.apply());
     apply.print(&format!("apply, {what}"));
@@ -135,9 +150,10 @@ pub fn run() {
 
     // ---- instrumented run
     moto.reset();
+    let moto_pid = moto_pid(moto.port());
     let proxy = TimingProxy::start(moto.port());
     let mut coffer = Workdir::new(&tf, &provider_binary());
-    coffer.write("main.tf", &coffer_config(&proxy.endpoint));
+    coffer.write("main.tf", &coffer_config(&proxy.endpoint, POLICIES));
     coffer.init();
     proxy.take();
     let logs = tempfile::Builder::new().prefix("coffer-bench-logs-").tempdir().unwrap();
@@ -146,6 +162,7 @@ pub fn run() {
         let log = logs.path().join(format!("{}.log", phase.replace(' ', "-")));
         coffer.set_env("TF_LOG_PROVIDER", "DEBUG");
         coffer.set_env("TF_LOG_PATH", log.to_str().unwrap());
+        let cpu_before = (moto_pid.and_then(process_cpu), own_cpu());
         let start = Instant::now();
         if run {
             coffer.apply();
@@ -154,6 +171,44 @@ pub fn run() {
         }
         let wall = start.elapsed();
         report(phase, wall, &parse_handled(&log), &proxy.take());
+        println!(
+            "    CPU: moto {}, this process (the proxy) {:.2} s",
+            moto_pid
+                .and_then(process_cpu)
+                .zip(cpu_before.0)
+                .map(|(after, before)| format!("{:.2} s", (after.saturating_sub(before)).as_secs_f64()))
+                .unwrap_or_else(|| "?".into()),
+            own_cpu().saturating_sub(cpu_before.1).as_secs_f64()
+        );
+    }
+    drop(coffer);
+
+    // ---- attribution: the same, one resource at a time
+    moto.reset();
+    let mut coffer = Workdir::new(&tf, &provider_binary());
+    coffer.write("main.tf", &coffer_config(&proxy.endpoint, POLICIES));
+    coffer.init();
+    proxy.take();
+    println!("attribution (instrumented, -parallelism=1: each AWS call falls inside one handler):");
+    for (phase, args) in [
+        ("apply", &["apply", "-auto-approve", "-input=false", "-no-color", "-parallelism=1"][..]),
+        ("no-op plan", &["plan", "-detailed-exitcode", "-input=false", "-no-color", "-parallelism=1"][..]),
+    ] {
+        let log = logs.path().join(format!("serial-{}.log", phase.replace(' ', "-")));
+        coffer.set_env("TF_LOG_PROVIDER", "DEBUG");
+        coffer.set_env("TF_LOG_PATH", log.to_str().unwrap());
+        let start = Instant::now();
+        let out = coffer.run(args);
+        let wall = start.elapsed();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "terraform {}:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        attribute(phase, wall, &parse_handled(&log), &proxy.take());
     }
 }
 
@@ -228,6 +283,12 @@ pub fn process_cpu(pid: u32) -> Option<Duration> {
 /// The start time of a process, to tell a reused pid apart.
 pub fn process_start(pid: &str) -> Option<u64> {
     stat_fields(pid).map(|f| f[18])
+}
+
+/// utime + stime of this process (all its threads).
+fn own_cpu() -> Duration {
+    let f = stat_fields("self").unwrap();
+    TICK * (f[10] + f[11]) as u32
 }
 
 /// cutime + cstime of this process: the children it waited for.
@@ -331,6 +392,10 @@ fn secs(us: i64) -> f64 {
     us as f64 / 1e6
 }
 
+fn kind_of(h: &Handled) -> String {
+    if h.type_name.is_empty() { h.rpc.clone() } else { format!("{} {}", h.rpc, h.type_name) }
+}
+
 fn report(phase: &str, wall: Duration, handled: &[Handled], calls: &[Call]) {
     let wall_us = wall.as_micros() as i64;
     let intervals: Vec<(i64, i64)> = handled.iter().map(|h| (h.end_us - h.micros as i64, h.end_us)).collect();
@@ -345,30 +410,6 @@ fn report(phase: &str, wall: Duration, handled: &[Handled], calls: &[Call]) {
         100.0 * length(&busy) as f64 / wall_us as f64,
     );
 
-    // Which RPC kind each AWS call happened under: the handlers in progress
-    // at its midpoint, if they are all of one kind.
-    let kind_of = |h: &Handled| {
-        if h.type_name.is_empty() { h.rpc.clone() } else { format!("{} {}", h.rpc, h.type_name) }
-    };
-    let mut aws_by_kind: HashMap<String, i64> = HashMap::new();
-    for call in calls {
-        let mid = (call.start_us + call.end_us) / 2;
-        let mut kinds: Vec<String> = handled
-            .iter()
-            .zip(&intervals)
-            .filter(|(_, (s, e))| *s <= mid && mid <= *e)
-            .map(|(h, _)| kind_of(h))
-            .collect();
-        kinds.sort();
-        kinds.dedup();
-        let kind = match kinds.len() {
-            0 => "(outside any handler)".to_string(),
-            1 => kinds.pop().unwrap(),
-            _ => "(handlers of several kinds)".to_string(),
-        };
-        *aws_by_kind.entry(kind).or_default() += call.end_us - call.start_us;
-    }
-
     let mut by_kind: BTreeMap<String, (usize, i64, i64)> = BTreeMap::new();
     for h in handled {
         let e = by_kind.entry(kind_of(h)).or_default();
@@ -376,27 +417,18 @@ fn report(phase: &str, wall: Duration, handled: &[Handled], calls: &[Call]) {
         e.1 += h.micros as i64;
         e.2 = e.2.max(h.micros as i64);
     }
-    println!(
-        "    {:<44} {:>5} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "RPC", "calls", "Σ s", "mean ms", "max ms", "AWS Σ s", "rest Σ s"
-    );
+    println!("    {:<48} {:>5} {:>8} {:>8} {:>8}", "RPC", "calls", "Σ s", "mean ms", "max ms");
     let mut rows: Vec<_> = by_kind.into_iter().collect();
     rows.sort_by_key(|(_, (_, total, _))| -total);
     for (kind, (n, total, max)) in rows {
-        let aws = aws_by_kind.remove(&kind).unwrap_or(0);
         println!(
-            "    {:<44} {:>5} {:>8.2} {:>8.1} {:>8.1} {:>8.2} {:>8.2}",
+            "    {:<48} {:>5} {:>8.2} {:>8.1} {:>8.1}",
             kind,
             n,
             secs(total),
             total as f64 / n as f64 / 1e3,
             max as f64 / 1e3,
-            secs(aws),
-            secs(total - aws)
         );
-    }
-    for (kind, aws) in aws_by_kind {
-        println!("    {:<44} {:>5} {:>8} {:>8} {:>8} {:>8.2}", kind, "", "", "", "", secs(aws));
     }
 
     let aws_sum: i64 = calls.iter().map(|c| c.end_us - c.start_us).sum();
@@ -419,11 +451,11 @@ fn report(phase: &str, wall: Duration, handled: &[Handled], calls: &[Call]) {
     }
     let mut ops: Vec<_> = by_op.into_iter().collect();
     ops.sort_by_key(|(_, (_, total, _))| -total);
-    println!("    {:<44} {:>5} {:>8} {:>8} {:>8}", "AWS operation", "calls", "Σ s", "mean ms", "p95 ms");
+    println!("    {:<48} {:>5} {:>8} {:>8} {:>8}", "AWS operation", "calls", "Σ s", "mean ms", "p95 ms");
     for (op, (n, total, mut each)) in ops {
         each.sort();
         println!(
-            "    {:<44} {:>5} {:>8.2} {:>8.1} {:>8.1}",
+            "    {:<48} {:>5} {:>8.2} {:>8.1} {:>8.1}",
             op,
             n,
             secs(total),
@@ -441,10 +473,82 @@ fn report(phase: &str, wall: Duration, handled: &[Handled], calls: &[Call]) {
     }
 }
 
+/// With one handler at a time, each AWS call is inside the handler that
+/// made it: per RPC kind, the mean handler time, the AWS calls each handler
+/// made and their time, and the rest (our code, Terraform's gRPC excluded).
+fn attribute(phase: &str, wall: Duration, handled: &[Handled], calls: &[Call]) {
+    let intervals: Vec<(i64, i64)> = handled.iter().map(|h| (h.end_us - h.micros as i64, h.end_us)).collect();
+    // kind → (handlers, Σ handler µs, Σ AWS µs, op → calls)
+    let mut by_kind: BTreeMap<String, (usize, i64, i64, BTreeMap<String, usize>)> = BTreeMap::new();
+    for h in handled {
+        let e = by_kind.entry(kind_of(h)).or_default();
+        e.0 += 1;
+        e.1 += h.micros as i64;
+    }
+    let (mut outside, mut outside_us) = (0, 0);
+    for call in calls {
+        // The innermost handler around the call's midpoint (only concurrent
+        // provider-level RPCs could make it ambiguous; the two clocks are
+        // read in different processes, a few hundred µs apart at worst).
+        let mid = (call.start_us + call.end_us) / 2;
+        let owner = intervals
+            .iter()
+            .enumerate()
+            .filter(|(_, (s, e))| *s <= mid && mid <= *e)
+            .min_by_key(|(_, (s, e))| e - s)
+            .map(|(i, _)| &handled[i]);
+        let Some(owner) = owner else {
+            outside += 1;
+            outside_us += call.end_us - call.start_us;
+            continue;
+        };
+        let e = by_kind.get_mut(&kind_of(owner)).unwrap();
+        e.2 += call.end_us - call.start_us;
+        *e.3.entry(call.operation.clone()).or_default() += 1;
+    }
+    let sum: i64 = handled.iter().map(|h| h.micros as i64).sum();
+    println!(
+        "  {phase}: wall {:.2} s, in our handlers Σ {:.2} s ({:.0} %), of which AWS {:.2} s; {} AWS calls",
+        wall.as_secs_f64(),
+        secs(sum),
+        100.0 * sum as f64 / wall.as_micros() as f64,
+        secs(by_kind.values().map(|e| e.2).sum()),
+        calls.len(),
+    );
+    let mut rows: Vec<_> = by_kind.into_iter().collect();
+    rows.sort_by_key(|(_, (_, total, _, _))| -total);
+    for (kind, (n, total, aws, ops)) in rows {
+        if total < 1000 {
+            continue;
+        }
+        let per = |x: i64| x as f64 / n as f64 / 1e3;
+        let mut ops: Vec<_> = ops.into_iter().collect();
+        ops.sort_by_key(|(_, c)| std::cmp::Reverse(*c));
+        let mix = ops
+            .iter()
+            .map(|(op, c)| {
+                let each = *c as f64 / n as f64;
+                if (each - each.round()).abs() < 0.005 { format!("{op} {each:.0}") } else { format!("{op} {each:.2}") }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!(
+            "    {kind} ×{n}: {:.1} ms each = AWS {:.1} ms + rest {:.1} ms; AWS calls each: {}",
+            per(total),
+            per(aws),
+            per(total - aws),
+            if mix.is_empty() { "none".to_string() } else { mix }
+        );
+    }
+    if outside > 0 {
+        println!("    outside any handler: {outside} AWS calls, {:.2} s", secs(outside_us));
+    }
+}
+
 // ------------------------------------------------------------ timing proxy
 
 /// One AWS request as the proxy saw it: from its first byte arriving to the
-/// response's last byte handed back.
+/// response's last byte received from moto.
 pub struct Call {
     pub service: String,
     pub operation: String,
@@ -633,8 +737,10 @@ fn relay(client: TcpStream, upstream_port: u16, calls: &Mutex<Vec<Call>>) -> std
                     && !head.header("connection").is_some_and(|c| c.eq_ignore_ascii_case("keep-alive")));
             break;
         }
-        to_client.write_all(&response)?;
+        // Taken before handing the response on: a thread switch to the
+        // reader woken by the write could otherwise land inside the span.
         let end_us = now_us();
+        to_client.write_all(&response)?;
         calls.lock().unwrap().push(Call { service, operation, status, start_us, end_us });
         if close {
             return Ok(());
