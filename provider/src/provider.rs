@@ -27,6 +27,8 @@ pub struct Coffer {
     pub scheduler_role_arn: Option<String>,
     /// Set once the catalog bucket is known to exist.
     pub catalog_ready: tokio::sync::OnceCell<()>,
+    /// Set once the `coffer` schedule group is known to exist.
+    pub schedule_group_ready: tokio::sync::OnceCell<()>,
 }
 
 impl Coffer {
@@ -226,6 +228,7 @@ impl Provider for CofferProvider {
             scheduler_role_arn: optional_string(config.get("scheduler_role_arn")),
             catalog,
             catalog_ready: tokio::sync::OnceCell::new(),
+            schedule_group_ready: tokio::sync::OnceCell::new(),
             aws,
         })
     }

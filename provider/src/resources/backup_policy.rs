@@ -579,12 +579,13 @@ fn scheduler_role(data: &Coffer, planned: &Value) -> Option<String> {
 async fn put_schedules(
     data: &Coffer,
     document: &PolicyDocument,
-    launch_template_id: &str,
     role_arn: &str,
-    removed_rules: &[String],
+    write: &ScheduleWrite<'_>,
 ) -> Result<(), String> {
+    let launch_template_id = write.launch_template;
     let client = data.aws.scheduler(&data.aws.home_region);
-    scheduler::ensure_group(&client, SCHEDULE_GROUP)
+    data.schedule_group_ready
+        .get_or_try_init(|| scheduler::ensure_group(&client, SCHEDULE_GROUP))
         .await
         .map_err(|e| {
             format!(
@@ -617,48 +618,45 @@ async fn put_schedules(
             ScheduleState::Disabled
         };
         let description = format!("Coffer backup policy {}, rule {}", document.name, rule.name);
-        let exists = match scheduler::find_schedule(&client, SCHEDULE_GROUP, &name).await {
-            Ok(_) => true,
-            Err(AwsError::NotFound) => false,
-            Err(e) => return Err(format!("reading schedule {name}: {e}")),
-        };
-        let result = if exists {
-            client
-                .update_schedule()
-                .group_name(SCHEDULE_GROUP)
-                .name(&name)
-                .description(&description)
-                .schedule_expression(&expression)
-                .schedule_expression_timezone(&rule.timezone)
-                .state(state)
-                .flexible_time_window(window)
-                .target(target)
-                .action_after_completion(ActionAfterCompletion::None)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("updating schedule {name}: {}", AwsError::from_sdk(e, &[])))
+        // Both calls take the whole definition; try the one that most likely
+        // applies (update for rules the state knows) and fall back to the other.
+        macro_rules! definition {
+            ($request:expr) => {
+                $request
+                    .group_name(SCHEDULE_GROUP)
+                    .name(&name)
+                    .description(&description)
+                    .schedule_expression(&expression)
+                    .schedule_expression_timezone(&rule.timezone)
+                    .state(state.clone())
+                    .flexible_time_window(window.clone())
+                    .target(target.clone())
+                    .action_after_completion(ActionAfterCompletion::None)
+                    .send()
+                    .await
+            };
+        }
+        // A conflict on create means the schedule exists: reported as
+        // NotFound-of-a-free-name, so both fallbacks read alike.
+        let create = || async { definition!(client.create_schedule()).map(|_| ()).map_err(|e| AwsError::from_sdk(e, &["ConflictException"])) };
+        let update = || async { definition!(client.update_schedule()).map(|_| ()).map_err(|e| AwsError::from_sdk(e, scheduler::NOT_FOUND)) };
+        let result = if write.prior_rules.contains(&rule.name) {
+            match update().await {
+                Err(AwsError::NotFound) => create().await,
+                other => other,
+            }
         } else {
-            client
-                .create_schedule()
-                .group_name(SCHEDULE_GROUP)
-                .name(&name)
-                .description(&description)
-                .schedule_expression(&expression)
-                .schedule_expression_timezone(&rule.timezone)
-                .state(state)
-                .flexible_time_window(window)
-                .target(target)
-                .action_after_completion(ActionAfterCompletion::None)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("creating schedule {name}: {}", AwsError::from_sdk(e, &[])))
+            match create().await {
+                // Already there (made by hand or left by a failed apply): take it over.
+                Err(AwsError::NotFound) => update().await,
+                other => other,
+            }
         };
+        let result = result.map_err(|e| format!("writing schedule {name}: {e}"));
         result?;
         tracing::debug!(schedule = %name, %expression, "schedule written");
     }
-    for rule in removed_rules {
+    for rule in write.removed_rules {
         delete_schedule(data, &schedule_name(&document.name, rule)).await?;
     }
     Ok(())
@@ -1036,28 +1034,25 @@ async fn check_references(
 
 pub struct BackupPolicy;
 
+/// What the schedules are written against: the home-region launch template
+/// (resolved by `check_references`) and the rules the prior state had.
+struct ScheduleWrite<'a> {
+    launch_template: &'a str,
+    prior_rules: &'a [String],
+    removed_rules: &'a [String],
+}
+
 async fn write_schedules(
     data: &Coffer,
     planned: &Value,
     document: &PolicyDocument,
-    removed_rules: &[String],
+    write: ScheduleWrite<'_>,
     private: &mut Private,
     action: &str,
     diags: &mut Diagnostics,
 ) -> bool {
     let name = &document.name;
-    let launch_template = match home_launch_template(data, &document.worker_configuration_ids).await
-    {
-        Ok(id) => id,
-        Err(why) => {
-            diags.error(
-                format!("{action} backup policy {name}"),
-                format!("{action} backup policy {name}: {why}"),
-            );
-            return false;
-        }
-    };
-    private.set(LAUNCH_TEMPLATE, Some(&launch_template));
+    private.set(LAUNCH_TEMPLATE, Some(write.launch_template));
     let Some(role) = scheduler_role(data, planned) else {
         diags.error(
             format!("{action} backup policy {name}"),
@@ -1065,7 +1060,7 @@ async fn write_schedules(
         );
         return false;
     };
-    if let Err(why) = put_schedules(data, document, &launch_template, &role, removed_rules).await {
+    if let Err(why) = put_schedules(data, document, &role, &write).await {
         diags.error(
             format!("{action} backup policy {name}"),
             format!("{action} backup policy {name}: {why}"),
@@ -1098,10 +1093,8 @@ impl Resource<Coffer> for BackupPolicy {
     ) -> Option<Value> {
         let document = document_from(planned);
         let name = document.name.clone();
-        check_references(data, planned, true, diags).await;
-        if diags.has_errors() {
-            return None;
-        }
+        let launch_template = check_references(data, planned, true, diags).await;
+        let launch_template = launch_template.filter(|_| !diags.has_errors())?;
         if let Err(e) = data.catalog().create(Kind::Policy, &name, &document).await {
             catalog_write_error(diags, "creating", Kind::Policy, &name, e);
             return None;
@@ -1109,7 +1102,8 @@ impl Resource<Coffer> for BackupPolicy {
         tracing::info!(%name, rules = document.rules.len(), "created backup policy document");
         // A failure now leaves the document: return what exists so Terraform
         // keeps it (tainted) and can replace or destroy it.
-        write_schedules(data, planned, &document, &[], private, "creating", diags).await;
+        let write = ScheduleWrite { launch_template: &launch_template, prior_rules: &[], removed_rules: &[] };
+        write_schedules(data, planned, &document, write, private, "creating", diags).await;
         read_policy(data, &name, planned, private, diags).await
     }
 
@@ -1141,10 +1135,8 @@ impl Resource<Coffer> for BackupPolicy {
             );
             return None;
         };
-        check_references(data, planned, true, diags).await;
-        if diags.has_errors() {
-            return None;
-        }
+        let launch_template = check_references(data, planned, true, diags).await;
+        let launch_template = launch_template.filter(|_| !diags.has_errors())?;
         if let Err(e) = data
             .catalog()
             .replace(Kind::Policy, &name, &document, &etag)
@@ -1154,18 +1146,16 @@ impl Resource<Coffer> for BackupPolicy {
             return None;
         }
         let kept: Vec<&str> = document.rules.iter().map(|r| r.name.as_str()).collect();
-        let removed: Vec<String> = prior
+        let prior_rules: Vec<String> = prior
             .get("rule")
             .as_list()
             .iter()
             .filter_map(|r| r.get("name").as_str())
-            .filter(|r| !kept.contains(r))
             .map(str::to_string)
             .collect();
-        write_schedules(
-            data, planned, &document, &removed, private, "updating", diags,
-        )
-        .await;
+        let removed: Vec<String> = prior_rules.iter().filter(|r| !kept.contains(&r.as_str())).cloned().collect();
+        let write = ScheduleWrite { launch_template: &launch_template, prior_rules: &prior_rules, removed_rules: &removed };
+        write_schedules(data, planned, &document, write, private, "updating", diags).await;
         read_policy(data, &name, planned, private, diags).await
     }
 
@@ -1279,10 +1269,8 @@ impl ModifyPlan<Coffer> for BackupPolicy {
                 "scheduler_role_arn",
             ]
             .iter()
-            .all(|a| {
-                config.get(a).same_as(prior.get(a))
-                    || (*a == "scheduler_role_arn" && config.get(a).is_null())
-            });
+            // The plan, with defaults filled in, against the prior state.
+            .all(|a| planned.get(a).same_as(prior.get(a)));
         let launch_template = match request.prior_private.get(LAUNCH_TEMPLATE) {
             Some(id) if unchanged => Some(id.to_string()),
             _ => check_references(data, config, false, diags).await,
