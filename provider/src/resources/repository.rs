@@ -480,6 +480,14 @@ async fn put_config_tags(client: &aws_sdk_s3::Client, place: &Place, tags_all: &
         .map_err(|e| format!("tagging the config object of {}: {}", place.label(), AwsError::from_sdk(e, &[])))
 }
 
+fn already_initialized(place: &Place) -> String {
+    format!(
+        "{} already holds a Coffer repository (its config object exists). Import it instead: terraform import coffer_repository.<address> {}",
+        place.label(),
+        place.label()
+    )
+}
+
 async fn write_config(
     client: &aws_sdk_s3::Client,
     place: &Place,
@@ -490,11 +498,7 @@ async fn write_config(
     match s3::put_object(client, &place.bucket, &config_key(&place.prefix), body, "application/json", precondition).await {
         Ok(etag) => Ok(etag),
         Err(WriteError::PreconditionFailed) => Err(match precondition {
-            Precondition::Absent => format!(
-                "{} already holds a Coffer repository (its config object exists). Import it instead: terraform import coffer_repository.<address> {}",
-                place.label(),
-                place.label()
-            ),
+            Precondition::Absent => already_initialized(place),
             Precondition::Unchanged(_) => format!(
                 "the config object of {} was changed by someone else since Terraform last read it; run `terraform apply` again",
                 place.label()
@@ -711,8 +715,7 @@ impl Resource<Coffer> for Repository {
         let client = place.s3(data);
         // Refuse early (before the KMS call) when a repository is there.
         if s3::find_object(&client, &place.bucket, &config_key(&place.prefix)).await.is_ok() {
-            let why = write_config(&client, &place, &placeholder_config(), Precondition::Absent).await.err();
-            fail(diags, why.unwrap_or_else(|| "a config object exists".into()));
+            fail(diags, already_initialized(&place));
             return None;
         }
         let mut config = RepositoryConfig {
@@ -931,18 +934,6 @@ fn carry_arguments(state: &mut Value, planned: &Value) {
         e.set("password", planned_encryption.get("password").clone());
         e.set("password_wo_version", planned_encryption.get("password_wo_version").clone());
         state.set("encryption", e);
-    }
-}
-
-/// A stand-in config for reporting "already exists" through the same path.
-fn placeholder_config() -> RepositoryConfig {
-    RepositoryConfig {
-        format_version: FORMAT_VERSION,
-        id: String::new(),
-        created_at: String::new(),
-        storage_class: String::new(),
-        immutability: None,
-        key: KeyEnvelope::Kms { kms_key_arn: String::new(), wrapped_master_key: String::new() },
     }
 }
 
