@@ -3,6 +3,7 @@
 
 mod acceptance;
 pub mod docs_and_examples;
+mod executor;
 mod permissions;
 mod plugin_protocol;
 mod support;

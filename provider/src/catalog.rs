@@ -19,6 +19,10 @@ pub enum Kind {
     Policy,
     RegionMapping,
     Repository,
+    /// `sessions/<policy>/<run id>.json`: one record per run.
+    Session,
+    /// `agent/<policy>.json`: when `coffer agent` last fired each rule.
+    AgentMarks,
 }
 
 impl Kind {
@@ -27,6 +31,8 @@ impl Kind {
             Kind::Policy => "policies",
             Kind::RegionMapping => "region-mappings",
             Kind::Repository => "repositories",
+            Kind::Session => "sessions",
+            Kind::AgentMarks => "agent",
         }
     }
 
@@ -35,6 +41,8 @@ impl Kind {
             Kind::Policy => "backup policy",
             Kind::RegionMapping => "region mapping",
             Kind::Repository => "repository",
+            Kind::Session => "session",
+            Kind::AgentMarks => "agent marks",
         }
     }
 }
@@ -153,10 +161,32 @@ impl<'a> Catalog<'a> {
             Ok(etag) => Ok(etag),
             Err(WriteError::PreconditionFailed) => Err(match precondition {
                 Precondition::Absent => CatalogError::AlreadyExists { bucket: bucket.clone(), key },
-                Precondition::Unchanged(_) => CatalogError::Changed { bucket: bucket.clone(), key },
+                Precondition::Unchanged(_) | Precondition::Any => CatalogError::Changed { bucket: bucket.clone(), key },
             }),
             Err(WriteError::Aws(e)) => Err(e.into()),
         }
+    }
+
+    /// Writes a document whatever is there (records only their own run
+    /// writes, such as sessions).
+    pub async fn put<T: Serialize>(&self, kind: Kind, name: &str, body: &T) -> Result<String, CatalogError> {
+        self.write(kind, name, body, Precondition::Any).await
+    }
+
+    /// The names of the documents of one kind under `within` (e.g. a
+    /// policy's sessions: `within = "prod/"`), in name order.
+    pub async fn list(&self, kind: Kind, within: &str) -> Result<Vec<String>, CatalogError> {
+        let folder = format!("{}{}/", self.location.prefix, kind.folder());
+        let keys = match s3::list_keys(&self.client(), &self.location.bucket, &format!("{folder}{within}")).await {
+            Ok(keys) => keys,
+            // No catalog bucket yet: nothing was ever written.
+            Err(AwsError::NotFound) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(keys
+            .iter()
+            .filter_map(|k| k.strip_prefix(&folder)?.strip_suffix(".json").map(str::to_string))
+            .collect())
     }
 
     pub async fn delete(&self, kind: Kind, name: &str) -> Result<(), CatalogError> {

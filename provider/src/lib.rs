@@ -8,8 +8,10 @@
 
 pub mod aws;
 pub mod catalog;
+pub mod cli;
 pub mod cron;
 pub mod data_sources;
+pub mod executor;
 pub mod framework;
 pub mod logging;
 pub mod provider;

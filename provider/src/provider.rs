@@ -182,6 +182,7 @@ pub fn aws_settings(config: &Value) -> AwsSettings {
         endpoint_url: optional_string(config.get("endpoint_url")),
         endpoints,
         s3_use_path_style: config.get("s3_use_path_style").as_bool().unwrap_or(false),
+        max_attempts: None,
     }
 }
 

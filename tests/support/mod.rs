@@ -19,6 +19,7 @@
 #![allow(dead_code)]
 
 pub mod aws;
+pub mod estate;
 pub mod moto;
 pub mod plugin;
 pub mod terraform;

@@ -77,5 +77,23 @@ def _describe_live_versions(self, *args, **kwargs):
 LaunchTemplateBackend.describe_launch_template_versions = _describe_live_versions
 
 
+from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+
+_copy_snapshot = ElasticBlockStore.copy_snapshot
+
+
+# AWS: CopySnapshot with Encrypted=true makes an encrypted copy of an
+# unencrypted snapshot (under KmsKeyId, or the account's default EBS key).
+# moto copies the source's Encrypted flag and ignores the parameter.
+def _copy_snapshot_honouring_encrypted(self):
+    result = _copy_snapshot(self)
+    if self._get_bool_param("Encrypted", False):
+        self.ec2_backend.get_snapshot(result.result["SnapshotId"]).encrypted = True
+    return result
+
+
+ElasticBlockStore.copy_snapshot = _copy_snapshot_honouring_encrypted
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -167,3 +167,57 @@ pub async fn find_launch_template(client: &Client, id: &str) -> Result<aws_sdk_e
         .cloned()
         .ok_or(AwsError::NotFound)
 }
+
+pub const SNAPSHOT_NOT_FOUND: &[&str] = &["InvalidSnapshot.NotFound"];
+
+/// Instances matching `filters` that are not terminated, every page read.
+pub async fn list_instances(client: &Client, filters: Vec<Filter>) -> Result<Vec<aws_sdk_ec2::types::Instance>, AwsError> {
+    let live = Filter::builder()
+        .name("instance-state-name")
+        .values("pending")
+        .values("running")
+        .values("stopping")
+        .values("stopped")
+        .build();
+    let mut all = Vec::new();
+    let mut pages = client
+        .describe_instances()
+        .set_filters(Some(filters))
+        .filters(live)
+        .max_results(1000)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| AwsError::from_sdk(e, &[]))?;
+        all.extend(page.reservations().iter().flat_map(|r| r.instances().iter().cloned()));
+    }
+    Ok(all)
+}
+
+/// Snapshots owned by this account matching `filters` (and `ids`, when
+/// given), every page read.
+pub async fn list_own_snapshots(
+    client: &Client,
+    filters: Vec<Filter>,
+    ids: &[String],
+) -> Result<Vec<aws_sdk_ec2::types::Snapshot>, AwsError> {
+    let mut all = Vec::new();
+    let mut request = client.describe_snapshots().owner_ids("self").set_filters(Some(filters));
+    if ids.is_empty() {
+        request = request.max_results(1000);
+    } else {
+        // AWS refuses MaxResults together with SnapshotIds.
+        request = request.set_snapshot_ids(Some(ids.to_vec()));
+    }
+    let mut pages = request.into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| AwsError::from_sdk(e, SNAPSHOT_NOT_FOUND))?;
+        all.extend(page.snapshots().iter().cloned());
+    }
+    Ok(all)
+}
+
+/// A filter on one tag's value.
+pub fn tag_filter(key: &str, value: &str) -> Filter {
+    Filter::builder().name(format!("tag:{key}")).values(value).build()
+}

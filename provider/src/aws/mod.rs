@@ -4,6 +4,7 @@
 
 pub mod ec2;
 pub mod permissions;
+pub mod rds;
 pub mod s3;
 pub mod scheduler;
 pub mod ssm;
@@ -83,6 +84,9 @@ pub struct AwsSettings {
     /// Per-service endpoints, keyed by [`SERVICES`] names.
     pub endpoints: BTreeMap<String, String>,
     pub s3_use_path_style: bool,
+    /// Attempts per AWS call, throttling included (SDK standard retry with
+    /// exponential backoff and jitter); `None` keeps the SDK's default of 3.
+    pub max_attempts: Option<u32>,
 }
 
 /// Credentials, endpoints and the account they act in, with SDK clients
@@ -97,6 +101,7 @@ pub struct AwsClients {
     s3: Mutex<HashMap<String, aws_sdk_s3::Client>>,
     scheduler: Mutex<HashMap<String, aws_sdk_scheduler::Client>>,
     kms: Mutex<HashMap<String, aws_sdk_kms::Client>>,
+    rds: Mutex<HashMap<String, aws_sdk_rds::Client>>,
     regions: tokio::sync::OnceCell<Vec<String>>,
 }
 
@@ -139,7 +144,16 @@ impl AwsClients {
         if let Some(url) = &settings.endpoint_url {
             loader = loader.endpoint_url(url);
         }
-        let mut base = loader.load().await;
+        if let Some(attempts) = settings.max_attempts {
+            loader = loader.retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(attempts));
+        }
+        let base = loader.load().await;
+        Self::connect_from(base, settings).await
+    }
+
+    /// Assumes `settings.assume_role` (if any) with the credentials of
+    /// `base`, then learns the account.
+    async fn connect_from(mut base: SdkConfig, settings: AwsSettings) -> Result<Self, ConnectError> {
         let home_region = base
             .region()
             .map(|r| r.to_string())
@@ -187,6 +201,7 @@ impl AwsClients {
             s3: Mutex::default(),
             scheduler: Mutex::default(),
             kms: Mutex::default(),
+            rds: Mutex::default(),
             regions: tokio::sync::OnceCell::new(),
         })
     }
@@ -228,6 +243,22 @@ impl AwsClients {
         })
     }
 
+    pub fn rds(&self, region: &str) -> aws_sdk_rds::Client {
+        cached(&self.rds, region, || {
+            let builder = aws_sdk_rds::config::Builder::from(&self.base).region(Region::new(region.to_string()));
+            aws_sdk_rds::Client::from_conf(with_endpoint(builder, &self.settings, "rds").build())
+        })
+    }
+
+    /// The same credentials and endpoints acting through `role` (a region
+    /// mapping's target role in another account).
+    pub async fn assuming(&self, role: AssumeRole) -> Result<AwsClients, ConnectError> {
+        let mut settings = self.settings.clone();
+        // Chained: the role is assumed with the credentials in use here.
+        settings.assume_role = Some(role);
+        Self::connect_from(self.base.clone(), settings).await
+    }
+
     /// The regions enabled for the account (EC2 DescribeRegions), asked once.
     pub async fn enabled_regions(&self) -> Result<&[String], AwsError> {
         self.regions
@@ -259,6 +290,7 @@ macro_rules! endpoint_builder {
 endpoint_builder!(
     aws_sdk_ec2::config::Builder,
     aws_sdk_kms::config::Builder,
+    aws_sdk_rds::config::Builder,
     aws_sdk_s3::config::Builder,
     aws_sdk_scheduler::config::Builder,
     aws_sdk_ssm::config::Builder,

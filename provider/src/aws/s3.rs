@@ -83,6 +83,8 @@ pub enum Precondition<'a> {
     Absent,
     /// The object as last read, by ETag.
     Unchanged(&'a str),
+    /// Whatever is there: records whose only writer is their own run.
+    Any,
 }
 
 /// Writes an object conditionally and returns its new ETag.
@@ -103,9 +105,22 @@ pub async fn put_object(
     let request = match precondition {
         Precondition::Absent => request.if_none_match("*"),
         Precondition::Unchanged(etag) => request.if_match(etag),
+        Precondition::Any => request,
     };
     let out = request.send().await.map_err(write_error)?;
     Ok(out.e_tag().unwrap_or_default().to_string())
+}
+
+/// Every key under `prefix`, in key order (ListObjectsV2, all pages).
+pub async fn list_keys(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<String>, AwsError> {
+    let mut keys = Vec::new();
+    let mut pages = client.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| AwsError::from_sdk(e, NOT_FOUND))?;
+        keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+    }
+    keys.sort();
+    Ok(keys)
 }
 
 pub async fn delete_object(client: &Client, bucket: &str, key: &str) -> Result<(), AwsError> {

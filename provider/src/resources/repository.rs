@@ -499,7 +499,7 @@ async fn write_config(
         Ok(etag) => Ok(etag),
         Err(WriteError::PreconditionFailed) => Err(match precondition {
             Precondition::Absent => already_initialized(place),
-            Precondition::Unchanged(_) => format!(
+            Precondition::Unchanged(_) | Precondition::Any => format!(
                 "the config object of {} was changed by someone else since Terraform last read it; run `terraform apply` again",
                 place.label()
             ),

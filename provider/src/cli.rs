@@ -1,0 +1,466 @@
+//! The `coffer` command line: flags and environment → an [`Executor`], the
+//! commands, and how their results are shown (a table and a progress bar on
+//! a terminal, or JSON with `--json`).
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::Utc;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::aws::{AssumeRole, AwsClients, AwsSettings};
+use crate::executor::agent::{Agent, SystemClock};
+use crate::executor::inventory::{self, RestorePoint};
+use crate::executor::run::{Progress, Quiet, RunRequest};
+use crate::executor::session::{self, Outcome, ResourceRecord, Session};
+use crate::executor::{Executor, Settings};
+use crate::provider::CatalogLocation;
+
+/// Coffer: backup-as-code for AWS.
+///
+/// Policies, region mappings, repositories and worker configurations are
+/// declared with Terraform (provider coffer/coffer); this command carries
+/// them out. AWS settings come from flags or the standard AWS environment
+/// (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL, credentials chain); the
+/// catalog from --catalog-bucket/--catalog-prefix or COFFER_CATALOG_BUCKET /
+/// COFFER_CATALOG_PREFIX, exactly as the provider block sets them.
+#[derive(Debug, Parser)]
+#[command(name = "coffer", version, about, long_about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Home region: where the catalog lives.
+    #[arg(long, global = true, env = "AWS_REGION")]
+    pub region: Option<String>,
+    /// Named profile of the shared AWS configuration.
+    #[arg(long, global = true, env = "AWS_PROFILE")]
+    pub profile: Option<String>,
+    /// One endpoint URL for every AWS service (a local emulator).
+    #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+    /// Path-style S3 addressing (emulators).
+    #[arg(long, global = true, env = "COFFER_S3_USE_PATH_STYLE")]
+    pub s3_use_path_style: bool,
+    /// Role to assume for everything (the provider's assume_role).
+    #[arg(long, global = true, env = "COFFER_ASSUME_ROLE_ARN")]
+    pub assume_role_arn: Option<String>,
+    /// Catalog bucket (default coffer-catalog-<account>-<region>).
+    #[arg(long, global = true, env = "COFFER_CATALOG_BUCKET")]
+    pub catalog_bucket: Option<String>,
+    /// Catalog key prefix.
+    #[arg(long, global = true, env = "COFFER_CATALOG_PREFIX")]
+    pub catalog_prefix: Option<String>,
+    /// Attempts per AWS call; throttling is retried with exponential backoff.
+    #[arg(long, global = true, default_value_t = 10, env = "COFFER_MAX_ATTEMPTS")]
+    pub max_attempts: u32,
+    /// Print JSON on stdout instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a backup policy now: snapshots, replicas, retention, session.
+    ///
+    /// Exit status: 0 Success, 3 Warning (some resources or steps failed),
+    /// 1 Failed or could not start.
+    Run(RunArgs),
+    /// Fire due rules of every policy in this process until SIGTERM/SIGINT.
+    Agent(AgentArgs),
+    /// List the restore points of a policy.
+    Points(PointsArgs),
+    /// List the recent sessions (runs) of a policy.
+    Sessions(SessionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The backup policy (its name).
+    #[arg(long)]
+    pub policy: String,
+    /// Run only these rules (repeatable); default: all.
+    #[arg(long = "rule")]
+    pub rules: Vec<String>,
+    /// Re-run (resume) an earlier run: what it already made is reused.
+    #[arg(long)]
+    pub run_id: Option<String>,
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+#[derive(Debug, Args)]
+pub struct Tuning {
+    /// Resources worked on at once per region.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Longest wait for one snapshot or copy, e.g. 90m, 4h.
+    #[arg(long, default_value = "4h", value_parser = parse_duration)]
+    pub wait_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// On SIGTERM, how long to let the run in progress finish before
+    /// abandoning it (it is fired again, with the same run id, on restart).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+#[derive(Debug, Args)]
+pub struct PointsArgs {
+    #[arg(long)]
+    pub policy: String,
+    /// Only this resource (instance id, DB instance or cluster identifier).
+    #[arg(long)]
+    pub resource: Option<String>,
+    /// Only snapshots or replicas.
+    #[arg(long, value_parser = ["snapshot", "replica"])]
+    pub kind: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SessionsArgs {
+    #[arg(long)]
+    pub policy: String,
+    #[arg(long, default_value_t = 10)]
+    pub limit: usize,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().map_err(|_| format!("{text:?}: expected a number and a unit (s, m, h), e.g. 90m"))?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{text:?}: the unit must be s, m or h")),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+pub async fn main(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Run(args) => {
+            let executor = connect(&cli.global, &args.tuning).await?;
+            let progress = Display::new(cli.global.json);
+            let request = RunRequest {
+                policy: args.policy.clone(),
+                rules: args.rules.clone(),
+                run_id: args.run_id.clone(),
+                time: Utc::now(),
+            };
+            let session = executor.run(request, &progress).await?;
+            progress.finish();
+            print_session(&session, cli.global.json)?;
+            Ok(exit_code(session.outcome))
+        }
+        Command::Agent(args) => {
+            let executor = connect(&cli.global, &args.tuning).await?;
+            agent(&executor, args, cli.global.json).await
+        }
+        Command::Points(args) => {
+            let executor = connect(&cli.global, &Tuning { concurrency: 16, wait_timeout: Duration::ZERO }).await?;
+            let points = points(&executor, &args.policy).await?;
+            let points: Vec<&RestorePoint> = points
+                .iter()
+                .filter(|p| args.resource.as_ref().is_none_or(|r| &p.resource_id == r))
+                .filter(|p| args.kind.as_ref().is_none_or(|k| p.kind.as_str() == k))
+                .collect();
+            print_points(&points, cli.global.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sessions(args) => {
+            let executor = connect(&cli.global, &Tuning { concurrency: 16, wait_timeout: Duration::ZERO }).await?;
+            let sessions = session::recent(&executor.catalog(), &args.policy, args.limit)
+                .await
+                .with_context(|| format!("reading the sessions of {}", args.policy))?;
+            print_sessions(&sessions, cli.global.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn connect(global: &Global, tuning: &Tuning) -> Result<Executor> {
+    let settings = AwsSettings {
+        region: global.region.clone(),
+        profile: global.profile.clone(),
+        endpoint_url: global.endpoint_url.clone(),
+        s3_use_path_style: global.s3_use_path_style,
+        assume_role: global.assume_role_arn.clone().map(|role_arn| AssumeRole {
+            role_arn,
+            external_id: None,
+            session_name: None,
+            duration: None,
+        }),
+        max_attempts: Some(global.max_attempts.max(1)),
+        ..AwsSettings::default()
+    };
+    let aws = AwsClients::connect(settings).await?;
+    let catalog = CatalogLocation::new(
+        global.catalog_bucket.as_deref(),
+        global.catalog_prefix.as_deref(),
+        &aws.account_id,
+        &aws.home_region,
+    );
+    let settings = Settings { concurrency: tuning.concurrency.max(1), wait_timeout: tuning.wait_timeout, ..Settings::default() };
+    Ok(Executor::new(aws, catalog, settings))
+}
+
+pub fn exit_code(outcome: Outcome) -> ExitCode {
+    match outcome {
+        Outcome::Success => ExitCode::SUCCESS,
+        Outcome::Warning => ExitCode::from(3),
+        Outcome::Failed => ExitCode::FAILURE,
+    }
+}
+
+/// Every restore point of a policy, with the mappings its rules use.
+pub async fn points(executor: &Executor, policy: &str) -> Result<Vec<RestorePoint>> {
+    let policy = executor.policy(policy).await?;
+    let mut mappings = BTreeMap::new();
+    for id in policy.rules.iter().filter_map(|r| r.replicate.as_ref()).flat_map(|r| &r.region_mapping_ids) {
+        mappings.insert(id.clone(), executor.region_mapping(id).await?);
+    }
+    let (points, errors) = inventory::list(executor, &policy, &mappings).await;
+    if let Some(first) = errors.first() {
+        bail!("{first}");
+    }
+    Ok(points)
+}
+
+async fn agent(executor: &Executor, args: &AgentArgs, json: bool) -> Result<ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let agent = Agent::new(executor, Arc::new(SystemClock));
+    eprintln!("coffer agent: watching the policies in s3://{}/{}", executor.catalog_location.bucket, executor.catalog_location.prefix);
+    loop {
+        let firings = match agent.due().await {
+            Ok(firings) => firings,
+            Err(e) => {
+                // The catalog may be briefly unreachable: try again next minute.
+                eprintln!("coffer agent: {e}");
+                Vec::new()
+            }
+        };
+        for firing in firings {
+            eprintln!("coffer agent: {} rule {} due {}: run {}", firing.policy, firing.rules.join("+"), firing.due, firing.run_id());
+            let run = agent.fire(&firing, &Quiet);
+            tokio::pin!(run);
+            let stopping = tokio::select! {
+                result = &mut run => { report(result, json); false }
+                _ = terminate.recv() => true,
+                _ = interrupt.recv() => true,
+            };
+            if stopping {
+                eprintln!("coffer agent: stopping; letting run {} finish (up to {}s)", firing.run_id(), args.shutdown_grace.as_secs());
+                match tokio::time::timeout(args.shutdown_grace, run).await {
+                    Ok(result) => report(result, json),
+                    Err(_) => eprintln!(
+                        "coffer agent: abandoned run {} of {}; its rules stay due and fire again, with the same run id, when the agent starts",
+                        firing.run_id(),
+                        firing.policy
+                    ),
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        // Wake at the start of the next minute.
+        let now = Utc::now();
+        let wait = 60 - (now.timestamp() % 60) as u64;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+            _ = terminate.recv() => return Ok(ExitCode::SUCCESS),
+            _ = interrupt.recv() => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+fn report(result: Result<Session, crate::executor::ExecutorError>, json: bool) {
+    match result {
+        Ok(session) => {
+            if let Err(e) = print_session(&session, json) {
+                eprintln!("coffer agent: {e}");
+            }
+        }
+        Err(e) => eprintln!("coffer agent: {e}"),
+    }
+}
+
+/// A progress bar on a terminal's stderr; nothing otherwise.
+struct Display {
+    bar: Option<ProgressBar>,
+}
+
+impl Display {
+    fn new(json: bool) -> Self {
+        let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Self { bar }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Progress for Display {
+    fn scope_resolved(&self, resources: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(resources as u64);
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {pos}/{len} resources [{bar:30}] {elapsed} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+        }
+    }
+
+    fn resource_done(&self, record: &ResourceRecord) {
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+            bar.set_message(format!("{} {}", record.id, record.outcome));
+        }
+    }
+
+    fn step(&self, what: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(what.to_string());
+        }
+    }
+}
+
+fn print_session(session: &Session, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(session)?);
+        return Ok(());
+    }
+    println!(
+        "{} run {} ({}): {} resources",
+        session.policy,
+        session.run_id,
+        session.rules.join(", "),
+        session.resources.len()
+    );
+    println!("  {:<22}{:<11}{:<9}{:>8}  made", "resource", "region", "outcome", "seconds");
+    for r in &session.resources {
+        let made: Vec<String> = r
+            .snapshots
+            .iter()
+            .map(|s| {
+                let place = if s.kind == "replica" { format!(" → {}", s.region) } else { String::new() };
+                format!("{}{}{}", s.id, place, if s.reused { " (reused)" } else { "" })
+            })
+            .collect();
+        println!(
+            "  {:<22}{:<11}{:<9}{:>8.1}  {}",
+            r.id,
+            r.region,
+            r.outcome.to_string(),
+            r.duration_ms as f64 / 1000.0,
+            made.join(", ")
+        );
+        if let Some(error) = &r.error {
+            println!("      error: {error}");
+        }
+        for warning in &r.warnings {
+            println!("      warning: {warning}");
+        }
+    }
+    for message in &session.messages {
+        println!("  note: {message}");
+    }
+    let retention = &session.retention;
+    println!(
+        "  retention: {} restore points kept{}, {} snapshots deleted",
+        retention.kept,
+        if retention.unmanaged > 0 { format!(" ({} unmanaged)", retention.unmanaged) } else { String::new() },
+        retention.deleted.len()
+    );
+    for error in &retention.errors {
+        println!("      retention error: {error}");
+    }
+    println!("  session {}: {}", session.run_id, session.outcome);
+    Ok(())
+}
+
+fn print_points(points: &[&RestorePoint], json: bool) -> Result<()> {
+    if json {
+        let rows: Vec<serde_json::Value> = points.iter().map(|p| point_json(p)).collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!("  {:<22}{:<9}{:<11}{:<22}{:<16}{:<10}snapshots", "resource", "kind", "region", "time", "run", "rules");
+    for p in points {
+        let ids: Vec<&str> = p.snapshots.iter().map(|s| s.id.as_str()).collect();
+        println!(
+            "  {:<22}{:<9}{:<11}{:<22}{:<16}{:<10}{}{}",
+            p.resource_id,
+            p.kind.as_str(),
+            p.region,
+            p.time.format("%Y-%m-%d %H:%M UTC").to_string(),
+            p.run_id,
+            p.rules.iter().cloned().collect::<Vec<_>>().join("+"),
+            ids.join(", "),
+            if p.complete() { "" } else { " (incomplete)" }
+        );
+    }
+    Ok(())
+}
+
+/// The JSON shape of a restore point (the `coffer points --json` rows).
+pub fn point_json(p: &RestorePoint) -> serde_json::Value {
+    serde_json::json!({
+        "policy": p.policy,
+        "resource_id": p.resource_id,
+        "kind": p.kind.as_str(),
+        "region": p.region,
+        "account": p.account,
+        "mapping": p.mapping,
+        "run_id": p.run_id,
+        "time": p.time,
+        "rules": p.rules,
+        "complete": p.complete(),
+        "snapshot_ids": p.snapshots.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+        "kms_key_ids": p.snapshots.iter().filter_map(|s| s.kms_key_id.clone()).collect::<Vec<_>>(),
+    })
+}
+
+fn print_sessions(sessions: &[Session], json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(sessions)?);
+        return Ok(());
+    }
+    println!("  {:<22}{:<14}{:<22}{:<9}{:>9}  failed", "run", "rules", "started", "outcome", "resources");
+    for s in sessions {
+        let failed = s.resources.iter().filter(|r| r.outcome == Outcome::Failed).count();
+        println!(
+            "  {:<22}{:<14}{:<22}{:<9}{:>9}  {}",
+            s.run_id,
+            s.rules.join("+"),
+            s.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            s.outcome.to_string(),
+            s.resources.len(),
+            failed
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! The executor: what `coffer run` and `coffer agent` do with a backup
+//! policy. A run resolves the policy's scope in every region
+//! ([`scope`]), snapshots each resource and replicates the snapshots
+//! through the rule's region mappings ([`snapshots`], [`run`]), applies
+//! retention ([`retention`], a pure function, over [`inventory`]), and
+//! records a [`session`] in the catalog.
+//!
+//! Everything a run makes is tagged (see the `TAG_*` constants), and the
+//! tags are the source of truth: the inventory, retention, the data sources
+//! and idempotency (a re-run with the same run id reuses what the first
+//! attempt made) all read them back from AWS.
+
+pub mod agent;
+pub mod inventory;
+pub mod limits;
+pub mod retention;
+pub mod run;
+pub mod scope;
+pub mod session;
+pub mod snapshots;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::Mutex;
+
+use crate::aws::{AssumeRole, AwsClients};
+use crate::catalog::{Catalog, CatalogError, Kind};
+use crate::provider::CatalogLocation;
+use crate::resources::backup_policy::PolicyDocument;
+use crate::resources::region_mapping::RegionMappingDocument;
+
+/// The policy a restore point belongs to.
+pub const TAG_POLICY: &str = "coffer:policy";
+/// The rules that made it, separated by spaces (rules due in the same
+/// minute run once, so a point can carry several).
+pub const TAG_RULE: &str = "coffer:rule";
+/// The run that made it.
+pub const TAG_RUN: &str = "coffer:run";
+/// `snapshot` or `replica`.
+pub const TAG_KIND: &str = "coffer:kind";
+/// The protected resource: EC2 instance id, DB instance or cluster identifier.
+pub const TAG_SOURCE: &str = "coffer:source";
+/// The run's time (RFC 3339, UTC): a replica keeps its original's time.
+pub const TAG_TIME: &str = "coffer:time";
+/// On replicas: the snapshot copied, its region, and the mapping used.
+pub const TAG_SOURCE_SNAPSHOT: &str = "coffer:source-snapshot";
+pub const TAG_SOURCE_REGION: &str = "coffer:source-region";
+pub const TAG_MAPPING: &str = "coffer:mapping";
+/// On EBS snapshots: the volume the snapshot is of (EBS reports
+/// `vol-ffffffff` for copies).
+pub const TAG_VOLUME: &str = "coffer:volume";
+
+#[derive(Debug, Error)]
+pub enum ExecutorError {
+    #[error("backup policy {0} is not in the catalog (s3://{1}); apply it with Terraform first")]
+    UnknownPolicy(String, String),
+    #[error("backup policy {policy} has no rule {rule}; its rules: {known}")]
+    UnknownRule { policy: String, rule: String, known: String },
+    #[error("reading {what} from the catalog: {cause}")]
+    Catalog { what: String, cause: CatalogError },
+    #[error("region mapping {0} used by the policy is not in the catalog")]
+    UnknownMapping(String),
+    #[error("assuming {role}: {cause}")]
+    AssumeRole { role: String, cause: String },
+    #[error("invalid run id {0:?}: use 1-40 lowercase letters, digits and single hyphens, starting with a letter or digit")]
+    InvalidRunId(String),
+}
+
+/// How hard a run pushes AWS.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Resources worked on at once in one region.
+    pub concurrency: usize,
+    /// How long to wait for one snapshot or copy to complete.
+    pub wait_timeout: Duration,
+    /// First delay between completion checks; it doubles up to a minute.
+    pub poll_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { concurrency: 16, wait_timeout: Duration::from_secs(4 * 3600), poll_interval: Duration::from_secs(5) }
+    }
+}
+
+/// The AWS clients and catalog a run works with.
+pub struct Executor {
+    pub aws: AwsClients,
+    pub catalog_location: CatalogLocation,
+    catalog_ready: tokio::sync::OnceCell<()>,
+    pub settings: Settings,
+    /// Clients acting through region mappings' target roles, by role ARN.
+    assumed: Mutex<HashMap<String, Arc<AwsClients>>>,
+}
+
+impl Executor {
+    pub fn new(aws: AwsClients, catalog_location: CatalogLocation, settings: Settings) -> Self {
+        Self {
+            aws,
+            catalog_location,
+            catalog_ready: tokio::sync::OnceCell::new(),
+            settings,
+            assumed: Mutex::default(),
+        }
+    }
+
+    pub fn catalog(&self) -> Catalog<'_> {
+        Catalog::new(&self.aws, &self.catalog_location, &self.catalog_ready)
+    }
+
+    pub async fn policy(&self, name: &str) -> Result<PolicyDocument, ExecutorError> {
+        match self.catalog().get::<PolicyDocument>(Kind::Policy, name).await {
+            Ok(doc) => Ok(doc.body),
+            Err(CatalogError::NotFound) => Err(ExecutorError::UnknownPolicy(
+                name.to_string(),
+                format!("{}/{}", self.catalog_location.bucket, self.catalog_location.prefix),
+            )),
+            Err(cause) => Err(ExecutorError::Catalog { what: format!("backup policy {name}"), cause }),
+        }
+    }
+
+    /// Every policy in the catalog, by name.
+    pub async fn policies(&self) -> Result<BTreeMap<String, PolicyDocument>, ExecutorError> {
+        let catalog = self.catalog();
+        let names = catalog
+            .list(Kind::Policy, "")
+            .await
+            .map_err(|cause| ExecutorError::Catalog { what: "the backup policies".into(), cause })?;
+        let mut policies = BTreeMap::new();
+        for name in names {
+            match catalog.get::<PolicyDocument>(Kind::Policy, &name).await {
+                Ok(doc) => {
+                    policies.insert(name, doc.body);
+                }
+                // Deleted between listing and reading.
+                Err(CatalogError::NotFound) => {}
+                Err(cause) => return Err(ExecutorError::Catalog { what: format!("backup policy {name}"), cause }),
+            }
+        }
+        Ok(policies)
+    }
+
+    pub async fn region_mapping(&self, id: &str) -> Result<RegionMappingDocument, ExecutorError> {
+        match self.catalog().get::<RegionMappingDocument>(Kind::RegionMapping, id).await {
+            Ok(doc) => Ok(doc.body),
+            Err(CatalogError::NotFound) => Err(ExecutorError::UnknownMapping(id.to_string())),
+            Err(cause) => Err(ExecutorError::Catalog { what: format!("region mapping {id}"), cause }),
+        }
+    }
+
+    /// The clients of a mapping's target account: these clients, or the
+    /// same ones acting through `role`.
+    pub async fn clients_for(&self, role: Option<&str>) -> Result<Option<Arc<AwsClients>>, ExecutorError> {
+        let Some(role) = role else { return Ok(None) };
+        let mut assumed = self.assumed.lock().await;
+        if let Some(clients) = assumed.get(role) {
+            return Ok(Some(clients.clone()));
+        }
+        let clients = self
+            .aws
+            .assuming(AssumeRole {
+                role_arn: role.to_string(),
+                external_id: None,
+                session_name: Some("coffer-replicate".into()),
+                duration: None,
+            })
+            .await
+            .map_err(|e| ExecutorError::AssumeRole { role: role.to_string(), cause: e.to_string() })?;
+        let clients = Arc::new(clients);
+        assumed.insert(role.to_string(), clients.clone());
+        Ok(Some(clients))
+    }
+}
+
+/// Checks a run id: it becomes part of tags and RDS snapshot identifiers.
+pub fn check_run_id(id: &str) -> Result<(), ExecutorError> {
+    let ok = (1..=40).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !id.starts_with('-')
+        && !id.ends_with('-')
+        && !id.contains("--");
+    if ok { Ok(()) } else { Err(ExecutorError::InvalidRunId(id.to_string())) }
+}
+
+/// A fresh run id: the UTC time to the second and a random suffix, so ids
+/// sort by time.
+pub fn new_run_id(now: chrono::DateTime<chrono::Utc>) -> String {
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..4];
+    format!("{}-{suffix}", now.format("%Y%m%d-%H%M%S"))
+}
+
+/// The run id of a scheduled firing: the due minute, so a firing repeated
+/// after a crash reuses what the first attempt made.
+pub fn scheduled_run_id(due: chrono::DateTime<chrono::Utc>) -> String {
+    due.format("%Y%m%d-%H%M").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_are_safe_in_tags_and_rds_identifiers() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-23T02:00:05Z").unwrap().to_utc();
+        assert!(check_run_id(&new_run_id(now)).is_ok());
+        assert_eq!(scheduled_run_id(now), "20261123-0200");
+        for bad in ["", "-a", "a-", "a--b", "A1", "a_b", &"a".repeat(41)] {
+            assert!(check_run_id(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,597 @@
+//! One run of a policy: scope, snapshots, replicas, retention, session.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use super::inventory::{self, PointKind, RestorePoint};
+use super::limits::{Api, Limits};
+use super::retention::{self, Retain, Verdict};
+use super::scope::{self, Resource, ResourceKind};
+use super::session::{Outcome, ResourceRecord, RetentionRecord, Session, SnapshotRecord};
+use super::snapshots::{self, CopyEncryption, Service, StoredSnapshot};
+use super::*;
+use crate::aws::{AwsClients, AwsError};
+use crate::resources::backup_policy::{PolicyDocument, Rule};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub policy: String,
+    /// Empty: every rule of the policy.
+    pub rules: Vec<String>,
+    /// `None`: a fresh id.
+    pub run_id: Option<String>,
+    /// The run's time: tags, retention by days, session. The agent passes
+    /// the due minute.
+    pub time: DateTime<Utc>,
+}
+
+/// Hears about a run as it goes (the terminal progress display).
+pub trait Progress: Send + Sync {
+    fn scope_resolved(&self, _resources: usize) {}
+    fn resource_done(&self, _record: &ResourceRecord) {}
+    fn step(&self, _what: &str) {}
+}
+
+/// No progress display.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// AWS limits a resource's tags to 50; Coffer's and the policy's come first.
+const MAX_TAGS: usize = 50;
+
+struct Plan<'a> {
+    policy: &'a PolicyDocument,
+    run_id: String,
+    time: DateTime<Utc>,
+    rules: Vec<&'a Rule>,
+    mappings: BTreeMap<String, RegionMappingDocument>,
+    limits: Limits,
+}
+
+impl Plan<'_> {
+    fn rule_names(&self, wants: impl Fn(&Rule) -> bool) -> Vec<String> {
+        self.rules.iter().filter(|r| wants(r)).map(|r| r.name.clone()).collect()
+    }
+
+    fn snapshot_rules(&self) -> Vec<String> {
+        self.rule_names(|r| r.snapshot.is_some() || r.replicate.is_some())
+    }
+
+    fn replica_rules(&self, mapping: &str) -> Vec<String> {
+        self.rule_names(|r| r.replicate.as_ref().is_some_and(|p| p.region_mapping_ids.iter().any(|m| m == mapping)))
+    }
+
+    /// Mappings the run's rules replicate through, out of `region`.
+    fn mappings_from(&self, region: &str) -> Vec<(&String, &RegionMappingDocument)> {
+        self.mappings.iter().filter(|(_, m)| m.source_region == region).collect()
+    }
+
+    fn tags(&self, kind: PointKind, resource: &Resource, rules: &[String], extra: &[(&str, String)]) -> BTreeMap<String, String> {
+        let mut coffer: BTreeMap<String, String> = [
+            (TAG_POLICY, self.policy.name.clone()),
+            (TAG_RULE, rules.join(" ")),
+            (TAG_RUN, self.run_id.clone()),
+            (TAG_KIND, kind.as_str().to_string()),
+            (TAG_SOURCE, resource.id.clone()),
+            (TAG_TIME, self.time.to_rfc3339_opts(SecondsFormat::Secs, true)),
+        ]
+        .into_iter()
+        .chain(extra.iter().cloned())
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        for (k, v) in &self.policy.tags {
+            if coffer.len() < MAX_TAGS {
+                coffer.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        // The source's own tags, as `copy_tags` does; AWS-reserved ones
+        // cannot be set.
+        for (k, v) in &resource.tags {
+            if coffer.len() < MAX_TAGS && !k.starts_with("aws:") && !k.starts_with("coffer:") {
+                coffer.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        coffer
+    }
+
+    fn description(&self, rules: &[String]) -> String {
+        format!("Coffer policy {} rule {} run {}", self.policy.name, rules.join("+"), self.run_id)
+    }
+}
+
+impl Executor {
+    /// Runs a policy now. Errors are what stops a run before it touches
+    /// anything (unknown policy, rule or mapping); everything after that
+    /// ends up in the session.
+    pub async fn run(&self, request: RunRequest, progress: &dyn Progress) -> Result<Session, ExecutorError> {
+        let started = Utc::now();
+        let policy = self.policy(&request.policy).await?;
+        let rules: Vec<&Rule> = if request.rules.is_empty() {
+            policy.rules.iter().collect()
+        } else {
+            let mut chosen = Vec::new();
+            for name in &request.rules {
+                let rule = policy.rules.iter().find(|r| &r.name == name).ok_or_else(|| ExecutorError::UnknownRule {
+                    policy: policy.name.clone(),
+                    rule: name.clone(),
+                    known: policy.rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "),
+                })?;
+                if !chosen.iter().any(|r: &&Rule| r.name == rule.name) {
+                    chosen.push(rule);
+                }
+            }
+            chosen
+        };
+        let run_id = match request.run_id {
+            Some(id) => {
+                check_run_id(&id)?;
+                id
+            }
+            None => new_run_id(request.time),
+        };
+        let mut mappings = BTreeMap::new();
+        for id in rules.iter().filter_map(|r| r.replicate.as_ref()).flat_map(|r| &r.region_mapping_ids) {
+            if !mappings.contains_key(id) {
+                mappings.insert(id.clone(), self.region_mapping(id).await?);
+            }
+        }
+        let plan = Plan {
+            policy: &policy,
+            run_id,
+            time: request.time,
+            rules,
+            mappings,
+            limits: Limits::new(self.settings.concurrency),
+        };
+        tracing::info!(policy = %policy.name, run = %plan.run_id, rules = ?plan.rule_names(|_| true), "run started");
+
+        let mut messages = Vec::new();
+        progress.step("resolving the scope");
+        let scope = scope::resolve(&self.aws, &policy).await;
+        for (region, error) in &scope.failed_regions {
+            messages.push(format!("listing the {} resources in {region}: {error}", policy.kind));
+        }
+        if scope.resources.is_empty() && scope.missing_ids.is_empty() && scope.failed_regions.is_empty() {
+            messages.push(format!(
+                "nothing in scope: no {} resource in {} matches the policy's ids or tags",
+                policy.kind,
+                policy.source.regions.join(", ")
+            ));
+        }
+        if plan.rules.iter().any(|r| r.backup.is_some() || r.archive.is_some()) {
+            messages.push(
+                "image-level backup and archive steps are not available in this version of coffer; the rules' snapshots and replicas were made"
+                    .to_string(),
+            );
+        }
+        progress.scope_resolved(scope.resources.len() + scope.missing_ids.len());
+
+        let work = scope.resources.iter().map(|resource| async {
+            let _slot = plan.limits.acquire(&resource.region, Api::Resource).await;
+            let record = self.protect(&plan, resource).await;
+            progress.resource_done(&record);
+            record
+        });
+        let mut resources: Vec<ResourceRecord> = futures::future::join_all(work).await;
+        for id in &scope.missing_ids {
+            let now = Utc::now();
+            let record = ResourceRecord {
+                id: id.clone(),
+                region: String::new(),
+                kind: if policy.kind == "rds" { ResourceKind::RdsInstance } else { ResourceKind::Ec2Instance },
+                outcome: Outcome::Failed,
+                started_at: now,
+                finished_at: now,
+                duration_ms: 0,
+                snapshots: Vec::new(),
+                error: Some(format!("{id} is in source.ids but was found in none of {}", policy.source.regions.join(", "))),
+                warnings: Vec::new(),
+            };
+            progress.resource_done(&record);
+            resources.push(record);
+        }
+
+        progress.step("applying retention");
+        let retention = self.apply_retention(&policy, plan.time).await;
+
+        let outcome = Session::decide_outcome(&resources, &messages, &retention, !scope.failed_regions.is_empty());
+        let session = Session {
+            format_version: session::FORMAT_VERSION,
+            policy: policy.name.clone(),
+            run_id: plan.run_id.clone(),
+            rules: plan.rule_names(|_| true),
+            started_at: started,
+            finished_at: Utc::now(),
+            outcome,
+            messages,
+            resources,
+            retention,
+        };
+        if let Err(e) = session.save(&self.catalog()).await {
+            // The snapshots exist whatever happens to the record; say so.
+            tracing::error!(run = %session.run_id, "writing the session record: {e}");
+            let mut session = session;
+            session.messages.push(format!("the session record could not be written to the catalog: {e}"));
+            session.outcome = Outcome::Warning.max_with(session.outcome);
+            return Ok(session);
+        }
+        tracing::info!(policy = %policy.name, run = %session.run_id, outcome = %session.outcome, "run finished");
+        Ok(session)
+    }
+
+    /// Snapshots one resource and replicates the snapshots.
+    async fn protect(&self, plan: &Plan<'_>, resource: &Resource) -> ResourceRecord {
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let mut record = ResourceRecord {
+            id: resource.id.clone(),
+            region: resource.region.clone(),
+            kind: resource.kind,
+            outcome: Outcome::Success,
+            started_at,
+            finished_at: started_at,
+            duration_ms: 0,
+            snapshots: Vec::new(),
+            error: None,
+            warnings: Vec::new(),
+        };
+        let rules = plan.snapshot_rules();
+        if !rules.is_empty() {
+            match self.snapshot(plan, resource, &rules).await {
+                Ok((made, reused)) => {
+                    record.snapshots.extend(made.iter().map(|s| snapshot_record(s, "snapshot", None, None, reused)));
+                    for (mapping_id, mapping) in plan.mappings_from(&resource.region) {
+                        match self.replicate(plan, resource, &made, mapping_id, mapping).await {
+                            Ok((copies, reused, account)) => record.snapshots.extend(
+                                copies.iter().map(|s| snapshot_record(s, "replica", Some(mapping_id), account.clone(), reused)),
+                            ),
+                            Err(e) => {
+                                record.outcome = Outcome::Warning;
+                                record.warnings.push(format!("replicating to {} via {mapping_id}: {e}", mapping.target_region));
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    record.outcome = Outcome::Failed;
+                    record.error = Some(e);
+                }
+            }
+        }
+        record.finished_at = Utc::now();
+        record.duration_ms = clock.elapsed().as_millis() as u64;
+        tracing::info!(resource = %resource.id, region = %resource.region, outcome = %record.outcome, "resource done");
+        record
+    }
+
+    /// The resource's snapshots for this run: found from an earlier attempt
+    /// of the same run, or made now; waited for.
+    async fn snapshot(&self, plan: &Plan<'_>, resource: &Resource, rules: &[String]) -> Result<(Vec<StoredSnapshot>, bool), String> {
+        let region = resource.region.as_str();
+        let tags = plan.tags(PointKind::Snapshot, resource, rules, &[]);
+        let settings = &self.settings;
+        match resource.kind {
+            ResourceKind::Ec2Instance => {
+                let ec2 = self.aws.ec2(region);
+                let key = [(TAG_RUN, plan.run_id.as_str()), (TAG_SOURCE, resource.id.as_str()), (TAG_KIND, "snapshot")];
+                let earlier = snapshots::find_ebs_snapshots(&ec2, region, &key)
+                    .await
+                    .map_err(|e| format!("looking for this run's snapshots of {}: {e}", resource.id))?;
+                let (ids, reused) = if earlier.is_empty() {
+                    let _slot = plan.limits.acquire(region, Api::CreateSnapshot).await;
+                    let ids = snapshots::create_ebs_snapshots(&ec2, &resource.id, &plan.description(rules), &tags)
+                        .await
+                        .map_err(|e| match e {
+                            AwsError::NotFound => format!("instance {} no longer exists", resource.id),
+                            e => format!("creating snapshots of {}: {e}", resource.id),
+                        })?;
+                    if ids.is_empty() {
+                        return Err(format!("instance {} has no EBS volumes to snapshot", resource.id));
+                    }
+                    (ids, false)
+                } else {
+                    (earlier.into_iter().map(|s| s.id).collect(), true)
+                };
+                let made = snapshots::wait_until_complete(
+                    || snapshots::describe_ebs_snapshots(&ec2, region, &ids),
+                    settings.poll_interval,
+                    settings.wait_timeout,
+                )
+                .await
+                .map_err(|e| format!("waiting for the snapshots of {}: {e}", resource.id))?;
+                Ok((made, reused))
+            }
+            kind => {
+                let service = if kind == ResourceKind::RdsCluster { Service::RdsCluster } else { Service::RdsInstance };
+                let rds = self.aws.rds(region);
+                let id = snapshots::rds_snapshot_id(&plan.policy.name, &plan.run_id, &resource.id);
+                let reused = match snapshots::find_rds_snapshot(&rds, region, service, &id).await {
+                    Ok(_) => true,
+                    Err(AwsError::NotFound) => {
+                        let _slot = plan.limits.acquire(region, Api::CreateSnapshot).await;
+                        snapshots::create_rds_snapshot(&rds, service, &resource.id, &id, &tags)
+                            .await
+                            .map_err(|e| match e {
+                                AwsError::NotFound => format!("{} {} no longer exists", kind.noun(), resource.id),
+                                e => format!("creating snapshot {id} of {}: {e}", resource.id),
+                            })?;
+                        false
+                    }
+                    Err(e) => return Err(format!("looking for snapshot {id}: {e}")),
+                };
+                let made = snapshots::wait_until_complete(
+                    || async { snapshots::find_rds_snapshot(&rds, region, service, &id).await.map(|s| vec![s]) },
+                    settings.poll_interval,
+                    settings.wait_timeout,
+                )
+                .await
+                .map_err(|e| format!("waiting for snapshot {id}: {e}"))?;
+                Ok((made, reused))
+            }
+        }
+    }
+
+    /// Copies the run's snapshots of a resource through one mapping.
+    async fn replicate(
+        &self,
+        plan: &Plan<'_>,
+        resource: &Resource,
+        made: &[StoredSnapshot],
+        mapping_id: &str,
+        mapping: &RegionMappingDocument,
+    ) -> Result<(Vec<StoredSnapshot>, bool, Option<String>), String> {
+        let assumed = self.clients_for(mapping.target_role_arn.as_deref()).await.map_err(|e| e.to_string())?;
+        let target: &AwsClients = assumed.as_deref().unwrap_or(&self.aws);
+        let other_account = (target.account_id != self.aws.account_id).then(|| target.account_id.clone());
+        let rules = plan.replica_rules(mapping_id);
+        let _slot = plan.limits.acquire(&mapping.target_region, Api::Copy).await;
+        let mut copies = Vec::new();
+        let mut all_reused = true;
+        for snapshot in made {
+            let mut extra = vec![
+                (TAG_SOURCE_SNAPSHOT, snapshot.id.clone()),
+                (TAG_SOURCE_REGION, snapshot.region.clone()),
+                (TAG_MAPPING, mapping_id.to_string()),
+            ];
+            if let Some(volume) = &snapshot.volume_id {
+                extra.push((TAG_VOLUME, volume.clone()));
+            }
+            let tags = plan.tags(PointKind::Replica, resource, &rules, &extra);
+            let encryption = CopyEncryption::for_mapping(&mapping.encrypt, mapping.kms_key_arn.as_deref(), snapshot.encrypted);
+            let spec = CopySpec {
+                target_region: &mapping.target_region,
+                target_account: other_account.as_deref(),
+                snapshot,
+                encryption: &encryption,
+                tags: &tags,
+                description: plan.description(&rules),
+                rds_target_id: snapshots::rds_snapshot_id(
+                    &plan.policy.name,
+                    &plan.run_id,
+                    &format!("{}-{}-copy", resource.id, resource.region),
+                ),
+            };
+            let (replica, reused) = match snapshot.service {
+                Service::Ebs => {
+                    let (source, target) = (self.aws.ec2(&snapshot.region), target.ec2(&mapping.target_region));
+                    replicate_ebs(&source, &target, &spec, &self.settings).await?
+                }
+                service => {
+                    let (source, target) = (self.aws.rds(&snapshot.region), target.rds(&mapping.target_region));
+                    replicate_rds(&source, &target, service, &spec, &self.settings).await?
+                }
+            };
+            all_reused &= reused;
+            copies.push(replica);
+        }
+        Ok((copies, all_reused, other_account))
+    }
+
+    /// Retention over every restore point of the policy, rule by rule.
+    async fn apply_retention(&self, policy: &PolicyDocument, now: DateTime<Utc>) -> RetentionRecord {
+        let mut record = RetentionRecord::default();
+        // Every mapping any rule uses: replicas made by other rules' runs age too.
+        let mut mappings = BTreeMap::new();
+        for id in policy.rules.iter().filter_map(|r| r.replicate.as_ref()).flat_map(|r| &r.region_mapping_ids) {
+            match self.region_mapping(id).await {
+                Ok(mapping) => {
+                    mappings.insert(id.clone(), mapping);
+                }
+                Err(e) => record.errors.push(e.to_string()),
+            }
+        }
+        let (points, errors) = inventory::list(self, policy, &mappings).await;
+        record.errors.extend(errors);
+        let mut series: BTreeMap<_, Vec<RestorePoint>> = BTreeMap::new();
+        for point in points {
+            series.entry(point.series()).or_default().push(point);
+        }
+        for ((_, kind, ..), points) in series {
+            let retain = retention_of(policy, kind);
+            let candidates: Vec<retention::Point> = points
+                .iter()
+                .map(|p| retention::Point {
+                    id: format!("{}/{}", p.run_id, p.snapshots.first().map(|s| s.id.as_str()).unwrap_or_default()),
+                    time: p.time,
+                    rules: p.rules.clone(),
+                    complete: p.complete(),
+                })
+                .collect();
+            for (point, verdict) in points.iter().zip(retention::decide(&candidates, &retain, now)) {
+                match verdict {
+                    Verdict::Keep(reasons) => {
+                        record.kept += 1;
+                        if reasons.iter().any(|r| r.starts_with("unmanaged")) {
+                            record.unmanaged += 1;
+                        }
+                    }
+                    Verdict::Delete => {
+                        let clients = match self.clients_for(point.role.as_deref()).await {
+                            Ok(clients) => clients,
+                            Err(e) => {
+                                record.errors.push(e.to_string());
+                                continue;
+                            }
+                        };
+                        let aws = clients.as_deref().unwrap_or(&self.aws);
+                        match inventory::delete(aws, point).await {
+                            Ok(()) => record.deleted.extend(point.snapshots.iter().map(|s| s.id.clone())),
+                            Err(e) => record.errors.push(format!(
+                                "deleting the {} of {} from run {} in {}: {e}",
+                                point.kind.as_str(),
+                                point.resource_id,
+                                point.run_id,
+                                point.region
+                            )),
+                        }
+                    }
+                }
+            }
+        }
+        record
+    }
+}
+
+/// Each rule's retention for one kind of point.
+pub fn retention_of(policy: &PolicyDocument, kind: PointKind) -> BTreeMap<String, Retain> {
+    policy
+        .rules
+        .iter()
+        .filter_map(|rule| {
+            let retain = match kind {
+                PointKind::Snapshot => &rule.snapshot.as_ref()?.retain,
+                PointKind::Replica => &rule.replicate.as_ref()?.retain,
+            };
+            let retain = match (retain.count, retain.days) {
+                (Some(n), _) => Retain::Count(n.clamp(0, u32::MAX as i64) as u32),
+                (None, Some(d)) => Retain::Days(d.clamp(0, u32::MAX as i64) as u32),
+                (None, None) => return None,
+            };
+            Some((rule.name.clone(), retain))
+        })
+        .collect()
+}
+
+fn snapshot_record(s: &StoredSnapshot, kind: &str, mapping: Option<&str>, account: Option<String>, reused: bool) -> SnapshotRecord {
+    SnapshotRecord {
+        id: s.id.clone(),
+        region: s.region.clone(),
+        kind: kind.to_string(),
+        volume_id: s.tags.get(TAG_VOLUME).cloned().or_else(|| s.volume_id.clone()),
+        mapping: mapping.map(str::to_string),
+        account,
+        kms_key_id: s.kms_key_id.clone(),
+        reused,
+    }
+}
+
+/// One snapshot to copy through a mapping.
+pub struct CopySpec<'a> {
+    pub target_region: &'a str,
+    /// Set when the target is another account: the snapshot is shared first.
+    pub target_account: Option<&'a str>,
+    pub snapshot: &'a StoredSnapshot,
+    pub encryption: &'a CopyEncryption,
+    pub tags: &'a BTreeMap<String, String>,
+    pub description: String,
+    /// RDS: the copy's identifier (the same on a re-run).
+    pub rds_target_id: String,
+}
+
+/// Copies one EBS snapshot: found from an earlier attempt of the run, or
+/// shared (another account) and copied; then waited for. The clients are
+/// explicit: the source account's in the source region, the target
+/// account's in the target region (tested with mocked clients for the
+/// cross-account case the emulator cannot show).
+pub async fn replicate_ebs(
+    source: &aws_sdk_ec2::Client,
+    target: &aws_sdk_ec2::Client,
+    copy: &CopySpec<'_>,
+    settings: &Settings,
+) -> Result<(StoredSnapshot, bool), String> {
+    let region = copy.target_region;
+    let snapshot = copy.snapshot;
+    let key = [
+        (TAG_RUN, copy.tags.get(TAG_RUN).map(String::as_str).unwrap_or_default()),
+        (TAG_SOURCE_SNAPSHOT, snapshot.id.as_str()),
+        (TAG_KIND, "replica"),
+    ];
+    let earlier = snapshots::find_ebs_snapshots(target, region, &key)
+        .await
+        .map_err(|e| format!("looking for an earlier copy of {}: {e}", snapshot.id))?;
+    let (id, reused) = match earlier.into_iter().next() {
+        Some(found) => (found.id, true),
+        None => {
+            if let Some(account) = copy.target_account {
+                snapshots::share_ebs_snapshot(source, &snapshot.id, account)
+                    .await
+                    .map_err(|e| format!("sharing {} with account {account}: {e}", snapshot.id))?;
+            }
+            let id = snapshots::copy_ebs_snapshot(target, &snapshot.region, &snapshot.id, copy.encryption, &copy.description, copy.tags)
+                .await
+                .map_err(|e| format!("copying {} to {region}: {e}", snapshot.id))?;
+            (id, false)
+        }
+    };
+    let ids = [id];
+    let mut done = snapshots::wait_until_complete(
+        || snapshots::describe_ebs_snapshots(target, region, &ids),
+        settings.poll_interval,
+        settings.wait_timeout,
+    )
+    .await
+    .map_err(|e| format!("waiting for copy {}: {e}", ids[0]))?;
+    done.pop().map(|s| (s, reused)).ok_or_else(|| format!("copy {} disappeared", ids[0]))
+}
+
+/// The same for a DB or DB cluster snapshot.
+pub async fn replicate_rds(
+    source: &aws_sdk_rds::Client,
+    target: &aws_sdk_rds::Client,
+    service: Service,
+    copy: &CopySpec<'_>,
+    settings: &Settings,
+) -> Result<(StoredSnapshot, bool), String> {
+    let region = copy.target_region;
+    let snapshot = copy.snapshot;
+    let id = copy.rds_target_id.as_str();
+    let reused = match snapshots::find_rds_snapshot(target, region, service, id).await {
+        Ok(_) => true,
+        Err(AwsError::NotFound) => {
+            if let Some(account) = copy.target_account {
+                snapshots::share_rds_snapshot(source, service, &snapshot.id, account)
+                    .await
+                    .map_err(|e| format!("sharing {} with account {account}: {e}", snapshot.id))?;
+            }
+            let arn = snapshot.arn.as_deref().ok_or_else(|| format!("snapshot {} has no ARN", snapshot.id))?;
+            snapshots::copy_rds_snapshot(target, service, arn, id, copy.encryption.kms_key_id.as_deref(), copy.tags)
+                .await
+                .map_err(|e| format!("copying {} to {region} as {id}: {e}", snapshot.id))?;
+            false
+        }
+        Err(e) => return Err(format!("looking for an earlier copy {id}: {e}")),
+    };
+    let mut done = snapshots::wait_until_complete(
+        || async { snapshots::find_rds_snapshot(target, region, service, id).await.map(|s| vec![s]) },
+        settings.poll_interval,
+        settings.wait_timeout,
+    )
+    .await
+    .map_err(|e| format!("waiting for copy {id}: {e}"))?;
+    done.pop().map(|s| (s, reused)).ok_or_else(|| format!("copy {id} disappeared"))
+}
+
+impl Outcome {
+    /// The worse of two outcomes.
+    pub fn max_with(self, other: Outcome) -> Outcome {
+        let rank = |o: Outcome| match o {
+            Outcome::Success => 0,
+            Outcome::Warning => 1,
+            Outcome::Failed => 2,
+        };
+        if rank(self) >= rank(other) { self } else { other }
+    }
+}

@@ -1,0 +1,73 @@
+//! The `coffer` binary: settings from the environment, exit status by
+//! session outcome, JSON output.
+
+use std::process::Command;
+
+use super::{count, policy, put_policy, rule};
+use crate::support::estate::{executor, instance, tags};
+use crate::support::{Moto, block_on};
+
+fn coffer(moto: &Moto, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("COFFER_S3_USE_PATH_STYLE", "true")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn coffer_run_exits_by_outcome_and_lists_points_and_sessions() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let instance_id = block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config("us-east-1").await);
+        let id = instance(&ec2, &tags(&[("Backup", "daily")]), 0, None).await;
+        let executor = executor(&moto, dir.path(), 4).await;
+        let mut doc = policy("web", "ec2", &["us-east-1"], &[("Backup", "daily")], vec![rule("daily", "0 2 * * *", Some(count(7)), None)]);
+        put_policy(&executor, &doc).await;
+        doc.name = "broken".into();
+        doc.source.ids = vec!["i-0123456789abcdef0".into()];
+        put_policy(&executor, &doc).await;
+        id
+    });
+
+    let (code, stdout, stderr) = coffer(&moto, &["run", "--policy", "web", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let session: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(session["outcome"], "Success");
+    assert_eq!(session["resources"][0]["id"], instance_id.as_str());
+
+    // One resource missing: Warning, exit status 3, and the table names it.
+    let (code, stdout, _) = coffer(&moto, &["run", "--policy", "broken"]);
+    assert_eq!(code, 3, "{stdout}");
+    assert!(stdout.contains("i-0123456789abcdef0") && stdout.contains("session") && stdout.contains("Warning"), "{stdout}");
+
+    let (code, stdout, stderr) = coffer(&moto, &["points", "--policy", "web", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let points: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(points.as_array().unwrap().len(), 1);
+    assert_eq!(points[0]["resource_id"], instance_id.as_str());
+    assert_eq!(points[0]["kind"], "snapshot");
+
+    let (code, stdout, _) = coffer(&moto, &["sessions", "--policy", "web", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&stdout).unwrap().as_array().unwrap().len(), 1);
+
+    let (code, _, stderr) = coffer(&moto, &["run", "--policy", "nope"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("backup policy nope is not in the catalog"), "{stderr}");
+    let (code, _, stderr) = coffer(&moto, &["run", "--policy", "web", "--rule", "hourly"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("has no rule hourly; its rules: daily"), "{stderr}");
+}

@@ -1,0 +1,131 @@
+//! Seeds a small estate into moto for executor tests: EC2 instances with
+//! volumes, RDS instances and Aurora clusters, tagged; and an in-process
+//! [`Executor`] wired to the same emulator.
+
+use std::path::Path;
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, InstanceType, ResourceType, Tag, TagSpecification, VolumeType};
+use coffer::aws::{AwsClients, AwsSettings};
+use coffer::executor::{Executor, Settings};
+use coffer::provider::CatalogLocation;
+
+use super::Moto;
+use super::aws::ACCOUNT;
+
+/// An [`Executor`] against `moto`, home region us-east-1, with fast polling.
+/// Credentials come from files in `dir` so nothing of the developer's
+/// environment leaks in (and no process-wide variables are set).
+pub async fn executor(moto: &Moto, dir: &Path, concurrency: usize) -> Executor {
+    let credentials = dir.join("credentials");
+    let config = dir.join("config");
+    std::fs::write(&credentials, "[default]\naws_access_key_id = test\naws_secret_access_key = test\n").unwrap();
+    std::fs::write(&config, "[default]\nregion = us-east-1\n").unwrap();
+    let settings = AwsSettings {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(moto.endpoint.clone()),
+        s3_use_path_style: true,
+        shared_credentials_files: vec![credentials.display().to_string()],
+        shared_config_files: vec![config.display().to_string()],
+        max_attempts: Some(3),
+        ..AwsSettings::default()
+    };
+    let aws = AwsClients::connect(settings).await.expect("connect to moto");
+    let catalog = CatalogLocation::new(None, None, ACCOUNT, "us-east-1");
+    Executor::new(
+        aws,
+        catalog,
+        Settings { concurrency, wait_timeout: Duration::from_secs(60), poll_interval: Duration::from_millis(50) },
+    )
+}
+
+pub fn tags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// An instance with an 8 GiB root volume and `data_volumes` more (10 GiB
+/// each, encrypted under `kms_key` when given); returns its id.
+pub async fn instance(ec2: &aws_sdk_ec2::Client, tags: &[(String, String)], data_volumes: usize, kms_key: Option<&str>) -> String {
+    let mut mappings = vec![
+        BlockDeviceMapping::builder()
+            .device_name("/dev/sda1")
+            .ebs(EbsBlockDevice::builder().volume_size(8).volume_type(VolumeType::Gp3).build())
+            .build(),
+    ];
+    for n in 0..data_volumes {
+        let mut ebs = EbsBlockDevice::builder().volume_size(10).volume_type(VolumeType::Gp3);
+        if let Some(key) = kms_key {
+            ebs = ebs.encrypted(true).kms_key_id(key);
+        }
+        mappings.push(
+            BlockDeviceMapping::builder()
+                .device_name(format!("/dev/sd{}", (b'f' + n as u8) as char))
+                .ebs(ebs.build())
+                .build(),
+        );
+    }
+    let out = ec2
+        .run_instances()
+        // moto checks no AMI when its default AMIs are not loaded.
+        .image_id("ami-0c0ffee0c0ffee000")
+        .instance_type(InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .set_block_device_mappings(Some(mappings))
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Instance)
+                .set_tags(Some(tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("RunInstances");
+    out.instances()[0].instance_id().unwrap().to_string()
+}
+
+fn rds_tags(tags: &[(String, String)]) -> Vec<aws_sdk_rds::types::Tag> {
+    tags.iter().map(|(k, v)| aws_sdk_rds::types::Tag::builder().key(k).value(v).build()).collect()
+}
+
+pub async fn db_instance(rds: &aws_sdk_rds::Client, id: &str, tags: &[(String, String)]) {
+    rds.create_db_instance()
+        .db_instance_identifier(id)
+        .engine("postgres")
+        .db_instance_class("db.t3.micro")
+        .allocated_storage(20)
+        .master_username("coffer")
+        // Emulator only.
+        .master_user_password("not-a-secret-emulator-only")
+        .set_tags(Some(rds_tags(tags)))
+        .send()
+        .await
+        .expect("CreateDBInstance");
+}
+
+/// An Aurora PostgreSQL cluster with one writer instance (untagged: the
+/// cluster is what is protected).
+pub async fn db_cluster(rds: &aws_sdk_rds::Client, id: &str, tags: &[(String, String)]) {
+    rds.create_db_cluster()
+        .db_cluster_identifier(id)
+        .engine("aurora-postgresql")
+        .master_username("coffer")
+        .master_user_password("not-a-secret-emulator-only")
+        .set_tags(Some(rds_tags(tags)))
+        .send()
+        .await
+        .expect("CreateDBCluster");
+    rds.create_db_instance()
+        .db_instance_identifier(format!("{id}-1"))
+        .db_cluster_identifier(id)
+        .engine("aurora-postgresql")
+        .db_instance_class("db.r6g.large")
+        .send()
+        .await
+        .expect("CreateDBInstance (cluster member)");
+}
+
+/// A KMS key in `region`; returns its ARN.
+pub async fn kms_key(kms: &aws_sdk_kms::Client) -> String {
+    kms.create_key().send().await.expect("CreateKey").key_metadata().unwrap().arn().unwrap().to_string()
+}
