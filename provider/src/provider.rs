@@ -21,7 +21,7 @@ use crate::validation;
 
 /// Everything a resource needs once the provider is configured.
 pub struct Coffer {
-    pub aws: AwsClients,
+    pub aws: Arc<AwsClients>,
     pub default_tags: BTreeMap<String, String>,
     pub catalog: CatalogLocation,
     pub scheduler_role_arn: Option<String>,
@@ -230,7 +230,7 @@ impl Provider for CofferProvider {
             catalog,
             catalog_ready: tokio::sync::OnceCell::new(),
             schedule_group_ready: tokio::sync::OnceCell::new(),
-            aws,
+            aws: Arc::new(aws),
         })
     }
 
@@ -244,7 +244,12 @@ impl Provider for CofferProvider {
     }
 
     fn data_sources(&self) -> Vec<Arc<dyn DataSource<Coffer>>> {
-        vec![Arc::new(crate::data_sources::iam_policy::IamPolicy)]
+        vec![
+            Arc::new(crate::data_sources::iam_policy::IamPolicy),
+            Arc::new(crate::data_sources::restore_points::RestorePoints),
+            Arc::new(crate::data_sources::sessions::Sessions),
+            Arc::new(crate::data_sources::protection::Protection),
+        ]
     }
 }
 

@@ -1,6 +1,7 @@
 //! Acceptance tests: real terraform, the real plugin binary, moto.
 
 mod backup_policy;
+mod data_sources;
 mod multi_account;
 mod region_mapping;
 mod repository;

@@ -1,3 +1,69 @@
 //! Coffer's data sources, one file each.
 
 pub mod iam_policy;
+pub mod protection;
+pub mod restore_points;
+pub mod sessions;
+
+use std::collections::BTreeMap;
+
+use crate::executor::{Executor, Settings};
+use crate::framework::{Diagnostics, Value};
+use crate::provider::Coffer;
+use crate::resources::backup_policy::PolicyDocument;
+use crate::resources::region_mapping::RegionMappingDocument;
+
+/// The executor's read side over the provider's clients and catalog.
+fn executor(data: &Coffer) -> Executor {
+    Executor::new(data.aws.clone(), data.catalog.clone(), Settings::default())
+}
+
+/// One policy (or every policy) with the region mappings its rules use.
+async fn policies(
+    executor: &Executor,
+    name: Option<&str>,
+    diags: &mut Diagnostics,
+) -> Option<Vec<(PolicyDocument, BTreeMap<String, RegionMappingDocument>)>> {
+    let found = match name {
+        Some(name) => executor.policy(name).await.map(|p| vec![p]),
+        None => executor.policies().await.map(|all| all.into_values().collect()),
+    };
+    let policies = match found {
+        Ok(policies) => policies,
+        Err(e) => {
+            diags.error("Cannot read the backup policies", e.to_string());
+            return None;
+        }
+    };
+    let mut out = Vec::new();
+    for policy in policies {
+        let mut mappings = BTreeMap::new();
+        for id in policy.rules.iter().filter_map(|r| r.replicate.as_ref()).flat_map(|r| &r.region_mapping_ids) {
+            match executor.region_mapping(id).await {
+                Ok(mapping) => {
+                    mappings.insert(id.clone(), mapping);
+                }
+                Err(e) => {
+                    diags.error(format!("Cannot read the region mappings of {}", policy.name), e.to_string());
+                    return None;
+                }
+            }
+        }
+        out.push((policy, mappings));
+    }
+    Some(out)
+}
+
+/// The configuration with `id` and a computed list filled in.
+fn listed(config: &Value, id: String, list: &str, rows: Vec<Value>) -> Value {
+    let mut value = config.clone();
+    if let Value::Map(fields) = &mut value {
+        fields.insert("id".into(), id.into());
+        fields.insert(list.into(), Value::List(rows));
+    }
+    value
+}
+
+fn strings<'a>(items: impl Iterator<Item = &'a String>) -> Value {
+    Value::List(items.map(|s| Value::from(s.as_str())).collect())
+}

@@ -88,7 +88,7 @@ impl Default for Settings {
 
 /// The AWS clients and catalog a run works with.
 pub struct Executor {
-    pub aws: AwsClients,
+    pub aws: Arc<AwsClients>,
     pub catalog_location: CatalogLocation,
     catalog_ready: tokio::sync::OnceCell<()>,
     pub settings: Settings,
@@ -97,9 +97,9 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub fn new(aws: AwsClients, catalog_location: CatalogLocation, settings: Settings) -> Self {
+    pub fn new(aws: impl Into<Arc<AwsClients>>, catalog_location: CatalogLocation, settings: Settings) -> Self {
         Self {
-            aws,
+            aws: aws.into(),
             catalog_location,
             catalog_ready: tokio::sync::OnceCell::new(),
             settings,

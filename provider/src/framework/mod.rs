@@ -13,5 +13,5 @@ pub use diag::{AttributePath, Diagnostics};
 pub use resource::{
     ClientInfo, DataSource, Import, ModifyPlan, PlanRequest, Private, Provider, Resource, UpgradeState,
 };
-pub use schema::{Attribute, Block, NestedBlock, Schema};
+pub use schema::{Attribute, Block, NestedBlock, Schema, Type};
 pub use value::Value;

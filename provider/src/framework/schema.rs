@@ -24,6 +24,8 @@ pub enum Type {
     List(Box<Type>),
     Set(Box<Type>),
     Map(Box<Type>),
+    /// An object with these attributes (computed results of data sources).
+    Object(Vec<(String, Type)>),
 }
 
 impl Type {
@@ -37,6 +39,11 @@ impl Type {
             Type::List(t) => json!(["list", t.to_json()]),
             Type::Set(t) => json!(["set", t.to_json()]),
             Type::Map(t) => json!(["map", t.to_json()]),
+            Type::Object(fields) => {
+                let fields: serde_json::Map<String, serde_json::Value> =
+                    fields.iter().map(|(name, t)| (name.clone(), t.to_json())).collect();
+                json!(["object", fields])
+            }
         }
     }
 }
@@ -114,6 +121,12 @@ impl Attribute {
 
     pub fn string_map(name: &str) -> Self {
         Self::new(name, Type::Map(Box::new(Type::String)))
+    }
+
+    /// A list of objects with these attributes.
+    pub fn object_list(name: &str, fields: &[(&str, Type)]) -> Self {
+        let fields = fields.iter().map(|(n, t)| (n.to_string(), t.clone())).collect();
+        Self::new(name, Type::List(Box::new(Type::Object(fields))))
     }
 
     pub fn describe(mut self, markdown: &str) -> Self {

@@ -1,0 +1,111 @@
+//! `coffer_restore_points`: the restore points of one or every policy,
+//! read back from AWS by their tags (snapshots and replicas).
+
+use async_trait::async_trait;
+
+use super::{executor, listed, policies, strings};
+use crate::executor::inventory;
+use crate::framework::validators::OneOf;
+use crate::framework::{Attribute, Block, DataSource, Diagnostics, Schema, Type, Value};
+use crate::provider::Coffer;
+
+pub const TYPE_NAME: &str = "coffer_restore_points";
+const KINDS: &[&str] = &["snapshot", "replica", "backup", "archive"];
+
+pub struct RestorePoints;
+
+pub fn point_type() -> Vec<(&'static str, Type)> {
+    vec![
+        ("policy", Type::String),
+        ("resource_id", Type::String),
+        ("kind", Type::String),
+        ("region", Type::String),
+        ("account_id", Type::String),
+        ("region_mapping_id", Type::String),
+        ("run_id", Type::String),
+        ("created_at", Type::String),
+        ("rules", Type::List(Box::new(Type::String))),
+        ("complete", Type::Bool),
+        ("snapshot_ids", Type::List(Box::new(Type::String))),
+    ]
+}
+
+pub fn schema() -> Schema {
+    Schema::new(
+        0,
+        Block::new(
+            "Restore points Coffer made: EBS snapshots (one point per instance and run), DB and DB cluster \
+             snapshots, and their replicas in other regions and accounts, read from AWS by their `coffer:*` tags.",
+        )
+        .attribute(Attribute::string("id").computed().describe("The filters, joined."))
+        .attribute(Attribute::string("policy").optional().describe("Only this backup policy's points. Default: every policy in the catalog."))
+        .attribute(Attribute::string("resource_id").optional().describe("Only this resource's points: an instance id, or a DB instance or cluster identifier."))
+        .attribute(
+            Attribute::string("kind")
+                .optional()
+                .describe("Only points of this kind: `snapshot`, `replica`, `backup` or `archive` (image-level restore points in repositories; none until a rule's `backup`/`archive` step has run).")
+                .validate(OneOf(KINDS)),
+        )
+        .attribute(
+            Attribute::object_list("restore_points", &point_type())
+                .computed()
+                .describe("The points, oldest first per resource: `policy`, `resource_id`, `kind`, `region`, `account_id`, `region_mapping_id` (replicas), `run_id`, `created_at` (RFC 3339, the run's time), `rules` (the rules that made it), `complete` (false while pending or failed), `snapshot_ids`."),
+        ),
+    )
+}
+
+#[async_trait]
+impl DataSource<Coffer> for RestorePoints {
+    fn type_name(&self) -> &'static str {
+        TYPE_NAME
+    }
+
+    fn schema(&self) -> Schema {
+        schema()
+    }
+
+    async fn read(&self, data: &Coffer, config: &Value, diags: &mut Diagnostics) -> Option<Value> {
+        let executor = executor(data);
+        let policy = config.get("policy").as_str().map(str::to_string);
+        let resource = config.get("resource_id").as_str();
+        let kind = config.get("kind").as_str();
+        let mut rows = Vec::new();
+        for (policy, mappings) in policies(&executor, policy.as_deref(), diags).await? {
+            let (points, errors) = inventory::list(&executor, &policy, &mappings).await;
+            if let Some(error) = errors.first() {
+                diags.error(&format!("Cannot list the restore points of {}", policy.name), error);
+                return None;
+            }
+            rows.extend(
+                points
+                    .iter()
+                    .filter(|p| resource.is_none_or(|r| p.resource_id == r))
+                    .filter(|p| kind.is_none_or(|k| p.kind.as_str() == k))
+                    .map(point_value),
+            );
+        }
+        let id = [config.get("policy").as_str(), resource, kind].iter().map(|v| v.unwrap_or("*")).collect::<Vec<_>>().join("/");
+        Some(listed(config, id, "restore_points", rows))
+    }
+}
+
+pub fn point_value(p: &inventory::RestorePoint) -> Value {
+    Value::Map(
+        [
+            ("policy", Value::from(p.policy.as_str())),
+            ("resource_id", p.resource_id.as_str().into()),
+            ("kind", p.kind.as_str().into()),
+            ("region", p.region.as_str().into()),
+            ("account_id", p.account.as_str().into()),
+            ("region_mapping_id", p.mapping.clone().map(Value::from).unwrap_or(Value::Null)),
+            ("run_id", p.run_id.as_str().into()),
+            ("created_at", p.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into()),
+            ("rules", strings(p.rules.iter())),
+            ("complete", p.complete().into()),
+            ("snapshot_ids", strings(p.snapshots.iter().map(|s| &s.id))),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
+    )
+}
