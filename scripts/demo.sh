@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# `make demo`: start the local AWS emulator (moto) on 127.0.0.1, apply
-# examples/quickstart against it with the provider just built, and print what
-# was created. `scripts/demo.sh stop` stops the emulator.
+# `make demo`: start the local AWS emulator (moto) on 127.0.0.1, seed a small
+# estate (EC2 instances, RDS instances, an Aurora cluster, in two regions),
+# apply examples/quickstart against it with the provider just built, run each
+# backup policy once with `coffer run`, and print the restore points, the
+# replicas and the sessions. `scripts/demo.sh stop` stops the emulator.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -50,6 +52,11 @@ for _ in $(seq 1 100); do
 done
 curl -fsS "$ENDPOINT/moto-api/" >/dev/null || { echo "the emulator did not start; see $DEMO/moto.log" >&2; exit 1; }
 
+export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo
+unset AWS_PROFILE
+echo "==> seeding a small estate (scripts/seed_estate.py)"
+"$(moto_python)" "$ROOT/scripts/seed_estate.py" --endpoint-url "$ENDPOINT"
+
 # A filesystem mirror holding the provider just built, so `terraform init`
 # works offline.
 VERSION=0.1.0
@@ -73,8 +80,6 @@ rm -rf "$WORK"
 mkdir -p "$WORK"
 cp "$ROOT"/examples/quickstart/*.tf "$WORK/"
 export TF_CLI_CONFIG_FILE="$DEMO/terraform.rc" CHECKPOINT_DISABLE=1 TF_IN_AUTOMATION=1
-export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo
-unset AWS_PROFILE
 TF="$(terraform_bin)"
 cd "$WORK"
 echo "==> terraform init ($("$TF" version | head -n1))"
@@ -115,7 +120,7 @@ policies = outputs.get("backup_policies") or {}
 if policies:
     print()
     print("backup policies")
-    line = "  {:<12}{:<8}{:<16}{:<16}{}"
+    line = "  {:<16}{:<9}{:<16}{:<16}{}"
     print(line.format("policy", "rule", "cron", "timezone", "schedule"))
     for name, p in sorted(policies.items()):
         state = "" if p["enabled"] else " (disabled)"
@@ -138,7 +143,57 @@ case $code in
     2) echo "drift: terraform plan found changes";;
     *) echo "terraform plan failed"; exit 1;;
 esac
+
+# The executor: the same catalog and emulator, settings from the environment.
+COFFER="$ROOT/target/debug/coffer"
+export AWS_ENDPOINT_URL="$ENDPOINT" AWS_REGION=us-east-1 COFFER_S3_USE_PATH_STYLE=true
+for policy in quickstart quickstart-rds; do
+    echo
+    echo "==> coffer run --policy $policy"
+    set +e
+    "$COFFER" run --policy "$policy"
+    code=$?
+    set -e
+    case $code in
+        0) ;;
+        3) echo "(the session ended with warnings; see above)";;
+        *) echo "coffer run failed" >&2; exit 1;;
+    esac
+done
+for policy in quickstart quickstart-rds; do
+    echo
+    echo "==> restore points of $policy (coffer points --policy $policy)"
+    "$COFFER" points --policy "$policy"
+done
+echo
+echo "==> replicas per region"
+for policy in quickstart quickstart-rds; do
+    "$COFFER" points --policy "$policy" --kind replica --json
+done | python3 -c '
+import json, sys, collections
+text = sys.stdin.read()
+decoder, rows, at = json.JSONDecoder(), [], 0
+while at < len(text):
+    while at < len(text) and text[at].isspace():
+        at += 1
+    if at >= len(text):
+        break
+    chunk, at = decoder.raw_decode(text, at)
+    rows.extend(chunk)
+by_region = collections.Counter((r["region"], r["policy"]) for r in rows)
+for (region, policy), n in sorted(by_region.items()):
+    print("  {:<11} {:<16} {} replicas".format(region, policy, n))
+'
+for policy in quickstart quickstart-rds; do
+    echo
+    echo "==> sessions of $policy (coffer sessions --policy $policy)"
+    "$COFFER" sessions --policy "$policy"
+done
+
 echo
 echo "The emulator keeps running at $ENDPOINT (state in $WORK)."
 echo "Try: cd $WORK && TF_CLI_CONFIG_FILE=$DEMO/terraform.rc $TF plan -var endpoint_url=$ENDPOINT"
-echo "Stop it with: make demo-stop"
+echo "Run the scheduler on this machine (fires due rules; Ctrl-C stops it cleanly):"
+echo "  AWS_ENDPOINT_URL=$ENDPOINT AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo \\"
+echo "  COFFER_S3_USE_PATH_STYLE=true $COFFER agent"
+echo "Stop the emulator with: make demo-stop"

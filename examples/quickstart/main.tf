@@ -56,7 +56,8 @@ resource "coffer_worker_configuration" "euw1" {
   instance_type = "m7g.large"
 }
 
-# Image-level backups, deduplicated and encrypted, in a bucket Coffer creates.
+# Where image-level backups (a rule's `backup` block) go: deduplicated and
+# encrypted, in a bucket Coffer creates.
 resource "coffer_repository" "main" {
   name          = "main"
   bucket        = "coffer-quickstart-repo"
@@ -74,15 +75,16 @@ resource "coffer_region_mapping" "use1_to_euw1" {
   target_region = "eu-west-1"
 }
 
-# Instances tagged Backup = daily, every night at 02:00 Berlin time: 7
-# snapshots, 3 copies in Ireland, 30 days of image-level backups. One
-# EventBridge Scheduler schedule, coffer-quickstart-daily in group coffer.
+# Instances tagged Backup = daily in Virginia and Ireland, every night at
+# 02:00 Berlin time: 7 snapshots, and 3 copies in Ireland of the Virginia
+# ones. One EventBridge Scheduler schedule, coffer-quickstart-daily in group
+# coffer. (`make demo` runs it at once with `coffer run`.)
 resource "coffer_backup_policy" "quickstart" {
   name = "quickstart"
   type = "ec2"
 
   source {
-    regions = ["us-east-1"]
+    regions = ["us-east-1", "eu-west-1"]
     tags    = { Backup = "daily" }
   }
 
@@ -99,10 +101,46 @@ resource "coffer_backup_policy" "quickstart" {
       region_mapping_ids = [coffer_region_mapping.use1_to_euw1.id]
       retain { count = 3 }
     }
+  }
 
-    backup {
-      repository_id = coffer_repository.main.id
-      retain { days = 30 }
+  # Sundays: the daily and weekly rules fall due together and make one
+  # restore point that both keep (7 daily + 4 weekly = GFS).
+  rule {
+    name     = "weekly"
+    cron     = "0 2 * * 0"
+    timezone = "Europe/Berlin"
+
+    snapshot {
+      retain { count = 4 }
+    }
+  }
+
+  worker_configuration_ids = [coffer_worker_configuration.use1.id]
+  tags                     = { Team = "platform" }
+}
+
+# RDS instances and Aurora clusters tagged Backup = daily: DB and DB cluster
+# snapshots every night, copies in Ireland of the Virginia ones.
+resource "coffer_backup_policy" "quickstart_rds" {
+  name = "quickstart-rds"
+  type = "rds"
+
+  source {
+    regions = ["us-east-1", "eu-west-1"]
+    tags    = { Backup = "daily" }
+  }
+
+  rule {
+    name = "nightly"
+    cron = "30 1 * * *"
+
+    snapshot {
+      retain { days = 14 }
+    }
+
+    replicate {
+      region_mapping_ids = [coffer_region_mapping.use1_to_euw1.id]
+      retain { days = 7 }
     }
   }
 
@@ -152,14 +190,14 @@ output "region_mappings" {
 output "backup_policies" {
   description = "Backup policies and their EventBridge Scheduler schedules, by name."
   value = {
-    (coffer_backup_policy.quickstart.name) = {
-      type    = coffer_backup_policy.quickstart.type
-      enabled = coffer_backup_policy.quickstart.enabled
+    for p in [coffer_backup_policy.quickstart, coffer_backup_policy.quickstart_rds] : p.name => {
+      type    = p.type
+      enabled = p.enabled
       rules = {
-        for r in coffer_backup_policy.quickstart.rule : r.name => {
+        for r in p.rule : r.name => {
           cron         = r.cron
           timezone     = r.timezone
-          schedule_arn = coffer_backup_policy.quickstart.schedule_arns[r.name]
+          schedule_arn = p.schedule_arns[r.name]
         }
       }
     }

@@ -408,17 +408,24 @@ fn print_points(points: &[&RestorePoint], json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    println!("  {:<22}{:<9}{:<11}{:<22}{:<16}{:<10}snapshots", "resource", "kind", "region", "time", "run", "rules");
+    let width = |f: &dyn Fn(&RestorePoint) -> usize, title: &str| points.iter().map(|p| f(p)).max().unwrap_or(0).max(title.len()) + 2;
+    let rules = |p: &RestorePoint| p.rules.iter().cloned().collect::<Vec<_>>().join("+");
+    let (rw, uw, lw) = (
+        width(&|p| p.resource_id.len(), "resource"),
+        width(&|p| p.run_id.len(), "run"),
+        width(&|p| rules(p).len(), "rules"),
+    );
+    println!("  {:<rw$}{:<10}{:<11}{:<22}{:<uw$}{:<lw$}snapshots", "resource", "kind", "region", "time", "run", "rules");
     for p in points {
         let ids: Vec<&str> = p.snapshots.iter().map(|s| s.id.as_str()).collect();
         println!(
-            "  {:<22}{:<9}{:<11}{:<22}{:<16}{:<10}{}{}",
+            "  {:<rw$}{:<10}{:<11}{:<22}{:<uw$}{:<lw$}{}{}",
             p.resource_id,
             p.kind.as_str(),
             p.region,
             p.time.format("%Y-%m-%d %H:%M UTC").to_string(),
             p.run_id,
-            p.rules.iter().cloned().collect::<Vec<_>>().join("+"),
+            rules(p),
             ids.join(", "),
             if p.complete() { "" } else { " (incomplete)" }
         );
@@ -449,11 +456,13 @@ fn print_sessions(sessions: &[Session], json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(sessions)?);
         return Ok(());
     }
-    println!("  {:<22}{:<14}{:<22}{:<9}{:>9}  failed", "run", "rules", "started", "outcome", "resources");
+    let rw = sessions.iter().map(|s| s.run_id.len()).max().unwrap_or(0).max(3) + 2;
+    let lw = sessions.iter().map(|s| s.rules.join("+").len()).max().unwrap_or(0).max(5) + 2;
+    println!("  {:<rw$}{:<lw$}{:<22}{:<9}{:>9}  failed", "run", "rules", "started", "outcome", "resources");
     for s in sessions {
         let failed = s.resources.iter().filter(|r| r.outcome == Outcome::Failed).count();
         println!(
-            "  {:<22}{:<14}{:<22}{:<9}{:>9}  {}",
+            "  {:<rw$}{:<lw$}{:<22}{:<9}{:>9}  {}",
             s.run_id,
             s.rules.join("+"),
             s.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),

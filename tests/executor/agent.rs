@@ -114,3 +114,27 @@ fn a_disabled_policy_does_not_fire_and_does_not_catch_up_when_enabled() {
         assert_eq!(agent.due().await.unwrap().len(), 1);
     });
 }
+
+#[test]
+fn a_run_that_cannot_start_is_recorded_as_failed_once_not_retried_every_minute() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let executor = executor(&moto, dir.path(), 4).await;
+        // Its region mapping is not in the catalog (deleted out of band).
+        let rules = vec![rule("daily", "0 2 * * *", Some(count(7)), Some((&["gone"][..], count(3))))];
+        put_policy(&executor, &policy("orphan", "ec2", &["us-east-1"], &[("Backup", "x")], rules)).await;
+        let clock = Arc::new(ManualClock::new(at("2026-11-21T12:00:00Z")));
+        let agent = Agent::new(&executor, clock.clone());
+        assert!(agent.tick(&Quiet).await.unwrap().is_empty());
+        clock.set(at("2026-11-22T02:00:00Z"));
+        let sessions = agent.tick(&Quiet).await.unwrap();
+        assert_eq!(sessions.len(), 1);
+        assert_eq!(sessions[0].outcome, coffer::executor::session::Outcome::Failed);
+        assert!(sessions[0].messages[0].contains("region mapping gone used by the policy is not in the catalog"), "{:?}", sessions[0].messages);
+        let recorded = coffer::executor::session::recent(&executor.catalog(), "orphan", 5).await.unwrap();
+        assert_eq!(recorded.len(), 1);
+        clock.set(at("2026-11-22T02:01:00Z"));
+        assert!(agent.tick(&Quiet).await.unwrap().is_empty(), "retried a run that cannot start");
+    });
+}

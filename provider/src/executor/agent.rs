@@ -134,7 +134,21 @@ impl<'a> Agent<'a> {
             run_id: Some(firing.run_id()),
             time: firing.due,
         };
-        let session = self.executor.run(request, progress).await?;
+        let session = match self.executor.run(request, progress).await {
+            Ok(session) => session,
+            // A run that cannot start for a lasting reason (its mapping was
+            // deleted, say) is recorded as Failed and marked: retrying it
+            // every minute would only repeat the error. A catalog that
+            // cannot be read leaves the rule due.
+            Err(e) if e.is_lasting() => {
+                let session = Session::not_started(firing, e.to_string());
+                if let Err(e) = session.save(&self.executor.catalog()).await {
+                    tracing::warn!(policy = %firing.policy, "writing the session record: {e}");
+                }
+                session
+            }
+            Err(e) => return Err(e),
+        };
         let (mut marks, etag) = self.marks(&firing.policy).await?;
         for rule in &firing.rules {
             marks.rules.insert(rule.clone(), firing.due);

@@ -49,12 +49,14 @@ pub const TAG_TIME: &str = "coffer:time";
 pub const TAG_SOURCE_SNAPSHOT: &str = "coffer:source-snapshot";
 pub const TAG_SOURCE_REGION: &str = "coffer:source-region";
 pub const TAG_MAPPING: &str = "coffer:mapping";
-/// On EBS snapshots: the volume the snapshot is of (EBS reports
-/// `vol-ffffffff` for copies).
+/// On EBS replicas: the volume the original snapshot is of (EBS reports
+/// `vol-ffffffff` as a copy's volume).
 pub const TAG_VOLUME: &str = "coffer:volume";
 
 #[derive(Debug, Error)]
 pub enum ExecutorError {
+    // Every variant but `Catalog` is a configuration problem that the
+    // same run would hit again; `Catalog` may pass (see `is_lasting`).
     #[error("backup policy {0} is not in the catalog (s3://{1}); apply it with Terraform first")]
     UnknownPolicy(String, String),
     #[error("backup policy {policy} has no rule {rule}; its rules: {known}")]
@@ -67,6 +69,14 @@ pub enum ExecutorError {
     AssumeRole { role: String, cause: String },
     #[error("invalid run id {0:?}: use 1-40 lowercase letters, digits and single hyphens, starting with a letter or digit")]
     InvalidRunId(String),
+}
+
+impl ExecutorError {
+    /// Whether trying the same run again later cannot help (a policy, rule
+    /// or mapping that is not there, a role that cannot be assumed).
+    pub fn is_lasting(&self) -> bool {
+        !matches!(self, ExecutorError::Catalog { .. })
+    }
 }
 
 /// How hard a run pushes AWS.

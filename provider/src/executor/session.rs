@@ -116,6 +116,23 @@ impl Session {
         }
     }
 
+    /// The record of a scheduled run that could not start.
+    pub fn not_started(firing: &super::agent::Firing, why: String) -> Self {
+        let now = Utc::now();
+        Self {
+            format_version: FORMAT_VERSION,
+            policy: firing.policy.clone(),
+            run_id: firing.run_id(),
+            rules: firing.rules.clone(),
+            started_at: now,
+            finished_at: now,
+            outcome: Outcome::Failed,
+            messages: vec![format!("the run could not start: {why}")],
+            resources: Vec::new(),
+            retention: RetentionRecord::default(),
+        }
+    }
+
     pub async fn save(&self, catalog: &Catalog<'_>) -> Result<(), CatalogError> {
         catalog.put(Kind::Session, &format!("{}/{}", self.policy, self.run_id), self).await.map(|_| ())
     }

@@ -1,0 +1,7 @@
+terraform {
+  required_providers {
+    coffer = {
+      source = "coffer/coffer"
+    }
+  }
+}
