@@ -23,6 +23,8 @@ pub enum Kind {
     Session,
     /// `agent/<policy>.json`: when `coffer agent` last fired each rule.
     AgentMarks,
+    /// `runs/<policy>/<run id>.json`: which worker took a scheduled run.
+    RunClaim,
 }
 
 impl Kind {
@@ -33,6 +35,7 @@ impl Kind {
             Kind::Repository => "repositories",
             Kind::Session => "sessions",
             Kind::AgentMarks => "agent",
+            Kind::RunClaim => "runs",
         }
     }
 
@@ -43,6 +46,7 @@ impl Kind {
             Kind::Repository => "repository",
             Kind::Session => "session",
             Kind::AgentMarks => "agent marks",
+            Kind::RunClaim => "run claim",
         }
     }
 }
@@ -104,7 +108,7 @@ impl<'a> Catalog<'a> {
 
     /// Creates the catalog bucket (versioned, encrypted, private) in the
     /// home region unless it exists; once per provider process.
-    async fn ensure_bucket(&self) -> Result<(), CatalogError> {
+    pub async fn ensure_bucket(&self) -> Result<(), CatalogError> {
         self.ready
             .get_or_try_init(|| async {
                 let client = self.client();

@@ -82,6 +82,9 @@ pub enum Command {
     Points(PointsArgs),
     /// List the recent sessions (runs) of a policy.
     Sessions(SessionsArgs),
+    /// Upload this coffer binary to the catalog, where workers launched by
+    /// schedules fetch it (bin/coffer-linux-<arch>).
+    Publish,
 }
 
 #[derive(Debug, Args)]
@@ -93,8 +96,14 @@ pub struct RunArgs {
     #[arg(long = "rule")]
     pub rules: Vec<String>,
     /// Re-run (resume) an earlier run: what it already made is reused.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "scheduled")]
     pub run_id: Option<String>,
+    /// Launched by the schedule of --rule (workers): run the firing of the
+    /// rule's latest due time within the last hour. Every rule of the policy
+    /// due at that minute joins, the run id is that minute, and only the
+    /// first worker to claim it runs it.
+    #[arg(long, requires = "rules")]
+    pub scheduled: bool,
     #[command(flatten)]
     pub tuning: Tuning,
 }
@@ -157,16 +166,25 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => {
             let executor = connect(&cli.global, &args.tuning).await?;
             let progress = Display::new(cli.global.json);
-            let request = RunRequest {
-                policy: args.policy.clone(),
-                rules: args.rules.clone(),
-                run_id: args.run_id.clone(),
-                time: Utc::now(),
+            let request = if args.scheduled {
+                match scheduled_request(&executor, args).await? {
+                    Some(request) => request,
+                    None => return Ok(ExitCode::SUCCESS),
+                }
+            } else {
+                RunRequest { policy: args.policy.clone(), rules: args.rules.clone(), run_id: args.run_id.clone(), time: Utc::now() }
             };
             let session = executor.run(request, &progress).await?;
             progress.finish();
             print_session(&session, cli.global.json)?;
             Ok(exit_code(session.outcome))
+        }
+        Command::Publish => {
+            let executor = connect(&cli.global, &Tuning { concurrency: 1, wait_timeout: Duration::ZERO }).await?;
+            let binary = std::env::current_exe().context("locating this coffer binary")?;
+            let key = publish(&executor, &binary).await?;
+            println!("published {} to s3://{}/{key}", binary.display(), executor.catalog_location.bucket);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Agent(args) => {
             let executor = connect(&cli.global, &args.tuning).await?;
@@ -192,6 +210,65 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The run a worker launched by a rule's schedule makes: the rule's latest
+/// due minute (EventBridge fires on time; the worker boots in minutes), with
+/// every rule due at that minute, claimed in the catalog so workers
+/// launched for rules due together make one run. `None`: another worker has
+/// it.
+async fn scheduled_request(executor: &Executor, args: &RunArgs) -> Result<Option<RunRequest>> {
+    use crate::catalog::{CatalogError, Kind};
+    use crate::executor::agent::latest_due;
+    let policy = executor.policy(&args.policy).await?;
+    let now = Utc::now();
+    let rule = &args.rules[0];
+    let launched_for = policy
+        .rules
+        .iter()
+        .find(|r| &r.name == rule)
+        .with_context(|| format!("backup policy {} has no rule {rule}", policy.name))?;
+    let due = latest_due(launched_for, now - chrono::TimeDelta::hours(1), now)
+        .with_context(|| format!("rule {rule} of {} was not due in the last hour; run it without --scheduled", policy.name))?;
+    let rules: Vec<String> = policy
+        .rules
+        .iter()
+        .filter(|r| latest_due(r, due - chrono::TimeDelta::minutes(1), due) == Some(due))
+        .map(|r| r.name.clone())
+        .collect();
+    let run_id = crate::executor::scheduled_run_id(due);
+    let claim = serde_json::json!({ "run_id": run_id, "rules": rules, "claimed_at": now, "launched_for": rule });
+    match executor.catalog().create(Kind::RunClaim, &format!("{}/{run_id}", policy.name), &claim).await {
+        Ok(_) => Ok(Some(RunRequest { policy: policy.name.clone(), rules, run_id: Some(run_id), time: due })),
+        Err(CatalogError::AlreadyExists { .. }) => {
+            eprintln!("coffer: run {run_id} of {} was taken by another worker; nothing to do", policy.name);
+            Ok(None)
+        }
+        Err(e) => Err(anyhow::anyhow!("claiming run {run_id} of {}: {e}", policy.name)),
+    }
+}
+
+/// Uploads `binary` as `<catalog prefix>bin/coffer-linux-<arch>`, the key
+/// the worker boot script fetches; returns the key.
+pub async fn publish(executor: &Executor, binary: &std::path::Path) -> Result<String> {
+    let key = format!("{}bin/coffer-linux-{}", executor.catalog_location.prefix, std::env::consts::ARCH);
+    executor.catalog().ensure_bucket().await?;
+    let body = aws_sdk_s3::primitives::ByteStream::from_path(binary)
+        .await
+        .with_context(|| format!("reading {}", binary.display()))?;
+    executor
+        .aws
+        .s3(&executor.aws.home_region)
+        .put_object()
+        .bucket(&executor.catalog_location.bucket)
+        .key(&key)
+        .content_type("application/octet-stream")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| crate::aws::AwsError::from_sdk(e, &[]))
+        .with_context(|| format!("uploading s3://{}/{key}", executor.catalog_location.bucket))?;
+    Ok(key)
 }
 
 async fn connect(global: &Global, tuning: &Tuning) -> Result<Executor> {

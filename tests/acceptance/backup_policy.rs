@@ -115,7 +115,7 @@ fn lifecycle(tf: &Terraform) {
     let input: serde_json::Value = serde_json::from_str(target.input().unwrap()).unwrap();
     assert_eq!(input["LaunchTemplate"]["LaunchTemplateId"], home_template.as_str());
     assert_eq!(input["MinCount"], 1);
-    assert!(decoded_user_data(target.input().unwrap()).contains("TASK='run --policy prod --rule daily'"));
+    assert!(decoded_user_data(target.input().unwrap()).contains("TASK='run --policy prod --rule daily --scheduled'"));
     wd.assert_no_changes();
 
     // Import everything into a fresh state (the policy by name): nothing to change.

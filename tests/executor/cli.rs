@@ -71,3 +71,45 @@ fn coffer_run_exits_by_outcome_and_lists_points_and_sessions() {
     assert_eq!(code, 1);
     assert!(stderr.contains("has no rule hourly; its rules: daily"), "{stderr}");
 }
+
+#[test]
+fn workers_launched_for_rules_due_together_make_one_run() {
+    use chrono::{Timelike, Utc};
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Two rules due at the same minute, two minutes ago (as if EventBridge
+    // fired both and the workers took a while to boot).
+    let due = Utc::now() - chrono::TimeDelta::minutes(2);
+    let cron = format!("{} {} * * *", due.minute(), due.hour());
+    block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config("us-east-1").await);
+        instance(&ec2, &tags(&[("Backup", "daily")]), 0, None).await;
+        let executor = executor(&moto, dir.path(), 4).await;
+        let rules = vec![rule("daily", &cron, Some(count(7)), None), rule("weekly", &cron, Some(count(4)), None)];
+        put_policy(&executor, &policy("web", "ec2", &["us-east-1"], &[("Backup", "daily")], rules)).await;
+    });
+
+    let (code, stdout, stderr) = coffer(&moto, &["run", "--policy", "web", "--rule", "daily", "--scheduled", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let session: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(session["rules"], serde_json::json!(["daily", "weekly"]));
+    assert_eq!(session["run_id"], coffer::executor::scheduled_run_id(due.with_second(0).unwrap()).as_str());
+
+    // The worker launched for the other rule finds the run taken.
+    let (code, stdout, stderr) = coffer(&moto, &["run", "--policy", "web", "--rule", "weekly", "--scheduled", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.is_empty() && stderr.contains("was taken by another worker"), "{stdout}{stderr}");
+    let (_, points, _) = coffer(&moto, &["points", "--policy", "web", "--json"]);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&points).unwrap().as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn coffer_publish_puts_the_binary_where_workers_fetch_it() {
+    let moto = Moto::start();
+    let (code, stdout, stderr) = coffer(&moto, &["publish"]);
+    assert_eq!(code, 0, "{stderr}");
+    let key = format!("bin/coffer-linux-{}", std::env::consts::ARCH);
+    assert!(stdout.contains(&key), "{stdout}");
+    let uploaded = crate::support::aws::Aws::new(&moto).get(crate::support::aws::CATALOG_BUCKET, &key).unwrap();
+    assert_eq!(uploaded.len() as u64, std::fs::metadata(env!("CARGO_BIN_EXE_coffer")).unwrap().len());
+}

@@ -2,7 +2,7 @@
 //! is a catalog document (read by workers) plus one EventBridge Scheduler
 //! schedule per rule, `coffer-<policy>-<rule>` in group `coffer` of the home
 //! region, whose target launches a worker from the home-region worker
-//! configuration with user data that runs `coffer run --policy P --rule R`.
+//! configuration with user data that runs `coffer run --policy P --rule R --scheduled`.
 
 use std::collections::BTreeMap;
 
@@ -227,7 +227,7 @@ pub fn schema() -> Schema {
         Block::new(
             "What is protected, when, and how long. A policy document in the catalog plus one EventBridge Scheduler \
              schedule per rule (`coffer-<policy>-<rule>` in schedule group `coffer`), which launches a worker from \
-             the home-region worker configuration to run `coffer run --policy <name> --rule <rule>`.",
+             the home-region worker configuration to run `coffer run --policy <name> --rule <rule> --scheduled`.",
         )
         .attribute(Attribute::string("id").computed().use_state_for_unknown().describe("The policy's name."))
         .attribute(
@@ -497,7 +497,7 @@ fn run_instances_input(
     policy: &str,
     rule: &str,
 ) -> String {
-    let task = format!("run --policy {policy} --rule {rule}");
+    let task = format!("run --policy {policy} --rule {rule} --scheduled");
     let user_data = worker_user_data_for_task(&data.catalog, &data.aws.home_region, &task);
     serde_json::json!({
         "LaunchTemplate": { "LaunchTemplateId": launch_template_id, "Version": "$Default" },
