@@ -138,3 +138,77 @@ fn a_run_that_cannot_start_is_recorded_as_failed_once_not_retried_every_minute()
         assert!(agent.tick(&Quiet).await.unwrap().is_empty(), "retried a run that cannot start");
     });
 }
+
+/// `coffer agent` as a process: SIGTERM while a run is in progress lets the
+/// run finish (its session is written and its mark moves), then it exits 0.
+#[test]
+fn sigterm_lets_the_run_in_progress_finish_then_exits_cleanly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let marked = block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config("us-east-1").await);
+        // Enough work, one resource at a time, that the signal lands mid-run.
+        for _ in 0..12 {
+            instance(&ec2, &tags(&[("Backup", "often")]), 1, None).await;
+        }
+        let executor = executor(&moto, dir.path(), 1).await;
+        let rules = vec![rule("often", "* * * * *", Some(count(7)), None)];
+        put_policy(&executor, &policy("often", "ec2", &["us-east-1"], &[("Backup", "often")], rules)).await;
+        // Last fired five minutes ago: due at once when the agent starts.
+        let marked = Utc::now() - chrono::TimeDelta::minutes(5);
+        let marks = coffer::executor::agent::Marks { format_version: 1, rules: [("often".to_string(), marked)].into() };
+        executor.catalog().create(coffer::catalog::Kind::AgentMarks, "often", &marks).await.unwrap();
+        marked
+    });
+
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(["agent", "--concurrency", "1"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("COFFER_S3_USE_PATH_STYLE", "true")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(agent.stderr.take().unwrap()).lines();
+    // Wait until the run has started, then ask the agent to stop.
+    let mut seen = Vec::new();
+    for line in stderr.by_ref() {
+        let line = line.unwrap();
+        let started = line.contains("often rule often due");
+        seen.push(line);
+        if started {
+            break;
+        }
+    }
+    assert!(seen.last().is_some_and(|l| l.contains("often rule often due")), "{seen:#?}");
+    let status = Command::new("kill").args(["-TERM", &agent.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let rest: Vec<String> = stderr.map(|l| l.unwrap()).collect();
+    let exit = agent.wait().unwrap();
+    assert!(exit.success(), "{exit:?}\n{rest:#?}");
+    assert!(rest.iter().any(|l| l.contains("stopping; letting run")), "{rest:#?}");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut agent.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(stdout.contains("session") && stdout.contains("Success"), "the run finished and reported: {stdout}\n{rest:#?}");
+
+    block_on(async {
+        let executor = executor(&moto, dir.path(), 1).await;
+        let sessions = coffer::executor::session::recent(&executor.catalog(), "often", 5).await.unwrap();
+        assert_eq!(sessions.len(), 1);
+        assert_eq!(sessions[0].resources.len(), 12);
+        let marks = executor
+            .catalog()
+            .get::<coffer::executor::agent::Marks>(coffer::catalog::Kind::AgentMarks, "often")
+            .await
+            .unwrap();
+        assert!(marks.body.rules["often"] > marked, "the mark moved past the finished run");
+    });
+}
