@@ -110,7 +110,7 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct Tuning {
-    /// Resources worked on at once per region.
+    /// Resources whose snapshots are started at once per region.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
     /// Longest wait for one snapshot or copy, e.g. 90m, 4h.

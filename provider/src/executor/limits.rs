@@ -1,5 +1,8 @@
-//! Bounded concurrency: how many resources a run works on at once in one
-//! region, and how many calls of one costly kind are in flight per region.
+//! Bounded concurrency: how many resources a run starts snapshots of at once
+//! in one region, and how many copies are in flight into one region.
+//! Waiting for a snapshot to complete takes no slot: AWS makes snapshots in
+//! parallel however long they take, so holding slots while waiting would
+//! only serialize a large estate behind its slowest volumes.
 //! Throttling itself is retried by the SDK (standard retry mode, exponential
 //! backoff with jitter; `coffer` raises the attempts, see `bin/coffer.rs`).
 
@@ -11,13 +14,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// What a permit is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Api {
-    /// One resource being worked on.
-    Resource,
-    /// CreateSnapshots / CreateDBSnapshot / CreateDBClusterSnapshot.
-    CreateSnapshot,
-    /// CopySnapshot / CopyDB(Cluster)Snapshot into a region: AWS allows 20
-    /// concurrent copies per destination region (EBS and RDS alike), so we
-    /// keep well below it to leave room for others.
+    /// Starting one resource's snapshot: looking for an earlier attempt's,
+    /// then CreateSnapshots / CreateDBSnapshot / CreateDBClusterSnapshot.
+    Start,
+    /// CopySnapshot / CopyDB(Cluster)Snapshot into a region, until the copy
+    /// completes: AWS allows 20 copies in progress per destination region
+    /// (EBS and RDS alike), so we keep well below it to leave room for
+    /// others.
     Copy,
 }
 
@@ -33,7 +36,7 @@ impl Limits {
 
     fn size(&self, api: Api) -> usize {
         match api {
-            Api::Resource | Api::CreateSnapshot => self.concurrency,
+            Api::Start => self.concurrency,
             Api::Copy => self.concurrency.min(5),
         }
     }

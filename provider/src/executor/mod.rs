@@ -82,7 +82,7 @@ impl ExecutorError {
 /// How hard a run pushes AWS.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Resources worked on at once in one region.
+    /// Resources whose snapshots are started at once in one region.
     pub concurrency: usize,
     /// How long to wait for one snapshot or copy to complete.
     pub wait_timeout: Duration,

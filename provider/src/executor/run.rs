@@ -170,7 +170,6 @@ impl Executor {
         progress.scope_resolved(scope.resources.len() + scope.missing_ids.len());
 
         let work = scope.resources.iter().map(|resource| async {
-            let _slot = plan.limits.acquire(&resource.region, Api::Resource).await;
             let record = self.protect(&plan, resource).await;
             progress.resource_done(&record);
             record
@@ -277,11 +276,13 @@ impl Executor {
             ResourceKind::Ec2Instance => {
                 let ec2 = self.aws.ec2(region);
                 let key = [(TAG_RUN, plan.run_id.as_str()), (TAG_SOURCE, resource.id.as_str()), (TAG_KIND, "snapshot")];
+                // The slot covers starting the snapshots, not waiting for
+                // them: AWS makes them in parallel, however long they take.
+                let slot = plan.limits.acquire(region, Api::Start).await;
                 let earlier = snapshots::find_ebs_snapshots(&ec2, region, &key)
                     .await
                     .map_err(|e| format!("looking for this run's snapshots of {}: {e}", resource.id))?;
                 let (ids, reused) = if earlier.is_empty() {
-                    let _slot = plan.limits.acquire(region, Api::CreateSnapshot).await;
                     let ids = snapshots::create_ebs_snapshots(&ec2, &resource.id, &plan.description(rules), &tags)
                         .await
                         .map_err(|e| match e {
@@ -295,6 +296,7 @@ impl Executor {
                 } else {
                     (earlier.into_iter().map(|s| s.id).collect(), true)
                 };
+                drop(slot);
                 let made = snapshots::wait_until_complete(
                     || snapshots::describe_ebs_snapshots(&ec2, region, &ids),
                     settings.poll_interval,
@@ -308,10 +310,10 @@ impl Executor {
                 let service = if kind == ResourceKind::RdsCluster { Service::RdsCluster } else { Service::RdsInstance };
                 let rds = self.aws.rds(region);
                 let id = snapshots::rds_snapshot_id(&plan.policy.name, &plan.run_id, &resource.id);
+                let slot = plan.limits.acquire(region, Api::Start).await;
                 let reused = match snapshots::find_rds_snapshot(&rds, region, service, &id).await {
                     Ok(_) => true,
                     Err(AwsError::NotFound) => {
-                        let _slot = plan.limits.acquire(region, Api::CreateSnapshot).await;
                         snapshots::create_rds_snapshot(&rds, service, &resource.id, &id, &tags)
                             .await
                             .map_err(|e| match e {
@@ -322,6 +324,7 @@ impl Executor {
                     }
                     Err(e) => return Err(format!("looking for snapshot {id}: {e}")),
                 };
+                drop(slot);
                 let made = snapshots::wait_until_complete(
                     || async { snapshots::find_rds_snapshot(&rds, region, service, &id).await.map(|s| vec![s]) },
                     settings.poll_interval,
