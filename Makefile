@@ -24,6 +24,8 @@ demo-stop:
 test: tools
 	$(CARGO) test --locked --workspace
 
-## Benchmarks (release build); figures go to docs/benchmarks.md by hand.
+## Benchmarks (release build): the plugin (benches/plugin.rs) and the
+## executor (benches/executor.rs); figures go to docs/benchmarks.md by hand.
 bench: tools
 	$(CARGO) bench --locked -p coffer-provider --bench plugin
+	$(CARGO) bench --locked -p coffer-provider --bench executor

@@ -127,6 +127,7 @@ fn an_ebs_snapshot_is_shared_with_the_target_account_before_that_account_copies_
         tags: &tags,
         description: "Coffer policy prod".into(),
         rds_target_id: String::new(),
+        look_for_earlier: true,
     };
     let (replica, reused) = crate::support::block_on(replicate_ebs(&source, &target, &spec, &settings())).unwrap();
     assert_eq!(replica.id, "snap-copy");
@@ -207,6 +208,7 @@ fn a_db_snapshot_is_shared_then_copied_by_arn_into_the_target_account() {
         tags: &tags,
         description: String::new(),
         rds_target_id: "coffer-prod-copy".into(),
+        look_for_earlier: true,
     };
     let (replica, reused) =
         crate::support::block_on(replicate_rds(&source, &target, Service::RdsInstance, &spec, &settings())).unwrap();

@@ -45,6 +45,9 @@ const MAX_TAGS: usize = 50;
 struct Plan<'a> {
     policy: &'a PolicyDocument,
     run_id: String,
+    /// The run id was made for this run: nothing an earlier attempt made
+    /// can exist, so the lookups that make re-runs idempotent are skipped.
+    fresh: bool,
     time: DateTime<Utc>,
     rules: Vec<&'a Rule>,
     mappings: BTreeMap<String, RegionMappingDocument>,
@@ -125,6 +128,7 @@ impl Executor {
             }
             chosen
         };
+        let fresh = request.run_id.is_none();
         let run_id = match request.run_id {
             Some(id) => {
                 check_run_id(&id)?;
@@ -141,6 +145,7 @@ impl Executor {
         let plan = Plan {
             policy: &policy,
             run_id,
+            fresh,
             time: request.time,
             rules,
             mappings,
@@ -279,9 +284,13 @@ impl Executor {
                 // The slot covers starting the snapshots, not waiting for
                 // them: AWS makes them in parallel, however long they take.
                 let slot = plan.limits.acquire(region, Api::Start).await;
-                let earlier = snapshots::find_ebs_snapshots(&ec2, region, &key)
-                    .await
-                    .map_err(|e| format!("looking for this run's snapshots of {}: {e}", resource.id))?;
+                let earlier = if plan.fresh {
+                    Vec::new()
+                } else {
+                    snapshots::find_ebs_snapshots(&ec2, region, &key)
+                        .await
+                        .map_err(|e| format!("looking for this run's snapshots of {}: {e}", resource.id))?
+                };
                 let (ids, reused) = if earlier.is_empty() {
                     let ids = snapshots::create_ebs_snapshots(&ec2, &resource.id, &plan.description(rules), &tags)
                         .await
@@ -311,7 +320,12 @@ impl Executor {
                 let rds = self.aws.rds(region);
                 let id = snapshots::rds_snapshot_id(&plan.policy.name, &plan.run_id, &resource.id);
                 let slot = plan.limits.acquire(region, Api::Start).await;
-                let reused = match snapshots::find_rds_snapshot(&rds, region, service, &id).await {
+                let earlier = if plan.fresh {
+                    Err(AwsError::NotFound)
+                } else {
+                    snapshots::find_rds_snapshot(&rds, region, service, &id).await
+                };
+                let reused = match earlier {
                     Ok(_) => true,
                     Err(AwsError::NotFound) => {
                         snapshots::create_rds_snapshot(&rds, service, &resource.id, &id, &tags)
@@ -376,6 +390,7 @@ impl Executor {
                     &plan.run_id,
                     &format!("{}-{}-copy", resource.id, resource.region),
                 ),
+                look_for_earlier: !plan.fresh,
             };
             let (replica, reused) = match snapshot.service {
                 Service::Ebs => {
@@ -502,6 +517,8 @@ pub struct CopySpec<'a> {
     pub description: String,
     /// RDS: the copy's identifier (the same on a re-run).
     pub rds_target_id: String,
+    /// Look for a copy an earlier attempt of the run made (re-runs).
+    pub look_for_earlier: bool,
 }
 
 /// Copies one EBS snapshot: found from an earlier attempt of the run, or
@@ -522,9 +539,13 @@ pub async fn replicate_ebs(
         (TAG_SOURCE_SNAPSHOT, snapshot.id.as_str()),
         (TAG_KIND, "replica"),
     ];
-    let earlier = snapshots::find_ebs_snapshots(target, region, &key)
-        .await
-        .map_err(|e| format!("looking for an earlier copy of {}: {e}", snapshot.id))?;
+    let earlier = if copy.look_for_earlier {
+        snapshots::find_ebs_snapshots(target, region, &key)
+            .await
+            .map_err(|e| format!("looking for an earlier copy of {}: {e}", snapshot.id))?
+    } else {
+        Vec::new()
+    };
     let (id, reused) = match earlier.into_iter().next() {
         Some(found) => (found.id, true),
         None => {
@@ -561,7 +582,12 @@ pub async fn replicate_rds(
     let region = copy.target_region;
     let snapshot = copy.snapshot;
     let id = copy.rds_target_id.as_str();
-    let reused = match snapshots::find_rds_snapshot(target, region, service, id).await {
+    let earlier = if copy.look_for_earlier {
+        snapshots::find_rds_snapshot(target, region, service, id).await
+    } else {
+        Err(AwsError::NotFound)
+    };
+    let reused = match earlier {
         Ok(_) => true,
         Err(AwsError::NotFound) => {
             if let Some(account) = copy.target_account {
