@@ -168,13 +168,15 @@ struct Outcome {
     stderr: String,
 }
 
-/// Runs `coffer run` against `endpoint`, sampling its peak RSS.
-fn run_coffer(endpoint: &str, policy: &str, concurrency: usize, run_id: &str) -> Outcome {
+/// Runs `coffer run` against `endpoint`, sampling its peak RSS. The run id
+/// is left to `coffer` (fresh, as for a manual run; moto is reset between
+/// runs anyway).
+fn run_coffer(endpoint: &str, policy: &str, concurrency: usize) -> Outcome {
     let concurrency = concurrency.to_string();
     let cpu_before = children_cpu();
     let start = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .args(["run", "--policy", policy, "--json", "--concurrency", &concurrency, "--run-id", run_id])
+        .args(["run", "--policy", policy, "--json", "--concurrency", &concurrency])
         // As tests/executor/cli.rs: nothing of the developer's AWS set-up.
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -583,17 +585,6 @@ impl Mode {
         }
     }
 
-    fn slug(self) -> &'static str {
-        match self {
-            Mode::ParallelDirect => "direct",
-            Mode::Parallel => "parallel",
-            Mode::PerRegion1 => "per-region",
-            Mode::OneCallAtATime => "serial",
-            Mode::ParallelLatency => "parallel-latency",
-            Mode::OneCallAtATimeLatency => "serial-latency",
-        }
-    }
-
     fn concurrency(self) -> usize {
         match self {
             Mode::ParallelDirect | Mode::Parallel | Mode::ParallelLatency => 16,
@@ -676,14 +667,13 @@ impl Measured {
     }
 }
 
-fn measure(moto: &Moto, proxy: &Proxy, moto_pid: Option<u32>, bench: &Bench, mode: Mode, rep: usize) -> Measured {
+fn measure(moto: &Moto, proxy: &Proxy, moto_pid: Option<u32>, bench: &Bench, mode: Mode) -> Measured {
     reset_and_seed(moto);
     proxy.set_mode(mode.serial(), mode.added_latency());
     proxy.take();
     let endpoint = if mode == Mode::ParallelDirect { &moto.endpoint } else { &proxy.endpoint };
-    let run_id = format!("{}-{}-{rep}", bench.name.trim_start_matches("bench-"), mode.slug());
     let moto_before = moto_pid.and_then(process_cpu);
-    let outcome = run_coffer(endpoint, bench.name, mode.concurrency(), &run_id);
+    let outcome = run_coffer(endpoint, bench.name, mode.concurrency());
     let moto_cpu = moto_pid.and_then(process_cpu).zip(moto_before).map(|(a, b)| a.saturating_sub(b));
     let calls = (mode != Mode::ParallelDirect).then(|| proxy.take());
     proxy.set_mode(false, Duration::ZERO);
@@ -897,7 +887,7 @@ fn main() {
     // first use (seconds of CPU): keep that out of the figures.
     reset_and_seed(&moto);
     for bench in BENCHES.iter().filter(|b| wanted(b.name)) {
-        let warm = run_coffer(&proxy.endpoint, bench.name, 16, "warm-up");
+        let warm = run_coffer(&proxy.endpoint, bench.name, 16);
         println!("warm-up {}: {:.2} s, {}", bench.name, secs(warm.wall), warm.session["outcome"]);
     }
     proxy.take();
@@ -908,7 +898,7 @@ fn main() {
         // every mode alike.
         for rep in 1..=reps {
             for mode in MODES {
-                let m = measure(&moto, &proxy, moto_pid, bench, mode, rep);
+                let m = measure(&moto, &proxy, moto_pid, bench, mode);
                 eprintln!(
                     "  {} {} #{rep}: {:.2} s, {} calls, {} ({} resources)",
                     bench.name,
