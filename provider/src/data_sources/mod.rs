@@ -64,6 +64,11 @@ fn listed(config: &Value, id: String, list: &str, rows: Vec<Value>) -> Value {
     value
 }
 
+/// An object value from its attributes.
+fn object(fields: Vec<(&str, Value)>) -> Value {
+    Value::Map(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}
+
 fn strings<'a>(items: impl Iterator<Item = &'a String>) -> Value {
     Value::List(items.map(|s| Value::from(s.as_str())).collect())
 }

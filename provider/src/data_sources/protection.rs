@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::{executor, listed, policies, strings};
+use super::{executor, listed, object, policies, strings};
 use crate::executor::agent::latest_due;
 use crate::executor::inventory::{self, PointKind, RestorePoint};
 use crate::executor::scope;
@@ -90,8 +90,8 @@ impl DataSource<Coffer> for Protection {
                 let unmet = unmet_rules(&policy, points, now);
                 all_met &= unmet.is_empty();
                 let newest = points.iter().max_by_key(|p| p.time);
-                Value::Map(
-                    [
+                object(
+                    vec![
                         ("id", Value::from(resource.id.as_str())),
                         ("region", resource.region.as_str().into()),
                         ("kind", serde_json::to_value(resource.kind).ok().and_then(|v| v.as_str().map(Value::from)).unwrap_or(Value::Null)),
@@ -103,10 +103,7 @@ impl DataSource<Coffer> for Protection {
                         ("last_run_id", newest.map(|p| p.run_id.as_str().into()).unwrap_or(Value::Null)),
                         ("rules_met", unmet.is_empty().into()),
                         ("unmet_rules", strings(unmet.iter())),
-                    ]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect(),
+                    ],
                 )
             })
             .collect();

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::{executor, listed, policies, strings};
+use super::{executor, listed, object, policies, strings};
 use crate::executor::inventory;
 use crate::framework::validators::OneOf;
 use crate::framework::{Attribute, Block, DataSource, Diagnostics, Schema, Type, Value};
@@ -90,8 +90,8 @@ impl DataSource<Coffer> for RestorePoints {
 }
 
 pub fn point_value(p: &inventory::RestorePoint) -> Value {
-    Value::Map(
-        [
+    object(
+        vec![
             ("policy", Value::from(p.policy.as_str())),
             ("resource_id", p.resource_id.as_str().into()),
             ("kind", p.kind.as_str().into()),
@@ -103,9 +103,6 @@ pub fn point_value(p: &inventory::RestorePoint) -> Value {
             ("rules", strings(p.rules.iter())),
             ("complete", p.complete().into()),
             ("snapshot_ids", strings(p.snapshots.iter().map(|s| &s.id))),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect(),
+        ],
     )
 }

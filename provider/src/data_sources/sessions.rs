@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::{executor, listed, strings};
+use super::{executor, listed, object, strings};
 use crate::executor::session;
 use crate::framework::{Attribute, Block, DataSource, Diagnostics, Schema, Type, Value};
 use crate::provider::Coffer;
@@ -96,8 +96,8 @@ fn session_value(s: &session::Session) -> Value {
         .resources
         .iter()
         .map(|r| {
-            Value::Map(
-                [
+            object(
+                vec![
                     ("id", Value::from(r.id.as_str())),
                     ("region", r.region.as_str().into()),
                     ("kind", serde_json::to_value(r.kind).ok().and_then(|v| v.as_str().map(Value::from)).unwrap_or(Value::Null)),
@@ -106,15 +106,12 @@ fn session_value(s: &session::Session) -> Value {
                     ("warnings", strings(r.warnings.iter())),
                     ("duration_ms", (r.duration_ms as i64).into()),
                     ("snapshot_ids", strings(r.snapshots.iter().map(|s| &s.id))),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
+                ],
             )
         })
         .collect();
-    Value::Map(
-        [
+    object(
+        vec![
             ("run_id", Value::from(s.run_id.as_str())),
             ("rules", strings(s.rules.iter())),
             ("started_at", s.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into()),
@@ -123,9 +120,6 @@ fn session_value(s: &session::Session) -> Value {
             ("messages", strings(s.messages.iter())),
             ("resources", Value::List(resources)),
             ("snapshots_deleted", (s.retention.deleted.len() as i64).into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect(),
+        ],
     )
 }
