@@ -6,7 +6,7 @@ use coffer::executor::run::{Quiet, RunRequest};
 
 use super::provider;
 use crate::executor::{count, policy, put_mapping, put_policy, rule};
-use crate::support::estate::{executor, instance, tags};
+use crate::support::estate::{db_instance, executor, instance, tags};
 use crate::support::{Moto, Workdir, block_on, provider_binary, terraform_versions};
 
 const DATA_SOURCES: &str = r#"
@@ -33,6 +33,12 @@ output "replicas" { value = data.coffer_restore_points.replicas.restore_points }
 output "sessions" { value = data.coffer_sessions.web.sessions }
 output "protection" { value = data.coffer_protection.web.resources }
 output "all_rules_met" { value = data.coffer_protection.web.all_rules_met }
+
+data "coffer_protection" "dbs" {
+  policy = "dbs"
+}
+
+output "db_protection" { value = data.coffer_protection.dbs.resources }
 "#;
 
 #[test]
@@ -52,6 +58,20 @@ fn data_sources_show_points_sessions_and_protection_after_a_run() {
             .unwrap();
         // Tagged after the run: in scope, but no restore point yet.
         let newcomer = instance(&ec2, &tags(&[("Backup", "daily")]), 0, None).await;
+
+        // RDS identifiers are unique per region only: the eu-west-1
+        // orders-db, made after the run, must not borrow the us-east-1
+        // one's restore point.
+        let rds = aws_sdk_rds::Client::new(&moto.sdk_config("us-east-1").await);
+        db_instance(&rds, "orders-db", &tags(&[("Backup", "db")])).await;
+        let rules = vec![rule("nightly", "0 1 * * *", Some(count(7)), None)];
+        put_policy(&executor, &policy("dbs", "rds", &["us-east-1", "eu-west-1"], &[("Backup", "db")], rules)).await;
+        executor
+            .run(RunRequest { policy: "dbs".into(), rules: vec![], run_id: None, time: Utc::now() }, &Quiet)
+            .await
+            .unwrap();
+        let rds_eu = aws_sdk_rds::Client::new(&moto.sdk_config("eu-west-1").await);
+        db_instance(&rds_eu, "orders-db", &tags(&[("Backup", "db")])).await;
         (protected, session.run_id, newcomer)
     });
 
@@ -89,6 +109,12 @@ fn data_sources_show_points_sessions_and_protection_after_a_run() {
         assert_eq!(row(&newcomer)["unmet_rules"], serde_json::json!(["daily"]));
         assert!(row(&newcomer)["last_restore_point_at"].is_null());
         assert_eq!(outputs["all_rules_met"]["value"], false);
+
+        let dbs = outputs["db_protection"]["value"].as_array().unwrap();
+        let db = |region: &str| dbs.iter().find(|r| r["region"] == region && r["id"] == "orders-db").unwrap().clone();
+        assert_eq!(db("us-east-1")["rules_met"], true, "{dbs:#?}");
+        assert_eq!(db("eu-west-1")["rules_met"], false, "{dbs:#?}");
+        assert_eq!(db("eu-west-1")["restore_points"], 0);
     }
 }
 

@@ -76,9 +76,9 @@ impl DataSource<Coffer> for Protection {
             diags.error(&format!("Cannot list the restore points of {name}"), error);
             return None;
         }
-        let mut by_resource: BTreeMap<&str, Vec<&RestorePoint>> = BTreeMap::new();
+        let mut by_resource: BTreeMap<(&str, &str), Vec<&RestorePoint>> = BTreeMap::new();
         for point in points.iter().filter(|p| p.complete()) {
-            by_resource.entry(&point.resource_id).or_default().push(point);
+            by_resource.entry((&point.resource_region, &point.resource_id)).or_default().push(point);
         }
         let now = Utc::now();
         let mut all_met = true;
@@ -86,7 +86,10 @@ impl DataSource<Coffer> for Protection {
             .resources
             .iter()
             .map(|resource| {
-                let points = by_resource.get(resource.id.as_str()).map(Vec::as_slice).unwrap_or_default();
+                let points = by_resource
+                    .get(&(resource.region.as_str(), resource.id.as_str()))
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
                 let unmet = unmet_rules(&policy, points, now);
                 all_met &= unmet.is_empty();
                 let newest = points.iter().max_by_key(|p| p.time);

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 
 use super::snapshots::{self, Service, State, StoredSnapshot};
-use super::{Executor, TAG_KIND, TAG_MAPPING, TAG_POLICY, TAG_RULE, TAG_RUN, TAG_SOURCE, TAG_TIME};
+use super::{Executor, TAG_KIND, TAG_MAPPING, TAG_POLICY, TAG_RULE, TAG_RUN, TAG_SOURCE, TAG_SOURCE_REGION, TAG_TIME};
 use crate::aws::{AwsClients, AwsError, rds};
 use crate::resources::backup_policy::PolicyDocument;
 use crate::resources::region_mapping::RegionMappingDocument;
@@ -34,6 +34,8 @@ impl PointKind {
 pub struct RestorePoint {
     pub policy: String,
     pub resource_id: String,
+    /// Where the resource is (RDS identifiers are unique per region only).
+    pub resource_region: String,
     pub kind: PointKind,
     pub region: String,
     /// The account holding it (another one for cross-account replicas).
@@ -138,12 +140,14 @@ fn group(found: Vec<StoredSnapshot>, policy: &str, account: &str, role: Option<&
         let Ok(time) = DateTime::parse_from_rfc3339(&time) else { continue };
         let rules = tag(TAG_RULE).unwrap_or_default().split_whitespace().map(str::to_string).collect();
         let mapping = tag(TAG_MAPPING);
+        let resource_region = tag(TAG_SOURCE_REGION).unwrap_or_else(|| snapshot.region.clone());
         let key = (source.clone(), run.clone(), kind.as_str().to_string(), mapping.clone());
         points
             .entry(key)
             .or_insert_with(|| RestorePoint {
                 policy: policy.to_string(),
                 resource_id: source,
+                resource_region,
                 kind,
                 region: snapshot.region.clone(),
                 account: account.to_string(),
