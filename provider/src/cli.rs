@@ -251,6 +251,14 @@ async fn scheduled_request(executor: &Executor, args: &RunArgs) -> Result<Option
 /// Uploads `binary` as `<catalog prefix>bin/coffer-linux-<arch>`, the key
 /// the worker boot script fetches; returns the key.
 pub async fn publish(executor: &Executor, binary: &std::path::Path) -> Result<String> {
+    // Workers are Linux instances: a binary built for another OS would be
+    // fetched and fail to start on every worker.
+    if std::env::consts::OS != "linux" {
+        bail!(
+            "this coffer is built for {}; workers run Linux, so publish a Linux build of coffer (x86_64 or aarch64)",
+            std::env::consts::OS
+        );
+    }
     let key = format!("{}bin/coffer-linux-{}", executor.catalog_location.prefix, std::env::consts::ARCH);
     executor.catalog().ensure_bucket().await?;
     let body = aws_sdk_s3::primitives::ByteStream::from_path(binary)
