@@ -34,7 +34,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -175,16 +175,8 @@ fn run_coffer(endpoint: &str, policy: &str, concurrency: usize) -> Outcome {
     let concurrency = concurrency.to_string();
     let cpu_before = children_cpu();
     let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coffer"))
+    let mut child = support::estate::coffer_command(endpoint)
         .args(["run", "--policy", policy, "--json", "--concurrency", &concurrency])
-        // As tests/executor/cli.rs: nothing of the developer's AWS set-up.
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("COFFER_S3_USE_PATH_STYLE", "true")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -2,7 +2,6 @@
 //! commands, and how their results are shown (a table and a progress bar on
 //! a terminal, or JSON with `--json`).
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -316,10 +315,7 @@ pub fn exit_code(outcome: Outcome) -> ExitCode {
 /// Every restore point of a policy, with the mappings its rules use.
 pub async fn points(executor: &Executor, policy: &str) -> Result<Vec<RestorePoint>> {
     let policy = executor.policy(policy).await?;
-    let mut mappings = BTreeMap::new();
-    for id in policy.rules.iter().filter_map(|r| r.replicate.as_ref()).flat_map(|r| &r.region_mapping_ids) {
-        mappings.insert(id.clone(), executor.region_mapping(id).await?);
-    }
+    let mappings = executor.region_mappings(&policy.rules).await?;
     let (points, errors) = inventory::list(executor, &policy, &mappings).await;
     if let Some(first) = errors.first() {
         bail!("{first}");

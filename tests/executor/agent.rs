@@ -146,6 +146,8 @@ fn sigterm_lets_the_run_in_progress_finish_then_exits_cleanly() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
 
+    use crate::support::estate::coffer_command;
+
     let moto = Moto::start();
     let dir = tempfile::tempdir().unwrap();
     let marked = block_on(async {
@@ -164,15 +166,8 @@ fn sigterm_lets_the_run_in_progress_finish_then_exits_cleanly() {
         marked
     });
 
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_coffer"))
+    let mut agent = coffer_command(&moto.endpoint)
         .args(["agent", "--concurrency", "1"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("COFFER_S3_USE_PATH_STYLE", "true")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -1,22 +1,13 @@
 //! The `coffer` binary: settings from the environment, exit status by
 //! session outcome, JSON output.
 
-use std::process::Command;
-
 use super::{count, policy, put_policy, rule};
-use crate::support::estate::{executor, instance, tags};
+use crate::support::estate::{coffer_command, executor, instance, tags};
 use crate::support::{Moto, block_on};
 
 fn coffer(moto: &Moto, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_coffer"))
+    let out = coffer_command(&moto.endpoint)
         .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("COFFER_S3_USE_PATH_STYLE", "true")
         .output()
         .unwrap();
     (

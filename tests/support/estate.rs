@@ -39,6 +39,21 @@ pub async fn executor(moto: &Moto, dir: &Path, concurrency: usize) -> Executor {
     )
 }
 
+/// The `coffer` binary cargo built, configured for `endpoint` through the
+/// environment as a user would, with nothing of the developer's AWS set-up.
+pub fn coffer_command(endpoint: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("COFFER_S3_USE_PATH_STYLE", "true");
+    command
+}
+
 pub fn tags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }

@@ -37,18 +37,13 @@ async fn policies(
     };
     let mut out = Vec::new();
     for policy in policies {
-        let mut mappings = BTreeMap::new();
-        for id in policy.rules.iter().filter_map(|r| r.replicate.as_ref()).flat_map(|r| &r.region_mapping_ids) {
-            match executor.region_mapping(id).await {
-                Ok(mapping) => {
-                    mappings.insert(id.clone(), mapping);
-                }
-                Err(e) => {
-                    diags.error(format!("Cannot read the region mappings of {}", policy.name), e.to_string());
-                    return None;
-                }
+        let mappings = match executor.region_mappings(&policy.rules).await {
+            Ok(mappings) => mappings,
+            Err(e) => {
+                diags.error(format!("Cannot read the region mappings of {}", policy.name), e.to_string());
+                return None;
             }
-        }
+        };
         out.push((policy, mappings));
     }
     Some(out)

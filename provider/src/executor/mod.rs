@@ -161,6 +161,20 @@ impl Executor {
         }
     }
 
+    /// The region mappings `rules` replicate through, by id.
+    pub async fn region_mappings<'r>(
+        &self,
+        rules: impl IntoIterator<Item = &'r crate::resources::backup_policy::Rule>,
+    ) -> Result<BTreeMap<String, RegionMappingDocument>, ExecutorError> {
+        let mut mappings = BTreeMap::new();
+        for id in rules.into_iter().filter_map(|r| r.replicate.as_ref()).flat_map(|r| &r.region_mapping_ids) {
+            if !mappings.contains_key(id) {
+                mappings.insert(id.clone(), self.region_mapping(id).await?);
+            }
+        }
+        Ok(mappings)
+    }
+
     /// The clients of a mapping's target account: these clients, or the
     /// same ones acting through `role`.
     pub async fn clients_for(&self, role: Option<&str>) -> Result<Option<Arc<AwsClients>>, ExecutorError> {

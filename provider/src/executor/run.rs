@@ -136,12 +136,7 @@ impl Executor {
             }
             None => new_run_id(request.time),
         };
-        let mut mappings = BTreeMap::new();
-        for id in rules.iter().filter_map(|r| r.replicate.as_ref()).flat_map(|r| &r.region_mapping_ids) {
-            if !mappings.contains_key(id) {
-                mappings.insert(id.clone(), self.region_mapping(id).await?);
-            }
-        }
+        let mappings = self.region_mappings(rules.iter().copied()).await?;
         let plan = Plan {
             policy: &policy,
             run_id,
@@ -199,7 +194,7 @@ impl Executor {
         }
 
         progress.step("applying retention");
-        let retention = self.apply_retention(&policy, plan.time).await;
+        let retention = self.apply_retention(&policy, plan.time, &plan.mappings).await;
 
         let outcome = Session::decide_outcome(&resources, &messages, &retention, !scope.failed_regions.is_empty());
         let session = Session {
@@ -219,7 +214,7 @@ impl Executor {
             tracing::error!(run = %session.run_id, "writing the session record: {e}");
             let mut session = session;
             session.messages.push(format!("the session record could not be written to the catalog: {e}"));
-            session.outcome = Outcome::Warning.max_with(session.outcome);
+            session.outcome = session.outcome.max(Outcome::Warning);
             return Ok(session);
         }
         tracing::info!(policy = %policy.name, run = %session.run_id, outcome = %session.outcome, "run finished");
@@ -409,11 +404,20 @@ impl Executor {
     }
 
     /// Retention over every restore point of the policy, rule by rule.
-    async fn apply_retention(&self, policy: &PolicyDocument, now: DateTime<Utc>) -> RetentionRecord {
+    /// `known`: the mappings the run already read.
+    async fn apply_retention(
+        &self,
+        policy: &PolicyDocument,
+        now: DateTime<Utc>,
+        known: &BTreeMap<String, RegionMappingDocument>,
+    ) -> RetentionRecord {
         let mut record = RetentionRecord::default();
         // Every mapping any rule uses: replicas made by other rules' runs age too.
-        let mut mappings = BTreeMap::new();
+        let mut mappings = known.clone();
         for id in policy.rules.iter().filter_map(|r| r.replicate.as_ref()).flat_map(|r| &r.region_mapping_ids) {
+            if mappings.contains_key(id) {
+                continue;
+            }
             match self.region_mapping(id).await {
                 Ok(mapping) => {
                     mappings.insert(id.clone(), mapping);
@@ -611,16 +615,4 @@ pub async fn replicate_rds(
     .await
     .map_err(|e| format!("waiting for copy {id}: {e}"))?;
     done.pop().map(|s| (s, reused)).ok_or_else(|| format!("copy {id} disappeared"))
-}
-
-impl Outcome {
-    /// The worse of two outcomes.
-    pub fn max_with(self, other: Outcome) -> Outcome {
-        let rank = |o: Outcome| match o {
-            Outcome::Success => 0,
-            Outcome::Warning => 1,
-            Outcome::Failed => 2,
-        };
-        if rank(self) >= rank(other) { self } else { other }
-    }
 }

@@ -10,7 +10,8 @@ use crate::catalog::{Catalog, CatalogError, Kind};
 
 pub const FORMAT_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Ordered from best to worst, so `max` is the worse of two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Outcome {
     Success,
     /// Done, with something the user should look at (a resource failed, a
