@@ -6,4 +6,5 @@ pub mod docs_and_examples;
 mod executor;
 mod permissions;
 mod plugin_protocol;
+mod repository;
 mod support;

@@ -20,6 +20,8 @@ use crate::executor::session::{self, Outcome, ResourceRecord, Session};
 use crate::executor::{Executor, Settings};
 use crate::provider::CatalogLocation;
 
+mod repo;
+
 /// Coffer: backup-as-code for AWS.
 ///
 /// Policies, region mappings, repositories and worker configurations are
@@ -84,6 +86,14 @@ pub enum Command {
     /// Upload this coffer binary to the catalog, where workers launched by
     /// schedules fetch it (bin/coffer-linux-<arch>).
     Publish,
+    /// Maintain a repository: check, prune, stats, points, init.
+    #[command(subcommand)]
+    Repo(repo::RepoCommand),
+    /// Back a local file or block device up into a repository
+    /// (incremental against the newest point of the same name).
+    Backup(repo::BackupArgs),
+    /// Turn a restore point back into a new EBS snapshot (and volume) or a local file.
+    Restore(repo::RestoreArgs),
 }
 
 #[derive(Debug, Args)]
@@ -178,6 +188,9 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
             print_session(&session, cli.global.json)?;
             Ok(exit_code(session.outcome))
         }
+        Command::Repo(command) => repo::repo(&cli.global, command).await,
+        Command::Backup(args) => repo::backup(&cli.global, args).await,
+        Command::Restore(args) => repo::restore(&cli.global, args).await,
         Command::Publish => {
             let executor = connect(&cli.global, &Tuning { concurrency: 1, wait_timeout: Duration::ZERO }).await?;
             let binary = std::env::current_exe().context("locating this coffer binary")?;
@@ -300,7 +313,12 @@ async fn connect(global: &Global, tuning: &Tuning) -> Result<Executor> {
         &aws.account_id,
         &aws.home_region,
     );
-    let settings = Settings { concurrency: tuning.concurrency.max(1), wait_timeout: tuning.wait_timeout, ..Settings::default() };
+    let settings = Settings {
+        concurrency: tuning.concurrency.max(1),
+        wait_timeout: tuning.wait_timeout,
+        repository_password: std::env::var("COFFER_REPOSITORY_PASSWORD").ok().filter(|p| !p.is_empty()),
+        ..Settings::default()
+    };
     Ok(Executor::new(aws, catalog, settings))
 }
 

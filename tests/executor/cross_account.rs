@@ -47,7 +47,7 @@ fn rds_client(region: &str, rules: &[&Rule]) -> aws_sdk_rds::Client {
 }
 
 fn settings() -> Settings {
-    Settings { concurrency: 1, wait_timeout: Duration::from_secs(5), poll_interval: Duration::from_millis(1) }
+    Settings { concurrency: 1, wait_timeout: Duration::from_secs(5), poll_interval: Duration::from_millis(1), ..Settings::default() }
 }
 
 fn run_tags() -> BTreeMap<String, String> {

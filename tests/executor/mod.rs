@@ -3,6 +3,7 @@
 //! moto cannot show.
 
 mod agent;
+mod backup;
 mod cli;
 mod cross_account;
 mod retention;

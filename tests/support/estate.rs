@@ -35,7 +35,7 @@ pub async fn executor(moto: &Moto, dir: &Path, concurrency: usize) -> Executor {
     Executor::new(
         aws,
         catalog,
-        Settings { concurrency, wait_timeout: Duration::from_secs(60), poll_interval: Duration::from_millis(50) },
+        Settings { concurrency, wait_timeout: Duration::from_secs(60), poll_interval: Duration::from_millis(50), ..Settings::default() },
     )
 }
 
@@ -143,4 +143,39 @@ pub async fn db_cluster(rds: &aws_sdk_rds::Client, id: &str, tags: &[(String, St
 /// A KMS key in `region`; returns its ARN.
 pub async fn kms_key(kms: &aws_sdk_kms::Client) -> String {
     kms.create_key().send().await.expect("CreateKey").key_metadata().unwrap().arn().unwrap().to_string()
+}
+
+/// Writes `data` (at most 512 KiB; zero-padded) as block `index` of
+/// `volume_id`, as the instance using the volume would: later snapshots of
+/// the volume hold it. Goes through the test-only endpoint of our moto
+/// launcher (`tests/support/moto_server.py`).
+pub fn write_volume_block(moto_port: u16, volume_id: &str, index: u64, data: &[u8]) {
+    volume_block_request(moto_port, "PUT", volume_id, index, data);
+}
+
+/// Makes block `index` of `volume_id` hold no data (it reads as zeros and
+/// later snapshots do not list it).
+pub fn zero_volume_block(moto_port: u16, volume_id: &str, index: u64) {
+    volume_block_request(moto_port, "DELETE", volume_id, index, &[]);
+}
+
+fn volume_block_request(moto_port: u16, method: &str, volume_id: &str, index: u64, data: &[u8]) {
+    let path = format!("/_coffer/volumes/{volume_id}/blocks/{index}");
+    match super::moto::http_request_with_body(moto_port, method, &path, data) {
+        Ok((204, _)) => {}
+        Ok((status, body)) => panic!("{method} {path} answered HTTP {status}: {body}"),
+        Err(e) => panic!("{method} {path}: {e}"),
+    }
+}
+
+/// The ids of the volumes attached to `instance_id`, in the order EC2 lists
+/// its block device mappings.
+pub async fn volume_ids(ec2: &aws_sdk_ec2::Client, instance_id: &str) -> Vec<String> {
+    let out = ec2.describe_instances().instance_ids(instance_id).send().await.expect("DescribeInstances");
+    out.reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .flat_map(|i| i.block_device_mappings())
+        .filter_map(|m| m.ebs().and_then(|e| e.volume_id()).map(str::to_string))
+        .collect()
 }

@@ -296,14 +296,22 @@ fn stop(child: &mut Child, watchdog: Option<ChildStdin>) {
 /// A minimal blocking HTTP/1.1 request without a body; returns the status code
 /// and the body (headers dropped). Enough for moto's control API.
 pub fn http_request(port: u16, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    http_request_with_body(port, method, path, &[])
+}
+
+/// [`http_request`] sending `body` (as `application/octet-stream`).
+pub fn http_request_with_body(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let content_type = if body.is_empty() { "" } else { "Content-Type: application/octet-stream\r\n" };
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
     )?;
+    stream.write_all(body)?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
     let text = String::from_utf8_lossy(&response);

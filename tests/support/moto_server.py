@@ -95,5 +95,353 @@ def _copy_snapshot_honouring_encrypted(self):
 ElasticBlockStore.copy_snapshot = _copy_snapshot_honouring_encrypted
 
 
+# --- EBS direct APIs -------------------------------------------------------
+#
+# moto keeps the EBS direct APIs (StartSnapshot, PutSnapshotBlock, ...) in a
+# backend of their own that only knows snapshots made by StartSnapshot, and
+# EC2 volumes hold no data at all. On AWS every EBS snapshot can be read block
+# by block, whoever made it. The patches below give each EC2 volume a block
+# store (written by tests through the `/_coffer/` endpoint at the end of this
+# file), copy it into snapshots and back into volumes, and make the EBS
+# backend see every EC2 snapshot.
+
+import base64
+import hashlib
+import json
+from urllib.parse import parse_qs
+
+from moto.core.exceptions import JsonRESTError
+from moto.ebs.models import EBSBackend as EbsDirectBackend
+from moto.ebs.models import EBSSnapshot, ebs_backends
+from moto.ebs.responses import EBSResponse
+from moto.ec2.models import ec2_backends
+from moto.ec2.models.elastic_block_store import EBSBackend as Ec2VolumeBackend
+
+EBS_BLOCK_SIZE = 512 * 1024
+
+
+class _EbsError(JsonRESTError):
+    """An EBS direct API error as AWS sends it: `Message` and `Reason`."""
+
+    def __init__(self, status, error_type, message, reason=None):
+        super().__init__(error_type, message)
+        self.code = status
+        body = {"__type": error_type, "Message": message}
+        if reason:
+            body["Reason"] = reason
+        self.description = json.dumps(body)
+
+
+def _snapshot_not_found(snapshot_id):
+    return _EbsError(
+        404,
+        "ResourceNotFoundException",
+        f"The snapshot '{snapshot_id}' does not exist.",
+        "SNAPSHOT_NOT_FOUND",
+    )
+
+
+def _validation(message, reason):
+    return _EbsError(400, "ValidationException", message, reason)
+
+
+def _checksum(data):
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def _volume_blocks(volume):
+    """The volume's contents: block index -> 512 KiB of bytes (absent = zeros)."""
+    return volume.__dict__.setdefault("coffer_blocks", {})
+
+
+def _snapshot_blocks(ec2_backend, snapshot):
+    """A snapshot's contents, wherever moto keeps them: the EBS direct
+    backend's blocks for StartSnapshot snapshots, else the copy taken of the
+    volume when the snapshot was made."""
+    direct = ebs_backends[ec2_backend.account_id][ec2_backend.region_name].snapshots.get(snapshot.id)
+    if direct is not None:
+        return {int(index): bytes(block.block_data) for index, block in direct.blocks.items()}
+    return dict(getattr(snapshot, "coffer_blocks", {}))
+
+
+# AWS: a snapshot holds the data its volume held when it was made
+# (CreateSnapshot, and CreateSnapshots through it). moto's volumes hold none.
+_create_snapshot = Ec2VolumeBackend.create_snapshot
+
+
+def _create_snapshot_of_contents(self, volume_id, *args, **kwargs):
+    snapshot = _create_snapshot(self, volume_id, *args, **kwargs)
+    snapshot.coffer_blocks = dict(_volume_blocks(self.get_volume(volume_id)))
+    return snapshot
+
+
+Ec2VolumeBackend.create_snapshot = _create_snapshot_of_contents
+
+# AWS: CopySnapshot copies the data (to another region too).
+_copy_snapshot_model = Ec2VolumeBackend.copy_snapshot
+
+
+def _copy_snapshot_with_contents(self, source_snapshot_id, source_region, *args, **kwargs):
+    copy = _copy_snapshot_model(self, source_snapshot_id, source_region, *args, **kwargs)
+    source_backend = ec2_backends[self.account_id][source_region]
+    copy.coffer_blocks = _snapshot_blocks(source_backend, source_backend.get_snapshot(source_snapshot_id))
+    return copy
+
+
+Ec2VolumeBackend.copy_snapshot = _copy_snapshot_with_contents
+
+# AWS: a volume created from a snapshot (CreateVolume, RunInstances block
+# device mappings) starts with the snapshot's data.
+_create_volume = Ec2VolumeBackend.create_volume
+
+
+def _create_volume_from_contents(self, *args, **kwargs):
+    volume = _create_volume(self, *args, **kwargs)
+    if volume.snapshot_id:
+        _volume_blocks(volume).update(_snapshot_blocks(self, self.get_snapshot(volume.snapshot_id)))
+    return volume
+
+
+Ec2VolumeBackend.create_volume = _create_volume_from_contents
+
+# AWS: the EBS direct APIs use 512 KiB blocks; moto says 512 bytes.
+_ebs_snapshot_init = EBSSnapshot.__init__
+
+
+def _ebs_snapshot_init_512k(self, *args, **kwargs):
+    _ebs_snapshot_init(self, *args, **kwargs)
+    self.block_size = EBS_BLOCK_SIZE
+
+
+EBSSnapshot.__init__ = _ebs_snapshot_init_512k
+
+
+def _direct_snapshot(self, snapshot_id):
+    """The EBS direct APIs' view of any EC2 snapshot.
+
+    AWS: every snapshot, however it was made, can be listed and read through
+    the EBS direct APIs, and a deleted one is gone for them too (moto answers
+    KeyError / HTTP 500 for snapshots StartSnapshot did not make, and keeps
+    serving deleted ones).
+    """
+    ec2_snapshot = self.ec2_backend.snapshots.get(snapshot_id)
+    if ec2_snapshot is None:
+        self.snapshots.pop(snapshot_id, None)
+        raise _snapshot_not_found(snapshot_id)
+    snapshot = self.snapshots.get(snapshot_id)
+    if snapshot is None:
+        snapshot = EBSSnapshot(account_id=self.account_id, snapshot=ec2_snapshot)
+        snapshot.status = "completed"
+        for index, data in getattr(ec2_snapshot, "coffer_blocks", {}).items():
+            snapshot.put_block(index, data, _checksum(data), "SHA256", str(len(data)))
+        # Requests run in threads: the first one to get here wins, so every
+        # caller sees the same block tokens.
+        snapshot = self.snapshots.setdefault(snapshot_id, snapshot)
+    return snapshot
+
+
+EbsDirectBackend.coffer_snapshot = _direct_snapshot
+
+
+def _complete_snapshot(self, snapshot_id):
+    self.coffer_snapshot(snapshot_id).status = "completed"
+    self.ec2_backend.get_snapshot(snapshot_id).status = "completed"
+    return {"Status": "completed"}
+
+
+EbsDirectBackend.complete_snapshot = _complete_snapshot
+
+
+# AWS: PutSnapshotBlock takes whole 512 KiB blocks and rejects data whose
+# SHA-256 checksum differs from the one sent (moto stores anything).
+def _put_snapshot_block(self, snapshot_id, block_index, block_data, checksum, checksum_algorithm, data_length):
+    snapshot = self.coffer_snapshot(snapshot_id)
+    if snapshot.status != "pending":
+        raise _validation(f"The snapshot '{snapshot_id}' is not pending.", "INVALID_SNAPSHOT_ID")
+    data = bytes(block_data)
+    if len(data) != EBS_BLOCK_SIZE or str(data_length) != str(EBS_BLOCK_SIZE):
+        raise _validation(
+            f"The block data length must be {EBS_BLOCK_SIZE} bytes (got {len(data)}, DataLength {data_length}).",
+            "INVALID_PARAMETER_VALUE",
+        )
+    if checksum_algorithm != "SHA256" or checksum != _checksum(data):
+        raise _validation("The checksum of the block data does not match.", "INVALID_PARAMETER_VALUE")
+    # Indexed by number (moto keys blocks by the URL's string).
+    snapshot.put_block(int(block_index), data, checksum, checksum_algorithm, str(len(data)))
+    return checksum, checksum_algorithm
+
+
+EbsDirectBackend.put_snapshot_block = _put_snapshot_block
+
+
+def _query(response, name):
+    # Not response.querystring: moto fills that with the headers when the
+    # URL has no query.
+    values = parse_qs(response.parsed_url.query).get(name)
+    return values[0] if values else None
+
+
+def _page(response, indexes):
+    """AWS: list calls return blocks in index order, from StartingBlockIndex,
+    at most MaxResults (100-10000, default 10000) a page, with a NextToken
+    for the rest. moto returns one unsorted page."""
+    token = _query(response, "pageToken")
+    start = int(token) if token else int(_query(response, "startingBlockIndex") or 0)
+    limit = min(max(int(_query(response, "maxResults") or 10000), 100), 10000)
+    selected = [i for i in sorted(indexes) if i >= start]
+    page, rest = selected[:limit], selected[limit:]
+    return page, (str(rest[0]) if rest else None)
+
+
+def _list_snapshot_blocks(self):
+    snapshot = self.ebs_backend.coffer_snapshot(self.path.split("/")[-2])
+    page, next_token = _page(self, snapshot.blocks)
+    body = {
+        "Blocks": [{"BlockIndex": i, "BlockToken": snapshot.blocks[i].block_token} for i in page],
+        "VolumeSize": snapshot.volume_size,
+        "BlockSize": snapshot.block_size,
+    }
+    if next_token:
+        body["NextToken"] = next_token
+    return json.dumps(body)
+
+
+EBSResponse.list_snapshot_blocks = _list_snapshot_blocks
+
+
+# AWS: ListChangedBlocks lists every block that differs, including blocks
+# that hold data only in the second snapshot (FirstBlockToken absent); moto
+# only walks the first snapshot's blocks. Still unlike AWS: a block counts as
+# changed when its bytes differ, where AWS lists every block written between
+# the two snapshots, same bytes or not.
+def _list_changed_blocks(self):
+    first = self.ebs_backend.coffer_snapshot(_query(self, "firstSnapshotId"))
+    second = self.ebs_backend.coffer_snapshot(self.path.split("/")[-2])
+    changed = set()
+    for index in set(first.blocks) | set(second.blocks):
+        a, b = first.blocks.get(index), second.blocks.get(index)
+        if a is None or b is None or bytes(a.block_data) != bytes(b.block_data):
+            changed.add(index)
+    page, next_token = _page(self, changed)
+    blocks = []
+    for index in page:
+        entry = {"BlockIndex": index}
+        if index in first.blocks:
+            entry["FirstBlockToken"] = first.blocks[index].block_token
+        if index in second.blocks:
+            entry["SecondBlockToken"] = second.blocks[index].block_token
+        blocks.append(entry)
+    body = {"ChangedBlocks": blocks, "VolumeSize": second.volume_size, "BlockSize": second.block_size}
+    if next_token:
+        body["NextToken"] = next_token
+    return json.dumps(body)
+
+
+EBSResponse.list_changed_blocks = _list_changed_blocks
+
+
+# AWS: GetSnapshotBlock needs the block token a list call gave for that
+# block of that snapshot, and answers ValidationException otherwise (moto
+# ignores the token and answers KeyError / HTTP 500 for a block not held).
+def _get_snapshot_block(self):
+    parts = self.path.split("/")
+    snapshot = self.ebs_backend.coffer_snapshot(parts[-3])
+    block = snapshot.blocks.get(int(parts[-1]))
+    if block is None or block.block_token != _query(self, "blockToken"):
+        raise _validation("The block token is not valid for this block.", "INVALID_BLOCK_TOKEN")
+    headers = {
+        "x-amz-Checksum": block.checksum,
+        "x-amz-Checksum-Algorithm": block.checksum_algorithm,
+        "x-amz-Data-Length": str(len(bytes(block.block_data))),
+    }
+    return 200, headers, bytes(block.block_data)
+
+
+EBSResponse.get_snapshot_block = _get_snapshot_block
+
+_start_snapshot_response = EBSResponse.start_snapshot
+
+
+# AWS: StartSnapshot makes a snapshot and nothing else; it is pending in EC2
+# until CompleteSnapshot; with Encrypted=true it is encrypted under KmsKeyArn,
+# or the account's default EBS key. moto also makes a volume (visible to
+# DescribeVolumes), shows the snapshot completed at once, and ignores
+# Encrypted and KmsKeyArn.
+def _start_snapshot(self):
+    result = json.loads(_start_snapshot_response(self))
+    params = json.loads(self.body or b"{}")
+    ec2 = self.ebs_backend.ec2_backend
+    ec2_snapshot = ec2.get_snapshot(result["SnapshotId"])
+    # The snapshot keeps its reference to the volume object (its size).
+    ec2.volumes.pop(ec2_snapshot.volume.id, None)
+    ec2_snapshot.status = "pending"
+    if params.get("Encrypted") or params.get("KmsKeyArn"):
+        key = params.get("KmsKeyArn") or ec2.default_kms_key_id or ec2._create_default_encryption_key()
+        ec2_snapshot.encrypted = True
+        ec2_snapshot.kms_key_id = key
+        result["KmsKeyArn"] = key
+        result["SseType"] = "sse-ebs"
+    else:
+        result["SseType"] = "none"
+    return json.dumps(result)
+
+
+EBSResponse.start_snapshot = _start_snapshot
+
+
+# --- Test-only endpoint: volume contents -----------------------------------
+#
+# Not an AWS API: stands in for an instance writing to its disks.
+#   PUT    /_coffer/volumes/<vol-id>/blocks/<index>   body: the block's bytes
+#          (at most 512 KiB; zero-padded), as if written by the instance
+#   DELETE /_coffer/volumes/<vol-id>/blocks/<index>   the block holds no data
+#          (reads as zeros, and no later snapshot lists it)
+
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+from werkzeug.wrappers import Request, Response
+
+
+def _find_volume(volume_id):
+    for _, _, backend in ec2_backends.iter_backends():
+        volume = backend.volumes.get(volume_id)
+        if volume is not None:
+            return volume
+    return None
+
+
+def _coffer_test_api(environ, start_response):
+    request = Request(environ)
+    parts = request.path.strip("/").split("/")
+    if len(parts) != 5 or parts[1] != "volumes" or parts[3] != "blocks" or not parts[4].isdigit():
+        response = Response("unknown test endpoint\n", status=404)
+    elif (volume := _find_volume(parts[2])) is None:
+        response = Response(f"no volume {parts[2]}\n", status=404)
+    elif request.method == "PUT":
+        data = request.get_data()
+        if len(data) > EBS_BLOCK_SIZE:
+            response = Response(f"a block is at most {EBS_BLOCK_SIZE} bytes\n", status=400)
+        else:
+            _volume_blocks(volume)[int(parts[4])] = data.ljust(EBS_BLOCK_SIZE, b"\0")
+            response = Response("", status=204)
+    elif request.method == "DELETE":
+        _volume_blocks(volume).pop(int(parts[4]), None)
+        response = Response("", status=204)
+    else:
+        response = Response("PUT or DELETE\n", status=405)
+    return response(environ, start_response)
+
+
+_dispatch = DomainDispatcherApplication.__call__
+
+
+def _dispatch_with_test_api(self, environ, start_response):
+    if environ.get("PATH_INFO", "").startswith("/_coffer/"):
+        return _coffer_test_api(environ, start_response)
+    return _dispatch(self, environ, start_response)
+
+
+DomainDispatcherApplication.__call__ = _dispatch_with_test_api
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -97,6 +97,7 @@ pub struct AwsClients {
     pub account_id: String,
     pub home_region: String,
     ec2: Mutex<HashMap<String, aws_sdk_ec2::Client>>,
+    ebs: Mutex<HashMap<String, aws_sdk_ebs::Client>>,
     ssm: Mutex<HashMap<String, aws_sdk_ssm::Client>>,
     s3: Mutex<HashMap<String, aws_sdk_s3::Client>>,
     scheduler: Mutex<HashMap<String, aws_sdk_scheduler::Client>>,
@@ -197,6 +198,7 @@ impl AwsClients {
             account_id,
             home_region,
             ec2: Mutex::default(),
+            ebs: Mutex::default(),
             ssm: Mutex::default(),
             s3: Mutex::default(),
             scheduler: Mutex::default(),
@@ -210,6 +212,14 @@ impl AwsClients {
         cached(&self.ec2, region, || {
             let builder = aws_sdk_ec2::config::Builder::from(&self.base).region(Region::new(region.to_string()));
             aws_sdk_ec2::Client::from_conf(with_endpoint(builder, &self.settings, "ec2").build())
+        })
+    }
+
+    /// EBS direct APIs: reading snapshot blocks and writing new snapshots.
+    pub fn ebs(&self, region: &str) -> aws_sdk_ebs::Client {
+        cached(&self.ebs, region, || {
+            let builder = aws_sdk_ebs::config::Builder::from(&self.base).region(Region::new(region.to_string()));
+            aws_sdk_ebs::Client::from_conf(with_endpoint(builder, &self.settings, "ebs").build())
         })
     }
 
@@ -288,6 +298,7 @@ macro_rules! endpoint_builder {
     )*};
 }
 endpoint_builder!(
+    aws_sdk_ebs::config::Builder,
     aws_sdk_ec2::config::Builder,
     aws_sdk_kms::config::Builder,
     aws_sdk_rds::config::Builder,

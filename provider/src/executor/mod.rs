@@ -11,6 +11,7 @@
 //! attempt made) all read them back from AWS.
 
 pub mod agent;
+pub mod image;
 pub mod inventory;
 pub mod limits;
 pub mod retention;
@@ -88,11 +89,13 @@ pub struct Settings {
     pub wait_timeout: Duration,
     /// First delay between completion checks; it doubles up to a minute.
     pub poll_interval: Duration,
+    /// Opens repositories encrypted with a password (KMS ones need none).
+    pub repository_password: Option<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { concurrency: 16, wait_timeout: Duration::from_secs(4 * 3600), poll_interval: Duration::from_secs(5) }
+        Self { concurrency: 16, wait_timeout: Duration::from_secs(4 * 3600), poll_interval: Duration::from_secs(5), repository_password: None }
     }
 }
 

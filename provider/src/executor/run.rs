@@ -52,6 +52,9 @@ struct Plan<'a> {
     rules: Vec<&'a Rule>,
     mappings: BTreeMap<String, RegionMappingDocument>,
     limits: Limits,
+    /// Repositories the rules' `backup` / `archive` blocks write to (EC2).
+    targets: Vec<image::Target>,
+    repositories: image::Repositories,
 }
 
 impl Plan<'_> {
@@ -59,8 +62,11 @@ impl Plan<'_> {
         self.rules.iter().filter(|r| wants(r)).map(|r| r.name.clone()).collect()
     }
 
+    /// Rules that need this run's snapshots: image-level backups are read
+    /// from them too (EC2).
     fn snapshot_rules(&self) -> Vec<String> {
-        self.rule_names(|r| r.snapshot.is_some() || r.replicate.is_some())
+        let image = !self.targets.is_empty();
+        self.rule_names(|r| r.snapshot.is_some() || r.replicate.is_some() || (image && (r.backup.is_some() || r.archive.is_some())))
     }
 
     fn replica_rules(&self, mapping: &str) -> Vec<String> {
@@ -137,6 +143,7 @@ impl Executor {
             None => new_run_id(request.time),
         };
         let mappings = self.region_mappings(rules.iter().copied()).await?;
+        let rules_for_targets = rules.clone();
         let plan = Plan {
             policy: &policy,
             run_id,
@@ -145,6 +152,8 @@ impl Executor {
             rules,
             mappings,
             limits: Limits::new(self.settings.concurrency),
+            targets: if policy.kind == "ec2" { image::targets(&rules_for_targets) } else { Vec::new() },
+            repositories: image::Repositories::default(),
         };
         tracing::info!(policy = %policy.name, run = %plan.run_id, rules = ?plan.rule_names(|_| true), "run started");
 
@@ -161,11 +170,11 @@ impl Executor {
                 policy.source.regions.join(", ")
             ));
         }
-        if plan.rules.iter().any(|r| r.backup.is_some() || r.archive.is_some()) {
-            messages.push(
-                "image-level backup and archive steps are not available in this version of coffer; the rules' snapshots and replicas were made"
-                    .to_string(),
-            );
+        if policy.kind != "ec2" && plan.rules.iter().any(|r| r.backup.is_some() || r.archive.is_some()) {
+            messages.push(format!(
+                "image-level backup and archive read EC2 volumes; the backup and archive blocks of this {} policy's rules were skipped",
+                policy.kind
+            ));
         }
         progress.scope_resolved(scope.resources.len() + scope.missing_ids.len());
 
@@ -186,6 +195,7 @@ impl Executor {
                 finished_at: now,
                 duration_ms: 0,
                 snapshots: Vec::new(),
+                backups: Vec::new(),
                 error: Some(format!("{id} is in source.ids but was found in none of {}", policy.source.regions.join(", "))),
                 warnings: Vec::new(),
             };
@@ -194,7 +204,16 @@ impl Executor {
         }
 
         progress.step("applying retention");
-        let retention = self.apply_retention(&policy, plan.time, &plan.mappings).await;
+        let mut retention = self.apply_retention(&policy, plan.time, &plan.mappings).await;
+        // Restore points in repositories: retention, then prune, once the
+        // run's shared locks are released.
+        for (id, open) in plan.repositories.release().await {
+            for archive in plan.targets.iter().filter(|t| t.repository_id == id).map(|t| t.archive) {
+                let (deleted, errors) = self.repository_retention(&policy, archive, &open, plan.time).await;
+                retention.deleted.extend(deleted);
+                retention.errors.extend(errors.into_iter().map(|e| format!("repository {id}: {e}")));
+            }
+        }
 
         let outcome = Session::decide_outcome(&resources, &messages, &retention, !scope.failed_regions.is_empty());
         let session = Session {
@@ -234,6 +253,7 @@ impl Executor {
             finished_at: started_at,
             duration_ms: 0,
             snapshots: Vec::new(),
+            backups: Vec::new(),
             error: None,
             warnings: Vec::new(),
         };
@@ -251,6 +271,16 @@ impl Executor {
                                 record.outcome = Outcome::Warning;
                                 record.warnings.push(format!("replicating to {} via {mapping_id}: {e}", mapping.target_region));
                             }
+                        }
+                    }
+                    if !plan.targets.is_empty() && resource.kind == ResourceKind::Ec2Instance {
+                        let (backups, warnings) = self
+                            .image_backups(plan.policy, &plan.run_id, plan.time, &plan.targets, &plan.repositories, resource, &made)
+                            .await;
+                        record.backups = backups;
+                        if !warnings.is_empty() {
+                            record.outcome = record.outcome.max(Outcome::Warning);
+                            record.warnings.extend(warnings);
                         }
                     }
                 }
@@ -483,14 +513,14 @@ pub fn retention_of(policy: &PolicyDocument, kind: PointKind) -> BTreeMap<String
         .rules
         .iter()
         .filter_map(|rule| {
-            let retain = match kind {
-                PointKind::Snapshot => &rule.snapshot.as_ref()?.retain,
-                PointKind::Replica => &rule.replicate.as_ref()?.retain,
-            };
-            let retain = match (retain.count, retain.days) {
-                (Some(n), _) => Retain::Count(n.clamp(0, u32::MAX as i64) as u32),
-                (None, Some(d)) => Retain::Days(d.clamp(0, u32::MAX as i64) as u32),
-                (None, None) => return None,
+            let retain = match (kind, &rule.snapshot) {
+                (PointKind::Snapshot, Some(keep)) => image::to_retain(&keep.retain)?,
+                // A rule that snapshots only to read the volume for its
+                // backup keeps the newest snapshot: the next backup lists
+                // the blocks changed since it.
+                (PointKind::Snapshot, None) if rule.backup.is_some() || rule.archive.is_some() => Retain::Count(1),
+                (PointKind::Snapshot, None) => return None,
+                (PointKind::Replica, _) => image::to_retain(&rule.replicate.as_ref()?.retain)?,
             };
             Some((rule.name.clone(), retain))
         })

@@ -63,6 +63,9 @@ pub struct ResourceRecord {
     pub duration_ms: u64,
     #[serde(default)]
     pub snapshots: Vec<SnapshotRecord>,
+    /// Image-level restore points (backup, archive) made of its volumes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<super::image::BackupRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -67,7 +67,7 @@ pub struct Immutability {
 /// The key prefixes (under the repository prefix) that belong to a
 /// repository; nothing else in a shared bucket is touched.
 pub const CONFIG_KEY: &str = "config";
-pub const OWNED_FOLDERS: &[&str] = &["data/", "index/", "manifests/", "locks/"];
+pub const OWNED_FOLDERS: &[&str] = &["data/", "index/", "manifests/", "locks/", "prune/"];
 
 /// Argon2id cost parameters, stored so they can be raised later.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

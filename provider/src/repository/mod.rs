@@ -1,9 +1,24 @@
-//! The repository format (see docs/repository-format.md). This module holds
-//! the parts the provider needs to create and open a repository: its config
-//! object and the wrapping of the master key.
+//! The repository format (specified in docs/design/repository-format.md)
+//! and its engine: content-addressed, compressed, encrypted blobs in packs,
+//! index files, one manifest per restore point, locks, check and prune,
+//! all behind a small [`storage::Storage`] trait (S3, or memory for tests).
 
+pub mod blocks;
+pub mod check;
 pub mod config;
+pub mod crypto;
+pub mod index;
+pub mod lock;
+pub mod manifest;
+pub mod pack;
+pub mod prune;
+pub mod repo;
+pub mod storage;
 
 pub use config::{
     CONFIG_KEY, FORMAT_VERSION, Immutability, KeyEnvelope, KeyError, MasterKey, OWNED_FOLDERS, RepositoryConfig,
 };
+pub use repo::{PointMeta, RepoError, Repository, Unlock};
+
+#[cfg(test)]
+mod tests;

@@ -329,25 +329,9 @@ async fn open(data: &Coffer, config: &RepositoryConfig, secret: &Secret) -> Resu
         (KeyEnvelope::Password { .. }, Secret::Password(password)) => {
             config.open_with_password(password).map_err(|e| e.to_string())
         }
-        (KeyEnvelope::Kms { kms_key_arn, wrapped_master_key }, _) => {
-            let blob = B64
-                .decode(wrapped_master_key)
-                .map_err(|_| "the config object's wrapped key is not base64".to_string())?;
+        (KeyEnvelope::Kms { kms_key_arn, .. }, _) => {
             let kms = data.aws.kms(validation::arn_region(kms_key_arn).unwrap_or(&data.aws.home_region));
-            let plain = kms
-                .decrypt()
-                .key_id(kms_key_arn)
-                .ciphertext_blob(aws_smithy_types::Blob::new(blob))
-                .set_encryption_context(Some(config.binding().into_iter().collect()))
-                .send()
-                .await
-                .map_err(|e| format!("KMS Decrypt with {kms_key_arn}: {}", AwsError::from_sdk(e, &[])))?
-                .plaintext
-                .map(|b| b.into_inner())
-                .ok_or("KMS returned no plaintext")?;
-            let key: [u8; crate::repository::config::MASTER_KEY_LEN] =
-                plain.try_into().map_err(|_| "the unwrapped master key has the wrong length".to_string())?;
-            Ok(MasterKey(key))
+            crate::repository::repo::unwrap_with_kms(&kms, config).await
         }
         (KeyEnvelope::Password { .. }, Secret::Kms(_)) => Err("the repository is encrypted with a password, not a KMS key".into()),
     }

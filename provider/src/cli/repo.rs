@@ -1,0 +1,476 @@
+//! `coffer repo …`, `coffer backup` and `coffer restore`: working with one
+//! repository, named by its id (the catalog says where it is) or by its
+//! location `s3://bucket/prefix`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::Utc;
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{Global, Tuning, connect, parse_duration};
+use crate::executor::Executor;
+use crate::repository::blocks::ebs::EbsSnapshotSink;
+use crate::repository::blocks::file::{FileSink, FileSource};
+use crate::repository::check;
+use crate::repository::manifest::{Manifest, Source};
+use crate::repository::prune;
+use crate::repository::storage::{S3Storage, Storage};
+use crate::repository::{KeyEnvelope, MasterKey, PointMeta, Repository, RepositoryConfig};
+
+#[derive(Debug, Args)]
+pub struct RepositoryArg {
+    /// The repository: its id (from Terraform's coffer_repository.id) or
+    /// its location s3://bucket/prefix.
+    #[arg(long)]
+    pub repository: String,
+    /// The bucket's region, for a repository given by location (default:
+    /// the home region).
+    #[arg(long)]
+    pub repository_region: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepoCommand {
+    /// Create a repository at s3://bucket/prefix (Terraform's
+    /// coffer_repository does this too). Password from COFFER_REPOSITORY_PASSWORD.
+    Init(InitArgs),
+    /// Authenticate and cross-check everything; exit 1 when damaged.
+    Check(CheckArgs),
+    /// Delete packs no restore point needs (two-phase: found unused, then
+    /// deleted by a prune after the grace period).
+    Prune(PruneArgs),
+    /// Restore points, packs and sizes.
+    Stats(RepositoryArg),
+    /// List the restore points.
+    Points(RepositoryArg),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub repository: RepositoryArg,
+    /// Wrap the master key with this KMS key instead of a password.
+    #[arg(long)]
+    pub kms_key_arn: Option<String>,
+    #[arg(long, default_value = "STANDARD", value_parser = ["STANDARD", "STANDARD_IA", "GLACIER", "DEEP_ARCHIVE"])]
+    pub storage_class: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub repository: RepositoryArg,
+    /// Also download every pack and authenticate every blob.
+    #[arg(long)]
+    pub read_data: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub repository: RepositoryArg,
+    /// How long a pack must stay unused before it is deleted.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub grace: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub repository: RepositoryArg,
+    /// A file or block device to back up.
+    #[arg(long)]
+    pub file: PathBuf,
+    /// What the restore point is of (default: the file's path); the newest
+    /// point of the same name is the parent.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Blocks read and processed at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub repository: RepositoryArg,
+    /// The restore point's id (`coffer repo points`).
+    #[arg(long)]
+    pub point: String,
+    /// Restore into a new local file (never overwrites).
+    #[arg(long, conflicts_with = "to_snapshot")]
+    pub to_file: Option<PathBuf>,
+    /// Restore into a new EBS snapshot in --snapshot-region.
+    #[arg(long)]
+    pub to_snapshot: bool,
+    /// Region of the new snapshot (default: the point's source region, else home).
+    #[arg(long)]
+    pub snapshot_region: Option<String>,
+    /// Encrypt the new snapshot with this KMS key (default: unencrypted
+    /// unless the account encrypts by default).
+    #[arg(long)]
+    pub kms_key_arn: Option<String>,
+    /// Also create a volume from the new snapshot in this availability zone.
+    #[arg(long, requires = "to_snapshot")]
+    pub volume_availability_zone: Option<String>,
+    /// Archive repositories: how long to wait for S3 to restore the packs.
+    #[arg(long, default_value = "12h", value_parser = parse_duration)]
+    pub thaw_timeout: Duration,
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+}
+
+fn password() -> Option<String> {
+    std::env::var("COFFER_REPOSITORY_PASSWORD").ok().filter(|p| !p.is_empty())
+}
+
+async fn executor(global: &Global) -> Result<Executor> {
+    connect(global, &Tuning { concurrency: 16, wait_timeout: Duration::ZERO }).await
+}
+
+/// The repository's storage, from an id or a location.
+async fn storage(executor: &Executor, arg: &RepositoryArg) -> Result<Arc<dyn Storage>> {
+    if let Some(location) = arg.repository.strip_prefix("s3://") {
+        let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+        let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };
+        let region = arg.repository_region.as_deref().unwrap_or(&executor.aws.home_region);
+        return Ok(Arc::new(S3Storage::new(executor.aws.s3(region), bucket, &prefix)));
+    }
+    let entry = executor
+        .catalog()
+        .get::<crate::resources::repository::RepositoryEntry>(crate::catalog::Kind::Repository, &arg.repository)
+        .await
+        .with_context(|| format!("looking up repository {} in the catalog (or give its location s3://bucket/prefix)", arg.repository))?
+        .body;
+    Ok(Arc::new(S3Storage::new(executor.aws.s3(&entry.region), &entry.bucket, &entry.prefix)))
+}
+
+async fn unlock_key(executor: &Executor, config: &RepositoryConfig) -> Result<MasterKey> {
+    match &config.key {
+        KeyEnvelope::Kms { kms_key_arn, .. } => {
+            let kms = executor.aws.kms(crate::validation::arn_region(kms_key_arn).unwrap_or(&executor.aws.home_region));
+            crate::repository::repo::unwrap_with_kms(&kms, config).await.map_err(anyhow::Error::msg)
+        }
+        KeyEnvelope::Password { .. } => {
+            let password = password().context("the repository is encrypted with a password: set COFFER_REPOSITORY_PASSWORD")?;
+            Ok(config.open_with_password(&password)?)
+        }
+    }
+}
+
+async fn open(executor: &Executor, arg: &RepositoryArg) -> Result<Repository> {
+    let storage = storage(executor, arg).await?;
+    let config = Repository::read_config(storage.as_ref()).await?;
+    let key = unlock_key(executor, &config).await?;
+    Ok(Repository::open_with_key(storage, config, &key).await?)
+}
+
+fn bar(json: bool, what: &str) -> Option<ProgressBar> {
+    use std::io::IsTerminal;
+    (!json && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(&format!("{{spinner}} {what} {{pos}}/{{len}} blocks [{{bar:30}}] {{elapsed}} {{per_sec}}"))
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    })
+}
+
+fn print<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        println!("{}", text());
+    }
+    Ok(())
+}
+
+pub async fn repo(global: &Global, command: &RepoCommand) -> Result<ExitCode> {
+    let executor = executor(global).await?;
+    match command {
+        RepoCommand::Init(args) => {
+            let storage = storage(&executor, &args.repository).await?;
+            let mut config = RepositoryConfig {
+                format_version: crate::repository::FORMAT_VERSION,
+                id: uuid::Uuid::new_v4().to_string(),
+                created_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                storage_class: args.storage_class.clone(),
+                immutability: None,
+                key: KeyEnvelope::Kms { kms_key_arn: String::new(), wrapped_master_key: String::new() },
+            };
+            let master = MasterKey::random();
+            match &args.kms_key_arn {
+                Some(arn) => {
+                    let kms = executor.aws.kms(crate::validation::arn_region(arn).unwrap_or(&executor.aws.home_region));
+                    let blob = kms
+                        .encrypt()
+                        .key_id(arn)
+                        .plaintext(aws_smithy_types::Blob::new(master.0.to_vec()))
+                        .set_encryption_context(Some(config.binding().into_iter().collect()))
+                        .send()
+                        .await
+                        .map_err(|e| crate::aws::AwsError::from_sdk(e, &[]))
+                        .with_context(|| format!("KMS Encrypt with {arn}"))?
+                        .ciphertext_blob
+                        .context("KMS returned no ciphertext")?;
+                    use base64::Engine;
+                    config.key = KeyEnvelope::Kms {
+                        kms_key_arn: arn.clone(),
+                        wrapped_master_key: base64::engine::general_purpose::STANDARD.encode(blob.into_inner()),
+                    };
+                }
+                None => {
+                    let password = password().context("set COFFER_REPOSITORY_PASSWORD (or pass --kms-key-arn)")?;
+                    config.seal_with_password(&master, &password)?;
+                }
+            }
+            let repo = Repository::init(storage.clone(), config, &master)
+                .await
+                .with_context(|| format!("creating a repository at {}", storage.location()))?;
+            print(global.json, &serde_json::json!({ "id": repo.config.id, "location": storage.location() }), || {
+                format!("created repository {} at {}", repo.config.id, storage.location())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        RepoCommand::Check(args) => {
+            let storage = storage(&executor, &args.repository).await?;
+            let config = Repository::read_config(storage.as_ref()).await?;
+            let key = unlock_key(&executor, &config).await?;
+            let report = check::check(storage.clone(), &config, &key, args.read_data).await?;
+            print(global.json, &report, || {
+                let mut out = format!(
+                    "{}: {} restore points, {} index files, {} packs, {} blobs{}",
+                    storage.location(),
+                    report.restore_points,
+                    report.index_files,
+                    report.packs,
+                    report.blobs,
+                    if args.read_data { format!(", {} packs read", report.packs_read) } else { String::new() }
+                );
+                for note in &report.notes {
+                    out.push_str(&format!("\nnote: {note}"));
+                }
+                for d in &report.damage {
+                    out.push_str(&format!("\ndamaged: {}: {}", d.object, d.problem));
+                }
+                out.push_str(if report.is_healthy() { "\nno damage found" } else { "\nthe repository is damaged" });
+                out
+            })?;
+            Ok(if report.is_healthy() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        RepoCommand::Prune(args) => {
+            let mut repo = open(&executor, &args.repository).await?;
+            let grace = chrono::TimeDelta::from_std(args.grace).context("--grace is too long")?;
+            let report = prune::prune(&mut repo, grace, Utc::now()).await?;
+            print(global.json, &report, || {
+                format!(
+                    "{} pack(s) found unused and marked, {} waiting out the grace period, {} deleted ({} bytes), {} held by Object Lock, {} used again",
+                    report.marked,
+                    report.waiting,
+                    report.deleted,
+                    report.bytes_freed,
+                    report.held.len(),
+                    report.unmarked
+                )
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        RepoCommand::Stats(arg) => {
+            let repo = open(&executor, arg).await?;
+            let manifests = repo.manifests().await?;
+            let stored: u64 = repo.index().packs.iter().map(|p| p.size).sum();
+            let logical: u64 = manifests.iter().map(|m| m.stats.blocks * u64::from(m.block_size)).sum();
+            let stats = serde_json::json!({
+                "id": repo.config.id,
+                "storage_class": repo.config.storage_class,
+                "restore_points": manifests.len(),
+                "packs": repo.index().packs.len(),
+                "blobs": repo.index().blob_count(),
+                "stored_bytes": stored,
+                "logical_bytes": logical,
+            });
+            print(global.json, &stats, || {
+                format!(
+                    "repository {} ({}): {} restore points, {} packs, {} blobs, {} bytes stored for {} bytes of data blocks",
+                    repo.config.id,
+                    repo.config.storage_class,
+                    manifests.len(),
+                    repo.index().packs.len(),
+                    repo.index().blob_count(),
+                    stored,
+                    logical
+                )
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        RepoCommand::Points(arg) => {
+            let repo = open(&executor, arg).await?;
+            let points: Vec<serde_json::Value> = repo.manifests().await?.iter().map(point_summary).collect();
+            print(global.json, &points, || {
+                let mut out = String::from("ID                                    TIME                  RESOURCE       VOLUME                 SOURCE                 RULES");
+                for p in &points {
+                    out.push_str(&format!(
+                        "\n{:<37} {:<21} {:<14} {:<22} {:<22} {}",
+                        p["id"].as_str().unwrap_or_default(),
+                        p["time"].as_str().unwrap_or_default(),
+                        p["resource_id"].as_str().unwrap_or_default(),
+                        p["volume_id"].as_str().unwrap_or_default(),
+                        p["source"].as_str().unwrap_or_default(),
+                        p["rules"].as_array().map(|r| r.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+                    ));
+                }
+                out
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn point_summary(m: &Manifest) -> serde_json::Value {
+    serde_json::json!({
+        "id": m.id,
+        "time": m.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "policy": m.policy,
+        "rules": m.rules,
+        "resource_id": m.source.resource_id,
+        "volume_id": m.source.volume_id,
+        "region": m.source.region,
+        "source": m.source.name,
+        "volume_size": m.volume_size,
+        "parent": m.parent,
+        "stats": m.stats,
+    })
+}
+
+pub async fn backup(global: &Global, args: &BackupArgs) -> Result<ExitCode> {
+    let executor = executor(global).await?;
+    let mut repo = open(&executor, &args.repository).await?;
+    let source = FileSource::open(&args.file)?;
+    let name = args.name.clone().unwrap_or_else(|| args.file.display().to_string());
+    let lock = crate::repository::lock::Lock::shared(repo.storage().clone(), "backup").await?;
+    repo.load_index().await?;
+    let parent = repo
+        .manifests()
+        .await?
+        .into_iter()
+        .filter(|m| m.source.kind == "file" && m.source.resource_id == name)
+        .max_by_key(|m| (m.time, m.id.clone()));
+    let meta = PointMeta {
+        source: Source { kind: "file".into(), resource_id: name, ..Source::default() },
+        ..PointMeta::default()
+    };
+    let progress = bar(global.json, "backing up");
+    let report = |done: u64, total: u64| {
+        if let Some(bar) = &progress {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    };
+    let started = std::time::Instant::now();
+    let result = repo.backup(&source, parent.as_ref(), meta, args.concurrency, &report).await;
+    let released = lock.release().await;
+    let manifest = result?;
+    released?;
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
+    let summary = point_summary(&manifest);
+    print(global.json, &summary, || {
+        format!(
+            "restore point {} of {}: {} blocks with data, {} read, {} new blobs ({} bytes written) in {:.1}s",
+            manifest.id,
+            args.file.display(),
+            manifest.stats.blocks,
+            manifest.stats.blocks_read,
+            manifest.stats.new_blobs,
+            manifest.stats.bytes_written,
+            started.elapsed().as_secs_f64()
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn restore(global: &Global, args: &RestoreArgs) -> Result<ExitCode> {
+    let executor = executor(global).await?;
+    let repo = open(&executor, &args.repository).await?;
+    let lock = crate::repository::lock::Lock::shared(repo.storage().clone(), "restore").await?;
+    let result = async {
+        let manifest = repo.manifest(&args.point).await?;
+        repo.thaw(&manifest, Duration::from_secs(60), args.thaw_timeout).await?;
+        let progress = bar(global.json, "restoring");
+        let report = |done: u64, total: u64| {
+            if let Some(bar) = &progress {
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+        };
+        let made = if let Some(path) = &args.to_file {
+            let sink = FileSink::create(path, manifest.volume_size)?;
+            repo.restore(&manifest, &sink, args.concurrency, &report).await?
+        } else if args.to_snapshot {
+            let region = args
+                .snapshot_region
+                .clone()
+                .or_else(|| (!manifest.source.region.is_empty()).then(|| manifest.source.region.clone()))
+                .unwrap_or_else(|| executor.aws.home_region.clone());
+            let encryption = args.kms_key_arn.clone().map(crate::repository::blocks::ebs::SnapshotEncryption::Key);
+            let tags = vec![
+                ("coffer:restored-from".to_string(), manifest.id.clone()),
+                ("coffer:repository".to_string(), repo.config.id.clone()),
+            ];
+            let sink = EbsSnapshotSink::start(
+                executor.aws.ebs(&region),
+                manifest.volume_size,
+                &format!("coffer restore of {} ({})", manifest.id, manifest.source.volume_id),
+                tags,
+                encryption,
+                60,
+            )
+            .await?
+            .deleting_on_abort(executor.aws.ec2(&region));
+            let snapshot = repo.restore(&manifest, &sink, args.concurrency, &report).await?;
+            match &args.volume_availability_zone {
+                Some(zone) => {
+                    let ec2 = executor.aws.ec2(&region);
+                    crate::executor::snapshots::wait_until_complete(
+                        || crate::executor::snapshots::describe_ebs_snapshots(&ec2, &region, std::slice::from_ref(&snapshot)),
+                        Duration::from_secs(2),
+                        Duration::from_secs(3600),
+                    )
+                    .await
+                    .map_err(|e| anyhow::anyhow!("waiting for snapshot {snapshot}: {e}"))?;
+                    let volume = ec2
+                        .create_volume()
+                        .snapshot_id(&snapshot)
+                        .availability_zone(zone)
+                        .send()
+                        .await
+                        .map_err(|e| crate::aws::AwsError::from_sdk(e, &[]))
+                        .with_context(|| format!("creating a volume from {snapshot} in {zone}"))?;
+                    format!("{snapshot} (volume {})", volume.volume_id().unwrap_or_default())
+                }
+                None => snapshot,
+            }
+        } else {
+            bail!("say where to restore: --to-file PATH or --to-snapshot");
+        };
+        if let Some(bar) = &progress {
+            bar.finish_and_clear();
+        }
+        Ok::<_, anyhow::Error>((manifest, made))
+    }
+    .await;
+    let released = lock.release().await;
+    let (manifest, made) = result?;
+    released?;
+    print(global.json, &serde_json::json!({ "point": manifest.id, "restored_to": made }), || {
+        format!("restored {} to {made}", manifest.id)
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,334 @@
+//! The image-level steps of a run: each EC2 volume snapshot of the run is
+//! read through the EBS direct APIs into the repositories of the rules'
+//! `backup` (and `archive`) blocks, incrementally against the volume's
+//! previous restore point there; then retention on restore points and a
+//! prune of each repository.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use super::retention::{self, Retain, Verdict};
+use super::scope::Resource;
+use super::snapshots::StoredSnapshot;
+use super::{Executor, TAG_VOLUME};
+use crate::catalog::Kind;
+use crate::repository::blocks::ebs::EbsSnapshotSource;
+use crate::repository::lock::Lock;
+use crate::repository::manifest::{Manifest, Source};
+use crate::repository::prune;
+use crate::repository::storage::S3Storage;
+use crate::repository::{KeyEnvelope, PointMeta, Repository, Unlock};
+use crate::resources::backup_policy::{PolicyDocument, Retain as RetainDocument, Rule};
+use crate::resources::repository::RepositoryEntry;
+
+/// Blocks read (and processed) at once per volume.
+const BLOCKS_IN_FLIGHT: usize = 16;
+
+/// One restore point made (or found from an earlier attempt) by a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupRecord {
+    /// `backup` or `archive`.
+    pub kind: String,
+    pub repository_id: String,
+    pub point_id: String,
+    pub volume_id: String,
+    pub snapshot_id: String,
+    /// Read only the blocks changed since the parent point's snapshot.
+    pub incremental: bool,
+    pub blocks_read: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub duration_ms: u64,
+    #[serde(default)]
+    pub reused: bool,
+}
+
+/// Where a set of rules sends image-level copies.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Target {
+    pub repository_id: String,
+    pub archive: bool,
+    pub rules: Vec<String>,
+}
+
+/// The repositories a run's rules write to, grouped so that rules due
+/// together make one restore point per volume and repository.
+pub fn targets(rules: &[&Rule]) -> Vec<Target> {
+    let mut by_repo: BTreeMap<(String, bool), Vec<String>> = BTreeMap::new();
+    for rule in rules {
+        if let Some(b) = &rule.backup {
+            by_repo.entry((b.repository_id.clone(), false)).or_default().push(rule.name.clone());
+        }
+        if let Some(a) = &rule.archive {
+            by_repo.entry((a.repository_id.clone(), true)).or_default().push(rule.name.clone());
+        }
+    }
+    by_repo
+        .into_iter()
+        .map(|((repository_id, archive), rules)| Target { repository_id, archive, rules })
+        .collect()
+}
+
+/// A repository opened for a run: shared-locked, with its restore points.
+pub struct OpenRepository {
+    pub repo: Repository,
+    pub manifests: Vec<Manifest>,
+    lock: Option<Lock>,
+}
+
+/// The run's open repositories, opened on first use.
+#[derive(Default)]
+pub struct Repositories {
+    open: Mutex<HashMap<String, Result<Arc<Mutex<OpenRepository>>, String>>>,
+}
+
+impl Repositories {
+    pub async fn get(&self, executor: &Executor, id: &str) -> Result<Arc<Mutex<OpenRepository>>, String> {
+        let mut open = self.open.lock().await;
+        if let Some(found) = open.get(id) {
+            return found.clone();
+        }
+        let opened = async {
+            let mut repo = executor.open_repository(id).await?;
+            let lock = Lock::shared(repo.storage().clone(), "backup").await.map_err(|e| e.to_string())?;
+            repo.load_index().await.map_err(|e| e.to_string())?;
+            let manifests = repo.manifests().await.map_err(|e| e.to_string())?;
+            Ok(Arc::new(Mutex::new(OpenRepository { repo, manifests, lock: Some(lock) })))
+        }
+        .await
+        .map_err(|e: String| format!("opening repository {id}: {e}"));
+        open.insert(id.to_string(), opened.clone());
+        opened
+    }
+
+    /// Releases the shared locks (before prune takes the exclusive one).
+    pub async fn release(&self) -> Vec<(String, Arc<Mutex<OpenRepository>>)> {
+        let mut out = Vec::new();
+        for (id, open) in self.open.lock().await.drain() {
+            if let Ok(open) = open {
+                if let Some(lock) = open.lock().await.lock.take()
+                    && let Err(e) = lock.release().await
+                {
+                    tracing::warn!(repository = %id, "releasing the repository lock: {e}");
+                }
+                out.push((id, open));
+            }
+        }
+        out
+    }
+}
+
+impl Executor {
+    /// Opens a repository by id (the catalog says where it is): KMS
+    /// repositories unwrap their key with KMS, password ones need
+    /// `COFFER_REPOSITORY_PASSWORD` (settings.repository_password).
+    pub async fn open_repository(&self, id: &str) -> Result<Repository, String> {
+        let entry = self
+            .catalog()
+            .get::<RepositoryEntry>(Kind::Repository, id)
+            .await
+            .map_err(|e| format!("reading repository {id} from the catalog: {e}"))?
+            .body;
+        let storage = Arc::new(S3Storage::new(self.aws.s3(&entry.region), &entry.bucket, &entry.prefix));
+        let config = Repository::read_config(storage.as_ref()).await.map_err(|e| e.to_string())?;
+        let repo = match &config.key {
+            KeyEnvelope::Kms { kms_key_arn, .. } => {
+                let kms = self.aws.kms(crate::validation::arn_region(kms_key_arn).unwrap_or(&self.aws.home_region));
+                Repository::open(storage, Unlock::Kms(&kms)).await
+            }
+            KeyEnvelope::Password { .. } => {
+                let password = self.settings.repository_password.as_deref().ok_or_else(|| {
+                    format!(
+                        "repository {} ({}) is encrypted with a password: set COFFER_REPOSITORY_PASSWORD",
+                        entry.name, id
+                    )
+                })?;
+                Repository::open(storage, Unlock::Password(password)).await
+            }
+        };
+        repo.map_err(|e| e.to_string())
+    }
+
+    /// Backs up the volume snapshots of one instance into every target.
+    pub(super) async fn image_backups(
+        &self,
+        policy: &PolicyDocument,
+        run_id: &str,
+        time: DateTime<Utc>,
+        targets: &[Target],
+        repositories: &Repositories,
+        resource: &Resource,
+        snapshots: &[StoredSnapshot],
+    ) -> (Vec<BackupRecord>, Vec<String>) {
+        let mut records = Vec::new();
+        let mut warnings = Vec::new();
+        for target in targets {
+            let open = match repositories.get(self, &target.repository_id).await {
+                Ok(open) => open,
+                Err(e) => {
+                    warnings.push(e);
+                    continue;
+                }
+            };
+            for snapshot in snapshots {
+                let volume = snapshot.tags.get(TAG_VOLUME).cloned().or_else(|| snapshot.volume_id.clone()).unwrap_or_default();
+                match self.backup_volume(policy, run_id, time, target, &open, resource, snapshot, &volume).await {
+                    Ok(record) => records.push(record),
+                    Err(e) => warnings.push(format!(
+                        "{} of {volume} ({}) into repository {}: {e}",
+                        if target.archive { "archiving" } else { "backing up" },
+                        snapshot.id,
+                        target.repository_id
+                    )),
+                }
+            }
+        }
+        (records, warnings)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn backup_volume(
+        &self,
+        policy: &PolicyDocument,
+        run_id: &str,
+        time: DateTime<Utc>,
+        target: &Target,
+        open: &Mutex<OpenRepository>,
+        resource: &Resource,
+        snapshot: &StoredSnapshot,
+        volume: &str,
+    ) -> Result<BackupRecord, String> {
+        let clock = Instant::now();
+        let kind = if target.archive { "archive" } else { "backup" };
+        let mut open = open.lock().await;
+        let same_volume = |m: &&Manifest| m.source.volume_id == volume && m.source.resource_id == resource.id && m.source.region == resource.region;
+        // A re-run of the same run finds what its first attempt made.
+        if let Some(done) = open.manifests.iter().filter(same_volume).find(|m| m.run == run_id) {
+            return Ok(record(kind, target, done, snapshot, false, clock, true));
+        }
+        let parent = open.manifests.iter().filter(same_volume).max_by_key(|m| (m.time, m.id.clone())).cloned();
+        let source = EbsSnapshotSource::new(self.aws.ebs(&resource.region), &snapshot.id);
+        let meta = PointMeta {
+            time: Some(time),
+            policy: policy.name.clone(),
+            rules: target.rules.clone(),
+            run: run_id.to_string(),
+            tags: policy.tags.clone(),
+            source: Source {
+                kind: "ebs-snapshot".into(),
+                name: String::new(),
+                resource_id: resource.id.clone(),
+                volume_id: volume.to_string(),
+                device: String::new(),
+                region: resource.region.clone(),
+            },
+        };
+        let manifest = open
+            .repo
+            .backup(&source, parent.as_ref(), meta, BLOCKS_IN_FLIGHT, &|_, _| {})
+            .await
+            .map_err(|e| e.to_string())?;
+        let incremental = manifest.stats.incremental;
+        tracing::info!(volume, point = %manifest.id, blocks_read = manifest.stats.blocks_read, "restore point made");
+        let made = record(kind, target, &manifest, snapshot, incremental, clock, false);
+        open.manifests.push(manifest);
+        Ok(made)
+    }
+
+    /// Retention on the restore points this policy made in `repository`,
+    /// then a prune. Returns (points deleted, errors).
+    pub(super) async fn repository_retention(
+        &self,
+        policy: &PolicyDocument,
+        archive: bool,
+        open: &Mutex<OpenRepository>,
+        now: DateTime<Utc>,
+    ) -> (Vec<String>, Vec<String>) {
+        let mut open = open.lock().await;
+        let retain = repository_retention_of(policy, archive);
+        let mut series: BTreeMap<(String, String, String), Vec<&Manifest>> = BTreeMap::new();
+        for m in open.manifests.iter().filter(|m| m.policy == policy.name) {
+            series
+                .entry((m.source.region.clone(), m.source.resource_id.clone(), m.source.volume_id.clone()))
+                .or_default()
+                .push(m);
+        }
+        let mut doomed = Vec::new();
+        for points in series.values() {
+            let candidates: Vec<retention::Point> = points
+                .iter()
+                .map(|m| retention::Point {
+                    id: m.id.clone(),
+                    time: m.time,
+                    rules: m.rules.iter().cloned().collect::<BTreeSet<_>>(),
+                    complete: true,
+                })
+                .collect();
+            for (m, verdict) in points.iter().zip(retention::decide(&candidates, &retain, now)) {
+                if verdict == Verdict::Delete {
+                    doomed.push(m.id.clone());
+                }
+            }
+        }
+        let mut errors = Vec::new();
+        let mut deleted = Vec::new();
+        if !doomed.is_empty() {
+            match open.repo.forget(&doomed).await {
+                Ok(held) => {
+                    for (id, until) in &held {
+                        errors.push(format!("restore point {id} is under S3 Object Lock until {until}; kept"));
+                    }
+                    deleted = doomed.into_iter().filter(|id| !held.iter().any(|(h, _)| h == id)).collect();
+                    open.manifests.retain(|m| !deleted.contains(&m.id));
+                }
+                Err(e) => errors.push(format!("deleting restore points: {e}")),
+            }
+        }
+        match prune::prune(&mut open.repo, prune::DEFAULT_GRACE, now.max(Utc::now())).await {
+            Ok(report) => tracing::info!(marked = report.marked, deleted = report.deleted, "pruned"),
+            Err(e) => errors.push(format!("pruning: {e}")),
+        }
+        (deleted, errors)
+    }
+}
+
+fn record(kind: &str, target: &Target, m: &Manifest, snapshot: &StoredSnapshot, incremental: bool, clock: Instant, reused: bool) -> BackupRecord {
+    BackupRecord {
+        kind: kind.into(),
+        repository_id: target.repository_id.clone(),
+        point_id: m.id.clone(),
+        volume_id: m.source.volume_id.clone(),
+        snapshot_id: snapshot.id.clone(),
+        incremental,
+        blocks_read: if reused { 0 } else { m.stats.blocks_read },
+        bytes_read: if reused { 0 } else { m.stats.bytes_read },
+        bytes_written: if reused { 0 } else { m.stats.bytes_written },
+        duration_ms: clock.elapsed().as_millis() as u64,
+        reused,
+    }
+}
+
+pub fn to_retain(retain: &RetainDocument) -> Option<Retain> {
+    match (retain.count, retain.days) {
+        (Some(n), _) => Some(Retain::Count(n.clamp(0, u32::MAX as i64) as u32)),
+        (None, Some(d)) => Some(Retain::Days(d.clamp(0, u32::MAX as i64) as u32)),
+        (None, None) => None,
+    }
+}
+
+/// Each rule's retention for backup (or archive) restore points.
+pub fn repository_retention_of(policy: &PolicyDocument, archive: bool) -> BTreeMap<String, Retain> {
+    policy
+        .rules
+        .iter()
+        .filter_map(|rule| {
+            let target = if archive { rule.archive.as_ref()? } else { rule.backup.as_ref()? };
+            Some((rule.name.clone(), to_retain(&target.retain)?))
+        })
+        .collect()
+}
