@@ -170,6 +170,14 @@ async fn open(executor: &Executor, arg: &RepositoryArg) -> Result<Repository> {
     Ok(Repository::open_with_key(storage, config, &key).await?)
 }
 
+/// Opens under a shared lock, for backups and restores.
+async fn open_locked(executor: &Executor, arg: &RepositoryArg, purpose: &str) -> Result<(Repository, crate::repository::lock::Lock)> {
+    let storage = storage(executor, arg).await?;
+    let config = Repository::read_config(storage.as_ref()).await?;
+    let key = unlock_key(executor, &config).await?;
+    Ok(Repository::open_locked(storage, config, &key, purpose).await?)
+}
+
 fn bar(json: bool, what: &str) -> Option<ProgressBar> {
     use std::io::IsTerminal;
     (!json && std::io::stderr().is_terminal()).then(|| {
@@ -208,22 +216,9 @@ pub async fn repo(global: &Global, command: &RepoCommand) -> Result<ExitCode> {
             match &args.kms_key_arn {
                 Some(arn) => {
                     let kms = executor.aws.kms(crate::validation::arn_region(arn).unwrap_or(&executor.aws.home_region));
-                    let blob = kms
-                        .encrypt()
-                        .key_id(arn)
-                        .plaintext(aws_smithy_types::Blob::new(master.0.to_vec()))
-                        .set_encryption_context(Some(config.binding().into_iter().collect()))
-                        .send()
+                    config.key = crate::repository::repo::wrap_with_kms(&kms, arn, &config, &master)
                         .await
-                        .map_err(|e| crate::aws::AwsError::from_sdk(e, &[]))
-                        .with_context(|| format!("KMS Encrypt with {arn}"))?
-                        .ciphertext_blob
-                        .context("KMS returned no ciphertext")?;
-                    use base64::Engine;
-                    config.key = KeyEnvelope::Kms {
-                        kms_key_arn: arn.clone(),
-                        wrapped_master_key: base64::engine::general_purpose::STANDARD.encode(blob.into_inner()),
-                    };
+                        .map_err(anyhow::Error::msg)?;
                 }
                 None => {
                     let password = password().context("set COFFER_REPOSITORY_PASSWORD (or pass --kms-key-arn)")?;
@@ -350,11 +345,9 @@ fn point_summary(m: &Manifest) -> serde_json::Value {
 
 pub async fn backup(global: &Global, args: &BackupArgs) -> Result<ExitCode> {
     let executor = executor(global).await?;
-    let mut repo = open(&executor, &args.repository).await?;
     let source = FileSource::open(&args.file)?;
     let name = args.name.clone().unwrap_or_else(|| args.file.display().to_string());
-    let lock = crate::repository::lock::Lock::shared(repo.storage().clone(), "backup").await?;
-    repo.load_index().await?;
+    let (mut repo, lock) = open_locked(&executor, &args.repository, "backup").await?;
     let parent = repo
         .manifests()
         .await?
@@ -398,8 +391,7 @@ pub async fn backup(global: &Global, args: &BackupArgs) -> Result<ExitCode> {
 
 pub async fn restore(global: &Global, args: &RestoreArgs) -> Result<ExitCode> {
     let executor = executor(global).await?;
-    let repo = open(&executor, &args.repository).await?;
-    let lock = crate::repository::lock::Lock::shared(repo.storage().clone(), "restore").await?;
+    let (repo, lock) = open_locked(&executor, &args.repository, "restore").await?;
     let result = async {
         let manifest = repo.manifest(&args.point).await?;
         repo.thaw(&manifest, Duration::from_secs(60), args.thaw_timeout).await?;

@@ -22,7 +22,8 @@ use crate::repository::lock::Lock;
 use crate::repository::manifest::{Manifest, Source};
 use crate::repository::prune;
 use crate::repository::storage::S3Storage;
-use crate::repository::{KeyEnvelope, PointMeta, Repository, Unlock};
+use crate::repository::repo::unwrap_with_kms;
+use crate::repository::{KeyEnvelope, PointMeta, Repository};
 use crate::resources::backup_policy::{PolicyDocument, Retain as RetainDocument, Rule};
 use crate::resources::repository::RepositoryEntry;
 
@@ -94,9 +95,7 @@ impl Repositories {
             return found.clone();
         }
         let opened = async {
-            let mut repo = executor.open_repository(id).await?;
-            let lock = Lock::shared(repo.storage().clone(), "backup").await.map_err(|e| e.to_string())?;
-            repo.load_index().await.map_err(|e| e.to_string())?;
+            let (repo, lock) = executor.open_repository(id, "backup").await?;
             let manifests = repo.manifests().await.map_err(|e| e.to_string())?;
             Ok(Arc::new(Mutex::new(OpenRepository { repo, manifests, lock: Some(lock) })))
         }
@@ -126,8 +125,9 @@ impl Repositories {
 impl Executor {
     /// Opens a repository by id (the catalog says where it is): KMS
     /// repositories unwrap their key with KMS, password ones need
-    /// `COFFER_REPOSITORY_PASSWORD` (settings.repository_password).
-    pub async fn open_repository(&self, id: &str) -> Result<Repository, String> {
+    /// `COFFER_REPOSITORY_PASSWORD` (settings.repository_password). Holds
+    /// a shared lock for `purpose` until the returned lock is released.
+    pub async fn open_repository(&self, id: &str, purpose: &str) -> Result<(Repository, Lock), String> {
         let entry = self
             .catalog()
             .get::<RepositoryEntry>(Kind::Repository, id)
@@ -136,10 +136,10 @@ impl Executor {
             .body;
         let storage = Arc::new(S3Storage::new(self.aws.s3(&entry.region), &entry.bucket, &entry.prefix));
         let config = Repository::read_config(storage.as_ref()).await.map_err(|e| e.to_string())?;
-        let repo = match &config.key {
+        let master = match &config.key {
             KeyEnvelope::Kms { kms_key_arn, .. } => {
                 let kms = self.aws.kms(crate::validation::arn_region(kms_key_arn).unwrap_or(&self.aws.home_region));
-                Repository::open(storage, Unlock::Kms(&kms)).await
+                unwrap_with_kms(&kms, &config).await?
             }
             KeyEnvelope::Password { .. } => {
                 let password = self.settings.repository_password.as_deref().ok_or_else(|| {
@@ -148,10 +148,10 @@ impl Executor {
                         entry.name, id
                     )
                 })?;
-                Repository::open(storage, Unlock::Password(password)).await
+                config.open_with_password(password).map_err(|e| e.to_string())?
             }
         };
-        repo.map_err(|e| e.to_string())
+        Repository::open_locked(storage, config, &master, purpose).await.map_err(|e| e.to_string())
     }
 
     /// Backs up the volume snapshots of one instance into every target.

@@ -21,7 +21,7 @@ use super::blocks::{BLOCK_SIZE, BlockError, BlockSink, BlockSource};
 use super::config::{CONFIG_KEY, FORMAT_VERSION, KeyEnvelope, KeyError, MASTER_KEY_LEN, MasterKey, RepositoryConfig};
 use super::crypto::{BlobId, CryptoError, Keys};
 use super::index::{Index, IndexFile, IndexedPack};
-use super::lock::LockError;
+use super::lock::{Lock, LockError};
 use super::manifest::{BlockMap, Manifest, Source, Stats, manifest_key};
 use super::pack::{Pack, PackBuilder, pack_key};
 use super::storage::{PutOptions, Storage, StorageError, Thaw};
@@ -82,6 +82,22 @@ pub async fn unwrap_with_kms(client: &aws_sdk_kms::Client, config: &RepositoryCo
     let key: [u8; MASTER_KEY_LEN] =
         plain.try_into().map_err(|_| "the unwrapped master key has the wrong length".to_string())?;
     Ok(MasterKey(key))
+}
+
+/// Wraps `master` with a KMS key, bound to the config by its encryption
+/// context.
+pub async fn wrap_with_kms(client: &aws_sdk_kms::Client, arn: &str, config: &RepositoryConfig, master: &MasterKey) -> Result<KeyEnvelope, String> {
+    let blob = client
+        .encrypt()
+        .key_id(arn)
+        .plaintext(aws_smithy_types::Blob::new(master.0.to_vec()))
+        .set_encryption_context(Some(config.binding().into_iter().collect()))
+        .send()
+        .await
+        .map_err(|e| format!("KMS Encrypt with {arn}: {}", crate::aws::AwsError::from_sdk(e, &[])))?
+        .ciphertext_blob
+        .ok_or_else(|| format!("KMS returned no ciphertext for {arn}"))?;
+    Ok(KeyEnvelope::Kms { kms_key_arn: arn.to_string(), wrapped_master_key: B64.encode(blob.into_inner()) })
 }
 
 /// What to record about a new restore point besides its blocks.
@@ -160,6 +176,24 @@ impl Repository {
         Ok(repo)
     }
 
+    /// Opens under a shared lock (backups, restores), taken before the
+    /// index is read so nothing a prune deletes meanwhile is taken for present.
+    pub async fn open_locked(
+        storage: Arc<dyn Storage>,
+        config: RepositoryConfig,
+        master: &MasterKey,
+        purpose: &str,
+    ) -> Result<(Repository, Lock), RepoError> {
+        let lock = Lock::shared(storage.clone(), purpose).await?;
+        match Self::open_with_key(storage, config, master).await {
+            Ok(repo) => Ok((repo, lock)),
+            Err(e) => {
+                let _ = lock.release().await;
+                Err(e)
+            }
+        }
+    }
+
     /// Writes a new repository's config (refuses to overwrite one).
     pub async fn init(storage: Arc<dyn Storage>, config: RepositoryConfig, master: &MasterKey) -> Result<Repository, RepoError> {
         let body = serde_json::to_vec_pretty(&config).map_err(|e| RepoError::Other(e.to_string()))?;
@@ -187,9 +221,7 @@ impl Repository {
         matches!(self.config.storage_class.as_str(), "GLACIER" | "DEEP_ARCHIVE")
     }
 
-    /// (Re)reads every index file: after taking a lock, so nothing a prune
-    /// deleted in the meantime is taken for present.
-    pub async fn load_index(&mut self) -> Result<(), RepoError> {
+    async fn load_index(&mut self) -> Result<(), RepoError> {
         let files = self.storage.list("index/").await?;
         let keys = &self.keys;
         let storage = &self.storage;

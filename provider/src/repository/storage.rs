@@ -352,9 +352,7 @@ impl Storage for S3Storage {
                 objects.push(ObjectInfo {
                     key: key.to_string(),
                     size: o.size().unwrap_or_default().max(0) as u64,
-                    last_modified: o
-                        .last_modified()
-                        .and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+                    last_modified: o.last_modified().and_then(to_utc),
                 });
             }
         }
@@ -372,34 +370,12 @@ impl Storage for S3Storage {
     }
 
     async fn retained_until(&self, key: &str) -> Result<Option<DateTime<Utc>>, StorageError> {
-        let out = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.key(key))
-            .send()
-            .await
-            .map_err(|e| self.failed("reading the retention of", key, e))?;
-        Ok(out
-            .object_lock_retain_until_date()
-            .and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos())))
+        Ok(self.head(key, "reading the retention of").await?.object_lock_retain_until_date().and_then(to_utc))
     }
 
     async fn thaw(&self, key: &str, days: i32) -> Result<Thaw, StorageError> {
-        let head = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.key(key))
-            .send()
-            .await
-            .map_err(|e| self.failed("looking up", key, e))?;
-        let archived = matches!(head.storage_class(), Some(StorageClass::Glacier | StorageClass::DeepArchive));
-        match head.restore() {
-            _ if !archived => return Ok(Thaw::Ready),
-            Some(r) if r.contains("ongoing-request=\"false\"") => return Ok(Thaw::Ready),
-            Some(r) if r.contains("ongoing-request=\"true\"") => return Ok(Thaw::InProgress),
-            _ => {}
+        if let Some(state) = thaw_state(&self.head(key, "looking up").await?) {
+            return Ok(state);
         }
         let request = aws_sdk_s3::types::RestoreRequest::builder()
             .days(days)
@@ -425,19 +401,38 @@ impl Storage for S3Storage {
             Err(e) => return Err(self.failed("restoring", key, e)),
         }
         // Ask again: a restore may complete at once (or did already).
-        let head = self
-            .client
+        Ok(thaw_state(&self.head(key, "looking up").await?).unwrap_or(Thaw::InProgress))
+    }
+}
+
+type HeadObject = aws_sdk_s3::operation::head_object::HeadObjectOutput;
+
+impl S3Storage {
+    async fn head(&self, key: &str, action: &str) -> Result<HeadObject, StorageError> {
+        self.client
             .head_object()
             .bucket(&self.bucket)
             .key(self.key(key))
             .send()
             .await
-            .map_err(|e| self.failed("looking up", key, e))?;
-        Ok(match head.restore() {
-            Some(r) if r.contains("ongoing-request=\"false\"") => Thaw::Ready,
-            _ => Thaw::InProgress,
-        })
+            .map_err(|e| self.failed(action, key, e))
     }
+}
+
+/// Where an object's thaw stands by its HeadObject answer; `None`: archived
+/// and no restore asked for yet.
+fn thaw_state(head: &HeadObject) -> Option<Thaw> {
+    let archived = matches!(head.storage_class(), Some(StorageClass::Glacier | StorageClass::DeepArchive));
+    match head.restore() {
+        _ if !archived => Some(Thaw::Ready),
+        Some(r) if r.contains("ongoing-request=\"false\"") => Some(Thaw::Ready),
+        Some(r) if r.contains("ongoing-request=\"true\"") => Some(Thaw::InProgress),
+        _ => None,
+    }
+}
+
+fn to_utc(t: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos())
 }
 
 async fn collect(body: ByteStream, key: &str) -> Result<Vec<u8>, StorageError> {

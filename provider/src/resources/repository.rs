@@ -301,22 +301,15 @@ async fn seal(data: &Coffer, config: &mut RepositoryConfig, master: Option<&Mast
                     .await
                     .map_err(|e| format!("KMS GenerateDataKey with {arn}: {}", AwsError::from_sdk(e, &[])))?
                     .ciphertext_blob
-                    .map(|b| b.into_inner()),
-                Some(master) => kms
-                    .encrypt()
-                    .key_id(arn)
-                    .plaintext(aws_smithy_types::Blob::new(master.0.to_vec()))
-                    .set_encryption_context(Some(config.binding().into_iter().collect()))
-                    .send()
-                    .await
-                    .map_err(|e| format!("KMS Encrypt with {arn}: {}", AwsError::from_sdk(e, &[])))?
-                    .ciphertext_blob
-                    .map(|b| b.into_inner()),
+                    .ok_or_else(|| format!("KMS returned no ciphertext for {arn}"))?,
+                Some(master) => {
+                    config.key = crate::repository::repo::wrap_with_kms(&kms, arn, config, master).await?;
+                    return Ok(());
+                }
             };
-            let blob = blob.ok_or_else(|| format!("KMS returned no ciphertext for {arn}"))?;
             config.key = KeyEnvelope::Kms {
                 kms_key_arn: arn.clone(),
-                wrapped_master_key: B64.encode(blob),
+                wrapped_master_key: B64.encode(blob.into_inner()),
             };
             Ok(())
         }
