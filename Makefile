@@ -24,8 +24,11 @@ demo-stop:
 test: tools
 	$(CARGO) test --locked --workspace
 
-## Benchmarks (release build): the plugin (benches/plugin.rs) and the
-## executor (benches/executor.rs); figures go to docs/benchmarks.md by hand.
+## Benchmarks (release build): the plugin (benches/plugin.rs), the
+## executor (benches/executor.rs) and image-level backups against restic
+## (benches/repository.rs; builds its disk images with scripts/bench-image.sh,
+## needs root); figures go to docs/benchmarks.md by hand.
 bench: tools
 	$(CARGO) bench --locked -p coffer-provider --bench plugin
 	$(CARGO) bench --locked -p coffer-provider --bench executor
+	$(CARGO) bench --locked -p coffer-provider --bench repository

@@ -89,8 +89,8 @@ pub enum Command {
     /// Maintain a repository: check, prune, stats, points, init.
     #[command(subcommand)]
     Repo(repo::RepoCommand),
-    /// Back a local file or block device up into a repository
-    /// (incremental against the newest point of the same name).
+    /// Back a local file or block device, or an EBS snapshot, up into a
+    /// repository (incremental against the newest point of the same source).
     Backup(repo::BackupArgs),
     /// Turn a restore point back into a new EBS snapshot (and volume) or a local file.
     Restore(repo::RestoreArgs),

@@ -45,6 +45,10 @@ fn block(seed: u8) -> Vec<u8> {
 }
 
 async fn create_repository(moto: &Moto) -> (Arc<S3Storage>, String) {
+    create_repository_of_class(moto, "STANDARD").await
+}
+
+async fn create_repository_of_class(moto: &Moto, storage_class: &str) -> (Arc<S3Storage>, String) {
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&moto.sdk_config("us-east-1").await).force_path_style(true).build(),
     );
@@ -54,7 +58,7 @@ async fn create_repository(moto: &Moto) -> (Arc<S3Storage>, String) {
         format_version: FORMAT_VERSION,
         id: uuid::Uuid::new_v4().to_string(),
         created_at: "2026-11-23T00:00:00Z".into(),
-        storage_class: "STANDARD".into(),
+        storage_class: storage_class.into(),
         immutability: None,
         key: KeyEnvelope::Kms { kms_key_arn: String::new(), wrapped_master_key: String::new() },
     };
@@ -63,6 +67,28 @@ async fn create_repository(moto: &Moto) -> (Arc<S3Storage>, String) {
     let id = config.id.clone();
     Repository::init(storage.clone(), config, &master).await.unwrap();
     (storage, id)
+}
+
+/// The repository's catalog entry, as coffer_repository writes it.
+async fn register_repository(executor: &coffer::executor::Executor, repository_id: &str, storage_class: &str) {
+    executor
+        .catalog()
+        .create(
+            Kind::Repository,
+            repository_id,
+            &RepositoryEntry {
+                format_version: 1,
+                id: repository_id.to_string(),
+                name: "main".into(),
+                bucket: "coffer-images".into(),
+                prefix: "main/".into(),
+                region: "us-east-1".into(),
+                storage_class: storage_class.into(),
+                encryption: "password".into(),
+            },
+        )
+        .await
+        .unwrap();
 }
 
 #[test]
@@ -82,24 +108,7 @@ fn backups_are_incremental_restore_byte_for_byte_and_age_out() {
         let (storage, repository_id) = create_repository(&moto).await;
         let mut executor = executor(&moto, dir.path(), 4).await;
         executor.settings.repository_password = Some(PASSWORD.into());
-        executor
-            .catalog()
-            .create(
-                Kind::Repository,
-                &repository_id,
-                &RepositoryEntry {
-                    format_version: 1,
-                    id: repository_id.clone(),
-                    name: "main".into(),
-                    bucket: "coffer-images".into(),
-                    prefix: "main/".into(),
-                    region: "us-east-1".into(),
-                    storage_class: "STANDARD".into(),
-                    encryption: "password".into(),
-                },
-            )
-            .await
-            .unwrap();
+        register_repository(&executor, &repository_id, "STANDARD").await;
         let mut daily = rule("daily", "0 2 * * *", None, None);
         daily.backup = Some(ToRepository { repository_id: repository_id.clone(), retain: count(2) });
         put_policy(&executor, &policy("images", "ec2", &["us-east-1"], &[("Backup", "image")], vec![daily])).await;
@@ -156,5 +165,73 @@ fn backups_are_incremental_restore_byte_for_byte_and_age_out() {
         let snapshots = ec2.describe_snapshots().owner_ids("self").send().await.unwrap();
         let of_volume = snapshots.snapshots().iter().filter(|s| s.volume_id() == Some(volume.as_str())).count();
         assert_eq!(of_volume, 1, "a backup-only rule keeps the newest snapshot, for the next incremental");
+    });
+}
+
+#[test]
+fn archives_keep_data_in_glacier_list_without_a_thaw_and_restore_after_one() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config("us-east-1").await);
+        let db = instance(&ec2, &tags(&[("Backup", "archive")]), 0, None).await;
+        let volume = volume_ids(&ec2, &db).await.remove(0);
+        let mut volume_blocks: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        for (index, seed) in [(0u64, 11u8), (3, 12), (4, 13)] {
+            write_volume_block(moto.port(), &volume, index, &block(seed));
+            volume_blocks.insert(index, block(seed));
+        }
+
+        let (storage, repository_id) = create_repository_of_class(&moto, "GLACIER").await;
+        let mut executor = executor(&moto, dir.path(), 4).await;
+        executor.settings.repository_password = Some(PASSWORD.into());
+        register_repository(&executor, &repository_id, "GLACIER").await;
+        let mut monthly = rule("monthly", "0 3 1 * *", Some(count(1)), None);
+        monthly.archive = Some(ToRepository { repository_id: repository_id.clone(), retain: count(12) });
+        put_policy(&executor, &policy("vault", "ec2", &["us-east-1"], &[("Backup", "archive")], vec![monthly])).await;
+
+        let session = executor
+            .run(RunRequest { policy: "vault".into(), rules: Vec::new(), run_id: Some("month-1".into()), time: Utc::now() }, &Quiet)
+            .await
+            .unwrap();
+        assert_eq!(session.outcome, Outcome::Success, "{session:#?}");
+        let made = &session.resources[0].backups;
+        assert_eq!(made.len(), 1, "{session:#?}");
+        assert_eq!(made[0].kind, "archive");
+
+        // Data packs went to GLACIER; what listing and check read did not.
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&moto.sdk_config("us-east-1").await).force_path_style(true).build(),
+        );
+        let listed = s3.list_objects_v2().bucket("coffer-images").prefix("main/").send().await.unwrap();
+        let mut classes: BTreeMap<String, String> = BTreeMap::new();
+        for object in listed.contents() {
+            let key = object.key().unwrap().trim_start_matches("main/").to_string();
+            let folder = key.split('/').next().unwrap().to_string();
+            let class = object.storage_class().map(|c| c.as_str().to_string()).unwrap_or_else(|| "STANDARD".into());
+            let seen = classes.entry(folder.clone()).or_insert_with(|| class.clone());
+            assert_eq!(seen, &class, "every object under {folder}/ has one storage class");
+        }
+        assert_eq!(classes.get("data").map(String::as_str), Some("GLACIER"), "{classes:?}");
+        for folder in ["config", "index", "manifests"] {
+            assert_eq!(classes.get(folder).map(String::as_str), Some("STANDARD"), "{folder}: {classes:?}");
+        }
+
+        // Points list and check passes without a thaw; reading the data
+        // needs one: a restore before it says so, after it is byte for byte.
+        let repo = Repository::open(storage.clone(), Unlock::Password(PASSWORD)).await.unwrap();
+        let manifest = repo.manifest(&made[0].point_id).await.unwrap();
+        assert_eq!(repo.manifests().await.unwrap().len(), 1);
+        let config = Repository::read_config(storage.as_ref()).await.unwrap();
+        let master = config.open_with_password(PASSWORD).unwrap();
+        let report = coffer::repository::check::check(storage.clone(), &config, &master, false).await.unwrap();
+        assert!(report.is_healthy(), "{report:#?}");
+
+        let e = repo.restore(&manifest, &Collected::default(), 4, &|_, _| {}).await.expect_err("archived packs cannot be read");
+        assert!(e.to_string().contains("archived"), "{e}");
+        repo.thaw(&manifest, std::time::Duration::from_millis(100), std::time::Duration::from_secs(30)).await.unwrap();
+        let sink = Collected::default();
+        repo.restore(&manifest, &sink, 4, &|_, _| {}).await.unwrap();
+        assert_eq!(*sink.0.lock().unwrap(), volume_blocks);
     });
 }

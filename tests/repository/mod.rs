@@ -1,1 +1,2 @@
 mod ebs;
+mod cli;

@@ -145,8 +145,21 @@ def _validation(message, reason):
     return _EbsError(400, "ValidationException", message, reason)
 
 
+# Snapshots share their blocks' bytes objects with the volume they were taken
+# of, so each block's checksum is computed once, not once per snapshot (AWS
+# answers list calls without touching the data; hashing 600 MB in Python per
+# snapshot made the emulator, not the client, the cost of an incremental).
+# The bytes object is kept with its checksum so its id stays unique.
+_checksums = {}
+
+
 def _checksum(data):
-    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+    cached = _checksums.get(id(data))
+    if cached is not None and cached[0] is data:
+        return cached[1]
+    checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    _checksums[id(data)] = (data, checksum)
+    return checksum
 
 
 def _volume_blocks(volume):
@@ -320,7 +333,8 @@ def _list_changed_blocks(self):
     changed = set()
     for index in set(first.blocks) | set(second.blocks):
         a, b = first.blocks.get(index), second.blocks.get(index)
-        if a is None or b is None or bytes(a.block_data) != bytes(b.block_data):
+        # Equal SHA-256 checksums: equal bytes (cheaper than comparing them).
+        if a is None or b is None or a.checksum != b.checksum:
             changed.add(index)
     page, next_token = _page(self, changed)
     blocks = []
@@ -387,6 +401,27 @@ def _start_snapshot(self):
 
 
 EBSResponse.start_snapshot = _start_snapshot
+
+
+# --- S3 ----------------------------------------------------------------------
+
+from moto.core.serialize import S3Serializer
+
+_s3_result_to_response = S3Serializer._serialized_result_to_response
+
+
+# AWS: CompleteMultipartUpload answers with a <CompleteMultipartUploadResult>
+# document. moto's generic serializer names the root
+# <CompleteMultipartUploadResponse>, which SDKs that check the root element
+# (the Rust SDK does) reject as unparseable, though the upload did complete.
+def _s3_result_with_aws_root(self, resp, result, shape, serialized_result):
+    resp = _s3_result_to_response(self, resp, result, shape, serialized_result)
+    if self.operation_model.name == "CompleteMultipartUpload" and isinstance(resp.get("body"), str):
+        resp["body"] = resp["body"].replace("CompleteMultipartUploadResponse", "CompleteMultipartUploadResult")
+    return resp
+
+
+S3Serializer._serialized_result_to_response = _s3_result_with_aws_root
 
 
 # --- Test-only endpoint: volume contents -----------------------------------

@@ -14,7 +14,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{Global, Tuning, connect, parse_duration};
 use crate::executor::Executor;
-use crate::repository::blocks::ebs::EbsSnapshotSink;
+use crate::repository::blocks::BlockSource;
+use crate::repository::blocks::ebs::{EbsSnapshotSink, EbsSnapshotSource};
 use crate::repository::blocks::file::{FileSink, FileSource};
 use crate::repository::check;
 use crate::repository::manifest::{Manifest, Source};
@@ -84,11 +85,19 @@ pub struct BackupArgs {
     #[command(flatten)]
     pub repository: RepositoryArg,
     /// A file or block device to back up.
+    #[arg(long, required_unless_present = "snapshot", conflicts_with = "snapshot")]
+    pub file: Option<PathBuf>,
+    /// An EBS snapshot to back up, read through the EBS direct APIs; the
+    /// newest point of the same volume is the parent, and when its snapshot
+    /// still exists only the blocks changed since are read.
     #[arg(long)]
-    pub file: PathBuf,
-    /// What the restore point is of (default: the file's path); the newest
-    /// point of the same name is the parent.
-    #[arg(long)]
+    pub snapshot: Option<String>,
+    /// The snapshot's region (default: the home region).
+    #[arg(long, requires = "snapshot")]
+    pub snapshot_region: Option<String>,
+    /// What the restore point of a file is of (default: the file's path);
+    /// the newest point of the same name is the parent.
+    #[arg(long, conflicts_with = "snapshot")]
     pub name: Option<String>,
     /// Blocks read and processed at once.
     #[arg(long, default_value_t = 8)]
@@ -345,19 +354,32 @@ fn point_summary(m: &Manifest) -> serde_json::Value {
 
 pub async fn backup(global: &Global, args: &BackupArgs) -> Result<ExitCode> {
     let executor = executor(global).await?;
-    let source = FileSource::open(&args.file)?;
-    let name = args.name.clone().unwrap_or_else(|| args.file.display().to_string());
+    let (source, what): (Box<dyn BlockSource>, Source) = match (&args.file, &args.snapshot) {
+        (Some(file), _) => {
+            let name = args.name.clone().unwrap_or_else(|| file.display().to_string());
+            (Box::new(FileSource::open(file)?), Source { kind: "file".into(), resource_id: name, ..Source::default() })
+        }
+        (None, Some(snapshot)) => {
+            let region = args.snapshot_region.clone().unwrap_or_else(|| executor.aws.home_region.clone());
+            let found = crate::executor::snapshots::describe_ebs_snapshots(&executor.aws.ec2(&region), &region, std::slice::from_ref(snapshot))
+                .await
+                .with_context(|| format!("reading snapshot {snapshot} in {region}"))?;
+            let Some(volume_id) = found.into_iter().next().map(|s| s.volume_id.unwrap_or_default()) else {
+                bail!("snapshot {snapshot} does not exist in {region} (or is not this account's)");
+            };
+            let source = EbsSnapshotSource::new(executor.aws.ebs(&region), snapshot);
+            (Box::new(source), Source { kind: "ebs-snapshot".into(), volume_id, region, ..Source::default() })
+        }
+        (None, None) => bail!("say what to back up: --file PATH or --snapshot SNAPSHOT_ID"),
+    };
     let (mut repo, lock) = open_locked(&executor, &args.repository, "backup").await?;
     let parent = repo
         .manifests()
         .await?
         .into_iter()
-        .filter(|m| m.source.kind == "file" && m.source.resource_id == name)
+        .filter(|m| m.source.kind == what.kind && m.source.resource_id == what.resource_id && m.source.volume_id == what.volume_id && m.source.region == what.region)
         .max_by_key(|m| (m.time, m.id.clone()));
-    let meta = PointMeta {
-        source: Source { kind: "file".into(), resource_id: name, ..Source::default() },
-        ..PointMeta::default()
-    };
+    let meta = PointMeta { source: what, ..PointMeta::default() };
     let progress = bar(global.json, "backing up");
     let report = |done: u64, total: u64| {
         if let Some(bar) = &progress {
@@ -366,7 +388,7 @@ pub async fn backup(global: &Global, args: &BackupArgs) -> Result<ExitCode> {
         }
     };
     let started = std::time::Instant::now();
-    let result = repo.backup(&source, parent.as_ref(), meta, args.concurrency, &report).await;
+    let result = repo.backup(source.as_ref(), parent.as_ref(), meta, args.concurrency, &report).await;
     let released = lock.release().await;
     let manifest = result?;
     released?;
@@ -378,7 +400,7 @@ pub async fn backup(global: &Global, args: &BackupArgs) -> Result<ExitCode> {
         format!(
             "restore point {} of {}: {} blocks with data, {} read, {} new blobs ({} bytes written) in {:.1}s",
             manifest.id,
-            args.file.display(),
+            source.name(),
             manifest.stats.blocks,
             manifest.stats.blocks_read,
             manifest.stats.new_blobs,

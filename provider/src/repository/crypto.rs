@@ -3,7 +3,7 @@
 //! data naming what is sealed) and compression (zstd) of blobs and of the
 //! JSON objects (index files, manifests).
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use thiserror::Error;
 
@@ -17,6 +17,11 @@ pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 /// zstd level for blobs and objects: level 3 (zstd's default) compresses
 /// file system blocks about as well as level 9 at several times the speed.
 const ZSTD_LEVEL: i32 = 3;
+
+thread_local! {
+    /// The blob compressor of this thread (see [`Keys::seal_blob`]).
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
 
 /// The first plaintext byte of a blob says how the rest is stored.
 const STORED: u8 = 0;
@@ -129,23 +134,43 @@ impl Keys {
 
     /// A block as stored in a pack: compressed when that helps, sealed with
     /// its id as associated data (so a blob cannot stand in for another).
+    /// Built in one buffer (nonce, encoding byte, compressed block, tag) by
+    /// a zstd context kept per thread: a fresh context per 512 KiB block
+    /// costs its allocation and table set-up every time.
     pub fn seal_blob(&self, id: &BlobId, block: &[u8]) -> Vec<u8> {
-        let compressed = zstd::bulk::compress(block, ZSTD_LEVEL).ok().filter(|c| c.len() < block.len());
-        let mut plaintext = Vec::with_capacity(1 + compressed.as_ref().map_or(block.len(), Vec::len));
+        let header = NONCE_LEN + 1;
+        let mut buffer = Vec::with_capacity(header + zstd::zstd_safe::compress_bound(block.len()) + TAG_LEN);
+        buffer.resize(header, 0);
+        let mut cursor = std::io::Cursor::new(buffer);
+        cursor.set_position(header as u64);
+        let compressed = COMPRESSOR.with_borrow_mut(|compressor| {
+            let compressor = match compressor {
+                Some(c) => c,
+                None => compressor.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL).ok()?),
+            };
+            compressor.compress_to_buffer(block, &mut cursor).ok()
+        });
+        let mut buffer = cursor.into_inner();
         match compressed {
-            Some(c) => {
-                plaintext.push(ZSTD);
-                plaintext.extend_from_slice(&c);
-            }
-            None => {
-                plaintext.push(STORED);
-                plaintext.extend_from_slice(block);
+            Some(length) if length < block.len() => buffer[NONCE_LEN] = ZSTD,
+            _ => {
+                buffer.truncate(header);
+                buffer[NONCE_LEN] = STORED;
+                buffer.extend_from_slice(block);
             }
         }
-        self.seal(&blob_aad(id), &plaintext)
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut nonce);
+        buffer[..NONCE_LEN].copy_from_slice(&nonce);
+        let tag = self
+            .cipher
+            .encrypt_in_place_detached(XNonce::from_slice(&nonce), &blob_aad(id), &mut buffer[NONCE_LEN..])
+            // Only fails for plaintexts beyond 256 GiB.
+            .unwrap_or_default();
+        buffer.extend_from_slice(&tag);
+        buffer
     }
 
-    /// Opens a blob and checks that its content hashes to `id`.
     pub fn open_blob(&self, id: &BlobId, raw_length: usize, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let plaintext = self.open(&blob_aad(id), sealed)?;
         let block = match plaintext.split_first() {

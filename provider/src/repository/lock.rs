@@ -6,8 +6,9 @@
 //! a prune starting together at least one sees the other and backs off.
 //!
 //! Holders rewrite their lock every [`REFRESH`]; a lock not refreshed for
-//! [`STALE_AFTER`] belongs to a process that died and is ignored (and
-//! removed by the next exclusive locker).
+//! [`STALE_AFTER`], or one of this host whose process is gone, belongs to a
+//! process that died and is ignored (and removed by the next exclusive
+//! locker).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,9 +36,19 @@ pub struct LockRecord {
 }
 
 impl LockRecord {
+    /// Not refreshed for [`STALE_AFTER`], or written by a process of this
+    /// host that is no longer running (a killed backup on this machine need
+    /// not hold prune off for half an hour).
     fn is_stale(&self, now: DateTime<Utc>) -> bool {
-        now - self.refreshed > STALE_AFTER
+        now - self.refreshed > STALE_AFTER || (self.host == hostname() && !process_running(self.pid))
     }
+}
+
+/// Whether a process of this host runs under `pid`; where that cannot be
+/// told (no /proc), assume it does.
+fn process_running(pid: u32) -> bool {
+    let proc = std::path::Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
 }
 
 #[derive(Debug, Error)]
@@ -71,7 +82,7 @@ fn record(kind: &str, purpose: &str) -> LockRecord {
     }
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .or_else(|_| std::env::var("HOSTNAME"))

@@ -571,25 +571,35 @@ struct Range {
     pack: u32,
     start: u64,
     end: u64,
+    /// Bytes of blocks the range's blobs open into.
+    opened: u64,
     blobs: Vec<(BlobId, super::index::Location)>,
 }
 
 /// Blobs of one pack close together are fetched in one request: a gap of
-/// up to 1 MiB is cheaper to read than a second request, and a range stops
-/// at 16 MiB so memory stays flat.
+/// up to 1 MiB is cheaper to read than a second request. A range stops at
+/// 8 MiB read and 8 MiB of blocks it opens into, so a restore holds at most
+/// 16 MiB per range in flight whatever the volume size or compression.
 fn coalesce(located: &[(BlobId, super::index::Location)]) -> Vec<Range> {
     const MAX_GAP: u64 = 1024 * 1024;
-    const MAX_RANGE: u64 = 16 * 1024 * 1024;
+    const MAX_RANGE: u64 = 8 * 1024 * 1024;
+    const MAX_OPENED: u64 = 8 * 1024 * 1024;
     let mut ranges: Vec<Range> = Vec::new();
     for (id, l) in located {
         let start = u64::from(l.offset);
         let end = start + u64::from(l.length);
         match ranges.last_mut() {
-            Some(r) if r.pack == l.pack && start <= r.end + MAX_GAP && end - r.start <= MAX_RANGE => {
+            Some(r)
+                if r.pack == l.pack
+                    && start <= r.end + MAX_GAP
+                    && end - r.start <= MAX_RANGE
+                    && r.opened + u64::from(l.raw_length) <= MAX_OPENED =>
+            {
                 r.end = r.end.max(end);
+                r.opened += u64::from(l.raw_length);
                 r.blobs.push((*id, *l));
             }
-            _ => ranges.push(Range { pack: l.pack, start, end, blobs: vec![(*id, *l)] }),
+            _ => ranges.push(Range { pack: l.pack, start, end, opened: u64::from(l.raw_length), blobs: vec![(*id, *l)] }),
         }
     }
     ranges

@@ -438,6 +438,6 @@ fn to_utc(t: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
 async fn collect(body: ByteStream, key: &str) -> Result<Vec<u8>, StorageError> {
     body.collect()
         .await
-        .map(|b| b.into_bytes().to_vec())
+        .map(|b| Vec::from(b.into_bytes()))
         .map_err(|e| StorageError::Other(format!("reading the body of {key}: {e}")))
 }

@@ -825,6 +825,36 @@ async fn stale_locks_are_ignored() {
     assert!(e.to_string().starts_with("the repository is locked by backup on worker-7 (pid 4242)"), "{e}");
 }
 
+#[tokio::test]
+async fn a_lock_of_a_dead_process_on_this_host_is_stale_at_once() {
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let key = "locks/shared-00000000-0000-4000-8000-000000000001";
+    let this_host = |pid: u32| {
+        serde_json::to_vec(&LockRecord {
+            kind: "shared".into(),
+            purpose: "backup".into(),
+            host: super::lock::hostname(),
+            pid,
+            created: Utc::now(),
+            refreshed: Utc::now(),
+        })
+        .unwrap()
+    };
+    // A running process of this host (this test) holds the lock: prune waits.
+    storage.put(key, this_host(std::process::id()), &PutOptions::default()).await.unwrap();
+    let e = Lock::exclusive(storage.clone(), "prune").await.err().unwrap();
+    assert!(e.to_string().starts_with("the repository is locked by backup"), "{e}");
+
+    // A killed backup of this host (a child that has exited and been
+    // reaped, so its pid names no process): its fresh lock is ignored.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    storage.put(key, this_host(pid), &PutOptions::default()).await.unwrap();
+    Lock::exclusive(storage.clone(), "prune").await.unwrap().release().await.unwrap();
+    assert!(storage.get(key).await.is_err(), "the dead process's lock was removed");
+}
+
 // ------------------------------------------------------------------ golden files
 
 fn golden_master() -> MasterKey {

@@ -202,7 +202,9 @@ impl BlockSource for EbsSnapshotSource {
             .collect()
             .await
             .map_err(|e| BlockError::Io(format!("{}: {e}", action())))?
-            .to_vec();
+            // Not AggregatedBytes::to_vec, which copies byte by byte.
+            .into_bytes();
+        let data = Vec::from(data);
 
         if let Some(length) = data_length {
             if usize::try_from(length).ok() != Some(data.len()) {
