@@ -144,8 +144,10 @@ pub struct PointsArgs {
     /// Only this resource (instance id, DB instance or cluster identifier).
     #[arg(long)]
     pub resource: Option<String>,
-    /// Only snapshots or replicas.
-    #[arg(long, value_parser = ["snapshot", "replica"])]
+    /// Only snapshots, replicas, or image-level backups or archives (these
+    /// read the policy's repositories; password ones need
+    /// COFFER_REPOSITORY_PASSWORD).
+    #[arg(long, value_parser = ["snapshot", "replica", "backup", "archive"])]
     pub kind: Option<String>,
 }
 
@@ -210,7 +212,25 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
                 .filter(|p| args.resource.as_ref().is_none_or(|r| &p.resource_id == r))
                 .filter(|p| args.kind.as_ref().is_none_or(|k| p.kind.as_str() == k))
                 .collect();
-            print_points(&points, cli.global.json)?;
+            let images = match args.kind.as_deref() {
+                Some("snapshot" | "replica") => Vec::new(),
+                _ => {
+                    let policy = executor.policy(&args.policy).await?;
+                    let (images, errors) = crate::executor::image::list_points(&executor, &policy).await;
+                    for error in &errors {
+                        if args.kind.is_some() {
+                            bail!("{error}");
+                        }
+                        eprintln!("coffer: image-level restore points left out: {error}");
+                    }
+                    images
+                        .into_iter()
+                        .filter(|p| args.resource.as_ref().is_none_or(|r| &p.resource_id == r))
+                        .filter(|p| args.kind.as_ref().is_none_or(|k| p.kind == k))
+                        .collect()
+                }
+            };
+            print_points(&points, &images, cli.global.json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sessions(args) => {
@@ -501,20 +521,22 @@ fn print_session(session: &Session, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn print_points(points: &[&RestorePoint], json: bool) -> Result<()> {
+fn print_points(points: &[&RestorePoint], images: &[crate::executor::image::ImagePoint], json: bool) -> Result<()> {
     if json {
-        let rows: Vec<serde_json::Value> = points.iter().map(|p| point_json(p)).collect();
+        let mut rows: Vec<serde_json::Value> = points.iter().map(|p| point_json(p)).collect();
+        rows.extend(images.iter().map(|p| serde_json::to_value(p).unwrap_or_default()));
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
     let width = |f: &dyn Fn(&RestorePoint) -> usize, title: &str| points.iter().map(|p| f(p)).max().unwrap_or(0).max(title.len()) + 2;
     let rules = |p: &RestorePoint| p.rules.iter().cloned().collect::<Vec<_>>().join("+");
+    let image_width = |f: &dyn Fn(&crate::executor::image::ImagePoint) -> usize| images.iter().map(f).max().unwrap_or(0) + 2;
     let (rw, uw, lw) = (
-        width(&|p| p.resource_id.len(), "resource"),
-        width(&|p| p.run_id.len(), "run"),
-        width(&|p| rules(p).len(), "rules"),
+        width(&|p| p.resource_id.len(), "resource").max(image_width(&|p| p.resource_id.len())),
+        width(&|p| p.run_id.len(), "run").max(image_width(&|p| p.run_id.len())),
+        width(&|p| rules(p).len(), "rules").max(image_width(&|p| p.rules.iter().map(|r| r.len() + 1).sum())),
     );
-    println!("  {:<rw$}{:<10}{:<11}{:<22}{:<uw$}{:<lw$}snapshots", "resource", "kind", "region", "time", "run", "rules");
+    println!("  {:<rw$}{:<10}{:<11}{:<22}{:<uw$}{:<lw$}snapshots or points", "resource", "kind", "region", "time", "run", "rules");
     for p in points {
         let ids: Vec<&str> = p.snapshots.iter().map(|s| s.id.as_str()).collect();
         println!(
@@ -527,6 +549,19 @@ fn print_points(points: &[&RestorePoint], json: bool) -> Result<()> {
             rules(p),
             ids.join(", "),
             if p.complete() { "" } else { " (incomplete)" }
+        );
+    }
+    for p in images {
+        println!(
+            "  {:<rw$}{:<10}{:<11}{:<22}{:<uw$}{:<lw$}repository {}: {}",
+            p.resource_id,
+            p.kind,
+            p.region,
+            p.time.format("%Y-%m-%d %H:%M UTC").to_string(),
+            p.run_id,
+            p.rules.iter().cloned().collect::<Vec<_>>().join("+"),
+            p.repository_id,
+            p.point_ids.join(", "),
         );
     }
     Ok(())

@@ -235,3 +235,101 @@ fn archives_keep_data_in_glacier_list_without_a_thaw_and_restore_after_one() {
         assert_eq!(*sink.0.lock().unwrap(), volume_blocks);
     });
 }
+
+#[test]
+fn image_points_are_listed_by_coffer_points_and_coffer_restore_points() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (web, volumes, repository_id, point_id) = block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config("us-east-1").await);
+        let web = instance(&ec2, &tags(&[("Backup", "image")]), 1, None).await;
+        let volumes = volume_ids(&ec2, &web).await;
+        for (index, volume) in volumes.iter().enumerate() {
+            write_volume_block(moto.port(), volume, 0, &block(index as u8));
+        }
+        let (_, repository_id) = create_repository(&moto).await;
+        let mut executor = executor(&moto, dir.path(), 4).await;
+        executor.settings.repository_password = Some(PASSWORD.into());
+        register_repository(&executor, &repository_id, "STANDARD").await;
+        let mut daily = rule("daily", "0 2 * * *", None, None);
+        daily.backup = Some(ToRepository { repository_id: repository_id.clone(), retain: count(7) });
+        put_policy(&executor, &policy("images", "ec2", &["us-east-1"], &[("Backup", "image")], vec![daily])).await;
+        let session = executor
+            .run(RunRequest { policy: "images".into(), rules: Vec::new(), run_id: Some("day-0".into()), time: Utc::now() }, &Quiet)
+            .await
+            .unwrap();
+        assert_eq!(session.outcome, Outcome::Success, "{session:#?}");
+        let point_id = session.resources[0].backups[0].point_id.clone();
+        (web, volumes, repository_id, point_id)
+    });
+
+    // `coffer points`: one backup point for the instance and run, holding
+    // one repository point per volume.
+    let points = |kind: Option<&str>, password: Option<&str>| {
+        let mut command = crate::support::estate::coffer_command(&moto.endpoint);
+        command.args(["points", "--policy", "images", "--json"]);
+        if let Some(kind) = kind {
+            command.args(["--kind", kind]);
+        }
+        if let Some(password) = password {
+            command.env("COFFER_REPOSITORY_PASSWORD", password);
+        }
+        let out = command.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, stdout, stderr) = points(Some("backup"), Some(PASSWORD));
+    assert_eq!(code, Some(0), "{stderr}");
+    let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed:#}");
+    assert_eq!(listed[0]["kind"], "backup");
+    assert_eq!(listed[0]["resource_id"], web.as_str());
+    assert_eq!(listed[0]["repository_id"], repository_id.as_str());
+    assert_eq!(listed[0]["run_id"], "day-0");
+    assert_eq!(listed[0]["point_ids"].as_array().unwrap().len(), volumes.len(), "one per volume: {listed:#}");
+    assert!(listed[0]["point_ids"].as_array().unwrap().iter().any(|p| p == point_id.as_str()));
+    let mut listed_volumes: Vec<String> = serde_json::from_value(listed[0]["volume_ids"].clone()).unwrap();
+    listed_volumes.sort();
+    let mut expected = volumes.clone();
+    expected.sort();
+    assert_eq!(listed_volumes, expected);
+
+    // Without the password: asked for backups, a clear error; asked for
+    // everything, the snapshots and a note of what was left out.
+    let (code, _, stderr) = points(Some("backup"), None);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("is encrypted with a password: set COFFER_REPOSITORY_PASSWORD"), "{stderr}");
+    let (code, stdout, stderr) = points(None, None);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("image-level restore points left out"), "{stderr}");
+    let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(listed.as_array().unwrap().iter().all(|p| p["kind"] == "snapshot"), "{listed:#}");
+
+    // The data source, through terraform with the password in its environment.
+    for tf in crate::support::terraform_versions() {
+        let mut wd = crate::support::Workdir::new(&tf, &crate::support::provider_binary());
+        wd.set_env("COFFER_REPOSITORY_PASSWORD", PASSWORD);
+        wd.write(
+            "main.tf",
+            &(crate::acceptance::provider(&moto)
+                + r#"
+data "coffer_restore_points" "backups" {
+  policy = "images"
+  kind   = "backup"
+}
+
+output "backups" { value = data.coffer_restore_points.backups.restore_points }
+"#),
+        );
+        wd.init();
+        wd.apply();
+        let backups = wd.output_json()["backups"]["value"].clone();
+        assert_eq!(backups.as_array().unwrap().len(), 1, "{backups:#}");
+        assert_eq!(backups[0]["kind"], "backup");
+        assert_eq!(backups[0]["resource_id"], web.as_str());
+        assert_eq!(backups[0]["repository_id"], repository_id.as_str());
+        assert_eq!(backups[0]["complete"], true);
+        assert_eq!(backups[0]["rules"], serde_json::json!(["daily"]));
+        assert_eq!(backups[0]["point_ids"].as_array().unwrap().len(), volumes.len());
+        assert_eq!(backups[0]["snapshot_ids"], serde_json::json!([]));
+    }
+}

@@ -14,8 +14,14 @@ use crate::resources::backup_policy::PolicyDocument;
 use crate::resources::region_mapping::RegionMappingDocument;
 
 /// The executor's read side over the provider's clients and catalog.
+/// Password repositories open with `COFFER_REPOSITORY_PASSWORD` from
+/// Terraform's environment, as for the `coffer` command.
 fn executor(data: &Coffer) -> Executor {
-    Executor::new(data.aws.clone(), data.catalog.clone(), Settings::default())
+    let settings = Settings {
+        repository_password: std::env::var("COFFER_REPOSITORY_PASSWORD").ok().filter(|p| !p.is_empty()),
+        ..Settings::default()
+    };
+    Executor::new(data.aws.clone(), data.catalog.clone(), settings)
 }
 
 /// One policy (or every policy) with the region mappings its rules use.

@@ -1,10 +1,11 @@
 //! `coffer_restore_points`: the restore points of one or every policy,
-//! read back from AWS by their tags (snapshots and replicas).
+//! read back from AWS by their tags (snapshots and replicas) and from the
+//! repositories the policy's rules write to (backups and archives).
 
 use async_trait::async_trait;
 
 use super::{executor, listed, object, policies, strings};
-use crate::executor::inventory;
+use crate::executor::{image, inventory};
 use crate::framework::validators::OneOf;
 use crate::framework::{Attribute, Block, DataSource, Diagnostics, Schema, Type, Value};
 use crate::provider::Coffer;
@@ -27,6 +28,8 @@ pub fn point_type() -> Vec<(&'static str, Type)> {
         ("rules", Type::List(Box::new(Type::String))),
         ("complete", Type::Bool),
         ("snapshot_ids", Type::List(Box::new(Type::String))),
+        ("repository_id", Type::String),
+        ("point_ids", Type::List(Box::new(Type::String))),
     ]
 }
 
@@ -35,7 +38,8 @@ pub fn schema() -> Schema {
         0,
         Block::new(
             "Restore points Coffer made: EBS snapshots (one point per instance and run), DB and DB cluster \
-             snapshots, and their replicas in other regions and accounts, read from AWS by their `coffer:*` tags.",
+             snapshots, and their replicas in other regions and accounts, read from AWS by their `coffer:*` tags; \
+             and image-level backups and archives, read from the repositories the policy's rules write to.",
         )
         .attribute(Attribute::string("id").computed().describe("The filters, joined."))
         .attribute(Attribute::string("policy").optional().describe("Only this backup policy's points. Default: every policy in the catalog."))
@@ -43,13 +47,13 @@ pub fn schema() -> Schema {
         .attribute(
             Attribute::string("kind")
                 .optional()
-                .describe("Only points of this kind: `snapshot`, `replica`, `backup` or `archive` (image-level restore points in repositories; none until a rule's `backup`/`archive` step has run).")
+                .describe("Only points of this kind: `snapshot`, `replica`, `backup` or `archive` (image-level restore points in repositories: KMS repositories open with the provider's credentials, password repositories need `COFFER_REPOSITORY_PASSWORD` in Terraform's environment).")
                 .validate(OneOf(KINDS)),
         )
         .attribute(
             Attribute::object_list("restore_points", &point_type())
                 .computed()
-                .describe("The points, oldest first per resource: `policy`, `resource_id`, `kind`, `region`, `account_id`, `region_mapping_id` (replicas), `run_id`, `created_at` (RFC 3339, the run's time), `rules` (the rules that made it), `complete` (false while pending or failed), `snapshot_ids`."),
+                .describe("The points, oldest first per resource and kind: `policy`, `resource_id`, `kind`, `region`, `account_id`, `region_mapping_id` (replicas), `run_id`, `created_at` (RFC 3339, the run's time), `rules` (the rules that made it), `complete` (false while pending or failed), `snapshot_ids` (snapshots and replicas), `repository_id` and `point_ids` (backups and archives: the repository's restore points, one per volume, for `coffer restore --point`)."),
         ),
     )
 }
@@ -83,6 +87,26 @@ impl DataSource<Coffer> for RestorePoints {
                     .filter(|p| kind.is_none_or(|k| p.kind.as_str() == k))
                     .map(point_value),
             );
+            if kind.is_some_and(|k| k != "backup" && k != "archive") {
+                continue;
+            }
+            let (images, errors) = image::list_points(&executor, &policy).await;
+            for error in &errors {
+                // Asked for image points: no answer without them. Asked
+                // for everything: the snapshots still answer.
+                if kind.is_some() {
+                    diags.error(format!("Cannot list the image-level restore points of {}", policy.name), error);
+                    return None;
+                }
+                diags.warning(format!("Image-level restore points of {} left out", policy.name), error);
+            }
+            rows.extend(
+                images
+                    .iter()
+                    .filter(|p| resource.is_none_or(|r| p.resource_id == r))
+                    .filter(|p| kind.is_none_or(|k| p.kind == k))
+                    .map(|p| image_point_value(p, &executor.aws.account_id)),
+            );
         }
         let id = [config.get("policy").as_str(), resource, kind].iter().map(|v| v.unwrap_or("*")).collect::<Vec<_>>().join("/");
         Some(listed(config, id, "restore_points", rows))
@@ -103,6 +127,30 @@ pub fn point_value(p: &inventory::RestorePoint) -> Value {
             ("rules", strings(p.rules.iter())),
             ("complete", p.complete().into()),
             ("snapshot_ids", strings(p.snapshots.iter().map(|s| &s.id))),
+            ("repository_id", Value::Null),
+            ("point_ids", Value::List(Vec::new())),
+        ],
+    )
+}
+
+/// `account`: the repository's, which is the provider's (repositories live
+/// in the account whose catalog names them).
+pub fn image_point_value(p: &image::ImagePoint, account: &str) -> Value {
+    object(
+        vec![
+            ("policy", Value::from(p.policy.as_str())),
+            ("resource_id", p.resource_id.as_str().into()),
+            ("kind", p.kind.into()),
+            ("region", p.region.as_str().into()),
+            ("account_id", account.into()),
+            ("region_mapping_id", Value::Null),
+            ("run_id", p.run_id.as_str().into()),
+            ("created_at", p.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into()),
+            ("rules", strings(p.rules.iter())),
+            ("complete", true.into()),
+            ("snapshot_ids", Value::List(Vec::new())),
+            ("repository_id", p.repository_id.as_str().into()),
+            ("point_ids", strings(p.point_ids.iter())),
         ],
     )
 }

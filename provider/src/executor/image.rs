@@ -23,7 +23,7 @@ use crate::repository::manifest::{Manifest, Source};
 use crate::repository::prune;
 use crate::repository::storage::S3Storage;
 use crate::repository::repo::unwrap_with_kms;
-use crate::repository::{KeyEnvelope, PointMeta, Repository};
+use crate::repository::{KeyEnvelope, MasterKey, PointMeta, Repository, RepositoryConfig};
 use crate::resources::backup_policy::{PolicyDocument, Retain as RetainDocument, Rule};
 use crate::resources::repository::RepositoryEntry;
 
@@ -75,6 +75,76 @@ pub fn targets(rules: &[&Rule]) -> Vec<Target> {
         .collect()
 }
 
+/// An image-level restore point as listed: what one run made of one
+/// resource in one repository (one repository point per volume).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImagePoint {
+    pub policy: String,
+    pub resource_id: String,
+    /// The resource's region.
+    pub region: String,
+    /// `backup` or `archive`.
+    pub kind: &'static str,
+    pub repository_id: String,
+    pub run_id: String,
+    pub time: DateTime<Utc>,
+    pub rules: BTreeSet<String>,
+    /// The repository's restore points, one per volume (`coffer restore --point`).
+    pub point_ids: Vec<String>,
+    pub volume_ids: Vec<String>,
+}
+
+/// The image-level restore points of `policy` in the repositories its rules
+/// write to, oldest first per resource, read without a lock; and the
+/// repositories that could not be read.
+pub async fn list_points(executor: &Executor, policy: &PolicyDocument) -> (Vec<ImagePoint>, Vec<String>) {
+    let rules: Vec<&Rule> = policy.rules.iter().collect();
+    // Per repository, the rules archiving into it: a point made for them is
+    // an archive (a repository may take both from different rules).
+    let mut repositories: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for target in targets(&rules) {
+        let archiving = repositories.entry(target.repository_id.clone()).or_default();
+        if target.archive {
+            archiving.extend(target.rules.iter().cloned());
+        }
+    }
+    let mut points: BTreeMap<(String, DateTime<Utc>, String, String, &'static str, String), ImagePoint> = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (repository_id, archiving) in &repositories {
+        let manifests = match executor.read_repository(repository_id).await {
+            Ok(repo) => repo.manifests().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        let manifests = match manifests {
+            Ok(m) => m,
+            Err(e) => {
+                errors.push(format!("reading repository {repository_id}: {e}"));
+                continue;
+            }
+        };
+        for m in manifests.into_iter().filter(|m| m.policy == policy.name) {
+            let kind = if m.rules.iter().any(|r| archiving.contains(r)) { "archive" } else { "backup" };
+            let key = (m.source.resource_id.clone(), m.time, m.run.clone(), m.source.region.clone(), kind, repository_id.clone());
+            let point = points.entry(key).or_insert_with(|| ImagePoint {
+                policy: policy.name.clone(),
+                resource_id: m.source.resource_id.clone(),
+                region: m.source.region.clone(),
+                kind,
+                repository_id: repository_id.clone(),
+                run_id: m.run.clone(),
+                time: m.time,
+                rules: BTreeSet::new(),
+                point_ids: Vec::new(),
+                volume_ids: Vec::new(),
+            });
+            point.rules.extend(m.rules.iter().cloned());
+            point.point_ids.push(m.id.clone());
+            point.volume_ids.push(m.source.volume_id.clone());
+        }
+    }
+    (points.into_values().collect(), errors)
+}
+
 /// A repository opened for a run: shared-locked, with its restore points.
 pub struct OpenRepository {
     pub repo: Repository,
@@ -123,11 +193,11 @@ impl Repositories {
 }
 
 impl Executor {
-    /// Opens a repository by id (the catalog says where it is): KMS
-    /// repositories unwrap their key with KMS, password ones need
-    /// `COFFER_REPOSITORY_PASSWORD` (settings.repository_password). Holds
-    /// a shared lock for `purpose` until the returned lock is released.
-    pub async fn open_repository(&self, id: &str, purpose: &str) -> Result<(Repository, Lock), String> {
+    /// A repository's storage, config and master key, by id (the catalog
+    /// says where it is): KMS repositories unwrap their key with KMS,
+    /// password ones need `COFFER_REPOSITORY_PASSWORD`
+    /// (settings.repository_password).
+    async fn unlock_repository(&self, id: &str) -> Result<(Arc<S3Storage>, RepositoryConfig, MasterKey), String> {
         let entry = self
             .catalog()
             .get::<RepositoryEntry>(Kind::Repository, id)
@@ -151,7 +221,20 @@ impl Executor {
                 config.open_with_password(password).map_err(|e| e.to_string())?
             }
         };
+        Ok((storage, config, master))
+    }
+
+    /// Opens a repository by id, holding a shared lock for `purpose` until
+    /// the returned lock is released.
+    pub async fn open_repository(&self, id: &str, purpose: &str) -> Result<(Repository, Lock), String> {
+        let (storage, config, master) = self.unlock_repository(id).await?;
         Repository::open_locked(storage, config, &master, purpose).await.map_err(|e| e.to_string())
+    }
+
+    /// Opens a repository by id to read it, without a lock (listing points).
+    pub async fn read_repository(&self, id: &str) -> Result<Repository, String> {
+        let (storage, config, master) = self.unlock_repository(id).await?;
+        Repository::open_with_key(storage, config, &master).await.map_err(|e| e.to_string())
     }
 
     /// Backs up the volume snapshots of one instance into every target.
