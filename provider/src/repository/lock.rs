@@ -174,8 +174,11 @@ impl Lock {
         Lock { storage, key, refresher }
     }
 
-    pub async fn release(self) -> Result<(), StorageError> {
+    pub async fn release(mut self) -> Result<(), StorageError> {
+        // Wait for the refresher to be gone: a refresh still in flight
+        // after the delete would bring the lock back for 30 minutes.
         self.refresher.abort();
+        let _ = (&mut self.refresher).await;
         self.storage.delete(&self.key).await
     }
 }
