@@ -160,16 +160,7 @@ async fn storage(executor: &Executor, arg: &RepositoryArg) -> Result<Arc<dyn Sto
 }
 
 async fn unlock_key(executor: &Executor, config: &RepositoryConfig) -> Result<MasterKey> {
-    match &config.key {
-        KeyEnvelope::Kms { kms_key_arn, .. } => {
-            let kms = executor.aws.kms(crate::validation::arn_region(kms_key_arn).unwrap_or(&executor.aws.home_region));
-            crate::repository::repo::unwrap_with_kms(&kms, config).await.map_err(anyhow::Error::msg)
-        }
-        KeyEnvelope::Password { .. } => {
-            let password = password().context("the repository is encrypted with a password: set COFFER_REPOSITORY_PASSWORD")?;
-            Ok(config.open_with_password(&password)?)
-        }
-    }
+    executor.repository_key(config).await.map_err(anyhow::Error::msg)
 }
 
 async fn open(executor: &Executor, arg: &RepositoryArg) -> Result<Repository> {

@@ -206,22 +206,31 @@ impl Executor {
             .body;
         let storage = Arc::new(S3Storage::new(self.aws.s3(&entry.region), &entry.bucket, &entry.prefix));
         let config = Repository::read_config(storage.as_ref()).await.map_err(|e| e.to_string())?;
-        let master = match &config.key {
+        let master = self
+            .repository_key(&config)
+            .await
+            .map_err(|e| format!("repository {} ({id}): {e}", entry.name))?;
+        Ok((storage, config, master))
+    }
+
+    /// A repository's master key: unwrapped with KMS (the worker's or
+    /// caller's credentials), or opened with `COFFER_REPOSITORY_PASSWORD`
+    /// (settings.repository_password).
+    pub async fn repository_key(&self, config: &RepositoryConfig) -> Result<MasterKey, String> {
+        match &config.key {
             KeyEnvelope::Kms { kms_key_arn, .. } => {
                 let kms = self.aws.kms(crate::validation::arn_region(kms_key_arn).unwrap_or(&self.aws.home_region));
-                unwrap_with_kms(&kms, &config).await?
+                unwrap_with_kms(&kms, config).await
             }
             KeyEnvelope::Password { .. } => {
-                let password = self.settings.repository_password.as_deref().ok_or_else(|| {
-                    format!(
-                        "repository {} ({}) is encrypted with a password: set COFFER_REPOSITORY_PASSWORD",
-                        entry.name, id
-                    )
-                })?;
-                config.open_with_password(password).map_err(|e| e.to_string())?
+                let password = self
+                    .settings
+                    .repository_password
+                    .as_deref()
+                    .ok_or("the repository is encrypted with a password: set COFFER_REPOSITORY_PASSWORD")?;
+                config.open_with_password(password).map_err(|e| e.to_string())
             }
-        };
-        Ok((storage, config, master))
+        }
     }
 
     /// Opens a repository by id, holding a shared lock for `purpose` until
