@@ -47,7 +47,9 @@ pub struct Global {
     /// Named profile of the shared AWS configuration.
     #[arg(long, global = true, env = "AWS_PROFILE")]
     pub profile: Option<String>,
-    /// One endpoint URL for every AWS service (a local emulator).
+    /// One endpoint URL for every AWS service (a local emulator);
+    /// `AWS_ENDPOINT_URL_<SERVICE>` (e.g. `AWS_ENDPOINT_URL_S3`) overrides it
+    /// for that service.
     #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
     pub endpoint_url: Option<String>,
     /// Path-style S3 addressing (emulators).
@@ -311,11 +313,26 @@ pub async fn publish(executor: &Executor, binary: &std::path::Path) -> Result<St
     Ok(key)
 }
 
+/// `AWS_ENDPOINT_URL_<SERVICE>` (e.g. `AWS_ENDPOINT_URL_S3`): the SDK lets
+/// these win over `AWS_ENDPOINT_URL`, but `--endpoint-url` (which that
+/// variable fills) is an endpoint set in code and would win over them; so
+/// they are read here and applied per service, as the provider does.
+fn service_endpoints_from_env() -> std::collections::BTreeMap<String, String> {
+    crate::aws::SERVICES
+        .iter()
+        .filter_map(|service| {
+            let url = std::env::var(format!("AWS_ENDPOINT_URL_{}", service.to_uppercase())).ok()?;
+            (!url.is_empty()).then(|| (service.to_string(), url))
+        })
+        .collect()
+}
+
 async fn connect(global: &Global, tuning: &Tuning) -> Result<Executor> {
     let settings = AwsSettings {
         region: global.region.clone(),
         profile: global.profile.clone(),
         endpoint_url: global.endpoint_url.clone(),
+        endpoints: service_endpoints_from_env(),
         s3_use_path_style: global.s3_use_path_style,
         assume_role: global.assume_role_arn.clone().map(|role_arn| AssumeRole {
             role_arn,

@@ -238,3 +238,27 @@ fn repo_commands_restore_byte_for_byte_and_name_damage() {
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains(&format!("damaged: {pack}")) && stdout.contains("the repository is damaged"), "{stdout}");
 }
+
+/// `AWS_ENDPOINT_URL_S3` wins over `AWS_ENDPOINT_URL` for S3, as it does for
+/// every AWS SDK: here the repository lives in a second S3 endpoint while
+/// STS (the account check every command makes) stays on the first.
+#[test]
+fn a_service_specific_endpoint_variable_sends_s3_to_its_own_endpoint() {
+    let everything = Moto::start();
+    let storage = Moto::start();
+    let (in_storage, in_everything) = block_on(async {
+        let storage_s3 = aws_sdk_s3::Client::new(&storage.sdk_config("us-east-1").await);
+        storage_s3.create_bucket().bucket("repos").send().await.unwrap();
+        (storage_s3, aws_sdk_s3::Client::new(&everything.sdk_config("us-east-1").await))
+    });
+    let mut init = coffer(&everything, &["repo", "init", "--repository", "s3://repos/r"]);
+    init.env("AWS_ENDPOINT_URL_S3", &storage.endpoint);
+    let said = run_ok(init);
+    assert!(said.contains("s3://repos/r"), "{said}");
+    block_on(async {
+        let config = in_storage.head_object().bucket("repos").key("r/config").send().await;
+        assert!(config.is_ok(), "the repository config is in the S3 endpoint AWS_ENDPOINT_URL_S3 names: {config:?}");
+        let buckets = in_everything.list_buckets().send().await.unwrap();
+        assert!(buckets.buckets().is_empty(), "nothing went to the shared endpoint's S3: {:?}", buckets.buckets());
+    });
+}

@@ -68,6 +68,17 @@ pub struct Pack {
 }
 
 impl PackBuilder {
+    /// A builder for packs cut at `target` bytes, allocated once with room
+    /// for the target, the largest blob that can cross it and a header of
+    /// ~1,500 entries, so a pack is not copied as it grows (each doubling
+    /// of a growing buffer copies it, and leaves up to twice its size
+    /// allocated).
+    pub fn for_target(target: usize) -> Self {
+        let largest_blob = super::blocks::BLOCK_SIZE as usize + 64;
+        let header = 64 * 1024;
+        Self { body: Vec::with_capacity(target + largest_blob + header), entries: Vec::new() }
+    }
+
     pub fn add(&mut self, id: BlobId, raw_length: usize, sealed: &[u8]) {
         self.entries.push(PackEntry {
             id,

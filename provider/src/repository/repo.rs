@@ -301,7 +301,7 @@ impl Repository {
         let total = listing.blocks.len() as u64;
         let mut stats = Stats::default();
         let mut pending: HashSet<BlobId> = HashSet::new();
-        let mut builder = PackBuilder::default();
+        let mut builder = PackBuilder::for_target(self.pack_target);
         let mut uploads = FuturesUnordered::new();
         let mut new_packs: Vec<IndexedPack> = Vec::new();
 
@@ -341,7 +341,7 @@ impl Repository {
                         stats.bytes_written += sealed.len() as u64;
                         builder.add(id, raw_length, &sealed);
                         if builder.len() >= self.pack_target {
-                            let pack = std::mem::take(&mut builder).finish(&self.keys);
+                            let pack = std::mem::replace(&mut builder, PackBuilder::for_target(self.pack_target)).finish(&self.keys);
                             uploads.push(self.upload(pack));
                             if uploads.len() >= UPLOADS_IN_FLIGHT
                                 && let Some(done) = uploads.next().await

@@ -92,14 +92,24 @@ impl BlockSource for FileSource {
         let len = (self.size.saturating_sub(offset)).min(u64::from(BLOCK_SIZE)) as usize;
         let file = self.file.clone();
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; len];
-            file.read_exact_at(&mut buf, offset).map_err(|e| io_error(&path, "reading", e))?;
-            Ok(buf)
-        })
+        tokio::task::spawn_blocking(move || read_exact_at(&file, offset, len).map_err(|e| io_error(&path, "reading", e)))
         .await
         .map_err(|e| BlockError::Io(format!("reading a block: {e}")))?
     }
+}
+
+/// `len` bytes at `offset`, read into fresh memory without zeroing it first
+/// (`vec![0; len]` then `read_exact_at` writes every block twice).
+fn read_exact_at(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        let at = offset + buf.len() as u64;
+        if rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), at)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    buf.truncate(len);
+    Ok(buf)
 }
 
 /// Restores into a new file of the volume's size (sparse where blocks are
