@@ -232,7 +232,7 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
                         .collect()
                 }
             };
-            print_points(&points, &images, cli.global.json)?;
+            print_points(&points, &images, &executor.aws.account_id, cli.global.json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sessions(args) => {
@@ -538,10 +538,10 @@ fn print_session(session: &Session, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn print_points(points: &[&RestorePoint], images: &[crate::executor::image::ImagePoint], json: bool) -> Result<()> {
+fn print_points(points: &[&RestorePoint], images: &[crate::executor::image::ImagePoint], account: &str, json: bool) -> Result<()> {
     if json {
         let mut rows: Vec<serde_json::Value> = points.iter().map(|p| point_json(p)).collect();
-        rows.extend(images.iter().map(|p| serde_json::to_value(p).unwrap_or_default()));
+        rows.extend(images.iter().map(|p| image_point_json(p, account)));
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
@@ -599,6 +599,29 @@ pub fn point_json(p: &RestorePoint) -> serde_json::Value {
         "complete": p.complete(),
         "snapshot_ids": p.snapshots.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
         "kms_key_ids": p.snapshots.iter().filter_map(|s| s.kms_key_id.clone()).collect::<Vec<_>>(),
+    })
+}
+
+/// The JSON shape of an image-level restore point: the keys of
+/// [`point_json`] (no snapshots; complete, as a repository point exists only
+/// once all its data is stored), plus where it is and its per-volume points.
+pub fn image_point_json(p: &crate::executor::image::ImagePoint, account: &str) -> serde_json::Value {
+    serde_json::json!({
+        "policy": p.policy,
+        "resource_id": p.resource_id,
+        "kind": p.kind,
+        "region": p.region,
+        "account": account,
+        "mapping": null,
+        "run_id": p.run_id,
+        "time": p.time,
+        "rules": p.rules,
+        "complete": true,
+        "snapshot_ids": [],
+        "kms_key_ids": [],
+        "repository_id": p.repository_id,
+        "point_ids": p.point_ids,
+        "volume_ids": p.volume_ids,
     })
 }
 

@@ -285,6 +285,10 @@ fn image_points_are_listed_by_coffer_points_and_coffer_restore_points() {
     assert_eq!(listed[0]["resource_id"], web.as_str());
     assert_eq!(listed[0]["repository_id"], repository_id.as_str());
     assert_eq!(listed[0]["run_id"], "day-0");
+    // The keys snapshot rows have, so one jq filter reads both.
+    assert_eq!(listed[0]["account"], "123456789012", "{listed:#}");
+    assert_eq!(listed[0]["complete"], true);
+    assert_eq!(listed[0]["snapshot_ids"], serde_json::json!([]));
     assert_eq!(listed[0]["point_ids"].as_array().unwrap().len(), volumes.len(), "one per volume: {listed:#}");
     assert!(listed[0]["point_ids"].as_array().unwrap().iter().any(|p| p == point_id.as_str()));
     let mut listed_volumes: Vec<String> = serde_json::from_value(listed[0]["volume_ids"].clone()).unwrap();
