@@ -3,7 +3,8 @@
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration, PublicAccessBlockConfiguration,
+    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule,
+    LifecycleRuleFilter, NoncurrentVersionExpiration, BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration, PublicAccessBlockConfiguration,
     ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
     ServerSideEncryptionRule, VersioningConfiguration,
 };
@@ -149,6 +150,47 @@ pub async fn create_bucket(client: &Client, bucket: &str, region: &str, object_l
         request = request.object_lock_enabled_for_bucket(true);
     }
     request.send().await.map(|_| ()).map_err(|e| AwsError::from_sdk(e, &[]))
+}
+
+/// Days a pruned (or overwritten) object of a repository bucket Coffer
+/// created stays recoverable as a noncurrent version before S3 expires it.
+pub const NONCURRENT_DAYS: i32 = 7;
+/// Days after which S3 aborts an unfinished multipart upload (a backup
+/// killed mid-pack leaves one; its parts are billed until aborted).
+pub const ABORT_UPLOADS_DAYS: i32 = 1;
+
+/// The lifecycle of a repository bucket Coffer created: it is versioned, so
+/// without this what `prune` deletes would stay stored (and billed) for
+/// ever as noncurrent versions; they expire after [`NONCURRENT_DAYS`] (S3
+/// keeps versions under Object Lock retention until it ends), leftover
+/// delete markers are removed, and unfinished multipart uploads are aborted
+/// after [`ABORT_UPLOADS_DAYS`].
+pub async fn put_repository_lifecycle(client: &Client, bucket: &str) -> Result<(), AwsError> {
+    let whole_bucket = || LifecycleRuleFilter::builder().prefix("").build();
+    let build = |e: aws_sdk_s3::error::BuildError| AwsError::Api(e.to_string());
+    let expire_pruned = LifecycleRule::builder()
+        .id("coffer-expire-pruned-versions")
+        .status(ExpirationStatus::Enabled)
+        .filter(whole_bucket())
+        .noncurrent_version_expiration(NoncurrentVersionExpiration::builder().noncurrent_days(NONCURRENT_DAYS).build())
+        .expiration(LifecycleExpiration::builder().expired_object_delete_marker(true).build())
+        .build()
+        .map_err(build)?;
+    let abort_uploads = LifecycleRule::builder()
+        .id("coffer-abort-incomplete-uploads")
+        .status(ExpirationStatus::Enabled)
+        .filter(whole_bucket())
+        .abort_incomplete_multipart_upload(AbortIncompleteMultipartUpload::builder().days_after_initiation(ABORT_UPLOADS_DAYS).build())
+        .build()
+        .map_err(build)?;
+    client
+        .put_bucket_lifecycle_configuration()
+        .bucket(bucket)
+        .lifecycle_configuration(BucketLifecycleConfiguration::builder().rules(expire_pruned).rules(abort_uploads).build().map_err(build)?)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| AwsError::from_sdk(e, &[]))
 }
 
 /// Versioning on, default encryption SSE-S3, public access blocked: what

@@ -94,8 +94,8 @@ pub fn schema() -> Schema {
                 .validate(string(validation::region)),
         )
         .attribute(Attribute::bool("create_bucket").default(false).describe(
-            "Create the bucket (versioned, encrypted, public access blocked, with Object Lock when `immutability` is set). \
-             Default false: adopt an existing bucket.",
+            "Create the bucket (versioned, encrypted, public access blocked, pruned versions expiring after 7 days and unfinished \
+             uploads aborted after 1, with Object Lock when `immutability` is set). Default false: adopt an existing bucket.",
         ))
         .attribute(
             Attribute::string("storage_class")
@@ -353,6 +353,9 @@ async fn prepare_bucket(data: &Coffer, planned: &Value, place: &Place, tags_all:
             .await
             .map_err(|e| format!("creating bucket {bucket} in {}: {e}", place.region))?;
         s3::harden_bucket(&client, bucket).await.map_err(|e| format!("configuring bucket {bucket}: {e}"))?;
+        s3::put_repository_lifecycle(&client, bucket)
+            .await
+            .map_err(|e| format!("setting the lifecycle of bucket {bucket}: {e}"))?;
         put_bucket_tags(&client, bucket, tags_all).await?;
         if let Some(lock) = &immutability {
             put_default_retention(&client, bucket, lock).await?;
