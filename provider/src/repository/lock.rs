@@ -90,13 +90,32 @@ pub(crate) fn hostname() -> String {
 }
 
 async fn read(storage: &dyn Storage, key: &str) -> Result<Option<LockRecord>, StorageError> {
-    match storage.get(key).await {
-        // An unreadable lock is treated as held by nobody we can name, and
-        // as fresh: better to wait than to trample.
-        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).unwrap_or_else(|_| record("unknown", "an unknown process")))),
-        Err(StorageError::NotFound(_)) => Ok(None),
-        Err(e) => Err(e),
+    let bytes = match storage.get(key).await {
+        Ok(bytes) => bytes,
+        Err(StorageError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if let Ok(record) = serde_json::from_slice(&bytes) {
+        return Ok(Some(record));
     }
+    // An unreadable lock is held by nobody we can name, and as old as its
+    // object: holders rewrite theirs every REFRESH, so one not written for
+    // STALE_AFTER is stale like any other (when its age cannot be told,
+    // it counts as fresh: better to wait than to trample).
+    let written = storage
+        .list(key)
+        .await?
+        .into_iter()
+        .find(|o| o.key == key)
+        .and_then(|o| o.last_modified);
+    let mut unknown = record("unknown", "an unknown process");
+    unknown.host = "an unknown host".into();
+    unknown.pid = 0;
+    if let Some(written) = written {
+        unknown.created = written;
+        unknown.refreshed = written;
+    }
+    Ok(Some(unknown))
 }
 
 fn held(r: LockRecord) -> LockError {

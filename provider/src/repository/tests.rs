@@ -826,6 +826,22 @@ async fn stale_locks_are_ignored() {
 }
 
 #[tokio::test]
+async fn an_unreadable_lock_holds_until_its_object_is_as_old_as_a_stale_lock() {
+    let memory = Arc::new(MemoryStorage::new());
+    let storage: Arc<dyn Storage> = memory.clone();
+    let garbled = "locks/shared-00000000-0000-4000-8000-000000000001";
+    storage.put(garbled, b"{not a lock record".to_vec(), &PutOptions::default()).await.unwrap();
+
+    let e = Lock::exclusive(storage.clone(), "prune").await.err().expect("a freshly written lock holds, readable or not");
+    assert!(e.to_string().starts_with("the repository is locked by an unknown process on an unknown host"), "{e}");
+
+    memory.age_all(TimeDelta::minutes(31));
+    let exclusive = Lock::exclusive(storage.clone(), "prune").await.expect("31 minutes unwritten: stale");
+    assert!(storage.get(garbled).await.is_err(), "the stale unreadable lock was removed");
+    exclusive.release().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_lock_of_a_dead_process_on_this_host_is_stale_at_once() {
     let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
     let key = "locks/shared-00000000-0000-4000-8000-000000000001";
