@@ -68,12 +68,12 @@ impl DataSource<Coffer> for Protection {
         let (policy, mappings) = policies(&executor, Some(&name), diags).await?.pop()?;
         let in_scope = scope::resolve(&executor.aws, &policy).await;
         if let Some((region, error)) = in_scope.failed_regions.first() {
-            diags.error(&format!("Cannot list the resources of {name} in {region}"), error);
+            diags.error(format!("Cannot list the resources of {name} in {region}"), error);
             return None;
         }
         let (points, errors) = inventory::list(&executor, &policy, &mappings).await;
         if let Some(error) = errors.first() {
-            diags.error(&format!("Cannot list the restore points of {name}"), error);
+            diags.error(format!("Cannot list the restore points of {name}"), error);
             return None;
         }
         let mut by_resource: BTreeMap<(&str, &str), Vec<&RestorePoint>> = BTreeMap::new();

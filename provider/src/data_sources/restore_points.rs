@@ -77,7 +77,7 @@ impl DataSource<Coffer> for RestorePoints {
         for (policy, mappings) in policies(&executor, policy.as_deref(), diags).await? {
             let (points, errors) = inventory::list(&executor, &policy, &mappings).await;
             if let Some(error) = errors.first() {
-                diags.error(&format!("Cannot list the restore points of {}", policy.name), error);
+                diags.error(format!("Cannot list the restore points of {}", policy.name), error);
                 return None;
             }
             rows.extend(

@@ -70,7 +70,7 @@ impl DataSource<Coffer> for Sessions {
     fn validate(&self, config: &Value, diags: &mut Diagnostics) {
         if let Some(limit) = config.get("limit").as_i64() {
             if !(1..=1000).contains(&limit) {
-                diags.attribute_error(crate::framework::AttributePath::attr("limit"), "Invalid limit", &format!("limit must be between 1 and 1000, got {limit}"));
+                diags.attribute_error(crate::framework::AttributePath::attr("limit"), "Invalid limit", format!("limit must be between 1 and 1000, got {limit}"));
             }
         }
     }
@@ -82,7 +82,7 @@ impl DataSource<Coffer> for Sessions {
         let sessions = match session::recent(&executor.catalog(), &policy, limit).await {
             Ok(sessions) => sessions,
             Err(e) => {
-                diags.error(&format!("Cannot read the sessions of {policy}"), &e.to_string());
+                diags.error(format!("Cannot read the sessions of {policy}"), e.to_string());
                 return None;
             }
         };

@@ -108,7 +108,9 @@ pub async fn list_points(executor: &Executor, policy: &PolicyDocument) -> (Vec<I
             archiving.extend(target.rules.iter().cloned());
         }
     }
-    let mut points: BTreeMap<(String, DateTime<Utc>, String, String, &'static str, String), ImagePoint> = BTreeMap::new();
+    // One point per resource, time and run, region, kind and repository: oldest first per resource.
+    type PointKey = (String, DateTime<Utc>, String, String, &'static str, String);
+    let mut points: BTreeMap<PointKey, ImagePoint> = BTreeMap::new();
     let mut errors = Vec::new();
     for (repository_id, archiving) in &repositories {
         let manifests = match executor.read_repository(repository_id).await {
@@ -155,8 +157,12 @@ pub struct OpenRepository {
 /// The run's open repositories, opened on first use.
 #[derive(Default)]
 pub struct Repositories {
-    open: Mutex<HashMap<String, Result<Arc<Mutex<OpenRepository>>, String>>>,
+    open: Mutex<HashMap<String, OpenedOrError>>,
 }
+
+/// A repository opened for the run (one backup at a time writes to it), or
+/// why it could not be.
+type OpenedOrError = Result<Arc<Mutex<OpenRepository>>, String>;
 
 impl Repositories {
     pub async fn get(&self, executor: &Executor, id: &str) -> Result<Arc<Mutex<OpenRepository>>, String> {
