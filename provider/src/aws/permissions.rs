@@ -132,6 +132,7 @@ pub const PERMISSIONS: &[Permission] = &[
     p(Provider, ImageBackup, "put_bucket_versioning", "s3:PutBucketVersioning", RepositoryBuckets),
     p(Provider, ImageBackup, "put_bucket_encryption", "s3:PutEncryptionConfiguration", RepositoryBuckets),
     p(Provider, ImageBackup, "put_public_access_block", "s3:PutBucketPublicAccessBlock", RepositoryBuckets),
+    p(Provider, ImageBackup, "put_bucket_lifecycle_configuration", "s3:PutLifecycleConfiguration", RepositoryBuckets),
     p(Provider, ImageBackup, "put_bucket_tagging", "s3:PutBucketTagging", RepositoryBuckets),
     p(Provider, ImageBackup, "delete_bucket_tagging", "s3:PutBucketTagging", RepositoryBuckets),
     p(Provider, ImageBackup, "list_object_versions", "s3:ListBucketVersions", RepositoryBuckets),
