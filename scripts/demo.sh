@@ -25,9 +25,9 @@ if [ "${1:-}" = "stop" ]; then
 fi
 
 # moto with the AWS behaviours it lacks patched back in (tests/support/moto_server.py),
-# under the Python that has moto.
+# under the project venv, which holds the pinned moto (scripts/install-tools.sh).
 moto_python() {
-    if [ -x "$ROOT/.venv/bin/moto_server" ]; then echo "$ROOT/.venv/bin/python"; else command -v python3; fi
+    echo "$ROOT/.venv/bin/python"
 }
 
 terraform_bin() {

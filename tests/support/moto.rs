@@ -191,22 +191,16 @@ pub fn test_credentials() -> Credentials {
 
 /// How to run moto's server: `$COFFER_MOTO_SERVER` as is, else our launcher
 /// `tests/support/moto_server.py` (moto with the AWS behaviours it lacks
-/// patched back in) under the Python that has moto — the project's `.venv`
-/// or the system `python3` (`scripts/install-tools.sh` makes one of them).
+/// patched back in) under the project's `.venv/bin/python`, where
+/// `scripts/install-tools.sh` installed the pinned moto. Never the system's
+/// moto: its version is whatever the machine happens to carry.
 fn moto_program() -> (PathBuf, Vec<PathBuf>) {
     if let Some(p) = std::env::var_os("COFFER_MOTO_SERVER").filter(|p| !p.is_empty()) {
         return (PathBuf::from(p), Vec::new());
     }
     tools::ensure_installed();
     let root = tools::repo_root();
-    let launcher = root.join("tests/support/moto_server.py");
-    let venv_python = root.join(".venv/bin/python");
-    let python = if root.join(".venv/bin/moto_server").is_file() {
-        venv_python
-    } else {
-        tools::find_on_path("python3").expect("python3 on PATH, though scripts/install-tools.sh succeeded")
-    };
-    (python, vec![launcher])
+    (root.join(".venv/bin/python"), vec![root.join("tests/support/moto_server.py")])
 }
 
 /// A port that is free on 127.0.0.1 right now (the kernel picks it).

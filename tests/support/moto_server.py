@@ -7,7 +7,21 @@ special-cases the emulator.
 
 import sys
 
-from moto.core.responses import ActionResult
+import moto
+
+# The patches below reach into moto's internals, which change between
+# releases (5.2.5 returns ActionResult where 5.2.1 returned JSON text): run
+# only on the moto they were written for, pinned with its dependencies in
+# tests/support/moto-requirements.txt.
+MOTO_VERSION = "5.2.1"
+if moto.__version__ != MOTO_VERSION:
+    sys.exit(
+        f"moto_server.py: written for moto {MOTO_VERSION}, but {sys.executable} has moto "
+        f"{moto.__version__} ({moto.__file__}). Run scripts/install-tools.sh, which installs "
+        "tests/support/moto-requirements.txt into .venv/, and start this file with .venv/bin/python."
+    )
+
+from moto.core.responses import ActionResult  # noqa: E402
 from moto.ec2.models.launch_templates import LaunchTemplate, LaunchTemplateBackend
 from moto.ec2.responses.launch_templates import LaunchTemplates
 from moto.server import main
@@ -427,6 +441,7 @@ S3Serializer._serialized_result_to_response = _s3_result_with_aws_root
 # --- Test-only endpoint: volume contents -----------------------------------
 #
 # Not an AWS API: stands in for an instance writing to its disks.
+#   GET    /_coffer/version   "moto <version> <python executable>"
 #   PUT    /_coffer/volumes/<vol-id>/blocks/<index>   body: the block's bytes
 #          (at most 512 KiB; zero-padded), as if written by the instance
 #   DELETE /_coffer/volumes/<vol-id>/blocks/<index>   the block holds no data
@@ -447,7 +462,10 @@ def _find_volume(volume_id):
 def _coffer_test_api(environ, start_response):
     request = Request(environ)
     parts = request.path.strip("/").split("/")
-    if len(parts) != 5 or parts[1] != "volumes" or parts[3] != "blocks" or not parts[4].isdigit():
+    if parts == ["_coffer", "version"]:
+        # Which moto answers, and from which Python: tests prove it is the pinned one.
+        response = Response(f"moto {moto.__version__} {sys.executable}\n", status=200)
+    elif len(parts) != 5 or parts[1] != "volumes" or parts[3] != "blocks" or not parts[4].isdigit():
         response = Response("unknown test endpoint\n", status=404)
     elif (volume := _find_volume(parts[2])) is None:
         response = Response(f"no volume {parts[2]}\n", status=404)

@@ -270,3 +270,31 @@ fn workdir_environment_is_hermetic() {
         Some(wd.path())
     );
 }
+
+/// Item 0 of issue 21: the tests ran whatever moto the system Python had,
+/// and the launcher's patches broke on another release. The emulator must be
+/// the version `tests/support/moto-requirements.txt` pins, from `.venv/`.
+#[test]
+fn the_emulator_is_the_pinned_moto_from_the_project_venv() {
+    if std::env::var_os("COFFER_MOTO_SERVER").is_some() {
+        eprintln!("skipped: COFFER_MOTO_SERVER names another emulator on purpose");
+        return;
+    }
+    let requirements = std::fs::read_to_string(tools::repo_root().join("tests/support/moto-requirements.txt")).unwrap();
+    let pinned = requirements
+        .lines()
+        .find_map(|l| l.strip_prefix("moto=="))
+        .expect("moto-requirements.txt pins moto");
+    let moto = Moto::start();
+    let (status, body) = super::moto::http_request(moto.port(), "GET", "/_coffer/version").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let mut words = body.split_whitespace();
+    assert_eq!(words.next(), Some("moto"), "{body}");
+    assert_eq!(words.next(), Some(pinned), "the emulator is not the pinned moto: {body}");
+    let python = std::path::PathBuf::from(words.next().expect("python path"));
+    assert!(
+        python.starts_with(tools::repo_root().join(".venv")),
+        "moto runs under {} instead of the project's .venv",
+        python.display()
+    );
+}
