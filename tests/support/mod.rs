@@ -20,6 +20,7 @@
 
 pub mod aws;
 pub mod estate;
+pub mod fault_proxy;
 pub mod moto;
 pub mod plugin;
 pub mod terraform;

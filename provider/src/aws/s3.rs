@@ -97,20 +97,33 @@ pub async fn put_object(
     content_type: &str,
     precondition: Precondition<'_>,
 ) -> Result<String, WriteError> {
+    let body = bytes::Bytes::from(body);
     let request = client
         .put_object()
         .bucket(bucket)
         .key(key)
         .content_type(content_type)
-        .body(ByteStream::from(body));
+        .body(ByteStream::from(body.clone()));
     let request = match precondition {
         Precondition::Absent => request.if_none_match("*"),
         Precondition::Unchanged(etag) => request.if_match(etag),
         Precondition::Any => request,
     };
-    let out = request.send().await.map_err(write_error)?;
-    Ok(out.e_tag().unwrap_or_default().to_string())
+    match request.send().await.map_err(write_error) {
+        Ok(out) => Ok(out.e_tag().unwrap_or_default().to_string()),
+        Err(WriteError::PreconditionFailed) => match find_object(client, bucket, key).await {
+            Ok(stored) if stored.body == body => Ok(stored.etag),
+            _ => Err(WriteError::PreconditionFailed),
+        },
+        Err(e) => Err(e),
+    }
 }
+
+// Why a failed condition is read back: when the connection drops after S3
+// applied a conditional write, the SDK retries it, and the retry's
+// condition fails against the object this very call wrote. An object
+// holding exactly the bytes sent is this write (or one identical to it):
+// the write succeeded.
 
 /// Every key under `prefix`, in key order (ListObjectsV2, all pages).
 pub async fn list_keys(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<String>, AwsError> {

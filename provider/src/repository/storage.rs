@@ -21,6 +21,9 @@ pub enum StorageError {
     /// A create-only write found the object there.
     #[error("{0} already exists")]
     Exists(String),
+    /// A write or delete conditional on an ETag found another version.
+    #[error("{0} was changed by someone else")]
+    Changed(String),
     /// The object is in an archive storage class and not restored.
     #[error("{0} is archived (GLACIER / DEEP_ARCHIVE) and must be restored before it can be read")]
     Archived(String),
@@ -68,12 +71,27 @@ pub trait Storage: Send + Sync {
     async fn retained_until(&self, key: &str) -> Result<Option<DateTime<Utc>>, StorageError>;
     /// Asks for an archived object to be made readable for `days` days.
     async fn thaw(&self, key: &str, days: i32) -> Result<Thaw, StorageError>;
+
+    // Compare-and-swap for small records (locks): every write and delete is
+    // conditional, so two writers racing never both win.
+
+    /// An object and its ETag.
+    async fn get_versioned(&self, key: &str) -> Result<(Vec<u8>, String), StorageError>;
+    /// Writes `body` if the object is absent (`expected` None: else
+    /// [`StorageError::Exists`]) or still has ETag `expected` (else
+    /// [`StorageError::Changed`], or NotFound when gone); returns the new ETag.
+    async fn put_versioned(&self, key: &str, body: Vec<u8>, expected: Option<&str>) -> Result<String, StorageError>;
+    /// Deletes the object if it still has ETag `expected` ([`StorageError::Changed`]
+    /// if not; a missing object succeeds).
+    async fn delete_versioned(&self, key: &str, expected: &str) -> Result<(), StorageError>;
 }
 
 // ------------------------------------------------------------------ memory
 
 #[derive(Debug, Clone)]
 struct MemoryObject {
+    /// Bumped on every write: the ETag is this number.
+    version: u64,
     body: Vec<u8>,
     modified: DateTime<Utc>,
     retained_until: Option<DateTime<Utc>>,
@@ -84,6 +102,7 @@ struct MemoryObject {
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
     objects: Mutex<BTreeMap<String, MemoryObject>>,
+    writes: std::sync::atomic::AtomicU64,
 }
 
 impl MemoryStorage {
@@ -145,7 +164,8 @@ impl Storage for MemoryStorage {
             return Err(StorageError::Exists(key.into()));
         }
         let archived = matches!(options.storage_class.as_deref(), Some("GLACIER" | "DEEP_ARCHIVE"));
-        objects.insert(key.into(), MemoryObject { body, modified: Utc::now(), retained_until: None, archived });
+        let version = self.writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        objects.insert(key.into(), MemoryObject { version, body, modified: Utc::now(), retained_until: None, archived });
         Ok(())
     }
 
@@ -174,6 +194,38 @@ impl Storage for MemoryStorage {
         let o = objects.get_mut(key).ok_or_else(|| StorageError::NotFound(key.into()))?;
         o.archived = false;
         Ok(Thaw::Ready)
+    }
+
+    async fn get_versioned(&self, key: &str) -> Result<(Vec<u8>, String), StorageError> {
+        let objects = self.objects.lock().unwrap();
+        let o = objects.get(key).ok_or_else(|| StorageError::NotFound(key.into()))?;
+        Ok((o.body.clone(), format!("\"{}\"", o.version)))
+    }
+
+    async fn put_versioned(&self, key: &str, body: Vec<u8>, expected: Option<&str>) -> Result<String, StorageError> {
+        let mut objects = self.objects.lock().unwrap();
+        let current = objects.get(key).map(|o| format!("\"{}\"", o.version));
+        match (expected, current) {
+            (None, Some(_)) => return Err(StorageError::Exists(key.into())),
+            (Some(_), None) => return Err(StorageError::NotFound(key.into())),
+            (Some(expected), Some(current)) if expected != current => return Err(StorageError::Changed(key.into())),
+            _ => {}
+        }
+        let version = self.writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        objects.insert(key.into(), MemoryObject { version, body, modified: Utc::now(), retained_until: None, archived: false });
+        Ok(format!("\"{version}\""))
+    }
+
+    async fn delete_versioned(&self, key: &str, expected: &str) -> Result<(), StorageError> {
+        let mut objects = self.objects.lock().unwrap();
+        match objects.get(key) {
+            None => Ok(()),
+            Some(o) if format!("\"{}\"", o.version) != expected => Err(StorageError::Changed(key.into())),
+            Some(_) => {
+                objects.remove(key);
+                Ok(())
+            }
+        }
     }
 }
 
@@ -269,7 +321,10 @@ impl S3Storage {
                 if options.create_only {
                     complete = complete.if_none_match("*");
                 }
-                complete.send().await.map(|_| ()).map_err(|e| self.failed("completing the upload of", key, e))
+                match complete.send().await.map_err(|e| self.failed("completing the upload of", key, e)) {
+                    Err(StorageError::Exists(full)) => self.written_by_this_call(key, &body, full).await,
+                    other => other.map(|_| ()),
+                }
             }
             Err(e) => Err(e),
         };
@@ -295,45 +350,32 @@ impl Storage for S3Storage {
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.key(key))
-            .send()
-            .await
-            .map_err(|e| self.failed("reading", key, e))?;
-        collect(out.body, &self.key(key)).await
+        self.read(key, None).await
     }
 
     async fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<Vec<u8>, StorageError> {
         if length == 0 {
             return Ok(Vec::new());
         }
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.key(key))
-            .range(format!("bytes={offset}-{}", offset + length - 1))
-            .send()
-            .await
-            .map_err(|e| self.failed("reading", key, e))?;
-        collect(out.body, &self.key(key)).await
+        self.read(key, Some((offset, length))).await
     }
 
     async fn put(&self, key: &str, body: Vec<u8>, options: &PutOptions) -> Result<(), StorageError> {
         if body.len() >= MULTIPART_THRESHOLD {
             return self.put_multipart(key, body, options).await;
         }
-        let mut request = self.client.put_object().bucket(&self.bucket).key(self.key(key)).body(ByteStream::from(body));
+        let body = bytes::Bytes::from(body);
+        let mut request = self.client.put_object().bucket(&self.bucket).key(self.key(key)).body(ByteStream::from(body.clone()));
         if options.create_only {
             request = request.if_none_match("*");
         }
         if let Some(class) = &options.storage_class {
             request = request.storage_class(StorageClass::from(class.as_str()));
         }
-        request.send().await.map(|_| ()).map_err(|e| self.failed("writing", key, e))
+        match request.send().await.map_err(|e| self.failed("writing", key, e)) {
+            Err(StorageError::Exists(full)) => self.written_by_this_call(key, &body, full).await,
+            other => other.map(|_| ()),
+        }
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
@@ -403,11 +445,109 @@ impl Storage for S3Storage {
         // Ask again: a restore may complete at once (or did already).
         Ok(thaw_state(&self.head(key, "looking up").await?).unwrap_or(Thaw::InProgress))
     }
+
+    async fn get_versioned(&self, key: &str) -> Result<(Vec<u8>, String), StorageError> {
+        let stored = crate::aws::s3::find_object(&self.client, &self.bucket, &self.key(key))
+            .await
+            .map_err(|e| match e {
+                AwsError::NotFound => StorageError::NotFound(format!("s3://{}/{}", self.bucket, self.key(key))),
+                AwsError::Api(message) => StorageError::Other(format!("reading s3://{}/{}: {message}", self.bucket, self.key(key))),
+            })?;
+        Ok((stored.body, stored.etag))
+    }
+
+    async fn put_versioned(&self, key: &str, body: Vec<u8>, expected: Option<&str>) -> Result<String, StorageError> {
+        use crate::aws::s3::{Precondition, WriteError};
+        let precondition = expected.map_or(Precondition::Absent, Precondition::Unchanged);
+        let full = format!("s3://{}/{}", self.bucket, self.key(key));
+        crate::aws::s3::put_object(&self.client, &self.bucket, &self.key(key), body, "application/json", precondition)
+            .await
+            .map_err(|e| match (e, expected) {
+                (WriteError::PreconditionFailed, None) => StorageError::Exists(full.clone()),
+                (WriteError::PreconditionFailed, Some(_)) => StorageError::Changed(full.clone()),
+                (WriteError::Aws(AwsError::NotFound), _) => StorageError::NotFound(full.clone()),
+                (WriteError::Aws(AwsError::Api(message)), _) => StorageError::Other(format!("writing {full}: {message}")),
+            })
+    }
+
+    async fn delete_versioned(&self, key: &str, expected: &str) -> Result<(), StorageError> {
+        match self.client.delete_object().bucket(&self.bucket).key(self.key(key)).if_match(expected).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match self.failed("deleting", key, e) {
+                StorageError::NotFound(_) => Ok(()),
+                StorageError::Exists(full) => Err(StorageError::Changed(full)),
+                other => Err(other),
+            },
+        }
+    }
 }
 
 type HeadObject = aws_sdk_s3::operation::head_object::HeadObjectOutput;
 
+/// How often one read resumes after its body broke off.
+const BODY_RESUMES: u32 = 5;
+
 impl S3Storage {
+    /// An object, or `range` (offset, length) of it. Errors before the body
+    /// are retried by the SDK; a body that breaks off after the headers is
+    /// resumed with a ranged GET for the missing bytes (at most
+    /// [`BODY_RESUMES`] times), conditional on the first answer's ETag so
+    /// the pieces are of one object.
+    async fn read(&self, key: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>, StorageError> {
+        let full = self.key(key);
+        let start = range.map_or(0, |(offset, _)| offset);
+        let mut data: Vec<u8> = Vec::new();
+        let mut etag: Option<String> = None;
+        let mut resumes = 0;
+        loop {
+            let at = start + data.len() as u64;
+            let mut request = self.client.get_object().bucket(&self.bucket).key(&full);
+            request = match range {
+                Some((offset, length)) => request.range(format!("bytes={at}-{}", offset + length - 1)),
+                None if at > 0 => request.range(format!("bytes={at}-")),
+                None => request,
+            };
+            if let Some(etag) = &etag {
+                request = request.if_match(etag);
+            }
+            let out = request.send().await.map_err(|e| match self.failed("reading", key, e) {
+                StorageError::Exists(full) => StorageError::Other(format!("{full} changed while it was being read")),
+                e => e,
+            })?;
+            if etag.is_none() {
+                etag = out.e_tag().map(str::to_string);
+                data.reserve_exact(out.content_length().unwrap_or_default().max(0) as usize);
+            }
+            let mut body = out.body;
+            let broken = loop {
+                match body.next().await {
+                    Some(Ok(chunk)) => data.extend_from_slice(&chunk),
+                    Some(Err(e)) => break e,
+                    None => return Ok(data),
+                }
+            };
+            resumes += 1;
+            if resumes > BODY_RESUMES {
+                return Err(StorageError::Other(format!(
+                    "reading the body of {full}: {broken} (broke off {BODY_RESUMES} times; resumed each time)"
+                )));
+            }
+            tracing::debug!(key = %full, received = data.len(), error = %broken, "the body broke off; reading the rest");
+            tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(resumes))).await;
+        }
+    }
+
+    /// A create-only write answered "exists": when the connection dropped
+    /// after S3 applied it, the SDK's retry finds the object this very call
+    /// wrote. Holding exactly the bytes sent, it is this write (or one
+    /// identical to it, which for content-named objects is the same thing).
+    async fn written_by_this_call(&self, key: &str, sent: &[u8], full: String) -> Result<(), StorageError> {
+        match self.get(key).await {
+            Ok(stored) if stored == sent => Ok(()),
+            _ => Err(StorageError::Exists(full)),
+        }
+    }
+
     async fn head(&self, key: &str, action: &str) -> Result<HeadObject, StorageError> {
         self.client
             .head_object()
@@ -433,11 +573,4 @@ fn thaw_state(head: &HeadObject) -> Option<Thaw> {
 
 fn to_utc(t: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(t.secs(), t.subsec_nanos())
-}
-
-async fn collect(body: ByteStream, key: &str) -> Result<Vec<u8>, StorageError> {
-    body.collect()
-        .await
-        .map(|b| Vec::from(b.into_bytes()))
-        .map_err(|e| StorageError::Other(format!("reading the body of {key}: {e}")))
 }

@@ -18,12 +18,12 @@ use super::check::{self, CheckReport};
 use super::config::{Argon2Params, FORMAT_VERSION, Immutability, KeyEnvelope, KeyError, MasterKey, RepositoryConfig};
 use super::crypto::{BlobId, Keys, NONCE_LEN, SEAL_OVERHEAD, TAG_LEN, hex};
 use super::index::{INDEX_AAD, IndexFile, IndexedPack};
-use super::lock::{EXCLUSIVE_KEY, Lock, LockError, LockRecord};
+use super::lock::{EXCLUSIVE_KEY, Lock, LockError, LockRecord, ProcessSpace};
 use super::manifest::{Manifest, Source, Stats, manifest_aad, manifest_key};
 use super::pack::{ENTRY_LEN, HEADER_AAD, PackBuilder, PackEntry, pack_id, pack_key, read_header};
 use super::prune::{self, DEFAULT_GRACE, MARKS_KEY};
 use super::repo::{PointMeta, RepoError, Repository, Unlock};
-use super::storage::{MemoryStorage, PutOptions, Storage};
+use super::storage::{MemoryStorage, PutOptions, Storage, StorageError};
 
 const BS: usize = BLOCK_SIZE as usize;
 /// Small packs, so a few blocks make several of them.
@@ -750,6 +750,7 @@ fn lock_record(kind: &str, purpose: &str, refreshed: DateTime<Utc>) -> Vec<u8> {
         pid: 4242,
         created: refreshed - TimeDelta::hours(2),
         refreshed,
+        ..LockRecord::default()
     })
     .unwrap()
 }
@@ -845,14 +846,19 @@ async fn an_unreadable_lock_holds_until_its_object_is_as_old_as_a_stale_lock() {
 async fn a_lock_of_a_dead_process_on_this_host_is_stale_at_once() {
     let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
     let key = "locks/shared-00000000-0000-4000-8000-000000000001";
+    let here = ProcessSpace::current();
     let this_host = |pid: u32| {
         serde_json::to_vec(&LockRecord {
             kind: "shared".into(),
             purpose: "backup".into(),
-            host: super::lock::hostname(),
+            host: here.host.clone(),
             pid,
             created: Utc::now(),
             refreshed: Utc::now(),
+            boot_id: here.boot_id.clone(),
+            pid_namespace: here.pid_namespace,
+            process_start: super::lock::process_start(pid).or(Some(1)),
+            nonce: None,
         })
         .unwrap()
     };
@@ -869,6 +875,87 @@ async fn a_lock_of_a_dead_process_on_this_host_is_stale_at_once() {
     storage.put(key, this_host(pid), &PutOptions::default()).await.unwrap();
     Lock::exclusive(storage.clone(), "prune").await.unwrap().release().await.unwrap();
     assert!(storage.get(key).await.is_err(), "the dead process's lock was removed");
+}
+
+/// Issue 21, defect 2: a lock was judged dead when its host name matched
+/// and its pid was missing from the local /proc, so a prune in another PID
+/// namespace (a container with the same host name) took a live backup's
+/// lock. Another namespace, another boot, a reused pid or a record without
+/// the identity fields: only age makes those stale.
+#[tokio::test]
+async fn a_lock_of_another_pid_namespace_boot_or_process_is_not_judged_dead() {
+    let here = ProcessSpace::current();
+    let now = Utc::now();
+    let pid = std::process::id();
+    let live = LockRecord {
+        kind: "shared".into(),
+        purpose: "backup".into(),
+        host: here.host.clone(),
+        pid,
+        created: now,
+        refreshed: now,
+        boot_id: here.boot_id.clone(),
+        pid_namespace: here.pid_namespace,
+        process_start: super::lock::process_start(pid),
+        nonce: None,
+    };
+    assert!(!live.is_stale(now, &here), "this very process");
+    // The same record seen from a PID namespace where this pid is some
+    // other process, or none.
+    let elsewhere = ProcessSpace { pid_namespace: here.pid_namespace.map(|n| n + 1), ..here.clone() };
+    let reaped = {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        child.id()
+    };
+    let dead_here = LockRecord { pid: reaped, process_start: Some(1), ..live.clone() };
+    assert!(dead_here.is_stale(now, &here), "a reaped child of this namespace is gone");
+    assert!(!dead_here.is_stale(now, &elsewhere), "another PID namespace cannot tell");
+    let other_boot = ProcessSpace { boot_id: Some("another boot".into()), ..here.clone() };
+    assert!(!dead_here.is_stale(now, &other_boot), "another boot cannot tell");
+    let reused = LockRecord { process_start: live.process_start.map(|s| s + 1), ..live.clone() };
+    assert!(reused.is_stale(now, &here), "the pid now belongs to a younger process");
+    let old_format = LockRecord { boot_id: None, pid_namespace: None, process_start: None, ..dead_here.clone() };
+    assert!(!old_format.is_stale(now, &here), "without identity only age counts");
+    assert!(old_format.is_stale(now + TimeDelta::minutes(31), &here));
+}
+
+/// Issue 21, defect 6: two prunes that both found a stale exclusive lock
+/// both deleted and rewrote it, and both held it. Now the takeover replaces
+/// exactly the stale record (If-Match): one wins, and the loser's release
+/// cannot delete the winner's lock.
+#[tokio::test]
+async fn two_prunes_taking_over_a_stale_exclusive_lock_never_both_hold_it() {
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let long_ago = Utc::now() - TimeDelta::minutes(31);
+    storage.put(EXCLUSIVE_KEY, lock_record("exclusive", "prune", long_ago), &PutOptions::default()).await.unwrap();
+    // Both prunes read the stale record; A takes it over first.
+    let (_, stale) = storage.get_versioned(EXCLUSIVE_KEY).await.unwrap();
+    let a = Lock::exclusive(storage.clone(), "prune").await.expect("A takes the stale lock over");
+    // B, acting on what it read, replaces or removes only that record: both fail.
+    let err = storage.put_versioned(EXCLUSIVE_KEY, lock_record("exclusive", "prune", Utc::now()), Some(&stale)).await.err().unwrap();
+    assert!(matches!(err, StorageError::Changed(_)), "B's takeover must fail: {err:?}");
+    let err = storage.delete_versioned(EXCLUSIVE_KEY, &stale).await.err().unwrap();
+    assert!(matches!(err, StorageError::Changed(_)), "B's release must not delete A's lock: {err:?}");
+    // And B through the lock API is refused while A holds it.
+    let e = Lock::exclusive(storage.clone(), "prune").await.err().unwrap();
+    assert!(matches!(e, LockError::Held { .. }), "{e:?}");
+    a.verify().await.expect("A still holds it");
+    a.release().await.unwrap();
+    assert!(storage.get(EXCLUSIVE_KEY).await.is_err());
+}
+
+/// A lock someone removed (judged stale while its holder was paused) is
+/// reported lost, so the holder commits nothing that relied on it.
+#[tokio::test]
+async fn a_lock_removed_by_someone_else_is_reported_lost() {
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let lock = Lock::shared(storage.clone(), "backup").await.unwrap();
+    lock.verify().await.unwrap();
+    storage.delete(lock.key()).await.unwrap();
+    let e = lock.verify().await.err().unwrap();
+    assert!(matches!(e, LockError::Lost { .. }), "{e:?}");
+    assert!(e.to_string().contains("nothing was committed"), "{e}");
 }
 
 // ------------------------------------------------------------------ golden files
@@ -1122,8 +1209,22 @@ fn golden_lock_record() {
         pid: 4242,
         created: at("2026-11-23T02:00:00Z"),
         refreshed: at("2026-11-23T02:05:00Z"),
+        ..LockRecord::default()
     };
+    // A record without the identity fields (written by Coffer before they
+    // came) reads and writes as it always did.
     let json = String::from_utf8(serde_json::to_vec(&record).unwrap()).unwrap();
     assert_eq!(serde_json::from_str::<LockRecord>(&json).unwrap(), record);
     insta::assert_snapshot!("lock_record", format!("key: locks/shared-<uuid v4> (or {EXCLUSIVE_KEY})\n{json}\n"));
+
+    let record = LockRecord {
+        boot_id: Some("3f1c2a9e-8d7b-4c6a-9e5f-1a2b3c4d5e6f".into()),
+        pid_namespace: Some(4026531836),
+        process_start: Some(1234567),
+        nonce: Some("5b0e3c44-93a1-4f7e-a1d2-0c9e8b7a6f55".into()),
+        ..record
+    };
+    let json = String::from_utf8(serde_json::to_vec(&record).unwrap()).unwrap();
+    assert_eq!(serde_json::from_str::<LockRecord>(&json).unwrap(), record);
+    insta::assert_snapshot!("lock_record_with_identity", format!("key: locks/shared-<uuid v4> (or {EXCLUSIVE_KEY})\n{json}\n"));
 }

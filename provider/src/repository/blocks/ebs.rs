@@ -10,6 +10,8 @@
 //! it; every block written carries its checksum, which EBS verifies. The SDK
 //! client retries throttling and transient failures itself.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use aws_sdk_ebs::error::SdkError;
 use aws_sdk_ebs::operation::complete_snapshot::CompleteSnapshotError;
@@ -176,13 +178,42 @@ impl BlockSource for EbsSnapshotSource {
     }
 
     async fn read(&self, block: &BlockRef) -> Result<Vec<u8>, BlockError> {
+        // A body cut mid-stream, or damaged in transit, is read again: a
+        // flaky connection must not fail a backup of thousands of blocks.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.read_once(block).await {
+                Err(Transient(e)) if attempt < BLOCK_READ_ATTEMPTS => {
+                    tracing::debug!(snapshot = %self.snapshot_id, index = block.index, attempt, error = %e, "reading the block again");
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                Err(Transient(e) | Final(e)) => return Err(e),
+                Ok(data) => return Ok(data),
+            }
+        }
+    }
+}
+
+/// How often one block is asked for when its body breaks off or fails its checksum.
+const BLOCK_READ_ATTEMPTS: u64 = 4;
+
+/// Why a block read failed: worth another try, or not.
+enum ReadFailure {
+    Transient(BlockError),
+    Final(BlockError),
+}
+use ReadFailure::{Final, Transient};
+
+impl EbsSnapshotSource {
+    async fn read_once(&self, block: &BlockRef) -> Result<Vec<u8>, ReadFailure> {
         let index = block.index;
         let action = || format!("reading block {index} of {}", self.snapshot_id);
         let out = self
             .client
             .get_snapshot_block()
             .snapshot_id(&self.snapshot_id)
-            .block_index(to_i32(index, &action)?)
+            .block_index(to_i32(index, &action).map_err(Final)?)
             .block_token(&block.token)
             .send()
             .await
@@ -192,7 +223,7 @@ impl BlockSource for EbsSnapshotSource {
                     Some(GetSnapshotBlockError::ResourceNotFoundException(r))
                         if snapshot_gone(r)
                 );
-                api_error(e, gone, &self.snapshot_id, action())
+                Final(api_error(e, gone, &self.snapshot_id, action()))
             })?;
         let data_length = out.data_length();
         let checksum = out.checksum().map(str::to_string);
@@ -201,43 +232,43 @@ impl BlockSource for EbsSnapshotSource {
             .block_data
             .collect()
             .await
-            .map_err(|e| BlockError::Io(format!("{}: {e}", action())))?
+            .map_err(|e| Transient(BlockError::Io(format!("{}: {e}", action()))))?
             // Not AggregatedBytes::to_vec, which copies byte by byte.
             .into_bytes();
         let data = Vec::from(data);
 
         if let Some(length) = data_length {
             if usize::try_from(length).ok() != Some(data.len()) {
-                return Err(BlockError::Io(format!(
+                return Err(Transient(BlockError::Io(format!(
                     "{}: EBS announced {length} bytes and sent {}",
                     action(),
                     data.len()
-                )));
+                ))));
             }
         }
         match (algorithm, checksum) {
             (Some(ChecksumAlgorithm::ChecksumAlgorithmSha256), Some(expected)) => {
                 if sha256_base64(&data) != expected {
-                    return Err(BlockError::Checksum { source_name: self.snapshot_id.clone(), index });
+                    return Err(Transient(BlockError::Checksum { source_name: self.snapshot_id.clone(), index }));
                 }
             }
             (algorithm, checksum) => {
                 // Unverifiable data is not backed up: EBS always sends a
                 // SHA-256 checksum, so its absence means something is wrong.
-                return Err(BlockError::Io(format!(
+                return Err(Final(BlockError::Io(format!(
                     "{}: EBS sent no SHA-256 checksum to verify the block with (algorithm {:?}, checksum {:?})",
                     action(),
                     algorithm.as_ref().map(ChecksumAlgorithm::as_str),
                     checksum
-                )));
+                ))));
             }
         }
         if data.len() != BLOCK_SIZE as usize {
-            return Err(BlockError::Io(format!(
+            return Err(Final(BlockError::Io(format!(
                 "{}: {} bytes, not a {BLOCK_SIZE}-byte EBS block",
                 action(),
                 data.len()
-            )));
+            ))));
         }
         Ok(data)
     }
@@ -494,14 +525,17 @@ mod tests {
     fn a_block_whose_checksum_does_not_match_its_data_is_refused() {
         let damaged = mock!(aws_sdk_ebs::Client::get_snapshot_block)
             .match_requests(|r| r.snapshot_id() == Some("snap-1") && r.block_index() == Some(12) && r.block_token() == Some("t12"))
-            .then_output(|| {
+            .sequence()
+            .output(|| {
                 GetSnapshotBlockOutput::builder()
                     .block_data(ByteStream::from(block_of(1)))
                     .data_length(BLOCK_SIZE as i32)
                     .checksum(sha256_base64(&block_of(2)))
                     .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
                     .build()
-            });
+            })
+            .times(BLOCK_READ_ATTEMPTS as usize)
+            .build();
         let intact = mock!(aws_sdk_ebs::Client::get_snapshot_block)
             .match_requests(|r| r.block_index() == Some(13))
             .then_output(|| {
@@ -520,9 +554,32 @@ mod tests {
                 }
                 other => panic!("expected a checksum error, got {other:?}"),
             }
+            assert_eq!(damaged.num_calls(), BLOCK_READ_ATTEMPTS as usize, "asked again before giving up");
             let data = source.read(&BlockRef { index: 13, token: "t13".into() }).await.unwrap();
             assert_eq!(data, block_of(3));
         });
+    }
+
+    /// Issue 21, defect 5: a block damaged in transit once is read again.
+    #[test]
+    fn a_block_damaged_in_transit_once_is_read_again() {
+        let output = |data: Vec<u8>, checksum: String| {
+            GetSnapshotBlockOutput::builder()
+                .block_data(ByteStream::from(data))
+                .data_length(BLOCK_SIZE as i32)
+                .checksum(checksum)
+                .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
+                .build()
+        };
+        let flaky = mock!(aws_sdk_ebs::Client::get_snapshot_block)
+            .sequence()
+            .output(move || output(block_of(9), sha256_base64(&block_of(4))))
+            .output(move || output(block_of(4), sha256_base64(&block_of(4))))
+            .build();
+        let source = EbsSnapshotSource::new(client(&[&flaky]), "snap-1");
+        let data = run(source.read(&BlockRef { index: 5, token: "t5".into() })).unwrap();
+        assert_eq!(data, block_of(4));
+        assert_eq!(flaky.num_calls(), 2);
     }
 
     #[test]

@@ -21,15 +21,45 @@ pub struct FileSource {
 }
 
 impl FileSource {
+    /// Opens a regular file or a block device; anything else (a directory,
+    /// a FIFO, a character device such as `/dev/zero`) is refused before
+    /// anything is read, so the caller takes no lock for it.
     pub fn open(path: &Path) -> Result<Self, BlockError> {
-        let file = File::open(path).map_err(|e| io_error(path, "opening", e))?;
-        // A block device reports length 0 in its metadata; seeking to the
-        // end gives its size.
-        let size = {
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+        // O_NONBLOCK: opening a FIFO for reading otherwise waits for a writer.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(path)
+            .map_err(|e| io_error(path, "opening", e))?;
+        let kind = file.metadata().map_err(|e| io_error(path, "reading the type of", e))?.file_type();
+        let size = if kind.is_file() {
+            file.metadata().map_err(|e| io_error(path, "sizing", e))?.len()
+        } else if kind.is_block_device() {
+            // A block device reports length 0 in its metadata; seeking to the
+            // end gives its size.
             use std::io::{Seek, SeekFrom};
             let mut handle = &file;
             handle.seek(SeekFrom::End(0)).map_err(|e| io_error(path, "sizing", e))?
+        } else {
+            let what = if kind.is_dir() {
+                "a directory"
+            } else if kind.is_fifo() {
+                "a FIFO"
+            } else if kind.is_char_device() {
+                "a character device"
+            } else if kind.is_socket() {
+                "a socket"
+            } else {
+                "not a regular file"
+            };
+            return Err(BlockError::Io(format!(
+                "{} is {what}; --file backs up a regular file or a block device",
+                path.display()
+            )));
         };
+        // Reads are positioned (pread) and must wait for data: back to blocking.
+        rustix::fs::fcntl_setfl(&file, rustix::fs::OFlags::empty()).map_err(|e| io_error(path, "opening", e.into()))?;
         Ok(Self { path: path.to_path_buf(), file: Arc::new(file), size })
     }
 
@@ -113,26 +143,80 @@ fn read_exact_at(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8
 }
 
 /// Restores into a new file of the volume's size (sparse where blocks are
-/// zero). The file is written under a temporary name and renamed into place
-/// by `finish`, so a failed restore never leaves a partial file at `path`.
+/// zero), mode 0600 (a disk image holds whatever the disk held).
+///
+/// Never overwrites and never follows a link planted by someone else: the
+/// target must not exist (not even as a dangling symlink); blocks go to a
+/// partial file under a fresh random name in the target's directory,
+/// created exclusively (`O_CREAT | O_EXCL | O_NOFOLLOW`), and `finish`
+/// publishes it with `renameat2(RENAME_NOREPLACE)` (link + unlink where the
+/// file system lacks that), which fails if anything appeared at the target
+/// meanwhile. A failed or abandoned restore leaves nothing behind.
 pub struct FileSink {
     path: PathBuf,
     partial: PathBuf,
     file: Arc<File>,
+    published: std::sync::atomic::AtomicBool,
+}
+
+fn already_exists(path: &Path) -> BlockError {
+    BlockError::Io(format!("{} already exists; restore never overwrites a file", path.display()))
 }
 
 impl FileSink {
-    /// Refuses to overwrite an existing file.
     pub fn create(path: &Path, size: u64) -> Result<Self, BlockError> {
-        if path.exists() {
-            return Err(BlockError::Io(format!("{} already exists; restore never overwrites a file", path.display())));
+        use std::os::unix::fs::OpenOptionsExt;
+        match std::fs::symlink_metadata(path) {
+            Ok(_) => return Err(already_exists(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(path, "looking at", e)),
         }
-        let mut partial = path.as_os_str().to_owned();
-        partial.push(".coffer-partial");
-        let partial = PathBuf::from(partial);
-        let file = File::create(&partial).map_err(|e| io_error(&partial, "creating", e))?;
-        file.set_len(size).map_err(|e| io_error(&partial, "sizing", e))?;
-        Ok(Self { path: path.to_path_buf(), partial, file: Arc::new(file) })
+        let (Some(name), dir) = (path.file_name(), path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+        else {
+            return Err(BlockError::Io(format!("{}: name a file to restore into", path.display())));
+        };
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(BlockError::Io(format!("{} is not a directory", dir.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(BlockError::Io(format!("the directory {} does not exist", dir.display())));
+            }
+            Err(e) => return Err(io_error(dir, "looking at", e)),
+        }
+        let mut partial_name = std::ffi::OsString::from(".");
+        partial_name.push(name);
+        partial_name.push(format!(".coffer-partial-{}", uuid::Uuid::new_v4().simple()));
+        let partial = dir.join(partial_name);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&partial)
+            .map_err(|e| io_error(&partial, "creating", e))?;
+        let sink = Self { path: path.to_path_buf(), partial, file: Arc::new(file), published: false.into() };
+        sink.file.set_len(size).map_err(|e| io_error(&sink.partial, "sizing", e))?;
+        Ok(sink)
+    }
+
+    /// Moves the partial file to the target unless something is there.
+    fn publish(&self) -> Result<(), BlockError> {
+        use rustix::fs::{CWD, RenameFlags, renameat_with};
+        match renameat_with(CWD, &self.partial, CWD, &self.path, RenameFlags::NOREPLACE) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::EXIST) => Err(already_exists(&self.path)),
+            // File systems without RENAME_NOREPLACE: a hard link refuses an
+            // existing target just the same.
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => match std::fs::hard_link(&self.partial, &self.path) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&self.partial);
+                    Ok(())
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(already_exists(&self.path)),
+                Err(e) => Err(io_error(&self.path, "linking", e)),
+            },
+            Err(e) => Err(io_error(&self.path, "renaming into", e.into())),
+        }
     }
 }
 
@@ -151,12 +235,28 @@ impl BlockSink for FileSink {
 
     async fn finish(&self, _blocks_written: u64) -> Result<String, BlockError> {
         self.file.sync_all().map_err(|e| io_error(&self.partial, "syncing", e))?;
-        std::fs::rename(&self.partial, &self.path).map_err(|e| io_error(&self.path, "renaming into", e))?;
+        self.publish()?;
+        self.published.store(true, std::sync::atomic::Ordering::SeqCst);
+        // The rename is durable once the directory is.
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty())
+            && let Ok(dir) = File::open(dir)
+        {
+            let _ = dir.sync_all();
+        }
         Ok(self.path.display().to_string())
     }
 
     async fn abort(&self) {
         let _ = std::fs::remove_file(&self.partial);
+    }
+}
+
+impl Drop for FileSink {
+    /// A restore dropped part-way (an error, a signal) leaves no partial file.
+    fn drop(&mut self) {
+        if !self.published.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = std::fs::remove_file(&self.partial);
+        }
     }
 }
 
@@ -207,5 +307,78 @@ mod tests {
         std::fs::write(&path, vec![1u8; BLOCK_SIZE as usize * 2 + 10]).unwrap();
         let listing = FileSource::open(&path).unwrap().list(None).await.unwrap();
         assert_eq!(listing.blocks.iter().map(|b| b.index).collect::<Vec<_>>(), vec![0, 1, 2]);
+    }
+    fn leftovers(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("coffer-partial"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn restore_refuses_a_dangling_symlink_at_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("disk.img");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &target).unwrap();
+        let error = FileSink::create(&target, 10).err().expect("a dangling symlink is something at the target");
+        assert!(error.to_string().contains("already exists"), "{error}");
+        assert!(!dir.path().join("nowhere").exists(), "the link was followed");
+    }
+
+    #[tokio::test]
+    async fn restore_never_replaces_a_file_created_at_the_target_while_it_ran() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("disk.img");
+        let sink = FileSink::create(&target, u64::from(BLOCK_SIZE)).unwrap();
+        sink.write(0, vec![7; BLOCK_SIZE as usize]).await.unwrap();
+        std::fs::write(&target, b"someone else's").unwrap();
+        let error = sink.finish(1).await.expect_err("the target appeared meanwhile");
+        assert!(error.to_string().contains("already exists"), "{error}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"someone else's");
+        drop(sink);
+        assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn a_finished_restore_is_mode_600_and_a_dropped_one_leaves_no_partial_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("disk.img");
+        let sink = FileSink::create(&target, u64::from(BLOCK_SIZE) + 5).unwrap();
+        sink.write(1, vec![1; 5]).await.unwrap();
+        sink.finish(1).await.unwrap();
+        assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(&target).unwrap().len(), u64::from(BLOCK_SIZE) + 5);
+        drop(sink);
+        assert!(target.exists());
+
+        let other = dir.path().join("other.img");
+        let sink = FileSink::create(&other, 100).unwrap();
+        assert_eq!(leftovers(dir.path()).len(), 1);
+        drop(sink);
+        assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+        assert!(!other.exists());
+    }
+
+    #[tokio::test]
+    async fn restore_into_a_missing_directory_names_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = FileSink::create(&dir.path().join("no/such/disk.img"), 1).err().unwrap().to_string();
+        assert!(error.contains("the directory") && error.contains("no/such") && !error.contains("partial"), "{error}");
+    }
+
+    #[test]
+    fn backup_refuses_directories_fifos_and_character_devices_before_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = FileSource::open(dir.path()).err().unwrap().to_string();
+        assert!(error.contains("is a directory"), "{error}");
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o600), 0).unwrap();
+        // Before the fix this open blocked for ever, waiting for a writer.
+        let error = FileSource::open(&fifo).err().unwrap().to_string();
+        assert!(error.contains("is a FIFO"), "{error}");
+        let error = FileSource::open(Path::new("/dev/zero")).err().unwrap().to_string();
+        assert!(error.contains("is a character device"), "{error}");
     }
 }

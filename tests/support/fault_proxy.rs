@@ -1,0 +1,286 @@
+//! A fault-injecting HTTP proxy between the code under test and moto: a
+//! flaky network on demand, reproducible.
+//!
+//! Point `coffer` (or an SDK client) at [`FaultProxy::endpoint`] instead of
+//! moto's; every request goes through to moto unchanged unless a [`Rule`]
+//! matches it, and then the rule's [`Fault`] is applied: the response is
+//! lost after moto applied the request, the body is cut after some bytes,
+//! or the request is held back for a while. Faults are counted, so a test
+//! can assert that the fault it is about really happened.
+//!
+//! ```ignore
+//! let proxy = FaultProxy::start(&moto);
+//! proxy.add(Rule::new(Fault::DropResponse).method("PUT").path_contains("/manifests/").times(1));
+//! // … run coffer against proxy.endpoint …
+//! assert_eq!(proxy.injected(0), 1);
+//! ```
+
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+use super::Moto;
+
+/// What to do to a matching request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Forward the request (moto applies it), then close the connection
+    /// without answering: the client never learns that it succeeded.
+    DropResponse,
+    /// Forward, send the status, the headers (with the full
+    /// `Content-Length`) and the first `after` bytes of the body, then
+    /// close the connection.
+    CutBody { after: usize },
+    /// Hold the request back this long, then forward it normally.
+    Delay(Duration),
+}
+
+/// Which requests a fault applies to, and how often.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    fault: Fault,
+    method: Option<String>,
+    path_contains: Option<String>,
+    /// Requests that must carry this header (name lower-case).
+    header: Option<String>,
+    /// Apply to every `one_in`-th matching request (1: each).
+    one_in: usize,
+    /// Stop after this many faults.
+    times: usize,
+}
+
+impl Rule {
+    pub fn new(fault: Fault) -> Self {
+        Self { fault, method: None, path_contains: None, header: None, one_in: 1, times: usize::MAX }
+    }
+
+    pub fn method(mut self, method: &str) -> Self {
+        self.method = Some(method.to_ascii_uppercase());
+        self
+    }
+
+    /// The request's path and query contain `text` (e.g. `/manifests/`).
+    pub fn path_contains(mut self, text: &str) -> Self {
+        self.path_contains = Some(text.to_string());
+        self
+    }
+
+    pub fn with_header(mut self, name: &str) -> Self {
+        self.header = Some(name.to_ascii_lowercase());
+        self
+    }
+
+    pub fn one_in(mut self, n: usize) -> Self {
+        self.one_in = n.max(1);
+        self
+    }
+
+    pub fn times(mut self, n: usize) -> Self {
+        self.times = n;
+        self
+    }
+
+    fn matches<B>(&self, request: &Request<B>) -> bool {
+        self.method.as_ref().is_none_or(|m| request.method().as_str() == m)
+            && self.path_contains.as_ref().is_none_or(|p| {
+                request.uri().path_and_query().is_some_and(|pq| pq.as_str().contains(p.as_str()))
+            })
+            && self.header.as_ref().is_none_or(|h| request.headers().contains_key(h.as_str()))
+    }
+}
+
+#[derive(Default)]
+struct Armed {
+    rule: Option<Rule>,
+    matched: AtomicUsize,
+    injected: AtomicUsize,
+}
+
+#[derive(Default)]
+struct State {
+    rules: Mutex<Vec<Arc<Armed>>>,
+    requests: AtomicUsize,
+}
+
+impl State {
+    /// The fault for this request, if a rule picks it (first rule wins).
+    fn fault_for<B>(&self, request: &Request<B>) -> Option<Fault> {
+        let rules = self.rules.lock().unwrap().clone();
+        for armed in rules {
+            let Some(rule) = &armed.rule else { continue };
+            if !rule.matches(request) {
+                continue;
+            }
+            let n = armed.matched.fetch_add(1, Ordering::SeqCst) + 1;
+            if n % rule.one_in != 0 {
+                continue;
+            }
+            // Count the fault only if the rule still has one to give.
+            let given = armed.injected.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |i| (i < rule.times).then_some(i + 1));
+            if given.is_ok() {
+                return Some(rule.fault);
+            }
+        }
+        None
+    }
+}
+
+/// A running proxy on a free 127.0.0.1 port, forwarding to one moto server;
+/// stopped on drop.
+pub struct FaultProxy {
+    /// `http://127.0.0.1:PORT`: give this to the client instead of moto's.
+    pub endpoint: String,
+    state: Arc<State>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+type ProxyBody = BoxBody<Bytes, std::io::Error>;
+
+impl FaultProxy {
+    pub fn start(moto: &Moto) -> FaultProxy {
+        let upstream = SocketAddr::from((Ipv4Addr::LOCALHOST, moto.port()));
+        let listener = std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("bind the proxy");
+        listener.set_nonblocking(true).expect("nonblocking listener");
+        let endpoint = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let state = Arc::new(State::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = {
+            let state = state.clone();
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("proxy runtime");
+                runtime.block_on(serve(listener, upstream, state, stopped));
+            })
+        };
+        FaultProxy { endpoint, state, stop: Some(stop), thread: Some(thread) }
+    }
+
+    /// Arms a rule; returns its number for [`FaultProxy::injected`].
+    pub fn add(&self, rule: Rule) -> usize {
+        let mut rules = self.state.rules.lock().unwrap();
+        rules.push(Arc::new(Armed { rule: Some(rule), ..Armed::default() }));
+        rules.len() - 1
+    }
+
+    /// Disarms every rule (counts stay readable).
+    pub fn clear(&self) {
+        for armed in self.state.rules.lock().unwrap().iter_mut() {
+            *armed = Arc::new(Armed {
+                rule: None,
+                matched: AtomicUsize::new(armed.matched.load(Ordering::SeqCst)),
+                injected: AtomicUsize::new(armed.injected.load(Ordering::SeqCst)),
+            });
+        }
+    }
+
+    /// How many times rule `n` injected its fault.
+    pub fn injected(&self, n: usize) -> usize {
+        self.state.rules.lock().unwrap()[n].injected.load(Ordering::SeqCst)
+    }
+
+    /// How many requests rule `n` matched (faulted or not).
+    pub fn matched(&self, n: usize) -> usize {
+        self.state.rules.lock().unwrap()[n].matched.load(Ordering::SeqCst)
+    }
+
+    /// Requests forwarded so far.
+    pub fn requests(&self) -> usize {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn serve(listener: std::net::TcpListener, upstream: SocketAddr, state: Arc<State>, mut stopped: tokio::sync::oneshot::Receiver<()>) {
+    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+    loop {
+        let stream = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let state = state.clone();
+                async move { handle(request, upstream, &state).await }
+            });
+            // A fault ends the connection with an error: that is the point.
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+fn full(body: Bytes) -> ProxyBody {
+    Full::new(body).map_err(|never: Infallible| match never {}).boxed()
+}
+
+async fn handle(request: Request<Incoming>, upstream: SocketAddr, state: &State) -> Result<Response<ProxyBody>, std::io::Error> {
+    let fault = state.fault_for(&request);
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    if let Some(Fault::Delay(by)) = fault {
+        tokio::time::sleep(by).await;
+    }
+    let response = match forward(request, upstream).await {
+        Ok(response) => response,
+        Err(e) => {
+            return Ok(Response::builder()
+                .status(502)
+                .body(full(Bytes::from(format!("fault proxy: moto did not answer: {e}"))))
+                .expect("a 502 response"));
+        }
+    };
+    let (parts, body) = response.into_parts();
+    match fault {
+        Some(Fault::DropResponse) => Err(std::io::Error::other("fault proxy: response dropped")),
+        Some(Fault::CutBody { after }) => {
+            let head = body.slice(..after.min(body.len()));
+            let frames = futures::stream::iter([
+                Ok(Frame::data(head)),
+                Err(std::io::Error::other("fault proxy: body cut")),
+            ]);
+            Ok(Response::from_parts(parts, StreamBody::new(frames).boxed()))
+        }
+        _ => Ok(Response::from_parts(parts, full(body))),
+    }
+}
+
+/// Sends the request to moto over a fresh connection; the whole response.
+async fn forward(request: Request<Incoming>, upstream: SocketAddr) -> Result<Response<Bytes>, Box<dyn std::error::Error + Send + Sync>> {
+    let (mut parts, body) = request.into_parts();
+    let body = body.collect().await?.to_bytes();
+    // The proxy already answered `100 Continue` to the client; moto gets the
+    // whole body at once.
+    parts.headers.remove(hyper::header::EXPECT);
+    let stream = tokio::net::TcpStream::connect(upstream).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let response = sender.send_request(Request::from_parts(parts, Full::new(body))).await?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok(Response::from_parts(parts, body))
+}
