@@ -161,17 +161,9 @@ pub struct SessionsArgs {
     pub limit: usize,
 }
 
+/// The CLI's durations: the provider's grammar (`90m`, `1h30m`), checked.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = number.parse().map_err(|_| format!("{text:?}: expected a number and a unit (s, m, h), e.g. 90m"))?;
-    let seconds = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => return Err(format!("{text:?}: the unit must be s, m or h")),
-    };
-    Ok(Duration::from_secs(seconds))
+    crate::validation::parse_duration(text.trim())
 }
 
 pub async fn main(cli: Cli) -> Result<ExitCode> {
@@ -237,6 +229,8 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
         }
         Command::Sessions(args) => {
             let executor = connect(&cli.global, &Tuning { concurrency: 16, wait_timeout: Duration::ZERO }).await?;
+            // A policy that does not exist is an error, as for `points` and `run`.
+            executor.policy(&args.policy).await?;
             let sessions = session::recent(&executor.catalog(), &args.policy, args.limit)
                 .await
                 .with_context(|| format!("reading the sessions of {}", args.policy))?;

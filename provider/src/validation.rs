@@ -201,9 +201,16 @@ pub fn repository_prefix(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses a Go-style duration ("1h", "15m", "1h30m", "900s").
+/// The longest duration any argument or flag takes: 10 years.
+pub const MAX_DURATION_SECS: u64 = 10 * 365 * 24 * 3600;
+
+/// Parses a Go-style duration ("1h", "15m", "1h30m", "900s"): the one
+/// grammar of the provider's arguments and the CLI's flags. Arithmetic is
+/// checked: a duration too long for it (or over [`MAX_DURATION_SECS`]) is
+/// refused, never wrapped round to something short.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a duration; write it like \"1h\", \"45m\" or \"1h30m\".");
+    let bad = || format!("{s:?} is not a duration; write it like \"1h\", \"45m\" or \"1h30m\" (units h, m, s).");
+    let too_long = || format!("{s:?} is too long: at most {}h (10 years).", MAX_DURATION_SECS / 3600);
     let mut total = 0u64;
     let mut digits = String::new();
     for c in s.chars() {
@@ -211,17 +218,24 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             digits.push(c);
             continue;
         }
-        let n: u64 = digits.parse().map_err(|_| bad())?;
+        if digits.is_empty() {
+            return Err(bad());
+        }
+        let n: u64 = digits.parse().map_err(|_| too_long())?;
         digits.clear();
-        total += n * match c {
+        let unit = match c {
             'h' => 3600,
             'm' => 60,
             's' => 1,
             _ => return Err(bad()),
         };
+        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(too_long)?;
     }
     if !digits.is_empty() || s.is_empty() {
         return Err(bad());
+    }
+    if total > MAX_DURATION_SECS {
+        return Err(too_long());
     }
     Ok(Duration::from_secs(total))
 }
@@ -351,6 +365,18 @@ mod tests {
         assert!(session_duration("10m").is_err());
         assert!(session_duration("1h").is_ok());
         assert!(parse_duration("1x").is_err());
+        assert!(parse_duration("h").is_err());
+        assert_eq!(parse_duration("2h45m10s").unwrap().as_secs(), 9910);
+    }
+
+    /// Issue 21, defect 4: `1152921504606846976h` wrapped round to 0 s.
+    #[test]
+    fn durations_that_overflow_are_refused_not_wrapped() {
+        for long in ["1152921504606846976h", "18446744073709551616s", "99999999999999999999h", "87601h", "5256001m"] {
+            let error = parse_duration(long).expect_err(long);
+            assert!(error.contains("is too long: at most 87600h"), "{long}: {error}");
+        }
+        assert_eq!(parse_duration("87600h").unwrap().as_secs(), MAX_DURATION_SECS);
     }
 
     #[test]

@@ -12,34 +12,34 @@ use coffer::repository::blocks::BLOCK_SIZE;
 use crate::support::estate::coffer_command;
 use crate::support::{Moto, block_on};
 
-const PASSWORD: &str = "correct horse battery staple";
-const BLOCK: usize = BLOCK_SIZE as usize;
+pub(super) const PASSWORD: &str = "correct horse battery staple";
+pub(super) const BLOCK: usize = BLOCK_SIZE as usize;
 
-fn coffer(moto: &Moto, args: &[&str]) -> Command {
+pub(super) fn coffer(moto: &Moto, args: &[&str]) -> Command {
     let mut command = coffer_command(&moto.endpoint);
     command.env("COFFER_REPOSITORY_PASSWORD", PASSWORD).args(args);
     command
 }
 
 /// Runs to completion: (exit code, stdout, stderr).
-fn run(mut command: Command) -> (i32, String, String) {
+pub(super) fn run(mut command: Command) -> (i32, String, String) {
     let out = command.output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-fn run_ok(command: Command) -> String {
+pub(super) fn run_ok(command: Command) -> String {
     let shown = format!("{command:?}");
     let (code, stdout, stderr) = run(command);
     assert_eq!(code, 0, "{shown}\nstdout: {stdout}\nstderr: {stderr}");
     stdout
 }
 
-fn json(stdout: &str) -> serde_json::Value {
+pub(super) fn json(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
 /// A bucket and an initialised password repository in it; returns its location.
-fn repository(moto: &Moto, bucket: &str) -> String {
+pub(super) fn repository(moto: &Moto, bucket: &str) -> String {
     block_on(async {
         let s3 = aws_sdk_s3::Client::new(&moto.sdk_config("us-east-1").await);
         s3.create_bucket().bucket(bucket).send().await.unwrap();
@@ -50,7 +50,7 @@ fn repository(moto: &Moto, bucket: &str) -> String {
 }
 
 /// Deterministic incompressible bytes (BLAKE3's output stream of `seed`).
-fn noise(seed: &str, len: usize) -> Vec<u8> {
+pub(super) fn noise(seed: &str, len: usize) -> Vec<u8> {
     let mut bytes = vec![0; len];
     blake3::Hasher::new().update(seed.as_bytes()).finalize_xof().fill(&mut bytes);
     bytes
@@ -58,7 +58,7 @@ fn noise(seed: &str, len: usize) -> Vec<u8> {
 
 /// A disk image of `blocks` blocks: every fourth block zero, every fourth a
 /// compressible pattern, the rest incompressible bytes of `seed`.
-fn image(seed: &str, blocks: usize) -> Vec<u8> {
+pub(super) fn image(seed: &str, blocks: usize) -> Vec<u8> {
     let mut bytes = noise(seed, blocks * BLOCK);
     for (index, block) in bytes.chunks_mut(BLOCK).enumerate() {
         match index % 4 {
@@ -70,7 +70,7 @@ fn image(seed: &str, blocks: usize) -> Vec<u8> {
     bytes
 }
 
-fn check_passes(moto: &Moto, location: &str, read_data: bool) -> serde_json::Value {
+pub(super) fn check_passes(moto: &Moto, location: &str, read_data: bool) -> serde_json::Value {
     let mut args = vec!["repo", "check", "--repository", location, "--json"];
     if read_data {
         args.push("--read-data");
@@ -82,7 +82,7 @@ fn check_passes(moto: &Moto, location: &str, read_data: bool) -> serde_json::Val
     report
 }
 
-fn restore_to_file(moto: &Moto, location: &str, point: &str, path: &Path) -> Vec<u8> {
+pub(super) fn restore_to_file(moto: &Moto, location: &str, point: &str, path: &Path) -> Vec<u8> {
     run_ok(coffer(moto, &["restore", "--repository", location, "--point", point, "--to-file", path.to_str().unwrap()]));
     std::fs::read(path).unwrap()
 }

@@ -1,2 +1,3 @@
 mod ebs;
 mod cli;
+mod defects;

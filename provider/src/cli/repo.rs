@@ -49,6 +49,9 @@ pub enum RepoCommand {
     Stats(RepositoryArg),
     /// List the restore points.
     Points(RepositoryArg),
+    /// Rebuild what damaged index files listed from the packs' own headers,
+    /// then delete the damaged files (under the exclusive lock).
+    RepairIndex(RepositoryArg),
 }
 
 #[derive(Debug, Args)]
@@ -146,6 +149,9 @@ async fn executor(global: &Global) -> Result<Executor> {
 async fn storage(executor: &Executor, arg: &RepositoryArg) -> Result<Arc<dyn Storage>> {
     if let Some(location) = arg.repository.strip_prefix("s3://") {
         let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+        crate::validation::bucket_name(bucket).map_err(|problem| {
+            anyhow::anyhow!("--repository {}: name the bucket, as s3://bucket/prefix ({problem})", arg.repository)
+        })?;
         let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };
         let region = arg.repository_region.as_deref().unwrap_or(&executor.aws.home_region);
         return Ok(Arc::new(S3Storage::new(executor.aws.s3(region), bucket, &prefix)));
@@ -248,6 +254,9 @@ pub async fn repo(global: &Global, command: &RepoCommand) -> Result<ExitCode> {
                     report.blobs,
                     if args.read_data { format!(", {} packs read", report.packs_read) } else { String::new() }
                 );
+                if report.damage.iter().any(|d| d.object.starts_with("index/")) {
+                    out.push_str("\nnote: `coffer repo repair-index` rebuilds damaged index files from the packs' headers");
+                }
                 for note in &report.notes {
                     out.push_str(&format!("\nnote: {note}"));
                 }
@@ -272,6 +281,20 @@ pub async fn repo(global: &Global, command: &RepoCommand) -> Result<ExitCode> {
                     report.bytes_freed,
                     report.held.len(),
                     report.unmarked
+                )
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        RepoCommand::RepairIndex(arg) => {
+            let mut repo = open(&executor, arg).await?;
+            let report = crate::repository::repair::repair_index(&mut repo).await?;
+            print(global.json, &report, || {
+                format!(
+                    "{} pack(s) indexed afresh{}; {} damaged index file(s) removed{}",
+                    report.packs_indexed,
+                    report.new_index_file.as_ref().map(|k| format!(" in {k}")).unwrap_or_default(),
+                    report.removed_index_files.len(),
+                    if report.removed_index_files.is_empty() { String::new() } else { format!(": {}", report.removed_index_files.join(", ")) }
                 )
             })?;
             Ok(ExitCode::SUCCESS)
@@ -379,12 +402,18 @@ pub async fn backup(global: &Global, args: &BackupArgs) -> Result<ExitCode> {
         }
     };
     let started = std::time::Instant::now();
-    let result = repo.backup(source.as_ref(), parent.as_ref(), meta, args.concurrency, &report).await;
+    let result = tokio::select! {
+        result = repo.backup(source.as_ref(), parent.as_ref(), meta, args.concurrency, &report) => result.map_err(anyhow::Error::from),
+        signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}: no restore point was made (the packs already uploaded go with the next prune)")),
+    };
     let released = lock.release().await;
     let manifest = result?;
-    released?;
     if let Some(bar) = &progress {
         bar.finish_and_clear();
+    }
+    // The point exists: say so whatever became of the lock.
+    if let Err(e) = released {
+        eprintln!("coffer: warning: the backup's lock could not be removed ({e}); it goes stale by itself");
     }
     let summary = point_summary(&manifest);
     print(global.json, &summary, || {
@@ -417,7 +446,7 @@ pub async fn restore(global: &Global, args: &RestoreArgs) -> Result<ExitCode> {
         };
         let made = if let Some(path) = &args.to_file {
             let sink = FileSink::create(path, manifest.volume_size)?;
-            repo.restore(&manifest, &sink, args.concurrency, &report).await?
+            until_interrupted(repo.restore(&manifest, &sink, args.concurrency, &report), &sink).await?
         } else if args.to_snapshot {
             let region = args
                 .snapshot_region
@@ -439,7 +468,7 @@ pub async fn restore(global: &Global, args: &RestoreArgs) -> Result<ExitCode> {
             )
             .await?
             .deleting_on_abort(executor.aws.ec2(&region));
-            let snapshot = repo.restore(&manifest, &sink, args.concurrency, &report).await?;
+            let snapshot = until_interrupted(repo.restore(&manifest, &sink, args.concurrency, &report), &sink).await?;
             match &args.volume_availability_zone {
                 Some(zone) => {
                     let ec2 = executor.aws.ec2(&region);
@@ -478,4 +507,32 @@ pub async fn restore(global: &Global, args: &RestoreArgs) -> Result<ExitCode> {
         format!("restored {} to {made}", manifest.id)
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT or SIGTERM, whichever comes first: its name.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// Runs a restore unless a signal comes first; then what it started (a
+/// partial file, an unfinished snapshot) is removed before the caller
+/// releases the lock.
+async fn until_interrupted<F>(restore: F, sink: &dyn crate::repository::blocks::BlockSink) -> Result<String>
+where
+    F: std::future::Future<Output = Result<String, crate::repository::RepoError>>,
+{
+    tokio::select! {
+        result = restore => Ok(result?),
+        signal = interrupted() => {
+            sink.abort().await;
+            bail!("interrupted by {signal}: the unfinished restore was removed")
+        }
+    }
 }

@@ -301,12 +301,13 @@ impl Lock {
     /// Checks that the lock is still this holder's (nobody removed or took
     /// it over): before committing work that relied on it.
     pub async fn verify(&self) -> Result<(), LockError> {
-        let etag = self.etag.lock().await.clone();
-        match self.storage.get_versioned(&self.key).await {
-            Ok((_, current)) if current == etag => Ok(()),
-            Ok(_) | Err(StorageError::NotFound(_)) => Err(LockError::Lost { key: self.key.clone() }),
-            Err(e) => Err(e.into()),
-        }
+        self.guard().verify().await
+    }
+
+    /// A handle that can [`LockGuard::verify`] the lock, for the code that
+    /// commits under it.
+    pub fn guard(&self) -> LockGuard {
+        LockGuard { storage: self.storage.clone(), key: self.key.clone(), etag: self.etag.clone() }
     }
 
     /// Deletes the lock if it is still this holder's.
@@ -317,6 +318,25 @@ impl Lock {
         let _ = (&mut self.refresher).await;
         let etag = self.etag.lock().await.clone();
         self.storage.delete_versioned(&self.key, &etag).await
+    }
+}
+
+/// See [`Lock::guard`].
+#[derive(Clone)]
+pub struct LockGuard {
+    storage: Arc<dyn Storage>,
+    key: String,
+    etag: Arc<tokio::sync::Mutex<String>>,
+}
+
+impl LockGuard {
+    pub async fn verify(&self) -> Result<(), LockError> {
+        let etag = self.etag.lock().await.clone();
+        match self.storage.get_versioned(&self.key).await {
+            Ok((_, current)) if current == etag => Ok(()),
+            Ok(_) | Err(StorageError::NotFound(_)) => Err(LockError::Lost { key: self.key.clone() }),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod lock;
 pub mod manifest;
 pub mod pack;
 pub mod prune;
+pub mod repair;
 pub mod repo;
 pub mod storage;
 

@@ -59,6 +59,13 @@ pub async fn prune(repo: &mut Repository, grace: TimeDelta, now: DateTime<Utc>) 
 
 async fn prune_locked(repo: &mut Repository, storage: &Arc<dyn Storage>, grace: TimeDelta, now: DateTime<Utc>) -> Result<PruneReport, RepoError> {
     let mut report = PruneReport::default();
+    // Packs only a damaged index lists look unused: delete nothing until
+    // the index is rebuilt.
+    if let Some((key, problem)) = repo.damaged_index_files.first() {
+        return Err(RepoError::Other(format!(
+            "{key} is damaged ({problem}); prune deletes nothing while an index file is unreadable: run `coffer repo repair-index` first"
+        )));
+    }
 
     // What restore points need. A blob no index lists means damage: stop
     // before deleting anything.

@@ -21,7 +21,7 @@ use super::blocks::{BLOCK_SIZE, BlockError, BlockSink, BlockSource};
 use super::config::{CONFIG_KEY, FORMAT_VERSION, KeyEnvelope, KeyError, MASTER_KEY_LEN, MasterKey, RepositoryConfig};
 use super::crypto::{BlobId, CryptoError, Keys};
 use super::index::{Index, IndexFile, IndexedPack};
-use super::lock::{Lock, LockError};
+use super::lock::{Lock, LockError, LockGuard};
 use super::manifest::{BlockMap, Manifest, Source, Stats, manifest_key};
 use super::pack::{Pack, PackBuilder, pack_key};
 use super::storage::{PutOptions, Storage, StorageError, Thaw};
@@ -123,6 +123,13 @@ pub struct Repository {
     /// The index files loaded, for prune's rewrite.
     pub(crate) index_files: Vec<String>,
     pub pack_target: usize,
+    /// Index files that would not open (key, problem): their packs are
+    /// unknown until `coffer repo repair-index` rebuilds them; restores of
+    /// points located by the other indexes still work, prune refuses.
+    pub damaged_index_files: Vec<(String, String)>,
+    /// The shared lock this repository was opened under: a backup checks
+    /// it still holds before writing its manifest.
+    guard: Option<LockGuard>,
 }
 
 enum Processed {
@@ -171,6 +178,8 @@ impl Repository {
             index: Arc::new(Index::default()),
             index_files: Vec::new(),
             pack_target: PACK_TARGET,
+            damaged_index_files: Vec::new(),
+            guard: None,
         };
         repo.load_index().await?;
         Ok(repo)
@@ -186,7 +195,10 @@ impl Repository {
     ) -> Result<(Repository, Lock), RepoError> {
         let lock = Lock::shared(storage.clone(), purpose).await?;
         match Self::open_with_key(storage, config, master).await {
-            Ok(repo) => Ok((repo, lock)),
+            Ok(mut repo) => {
+                repo.guard = Some(lock.guard());
+                Ok((repo, lock))
+            }
             Err(e) => {
                 let _ = lock.release().await;
                 Err(e)
@@ -221,31 +233,60 @@ impl Repository {
         matches!(self.config.storage_class.as_str(), "GLACIER" | "DEEP_ARCHIVE")
     }
 
-    async fn load_index(&mut self) -> Result<(), RepoError> {
+    /// Loads every index file that opens; one that is damaged is set aside
+    /// in [`Repository::damaged_index_files`] instead of failing the open.
+    pub(crate) async fn load_index(&mut self) -> Result<(), RepoError> {
         let files = self.storage.list("index/").await?;
         let keys = &self.keys;
         let storage = &self.storage;
-        let opened: Vec<(String, IndexFile)> = futures::stream::iter(files.into_iter().map(|o| async move {
-            let id = o.key.trim_start_matches("index/").to_string();
-            let bytes = storage.get(&o.key).await?;
-            let file = IndexFile::open(keys, &id, &bytes).map_err(|p| RepoError::damaged(&o.key, p))?;
-            Ok::<_, RepoError>((o.key, file))
-        }))
-        .buffer_unordered(8)
-        .try_collect()
-        .await?;
+        let opened: Vec<(String, Result<Vec<(IndexedPack, Vec<super::pack::PackEntry>)>, String>)> =
+            futures::stream::iter(files.into_iter().map(|o| async move {
+                let id = o.key.trim_start_matches("index/").to_string();
+                let bytes = storage.get(&o.key).await?;
+                let packs = IndexFile::open(keys, &id, &bytes).map_err(|p| p.to_string()).and_then(|file| {
+                    file.packs
+                        .into_iter()
+                        .map(|pack| pack.entries().map(|entries| (pack, entries)).map_err(|p| p.to_string()))
+                        .collect::<Result<Vec<_>, String>>()
+                });
+                Ok::<_, RepoError>((o.key, packs))
+            }))
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
         let mut index = Index::default();
         let mut names = Vec::new();
-        for (key, file) in opened {
-            for pack in &file.packs {
-                let entries = pack.entries().map_err(|p| RepoError::damaged(&key, p))?;
-                index.add_pack(&pack.id, pack.size, &entries);
+        let mut damaged = Vec::new();
+        for (key, packs) in opened {
+            match packs {
+                Ok(packs) => {
+                    for (pack, entries) in packs {
+                        index.add_pack(&pack.id, pack.size, &entries);
+                    }
+                    names.push(key);
+                }
+                Err(problem) => {
+                    tracing::warn!(%key, %problem, "a damaged index file is left out (coffer repo repair-index rebuilds it)");
+                    damaged.push((key, problem));
+                }
             }
-            names.push(key);
         }
+        damaged.sort();
         self.index = Arc::new(index);
         self.index_files = names;
+        self.damaged_index_files = damaged;
         Ok(())
+    }
+
+    /// What to tell a user whose blob no index lists.
+    pub(crate) fn damaged_index_hint(&self) -> String {
+        match self.damaged_index_files.as_slice() {
+            [] => "run `coffer repo check`".into(),
+            damaged => format!(
+                "{} is damaged and left out; run `coffer repo repair-index`",
+                damaged.iter().map(|(key, _)| key.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        }
     }
 
     fn pack_options(&self) -> PutOptions {
@@ -362,9 +403,11 @@ impl Repository {
         while let Some(done) = uploads.next().await {
             new_packs.push(joined(done)?);
         }
+        let new_pack_ids: Vec<String> = new_packs.iter().map(|p| p.id.clone()).collect();
         if !new_packs.is_empty() {
             self.write_index(IndexFile { packs: new_packs }).await?;
         }
+        self.verify_before_commit(&new_pack_ids).await?;
 
         stats.blocks = map.len() as u64;
         stats.incremental = listing.changes_since_parent;
@@ -390,6 +433,32 @@ impl Repository {
             )
             .await?;
         Ok(manifest)
+    }
+
+    /// Before a manifest makes a backup's packs live: the shared lock must
+    /// still be this backup's (a prune that judged it stale may have
+    /// deleted packs not yet indexed) and every pack it uploaded present.
+    async fn verify_before_commit(&self, packs: &[String]) -> Result<(), RepoError> {
+        if let Some(guard) = &self.guard {
+            guard.verify().await?;
+        }
+        let mut folders: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+        for id in packs {
+            let key = pack_key(id);
+            let folder = key.rsplit_once('/').map_or(String::new(), |(folder, _)| format!("{folder}/"));
+            folders.entry(folder).or_default().insert(key);
+        }
+        for (folder, mut wanted) in folders {
+            for object in self.storage.list(&folder).await? {
+                wanted.remove(&object.key);
+            }
+            if let Some(missing) = wanted.into_iter().next() {
+                return Err(RepoError::Other(format!(
+                    "{missing}, uploaded by this backup, is gone (deleted by a prune?); the restore point was not written, run the backup again"
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn upload(&self, pack: Pack) -> tokio::task::JoinHandle<Result<IndexedPack, RepoError>> {
@@ -477,8 +546,9 @@ impl Repository {
         for id in targets.keys() {
             let location = self.index.get(id).ok_or_else(|| {
                 RepoError::Other(format!(
-                    "restore point {} needs blob {id}, which no index lists (run `coffer repo check`)",
-                    manifest.id
+                    "restore point {} needs blob {id}, which no index lists ({})",
+                    manifest.id,
+                    self.damaged_index_hint()
                 ))
             })?;
             located.push((*id, *location));
