@@ -326,3 +326,25 @@ resource "coffer_repository" "wo" {{
         wd.destroy();
     }
 }
+
+/// Issue 21, defect 3: when the answer to the config object's create-only
+/// write was lost, the SDK's retry met the object that very apply wrote and
+/// the apply failed ("already holds a Coffer repository … Import it"), as
+/// did every apply after it. Now the write is read back and recognised.
+#[test]
+fn an_apply_whose_config_write_lost_its_response_succeeds() {
+    use crate::support::fault_proxy::{Fault, FaultProxy, Rule};
+    let moto = Moto::start();
+    let aws = Aws::new(&moto);
+    let proxy = FaultProxy::start(&moto);
+    let lost = proxy.add(Rule::new(Fault::DropResponse).method("PUT").path_contains("/backups/config").with_header("if-none-match").times(1));
+    let tf = terraform_versions().into_iter().next().expect("a terraform");
+    let wd = Workdir::new(&tf, &provider_binary());
+    let through_proxy = provider(&moto).replace(&moto.endpoint, &proxy.endpoint);
+    wd.write("main.tf", &(through_proxy + &repository("correct horse battery", "a")));
+    wd.init();
+    wd.apply();
+    assert_eq!(proxy.injected(lost), 1, "the fault was not injected");
+    assert_eq!(state_of(&wd, ADDRESS)["id"].as_str().unwrap(), config_of(&aws).id);
+    wd.assert_no_changes();
+}

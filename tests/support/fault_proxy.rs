@@ -38,7 +38,8 @@ pub enum Fault {
     DropResponse,
     /// Forward, send the status, the headers (with the full
     /// `Content-Length`) and the first `after` bytes of the body, then
-    /// close the connection.
+    /// close the connection. Bodies no longer than `after` pass untouched
+    /// (and are not counted).
     CutBody { after: usize },
     /// Hold the request back this long, then forward it normally.
     Delay(Duration),
@@ -89,12 +90,39 @@ impl Rule {
         self
     }
 
-    fn matches<B>(&self, request: &Request<B>) -> bool {
-        self.method.as_ref().is_none_or(|m| request.method().as_str() == m)
-            && self.path_contains.as_ref().is_none_or(|p| {
-                request.uri().path_and_query().is_some_and(|pq| pq.as_str().contains(p.as_str()))
-            })
-            && self.header.as_ref().is_none_or(|h| request.headers().contains_key(h.as_str()))
+    fn matches(&self, request: &Seen) -> bool {
+        self.method.as_ref().is_none_or(|m| &request.method == m)
+            && self.path_contains.as_ref().is_none_or(|p| request.path.contains(p.as_str()))
+            && self.header.as_ref().is_none_or(|h| request.headers.contains(h))
+    }
+
+    /// Whether the fault can happen at this point: a delay before the
+    /// request is forwarded, the others once the response is known (a body
+    /// no longer than `after` cannot be cut).
+    fn applies(&self, response_body: Option<usize>) -> bool {
+        match (self.fault, response_body) {
+            (Fault::Delay(_), None) => true,
+            (Fault::DropResponse, Some(_)) => true,
+            (Fault::CutBody { after }, Some(len)) => len > after,
+            _ => false,
+        }
+    }
+}
+
+/// What a rule looks at in a request.
+struct Seen {
+    method: String,
+    path: String,
+    headers: Vec<String>,
+}
+
+impl Seen {
+    fn of<B>(request: &Request<B>) -> Self {
+        Self {
+            method: request.method().as_str().to_string(),
+            path: request.uri().path_and_query().map(|pq| pq.as_str().to_string()).unwrap_or_default(),
+            headers: request.headers().keys().map(|k| k.as_str().to_string()).collect(),
+        }
     }
 }
 
@@ -112,12 +140,13 @@ struct State {
 }
 
 impl State {
-    /// The fault for this request, if a rule picks it (first rule wins).
-    fn fault_for<B>(&self, request: &Request<B>) -> Option<Fault> {
+    /// The fault for this request, if a rule picks it (first rule wins);
+    /// `response_body`: None before forwarding, the body's length after.
+    fn fault_for(&self, request: &Seen, response_body: Option<usize>) -> Option<Fault> {
         let rules = self.rules.lock().unwrap().clone();
         for armed in rules {
             let Some(rule) = &armed.rule else { continue };
-            if !rule.matches(request) {
+            if !rule.matches(request) || !rule.applies(response_body) {
                 continue;
             }
             let n = armed.matched.fetch_add(1, Ordering::SeqCst) + 1;
@@ -191,7 +220,8 @@ impl FaultProxy {
         self.state.rules.lock().unwrap()[n].injected.load(Ordering::SeqCst)
     }
 
-    /// How many requests rule `n` matched (faulted or not).
+    /// How many requests rule `n` matched where its fault could apply
+    /// (faulted or not).
     pub fn matched(&self, n: usize) -> usize {
         self.state.rules.lock().unwrap()[n].matched.load(Ordering::SeqCst)
     }
@@ -240,9 +270,9 @@ fn full(body: Bytes) -> ProxyBody {
 }
 
 async fn handle(request: Request<Incoming>, upstream: SocketAddr, state: &State) -> Result<Response<ProxyBody>, std::io::Error> {
-    let fault = state.fault_for(&request);
+    let seen = Seen::of(&request);
     state.requests.fetch_add(1, Ordering::SeqCst);
-    if let Some(Fault::Delay(by)) = fault {
+    if let Some(Fault::Delay(by)) = state.fault_for(&seen, None) {
         tokio::time::sleep(by).await;
     }
     let response = match forward(request, upstream).await {
@@ -255,14 +285,17 @@ async fn handle(request: Request<Incoming>, upstream: SocketAddr, state: &State)
         }
     };
     let (parts, body) = response.into_parts();
-    match fault {
+    match state.fault_for(&seen, Some(body.len())) {
         Some(Fault::DropResponse) => Err(std::io::Error::other("fault proxy: response dropped")),
         Some(Fault::CutBody { after }) => {
             let head = body.slice(..after.min(body.len()));
-            let frames = futures::stream::iter([
-                Ok(Frame::data(head)),
-                Err(std::io::Error::other("fault proxy: body cut")),
-            ]);
+            // The pause lets hyper flush the head and the first bytes: an
+            // error it sees at once aborts the connection before anything
+            // is written (a failed call, which SDKs retry), not a cut body.
+            let frames = futures::StreamExt::chain(futures::stream::iter([Ok(Frame::data(head))]), futures::stream::once(async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Err(std::io::Error::other("fault proxy: body cut"))
+            }));
             Ok(Response::from_parts(parts, StreamBody::new(frames).boxed()))
         }
         _ => Ok(Response::from_parts(parts, full(body))),

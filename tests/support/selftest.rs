@@ -298,3 +298,40 @@ fn the_emulator_is_the_pinned_moto_from_the_project_venv() {
         python.display()
     );
 }
+
+/// The fault proxy really breaks what it says it breaks: a client sees a
+/// cut body as an error and a dropped response as a failed call.
+#[test]
+fn the_fault_proxy_cuts_bodies_and_drops_responses() {
+    use super::fault_proxy::{Fault, FaultProxy, Rule};
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto);
+    block_on(async {
+        let direct = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&moto.sdk_config("us-east-1").await).force_path_style(true).build(),
+        );
+        direct.create_bucket().bucket("proxied").send().await.unwrap();
+        direct.put_object().bucket("proxied").key("big").body(vec![7u8; 100_000].into()).send().await.unwrap();
+        let config = aws_sdk_s3::config::Builder::from(&moto.sdk_config("us-east-1").await)
+            .endpoint_url(&proxy.endpoint)
+            .force_path_style(true)
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+            .build();
+        let via_proxy = aws_sdk_s3::Client::from_conf(config);
+        let cut = proxy.add(Rule::new(Fault::CutBody { after: 1000 }).method("GET").times(1));
+        let out = via_proxy.get_object().bucket("proxied").key("big").send().await.expect("the headers arrive");
+        assert_eq!(out.content_length(), Some(100_000));
+        let body = out.body.collect().await;
+        assert!(body.is_err(), "the cut body read as whole: {} bytes", body.map(|b| b.into_bytes().len()).unwrap_or(0));
+        assert_eq!(proxy.injected(cut), 1);
+        let whole = via_proxy.get_object().bucket("proxied").key("big").send().await.unwrap().body.collect().await.unwrap();
+        assert_eq!(whole.into_bytes().len(), 100_000, "one cut only");
+
+        let dropped = proxy.add(Rule::new(Fault::DropResponse).method("PUT").times(1));
+        let put = via_proxy.put_object().bucket("proxied").key("small").body(b"x".to_vec().into()).send().await;
+        assert!(put.is_err(), "a dropped response reads as a failed call");
+        assert_eq!(proxy.injected(dropped), 1);
+        // moto applied it all the same.
+        direct.head_object().bucket("proxied").key("small").send().await.expect("the write was applied");
+    });
+}
