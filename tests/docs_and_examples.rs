@@ -156,3 +156,90 @@ fn every_example_validates_on_every_terraform() {
         }
     }
 }
+
+/// Every ```terraform / ```hcl snippet of README.md and docs/ (file, line, text).
+fn hcl_snippets() -> Vec<(PathBuf, usize, String)> {
+    let mut files = vec![repo_root().join("README.md")];
+    let mut dirs = vec![repo_root().join("docs")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "md") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let mut snippets = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut open: Option<(usize, String)> = None;
+        for (number, line) in text.lines().enumerate() {
+            match &mut open {
+                None if matches!(line.trim(), "```terraform" | "```hcl" | "```tf") => open = Some((number + 1, String::new())),
+                Some((start, body)) if line.trim() == "```" => {
+                    snippets.push((file.clone(), *start, std::mem::take(body)));
+                    open = None;
+                }
+                Some((_, body)) => {
+                    body.push_str(line);
+                    body.push('\n');
+                }
+                None => {}
+            }
+        }
+    }
+    snippets
+}
+
+/// Issue 21: README's Quickstart held a one-line block with a nested block,
+/// which Terraform rejects. Every snippet a reader may paste must be valid
+/// HCL for the newest Terraform: `terraform validate` where the snippet
+/// stands alone; a snippet that refers to things declared elsewhere on its
+/// page (a `var.`, another resource) is at least parsed and formatted
+/// (`terraform fmt -check`).
+#[test]
+fn every_hcl_snippet_in_readme_and_docs_is_valid() {
+    let snippets = hcl_snippets();
+    assert!(snippets.len() >= 10, "found only {} snippets", snippets.len());
+    let tf = terraform_versions().into_iter().last().expect("a terraform");
+    let mut failures = Vec::new();
+    for (file, line, snippet) in &snippets {
+        let wd = Workdir::new(&tf, &provider_binary());
+        let header = if snippet.contains("required_providers") {
+            ""
+        } else {
+            "terraform {\n  required_providers {\n    coffer = { source = \"coffer/coffer\" }\n  }\n}\n\n"
+        };
+        wd.write("main.tf", &format!("{header}{snippet}"));
+        let place = format!("{}:{line}", file.strip_prefix(repo_root()).unwrap().display());
+        let fmt = wd.run(&["fmt", "-check", "-diff", "-no-color"]);
+        if !fmt.status.success() {
+            failures.push(format!("{place}: terraform fmt -check:\n{}{}", String::from_utf8_lossy(&fmt.stdout), String::from_utf8_lossy(&fmt.stderr)));
+            continue;
+        }
+        let init = wd.run(&["init", "-input=false", "-no-color"]);
+        if !init.status.success() {
+            let output = String::from_utf8_lossy(&init.stdout).into_owned() + &String::from_utf8_lossy(&init.stderr);
+            // Snippets beside another provider (hashicorp/aws for an IAM role)
+            // cannot be initialised without the registry, nor those calling a
+            // module of the reader's: formatted is all we can tell.
+            if !output.contains("hashicorp/") && !output.contains("Unreadable module directory") {
+                failures.push(format!("{place}: terraform init:\n{output}"));
+            }
+            continue;
+        }
+        let out = wd.run(&["validate", "-no-color"]);
+        let errors = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+        // Declared elsewhere on the page: not this snippet's fault.
+        let refers_elsewhere = ["Reference to undeclared", "Reference to undeclared input variable", "Reference to undeclared resource", "Reference to undeclared module", "Module not installed"]
+            .iter()
+            .any(|m| errors.contains(m));
+        if !out.status.success() && !refers_elsewhere {
+            failures.push(format!("{place}: terraform {} validate:\n{errors}", tf.version));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} snippets are invalid:\n\n{}", failures.len(), snippets.len(), failures.join("\n\n"));
+}
