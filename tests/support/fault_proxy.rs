@@ -61,7 +61,14 @@ pub struct Rule {
 
 impl Rule {
     pub fn new(fault: Fault) -> Self {
-        Self { fault, method: None, path_contains: None, header: None, one_in: 1, times: usize::MAX }
+        Self {
+            fault,
+            method: None,
+            path_contains: None,
+            header: None,
+            one_in: 1,
+            times: usize::MAX,
+        }
     }
 
     pub fn method(mut self, method: &str) -> Self {
@@ -92,8 +99,14 @@ impl Rule {
 
     fn matches(&self, request: &Seen) -> bool {
         self.method.as_ref().is_none_or(|m| &request.method == m)
-            && self.path_contains.as_ref().is_none_or(|p| request.path.contains(p.as_str()))
-            && self.header.as_ref().is_none_or(|h| request.headers.contains(h))
+            && self
+                .path_contains
+                .as_ref()
+                .is_none_or(|p| request.path.contains(p.as_str()))
+            && self
+                .header
+                .as_ref()
+                .is_none_or(|h| request.headers.contains(h))
     }
 
     /// Whether the fault can happen at this point: a delay before the
@@ -120,8 +133,16 @@ impl Seen {
     fn of<B>(request: &Request<B>) -> Self {
         Self {
             method: request.method().as_str().to_string(),
-            path: request.uri().path_and_query().map(|pq| pq.as_str().to_string()).unwrap_or_default(),
-            headers: request.headers().keys().map(|k| k.as_str().to_string()).collect(),
+            path: request
+                .uri()
+                .path_and_query()
+                .map(|pq| pq.as_str().to_string())
+                .unwrap_or_default(),
+            headers: request
+                .headers()
+                .keys()
+                .map(|k| k.as_str().to_string())
+                .collect(),
         }
     }
 }
@@ -154,7 +175,11 @@ impl State {
                 continue;
             }
             // Count the fault only if the rule still has one to give.
-            let given = armed.injected.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |i| (i < rule.times).then_some(i + 1));
+            let given = armed
+                .injected
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |i| {
+                    (i < rule.times).then_some(i + 1)
+                });
             if given.is_ok() {
                 return Some(rule.fault);
             }
@@ -178,8 +203,11 @@ type ProxyBody = BoxBody<Bytes, std::io::Error>;
 impl FaultProxy {
     pub fn start(moto: &Moto) -> FaultProxy {
         let upstream = SocketAddr::from((Ipv4Addr::LOCALHOST, moto.port()));
-        let listener = std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("bind the proxy");
-        listener.set_nonblocking(true).expect("nonblocking listener");
+        let listener = std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .expect("bind the proxy");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
         let endpoint = format!("http://{}", listener.local_addr().expect("proxy address"));
         let state = Arc::new(State::default());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -194,13 +222,21 @@ impl FaultProxy {
                 runtime.block_on(serve(listener, upstream, state, stopped));
             })
         };
-        FaultProxy { endpoint, state, stop: Some(stop), thread: Some(thread) }
+        FaultProxy {
+            endpoint,
+            state,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
     }
 
     /// Arms a rule; returns its number for [`FaultProxy::injected`].
     pub fn add(&self, rule: Rule) -> usize {
         let mut rules = self.state.rules.lock().unwrap();
-        rules.push(Arc::new(Armed { rule: Some(rule), ..Armed::default() }));
+        rules.push(Arc::new(Armed {
+            rule: Some(rule),
+            ..Armed::default()
+        }));
         rules.len() - 1
     }
 
@@ -217,13 +253,17 @@ impl FaultProxy {
 
     /// How many times rule `n` injected its fault.
     pub fn injected(&self, n: usize) -> usize {
-        self.state.rules.lock().unwrap()[n].injected.load(Ordering::SeqCst)
+        self.state.rules.lock().unwrap()[n]
+            .injected
+            .load(Ordering::SeqCst)
     }
 
     /// How many requests rule `n` matched where its fault could apply
     /// (faulted or not).
     pub fn matched(&self, n: usize) -> usize {
-        self.state.rules.lock().unwrap()[n].matched.load(Ordering::SeqCst)
+        self.state.rules.lock().unwrap()[n]
+            .matched
+            .load(Ordering::SeqCst)
     }
 
     /// Requests forwarded so far.
@@ -243,7 +283,12 @@ impl Drop for FaultProxy {
     }
 }
 
-async fn serve(listener: std::net::TcpListener, upstream: SocketAddr, state: Arc<State>, mut stopped: tokio::sync::oneshot::Receiver<()>) {
+async fn serve(
+    listener: std::net::TcpListener,
+    upstream: SocketAddr,
+    state: Arc<State>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
     let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
     loop {
         let stream = tokio::select! {
@@ -260,16 +305,24 @@ async fn serve(listener: std::net::TcpListener, upstream: SocketAddr, state: Arc
                 async move { handle(request, upstream, &state).await }
             });
             // A fault ends the connection with an error: that is the point.
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
 
 fn full(body: Bytes) -> ProxyBody {
-    Full::new(body).map_err(|never: Infallible| match never {}).boxed()
+    Full::new(body)
+        .map_err(|never: Infallible| match never {})
+        .boxed()
 }
 
-async fn handle(request: Request<Incoming>, upstream: SocketAddr, state: &State) -> Result<Response<ProxyBody>, std::io::Error> {
+async fn handle(
+    request: Request<Incoming>,
+    upstream: SocketAddr,
+    state: &State,
+) -> Result<Response<ProxyBody>, std::io::Error> {
     let seen = Seen::of(&request);
     state.requests.fetch_add(1, Ordering::SeqCst);
     if let Some(Fault::Delay(by)) = state.fault_for(&seen, None) {
@@ -280,7 +333,9 @@ async fn handle(request: Request<Incoming>, upstream: SocketAddr, state: &State)
         Err(e) => {
             return Ok(Response::builder()
                 .status(502)
-                .body(full(Bytes::from(format!("fault proxy: moto did not answer: {e}"))))
+                .body(full(Bytes::from(format!(
+                    "fault proxy: moto did not answer: {e}"
+                ))))
                 .expect("a 502 response"));
         }
     };
@@ -292,10 +347,13 @@ async fn handle(request: Request<Incoming>, upstream: SocketAddr, state: &State)
             // The pause lets hyper flush the head and the first bytes: an
             // error it sees at once aborts the connection before anything
             // is written (a failed call, which SDKs retry), not a cut body.
-            let frames = futures::StreamExt::chain(futures::stream::iter([Ok(Frame::data(head))]), futures::stream::once(async {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                Err(std::io::Error::other("fault proxy: body cut"))
-            }));
+            let frames = futures::StreamExt::chain(
+                futures::stream::iter([Ok(Frame::data(head))]),
+                futures::stream::once(async {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Err(std::io::Error::other("fault proxy: body cut"))
+                }),
+            );
             Ok(Response::from_parts(parts, StreamBody::new(frames).boxed()))
         }
         _ => Ok(Response::from_parts(parts, full(body))),
@@ -303,16 +361,22 @@ async fn handle(request: Request<Incoming>, upstream: SocketAddr, state: &State)
 }
 
 /// Sends the request to moto over a fresh connection; the whole response.
-async fn forward(request: Request<Incoming>, upstream: SocketAddr) -> Result<Response<Bytes>, Box<dyn std::error::Error + Send + Sync>> {
+async fn forward(
+    request: Request<Incoming>,
+    upstream: SocketAddr,
+) -> Result<Response<Bytes>, Box<dyn std::error::Error + Send + Sync>> {
     let (mut parts, body) = request.into_parts();
     let body = body.collect().await?.to_bytes();
     // The proxy already answered `100 Continue` to the client; moto gets the
     // whole body at once.
     parts.headers.remove(hyper::header::EXPECT);
     let stream = tokio::net::TcpStream::connect(upstream).await?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let response = sender.send_request(Request::from_parts(parts, Full::new(body))).await?;
+    let response = sender
+        .send_request(Request::from_parts(parts, Full::new(body)))
+        .await?;
     let (parts, body) = response.into_parts();
     let body = body.collect().await?.to_bytes();
     Ok(Response::from_parts(parts, body))

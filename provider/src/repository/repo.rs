@@ -26,6 +26,9 @@ use super::manifest::{BlockMap, Manifest, Source, Stats, manifest_key};
 use super::pack::{Pack, PackBuilder, pack_key};
 use super::storage::{PutOptions, Storage, StorageError, Thaw};
 
+/// An index file's pack with its decoded entries.
+type OpenedPack = (IndexedPack, Vec<super::pack::PackEntry>);
+
 /// Packs are cut at this size (the format allows 16–64 MiB).
 pub const PACK_TARGET: usize = 32 * 1024 * 1024;
 const UPLOADS_IN_FLIGHT: usize = 2;
@@ -239,7 +242,7 @@ impl Repository {
         let files = self.storage.list("index/").await?;
         let keys = &self.keys;
         let storage = &self.storage;
-        let opened: Vec<(String, Result<Vec<(IndexedPack, Vec<super::pack::PackEntry>)>, String>)> =
+        let opened: Vec<(String, Result<Vec<OpenedPack>, String>)> =
             futures::stream::iter(files.into_iter().map(|o| async move {
                 let id = o.key.trim_start_matches("index/").to_string();
                 let bytes = storage.get(&o.key).await?;
