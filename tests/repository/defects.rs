@@ -738,3 +738,89 @@ fn a_restore_stopped_by_sigterm_leaves_no_partial_file_and_no_lock() {
         "the lock was left"
     );
 }
+
+#[test]
+fn a_backup_whose_lock_cannot_be_removed_still_prints_the_point_it_made() {
+    let moto = Moto::start();
+    let location = repository(&moto, "undeletable");
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.img");
+    std::fs::write(&disk, image("undeletable", 4)).unwrap();
+    let proxy = FaultProxy::start(&moto);
+    let refused = proxy.add(
+        Rule::new(Fault::Refuse { status: 403 })
+            .method("DELETE")
+            .path_contains("/repo/locks/shared-"),
+    );
+    let (code, stdout, stderr) = run(coffer_via(
+        &proxy.endpoint,
+        &[
+            "backup",
+            "--repository",
+            &location,
+            "--file",
+            disk.to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    assert_eq!(code, 0, "the point was made: {stderr}");
+    assert!(proxy.injected(refused) >= 1, "the fault was not injected");
+    assert!(
+        stderr.contains("warning: the backup's lock could not be removed"),
+        "{stderr}"
+    );
+    let point = json(&stdout);
+    let points = json(&run_ok(coffer(
+        &moto,
+        &["repo", "points", "--repository", &location, "--json"],
+    )));
+    assert_eq!(points[0]["id"], point["id"]);
+    // The lock left behind is this host's, of a process that is gone: prune need not wait.
+    assert_eq!(
+        keys_under(&moto, "undeletable", "repo/locks/shared-").len(),
+        1
+    );
+    run_ok(coffer(
+        &moto,
+        &["repo", "prune", "--repository", &location, "--grace", "0s"],
+    ));
+}
+
+#[test]
+fn restore_into_a_missing_directory_names_the_directory() {
+    let moto = Moto::start();
+    let location = repository(&moto, "nodir");
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.img");
+    std::fs::write(&disk, image("nodir", 2)).unwrap();
+    let point = backup_file(&moto, &location, &disk, "disk")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let target = dir.path().join("no-such-dir/disk.img");
+    let (code, _, stderr) = run(coffer(
+        &moto,
+        &[
+            "restore",
+            "--repository",
+            &location,
+            "--point",
+            &point,
+            "--to-file",
+            target.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!(
+            "the directory {} does not exist",
+            dir.path().join("no-such-dir").display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("partial"), "{stderr}");
+    assert!(
+        keys_under(&moto, "nodir", "repo/locks/").is_empty(),
+        "the lock was left"
+    );
+}

@@ -43,6 +43,10 @@ pub enum Fault {
     CutBody { after: usize },
     /// Hold the request back this long, then forward it normally.
     Delay(Duration),
+    /// Answer with this HTTP status and an S3-style error document
+    /// (`AccessDenied` for 403, else `InternalError`) without forwarding:
+    /// moto never sees the request.
+    Refuse { status: u16 },
 }
 
 /// Which requests a fault applies to, and how often.
@@ -114,7 +118,7 @@ impl Rule {
     /// no longer than `after` cannot be cut).
     fn applies(&self, response_body: Option<usize>) -> bool {
         match (self.fault, response_body) {
-            (Fault::Delay(_), None) => true,
+            (Fault::Delay(_) | Fault::Refuse { .. }, None) => true,
             (Fault::DropResponse, Some(_)) => true,
             (Fault::CutBody { after }, Some(len)) => len > after,
             _ => false,
@@ -325,8 +329,24 @@ async fn handle(
 ) -> Result<Response<ProxyBody>, std::io::Error> {
     let seen = Seen::of(&request);
     state.requests.fetch_add(1, Ordering::SeqCst);
-    if let Some(Fault::Delay(by)) = state.fault_for(&seen, None) {
-        tokio::time::sleep(by).await;
+    match state.fault_for(&seen, None) {
+        Some(Fault::Delay(by)) => tokio::time::sleep(by).await,
+        Some(Fault::Refuse { status }) => {
+            let code = if status == 403 {
+                "AccessDenied"
+            } else {
+                "InternalError"
+            };
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>fault proxy: refused</Message></Error>"
+            );
+            return Ok(Response::builder()
+                .status(status)
+                .header("content-type", "application/xml")
+                .body(full(Bytes::from(body)))
+                .expect("a refusal"));
+        }
+        _ => {}
     }
     let response = match forward(request, upstream).await {
         Ok(response) => response,

@@ -519,8 +519,12 @@ async fn check_names_a_tampered_index_file() {
     assert!(!report.damage.iter().any(|d| d.object == manifest_key(&b.id)), "{report:#?}");
     assert!(report.notes.iter().any(|n| n.contains("2 pack(s) no index lists")), "{report:#?}");
 
-    let e = Repository::open_with_key(storage.clone(), test_config(), &MASTER).await.err().unwrap();
-    assert!(e.to_string().starts_with(&format!("{key} is damaged")), "{e}");
+    // Issue 21, defect 7: one damaged index no longer keeps the repository
+    // from opening; it is set aside and named.
+    let opened = Repository::open_with_key(storage.clone(), test_config(), &MASTER).await.unwrap();
+    assert_eq!(opened.damaged_index_files.len(), 1);
+    assert_eq!(opened.damaged_index_files[0].0, key);
+    assert!(opened.damaged_index_files[0].1.contains("does not hash to its name"), "{:?}", opened.damaged_index_files);
 }
 
 #[tokio::test]
