@@ -32,9 +32,10 @@ impl FileSource {
             .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
             .open(path)
             .map_err(|e| io_error(path, "opening", e))?;
-        let kind = file.metadata().map_err(|e| io_error(path, "reading the type of", e))?.file_type();
+        let metadata = file.metadata().map_err(|e| io_error(path, "reading the type of", e))?;
+        let kind = metadata.file_type();
         let size = if kind.is_file() {
-            file.metadata().map_err(|e| io_error(path, "sizing", e))?.len()
+            metadata.len()
         } else if kind.is_block_device() {
             // A block device reports length 0 in its metadata; seeking to the
             // end gives its size.
