@@ -4,6 +4,7 @@
 mod acceptance;
 pub mod docs_and_examples;
 mod executor;
+mod model;
 mod permissions;
 mod plugin_protocol;
 mod repository;

@@ -265,7 +265,7 @@ async fn scheduled_request(executor: &Executor, args: &RunArgs) -> Result<Option
         .map(|r| r.name.clone())
         .collect();
     let run_id = crate::executor::scheduled_run_id(due);
-    let claim = serde_json::json!({ "run_id": run_id, "rules": rules, "claimed_at": now, "launched_for": rule });
+    let claim = run_claim(&run_id, &rules, now, rule);
     match executor.catalog().create(Kind::RunClaim, &format!("{}/{run_id}", policy.name), &claim).await {
         Ok(_) => Ok(Some(RunRequest { policy: policy.name.clone(), rules, run_id: Some(run_id), time: due })),
         Err(CatalogError::AlreadyExists { .. }) => {
@@ -274,6 +274,11 @@ async fn scheduled_request(executor: &Executor, args: &RunArgs) -> Result<Option
         }
         Err(e) => Err(anyhow::anyhow!("claiming run {run_id} of {}: {e}", policy.name)),
     }
+}
+
+/// The catalog document that marks a scheduled run as taken by one worker.
+pub fn run_claim(run_id: &str, rules: &[String], claimed_at: chrono::DateTime<Utc>, launched_for: &str) -> serde_json::Value {
+    serde_json::json!({ "run_id": run_id, "rules": rules, "claimed_at": claimed_at, "launched_for": launched_for })
 }
 
 /// Uploads `binary` as `<catalog prefix>bin/coffer-linux-<arch>`, the key

@@ -1,0 +1,263 @@
+//! Golden files of every catalog document kind: the JSON the provider and
+//! the workers exchange through the catalog, exactly as written (the
+//! catalog writes `serde_json::to_vec_pretty`). A worker of another build
+//! reads these bytes, so a change here is a format change: it needs a new
+//! `format_version`, not a new golden.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use coffer::executor::agent::Marks;
+use coffer::executor::image::BackupRecord;
+use coffer::executor::scope::ResourceKind;
+use coffer::executor::session::{Outcome, ResourceRecord, RetentionRecord, Session, SnapshotRecord};
+use coffer::provider::CatalogLocation;
+use coffer::resources::backup_policy::{Keep, PolicyDocument, Replicate, Retain, Rule, Source, ToRepository};
+use coffer::resources::region_mapping::RegionMappingDocument;
+use coffer::resources::repository::RepositoryEntry;
+
+fn at(hour: u32, minute: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 30, hour, minute, 0).unwrap()
+}
+
+/// The bytes the catalog writes, after checking they read back as the same
+/// document.
+fn pretty<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(document: &T) -> String {
+    let bytes = serde_json::to_vec_pretty(document).unwrap();
+    assert_eq!(&serde_json::from_slice::<T>(&bytes).unwrap(), document, "the document does not read back as written");
+    String::from_utf8(bytes).unwrap()
+}
+
+/// Every field set, every kind of rule.
+fn full_policy() -> PolicyDocument {
+    PolicyDocument {
+        format_version: 1,
+        name: "prod".into(),
+        kind: "ec2".into(),
+        description: Some("Production instances".into()),
+        enabled: true,
+        source: Source {
+            regions: vec!["eu-west-1".into(), "us-east-1".into()],
+            ids: vec!["i-0123456789abcdef0".into()],
+            tags: BTreeMap::from([("backup".into(), "daily".into())]),
+            exclude_ids: vec!["i-0fedcba9876543210".into()],
+        },
+        rules: vec![
+            Rule {
+                name: "daily".into(),
+                cron: "0 3 * * *".into(),
+                timezone: "Europe/Dublin".into(),
+                snapshot: Some(Keep { retain: Retain { count: Some(7), days: None } }),
+                replicate: Some(Replicate {
+                    region_mapping_ids: vec!["eu-to-us".into()],
+                    retain: Retain { count: None, days: Some(30) },
+                }),
+                backup: Some(ToRepository { repository_id: "0a1b2c3d".into(), retain: Retain { count: Some(14), days: None } }),
+                archive: None,
+            },
+            Rule {
+                name: "monthly".into(),
+                cron: "0 4 1 * *".into(),
+                timezone: "UTC".into(),
+                snapshot: None,
+                replicate: None,
+                backup: None,
+                archive: Some(ToRepository { repository_id: "4e5f6a7b".into(), retain: Retain { count: None, days: Some(365) } }),
+            },
+        ],
+        worker_configuration_ids: vec!["lt-0123456789abcdef0".into()],
+        scheduler_role_arn: Some("arn:aws:iam::123456789012:role/coffer-scheduler".into()),
+        tags: BTreeMap::from([("team".into(), "platform".into())]),
+    }
+}
+
+#[test]
+fn policy_document() {
+    insta::assert_snapshot!("policy_document", pretty(&full_policy()));
+}
+
+#[test]
+fn policy_document_minimal() {
+    let policy = PolicyDocument {
+        format_version: 1,
+        name: "db".into(),
+        kind: "rds".into(),
+        description: None,
+        enabled: false,
+        source: Source { regions: vec!["us-east-1".into()], ids: vec![], tags: BTreeMap::new(), exclude_ids: vec![] },
+        rules: vec![Rule {
+            name: "nightly".into(),
+            cron: "30 1 * * *".into(),
+            timezone: "UTC".into(),
+            snapshot: Some(Keep { retain: Retain { count: Some(3), days: None } }),
+            replicate: None,
+            backup: None,
+            archive: None,
+        }],
+        worker_configuration_ids: vec![],
+        scheduler_role_arn: None,
+        tags: BTreeMap::new(),
+    };
+    insta::assert_snapshot!("policy_document_minimal", pretty(&policy));
+}
+
+#[test]
+fn region_mapping_document() {
+    let full = RegionMappingDocument {
+        format_version: 1,
+        name: "eu-to-us".into(),
+        source_region: "eu-west-1".into(),
+        target_region: "us-east-1".into(),
+        target_role_arn: Some("arn:aws:iam::210987654321:role/coffer-dr".into()),
+        kms_key_arn: Some("arn:aws:kms:us-east-1:210987654321:key/1234abcd-12ab-34cd-56ef-1234567890ab".into()),
+        encrypt: "all".into(),
+    };
+    let minimal = RegionMappingDocument {
+        target_role_arn: None,
+        kms_key_arn: None,
+        encrypt: "encrypted_only".into(),
+        ..full.clone()
+    };
+    insta::assert_snapshot!("region_mapping_document", format!("{}\n{}", pretty(&full), pretty(&minimal)));
+}
+
+#[test]
+fn repository_entry() {
+    let entry = RepositoryEntry {
+        format_version: 1,
+        id: "0a1b2c3d".into(),
+        name: "primary".into(),
+        bucket: "coffer-backups".into(),
+        prefix: "team/".into(),
+        region: "eu-west-1".into(),
+        storage_class: "STANDARD_IA".into(),
+        encryption: "kms".into(),
+    };
+    insta::assert_snapshot!("repository_entry", pretty(&entry));
+}
+
+#[test]
+fn session() {
+    let session = Session {
+        format_version: 1,
+        policy: "prod".into(),
+        run_id: "20261130-0300".into(),
+        rules: vec!["daily".into()],
+        started_at: at(3, 0),
+        finished_at: at(3, 7),
+        outcome: Outcome::Warning,
+        messages: vec!["region ap-south-1 could not be listed: AccessDenied".into()],
+        resources: vec![
+            ResourceRecord {
+                id: "i-0123456789abcdef0".into(),
+                region: "eu-west-1".into(),
+                kind: ResourceKind::Ec2Instance,
+                outcome: Outcome::Success,
+                started_at: at(3, 0),
+                finished_at: at(3, 5),
+                duration_ms: 300_000,
+                snapshots: vec![
+                    SnapshotRecord {
+                        id: "snap-0123456789abcdef0".into(),
+                        region: "eu-west-1".into(),
+                        kind: "snapshot".into(),
+                        volume_id: Some("vol-0123456789abcdef0".into()),
+                        mapping: None,
+                        account: None,
+                        kms_key_id: None,
+                        reused: false,
+                    },
+                    SnapshotRecord {
+                        id: "snap-0fedcba9876543210".into(),
+                        region: "us-east-1".into(),
+                        kind: "replica".into(),
+                        volume_id: Some("vol-0123456789abcdef0".into()),
+                        mapping: Some("eu-to-us".into()),
+                        account: Some("210987654321".into()),
+                        kms_key_id: Some("arn:aws:kms:us-east-1:210987654321:key/1234abcd".into()),
+                        reused: true,
+                    },
+                ],
+                backups: vec![BackupRecord {
+                    kind: "backup".into(),
+                    repository_id: "0a1b2c3d".into(),
+                    point_id: "5f3c2a1b".into(),
+                    volume_id: "vol-0123456789abcdef0".into(),
+                    snapshot_id: "snap-0123456789abcdef0".into(),
+                    incremental: true,
+                    blocks_read: 12,
+                    bytes_read: 6_291_456,
+                    bytes_written: 1_048_576,
+                    duration_ms: 4_200,
+                    reused: false,
+                }],
+                error: None,
+                warnings: vec!["the replica to eu-to-us was made by an earlier attempt".into()],
+            },
+            ResourceRecord {
+                id: "database-1".into(),
+                region: "eu-west-1".into(),
+                kind: ResourceKind::RdsInstance,
+                outcome: Outcome::Failed,
+                started_at: at(3, 0),
+                finished_at: at(3, 1),
+                duration_ms: 60_000,
+                snapshots: vec![],
+                backups: vec![],
+                error: Some("CreateDBSnapshot: InvalidDBInstanceState".into()),
+                warnings: vec![],
+            },
+            ResourceRecord {
+                id: "cluster-1".into(),
+                region: "eu-west-1".into(),
+                kind: ResourceKind::RdsCluster,
+                outcome: Outcome::Success,
+                started_at: at(3, 1),
+                finished_at: at(3, 7),
+                duration_ms: 360_000,
+                snapshots: vec![],
+                backups: vec![],
+                error: None,
+                warnings: vec![],
+            },
+        ],
+        retention: RetentionRecord {
+            deleted: vec!["snap-0aaaaaaaaaaaaaaaa".into()],
+            kept: 9,
+            unmanaged: 2,
+            errors: vec!["snap-0bbbbbbbbbbbbbbbb: InvalidSnapshot.InUse".into()],
+        },
+    };
+    let empty = Session {
+        outcome: Outcome::Success,
+        messages: vec![],
+        resources: vec![],
+        retention: RetentionRecord::default(),
+        ..session.clone()
+    };
+    insta::assert_snapshot!("session", format!("{}\n{}", pretty(&session), pretty(&empty)));
+}
+
+#[test]
+fn agent_marks() {
+    let marks = Marks { format_version: 1, rules: BTreeMap::from([("daily".into(), at(3, 0)), ("monthly".into(), at(4, 0))]) };
+    insta::assert_snapshot!("agent_marks", pretty(&marks));
+}
+
+#[test]
+fn run_claim() {
+    let claim = coffer::cli::run_claim("20261130-0300", &["daily".into(), "weekly".into()], at(3, 1), "daily");
+    insta::assert_snapshot!("run_claim", pretty(&claim));
+}
+
+#[test]
+fn worker_boot_script_and_task() {
+    let catalog = CatalogLocation::new(Some("coffer-catalog"), Some("team"), "123456789012", "eu-west-1");
+    let script = coffer::resources::worker_configuration::worker_user_data_for_task(
+        &catalog,
+        "eu-west-1",
+        "run --policy prod --rule daily --scheduled",
+    );
+    insta::assert_snapshot!("worker_boot_script", script);
+}
