@@ -39,7 +39,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, InstanceType, ResourceType, Tag, TagSpecification, VolumeType};
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, InstanceType, ResourceType, Tag, TagSpecification, VolumeType,
+};
 use coffer::catalog::Kind;
 use coffer::resources::backup_policy::{Keep, PolicyDocument, Replicate, Retain, Rule, Source};
 use coffer::resources::region_mapping::RegionMappingDocument;
@@ -235,7 +237,8 @@ impl Proxy {
             let (calls, serial, delay_us) = (calls.clone(), serial.clone(), delay_us.clone());
             std::thread::spawn(move || {
                 for client in listener.incoming().flatten() {
-                    let (calls, serial, delay_us, gate) = (calls.clone(), serial.clone(), delay_us.clone(), gate.clone());
+                    let (calls, serial, delay_us, gate) =
+                        (calls.clone(), serial.clone(), delay_us.clone(), gate.clone());
                     std::thread::spawn(move || {
                         let settings = Relay { upstream_port, serial: &serial, delay_us: &delay_us, gate: &gate };
                         if let Err(e) = relay(client, &settings, &calls) {
@@ -520,7 +523,13 @@ const BENCHES: [Bench; 2] = [
         snapshots: 200,
         replicas: 100,
     },
-    Bench { name: "bench-rds", what: "50 RDS postgres instances (25 per region)", resources: 50, snapshots: 50, replicas: 25 },
+    Bench {
+        name: "bench-rds",
+        what: "50 RDS postgres instances (25 per region)",
+        resources: 50,
+        snapshots: 50,
+        replicas: 25,
+    },
 ];
 
 /// One measured run.
@@ -600,8 +609,18 @@ fn measure(moto: &Moto, proxy: &Proxy, moto_pid: Option<u32>, bench: &Bench, mod
         })
         .collect();
     failures.extend(outcome.session["messages"].as_array().into_iter().flatten().map(|m| format!("message: {m}")));
-    failures.extend(outcome.session["retention"]["errors"].as_array().into_iter().flatten().map(|m| format!("retention: {m}")));
-    Measured { resources: records.len(), snapshots: made("snapshot"), replicas: made("replica"), outcome, calls, moto_cpu, failures }
+    failures.extend(
+        outcome.session["retention"]["errors"].as_array().into_iter().flatten().map(|m| format!("retention: {m}")),
+    );
+    Measured {
+        resources: records.len(),
+        snapshots: made("snapshot"),
+        replicas: made("replica"),
+        outcome,
+        calls,
+        moto_cpu,
+        failures,
+    }
 }
 
 fn secs(d: Duration) -> f64 {
@@ -760,7 +779,9 @@ fn print_operations(runs: &Runs) {
         *errors.entry(format!("{} → {}", c.operation, c.status)).or_default() += 1;
     }
     if !errors.is_empty() {
-        println!("    answered with an error, parallel run (not-founds of the look-up before each create are expected): {errors:?}");
+        println!(
+            "    answered with an error, parallel run (not-founds of the look-up before each create are expected): {errors:?}"
+        );
     }
 }
 

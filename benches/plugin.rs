@@ -44,9 +44,8 @@ fn summary(mut samples: Vec<Duration>) -> String {
 fn handshake() {
     const RUNS: usize = 30;
     let identity = ClientIdentity::terraform();
-    let plugin: Vec<Duration> = (0..RUNS)
-        .map(|_| PluginProcess::start(&provider_binary(), Some(&identity)).handshake_time)
-        .collect();
+    let plugin: Vec<Duration> =
+        (0..RUNS).map(|_| PluginProcess::start(&provider_binary(), Some(&identity)).handshake_time).collect();
     let peer: Vec<Duration> = (0..RUNS)
         .map(|_| {
             let start = Instant::now();
@@ -113,10 +112,9 @@ impl RssSampler {
                                 peak_kib.fetch_max(kib, Ordering::Relaxed);
                             }
                             let pid = entry.file_name().to_string_lossy().into_owned();
-                            if let (Some(start), Some(used)) = (
-                                policies::process_start(&pid),
-                                pid.parse().ok().and_then(policies::process_cpu),
-                            ) {
+                            if let (Some(start), Some(used)) =
+                                (policies::process_start(&pid), pid.parse().ok().and_then(policies::process_cpu))
+                            {
                                 cpu.insert((pid, start), used);
                             }
                         }
@@ -171,7 +169,10 @@ fn fifty_resources() {
 
     if tf.at_least(1, 4) {
         let peer = Workdir::new(&tf, &provider_binary());
-        peer.write("main.tf", &format!("resource \"terraform_data\" \"d\" {{\n  count = {N}\n  input = count.index\n}}\n"));
+        peer.write(
+            "main.tf",
+            &format!("resource \"terraform_data\" \"d\" {{\n  count = {N}\n  input = count.index\n}}\n"),
+        );
         peer.init();
         timed(&format!("peer: apply, {N} terraform_data"), || peer.apply());
         let peer_plan = timed(&format!("peer: no-op plan, {N} terraform_data"), || {

@@ -139,7 +139,8 @@ pub fn run() {
         peer.write("main.tf", &peer_config());
         peer.init();
         crate::timed(&format!("peer: apply, 1 + {POLICIES} terraform_data"), || peer.apply());
-        peer_plan = Some(crate::timed(&format!("peer: no-op plan, 1 + {POLICIES} terraform_data"), || no_op_plan(&peer)));
+        peer_plan =
+            Some(crate::timed(&format!("peer: no-op plan, 1 + {POLICIES} terraform_data"), || no_op_plan(&peer)));
     }
     if let Some(peer_plan) = peer_plan {
         println!(
@@ -257,10 +258,7 @@ fn measure(moto: &Moto, f: impl FnOnce() -> String) -> Measured {
         wall,
         sampled,
         children_cpu: children_cpu().saturating_sub(children_before),
-        moto_cpu: moto_pid
-            .and_then(process_cpu)
-            .zip(moto_before)
-            .map(|(after, before)| after.saturating_sub(before)),
+        moto_cpu: moto_pid.and_then(process_cpu).zip(moto_before).map(|(after, before)| after.saturating_sub(before)),
     }
 }
 
@@ -348,7 +346,10 @@ pub fn parse_handled(path: &Path) -> Vec<Handled> {
         out.push(Handled {
             rpc: fields.get("rpc").copied().unwrap_or("?").to_string(),
             type_name: fields.get("type_name").copied().unwrap_or("").to_string(),
-            micros: fields.get("micros").and_then(|m| m.parse().ok()).unwrap_or_else(|| panic!("no micros in {line:?}")),
+            micros: fields
+                .get("micros")
+                .and_then(|m| m.parse().ok())
+                .unwrap_or_else(|| panic!("no micros in {line:?}")),
             end_us,
         });
     }
@@ -616,11 +617,7 @@ fn read_head(r: &mut impl BufRead) -> std::io::Result<Option<(Head, i64)>> {
     loop {
         let mut line = Vec::new();
         if r.read_until(b'\n', &mut line)? == 0 {
-            return if raw.is_empty() {
-                Ok(None)
-            } else {
-                Err(std::io::ErrorKind::UnexpectedEof.into())
-            };
+            return if raw.is_empty() { Ok(None) } else { Err(std::io::ErrorKind::UnexpectedEof.into()) };
         }
         first_at.get_or_insert_with(now_us);
         let end = line == b"\r\n" || line == b"\n";
@@ -767,7 +764,8 @@ fn classify(request: &Head, method: &str, body: &[u8]) -> (String, String) {
     }
     let target = request.first_line.split(' ').nth(1).unwrap_or("/");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let query_keys: Vec<&str> = query.split('&').filter(|q| !q.is_empty()).map(|q| q.split('=').next().unwrap()).collect();
+    let query_keys: Vec<&str> =
+        query.split('&').filter(|q| !q.is_empty()).map(|q| q.split('=').next().unwrap()).collect();
     if let Some(id) = query.split('&').find_map(|kv| kv.strip_prefix("x-id=")) {
         return (service, id.to_string());
     }

@@ -176,7 +176,15 @@ fn coffer_backup(moto: &Moto, source: &[&str]) -> (serde_json::Value, Step) {
 }
 
 fn coffer_restore(moto: &Moto, point: &serde_json::Value, out: &Path, expected: blake3::Hash) -> Step {
-    let args = ["restore", "--repository", REPOSITORY, "--point", point["id"].as_str().unwrap(), "--to-file", out.to_str().unwrap()];
+    let args = [
+        "restore",
+        "--repository",
+        REPOSITORY,
+        "--point",
+        point["id"].as_str().unwrap(),
+        "--to-file",
+        out.to_str().unwrap(),
+    ];
     let (_, step) = measured(moto, coffer(moto, &args), "coffer restore");
     assert_eq!(blake3_of(out), expected, "coffer restored the image byte for byte");
     std::fs::remove_file(out).unwrap();
@@ -187,7 +195,8 @@ fn run_coffer_file(images: &Images, scratch: &Path) -> Run {
     let moto = fresh_moto();
     measured(&moto, coffer(&moto, &["repo", "init", "--repository", REPOSITORY]), "coffer repo init");
     let (_, full) = coffer_backup(&moto, &["--file", images.disk.to_str().unwrap(), "--name", "disk.img"]);
-    let (point, incremental) = coffer_backup(&moto, &["--file", images.changed.to_str().unwrap(), "--name", "disk.img"]);
+    let (point, incremental) =
+        coffer_backup(&moto, &["--file", images.changed.to_str().unwrap(), "--name", "disk.img"]);
     assert_eq!(point["stats"]["incremental"], false, "a file source reads every block");
     let restore = coffer_restore(&moto, &point, &scratch.join("coffer-restored.img"), images.changed_hash);
     [full, incremental, restore]
@@ -257,7 +266,11 @@ fn run_coffer_ebs(images: &Images, scratch: &Path) -> Run {
     let second = snapshot(&volume);
     let (point, incremental) = coffer_backup(&moto, &["--snapshot", &second]);
     assert_eq!(point["stats"]["incremental"], true, "{point:#}");
-    assert_eq!(point["stats"]["blocks_read"].as_u64(), Some(changed as u64), "only the changed blocks were read: {point:#}");
+    assert_eq!(
+        point["stats"]["blocks_read"].as_u64(),
+        Some(changed as u64),
+        "only the changed blocks were read: {point:#}"
+    );
     let restore = coffer_restore(&moto, &point, &scratch.join("coffer-ebs-restored.img"), images.changed_hash);
     [full, incremental, restore]
 }
@@ -273,8 +286,11 @@ struct Images {
 
 fn images() -> Images {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let dir = std::env::var_os("COFFER_BENCH_IMAGE_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target/bench-image"));
-    let status = Command::new("bash").arg(root.join("scripts/bench-image.sh")).arg(&dir).stdout(Stdio::null()).status().unwrap();
+    let dir = std::env::var_os("COFFER_BENCH_IMAGE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/bench-image"));
+    let status =
+        Command::new("bash").arg(root.join("scripts/bench-image.sh")).arg(&dir).stdout(Stdio::null()).status().unwrap();
     assert!(status.success(), "scripts/bench-image.sh failed");
     let (disk, changed) = (dir.join("disk.img"), dir.join("disk-changed.img"));
     Images { size: std::fs::metadata(&disk).unwrap().len(), changed_hash: blake3_of(&changed), disk, changed }
@@ -292,7 +308,8 @@ fn main() {
     let reps: usize = std::env::var("COFFER_BENCH_REPS").ok().and_then(|r| r.parse().ok()).unwrap_or(3).max(1);
     let images = images();
     let scratch = tempfile::tempdir().unwrap();
-    let restic_version = String::from_utf8_lossy(&Command::new("restic").arg("version").output().unwrap().stdout).trim().to_string();
+    let restic_version =
+        String::from_utf8_lossy(&Command::new("restic").arg("version").output().unwrap().stdout).trim().to_string();
     println!(
         "image {} ({:.0} MiB), changed copy {}; {restic_version}; {reps} repetition(s), fresh moto per tool and repetition",
         images.disk.display(),
@@ -301,7 +318,8 @@ fn main() {
     );
 
     type Runner = fn(&Images, &Path) -> Run;
-    let tools: [(&str, Runner); 3] = [("restic", run_restic), ("coffer (file)", run_coffer_file), ("coffer (EBS direct)", run_coffer_ebs)];
+    let tools: [(&str, Runner); 3] =
+        [("restic", run_restic), ("coffer (file)", run_coffer_file), ("coffer (EBS direct)", run_coffer_ebs)];
     let mut runs: BTreeMap<&str, Vec<Run>> = BTreeMap::new();
     for rep in 1..=reps {
         // Alternate the order so drift in the machine's speed spreads evenly.
@@ -323,14 +341,17 @@ fn main() {
         }
     }
 
-    let figure = |name: &str, step: usize, f: &dyn Fn(&Step) -> f64| median(runs[name].iter().map(|r| f(&r[step])).collect());
+    let figure =
+        |name: &str, step: usize, f: &dyn Fn(&Step) -> f64| median(runs[name].iter().map(|r| f(&r[step])).collect());
     let secs = |s: &Step| s.wall.as_secs_f64();
     let rss = |s: &Step| s.peak_rss_kib as f64 / 1024.0;
     let throughput = |seconds: f64| images.size as f64 / MIB / seconds;
     println!();
     let cpu = |s: &Step| s.cpu.as_secs_f64();
     let emulator = |s: &Step| s.emulator_cpu.as_secs_f64();
-    println!("| | full | full MiB/s | full CPU s (tool / moto) | incremental (1 %) | incr. / full | restore | restore MiB/s | stored after full | stored after incr. | peak RSS (backup / restore) |");
+    println!(
+        "| | full | full MiB/s | full CPU s (tool / moto) | incremental (1 %) | incr. / full | restore | restore MiB/s | stored after full | stored after incr. | peak RSS (backup / restore) |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, _) in &tools {
         let (full, incremental, restore) = (figure(name, 0, &secs), figure(name, 1, &secs), figure(name, 2, &secs));
@@ -351,7 +372,12 @@ fn main() {
     let coffer_full = figure("coffer (file)", 0, &secs);
     let ebs_full = figure("coffer (EBS direct)", 0, &secs);
     let ebs_incremental = figure("coffer (EBS direct)", 1, &secs);
-    let peak = tools.iter().flat_map(|(n, _)| (0..3).map(move |s| (n, s))).filter(|(n, _)| n.starts_with("coffer")).map(|(n, s)| figure(n, s, &rss)).fold(0.0, f64::max);
+    let peak = tools
+        .iter()
+        .flat_map(|(n, _)| (0..3).map(move |s| (n, s)))
+        .filter(|(n, _)| n.starts_with("coffer"))
+        .map(|(n, s)| figure(n, s, &rss))
+        .fold(0.0, f64::max);
     println!();
     println!("targets:");
     println!(

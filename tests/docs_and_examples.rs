@@ -22,10 +22,8 @@ fn documented_names(block: &Block) -> Vec<String> {
 
 fn assert_documented(page: &Path, block: &Block) {
     let text = std::fs::read_to_string(page).unwrap_or_else(|e| panic!("{}: {e}", page.display()));
-    let missing: Vec<String> = documented_names(block)
-        .into_iter()
-        .filter(|name| !text.contains(&format!("`{name}`")))
-        .collect();
+    let missing: Vec<String> =
+        documented_names(block).into_iter().filter(|name| !text.contains(&format!("`{name}`"))).collect();
     assert!(missing.is_empty(), "{} does not document {missing:?}", page.display());
     for section in ["## Example Usage", "## Argument Reference"] {
         assert!(text.contains(section), "{} lacks {section}", page.display());
@@ -38,18 +36,15 @@ fn every_schema_attribute_is_documented() {
     let docs = repo_root().join("docs");
     assert_documented(&docs.join("index.md"), &provider.schema().block);
     for resource in provider.resources() {
-        let page = docs
-            .join("resources")
-            .join(format!("{}.md", resource.type_name().trim_start_matches("coffer_")));
+        let page = docs.join("resources").join(format!("{}.md", resource.type_name().trim_start_matches("coffer_")));
         assert_documented(&page, &resource.schema().block);
         let text = std::fs::read_to_string(&page).unwrap();
         assert!(text.contains("## Import"), "{} lacks ## Import", page.display());
         assert!(text.contains("## Attribute Reference"), "{} lacks ## Attribute Reference", page.display());
     }
     for data_source in provider.data_sources() {
-        let page = docs
-            .join("data-sources")
-            .join(format!("{}.md", data_source.type_name().trim_start_matches("coffer_")));
+        let page =
+            docs.join("data-sources").join(format!("{}.md", data_source.type_name().trim_start_matches("coffer_")));
         assert_documented(&page, &data_source.schema().block);
         let text = std::fs::read_to_string(&page).unwrap();
         assert!(text.contains("## Attribute Reference"), "{} lacks ## Attribute Reference", page.display());
@@ -124,10 +119,7 @@ pub fn copy_configuration(from: &Path, to: &Path) {
 fn every_data_source_has_an_example() {
     let provider = CofferProvider::new();
     for data_source in provider.data_sources() {
-        let file = repo_root()
-            .join("examples/data-sources")
-            .join(data_source.type_name())
-            .join("data-source.tf");
+        let file = repo_root().join("examples/data-sources").join(data_source.type_name()).join("data-source.tf");
         assert!(file.is_file(), "{} is missing", file.display());
     }
 }
@@ -178,7 +170,9 @@ fn hcl_snippets() -> Vec<(PathBuf, usize, String)> {
         let mut open: Option<(usize, String)> = None;
         for (number, line) in text.lines().enumerate() {
             match &mut open {
-                None if matches!(line.trim(), "```terraform" | "```hcl" | "```tf") => open = Some((number + 1, String::new())),
+                None if matches!(line.trim(), "```terraform" | "```hcl" | "```tf") => {
+                    open = Some((number + 1, String::new()))
+                }
                 Some((start, body)) if line.trim() == "```" => {
                     snippets.push((file.clone(), *start, std::mem::take(body)));
                     open = None;
@@ -217,7 +211,11 @@ fn every_hcl_snippet_in_readme_and_docs_is_valid() {
         let place = format!("{}:{line}", file.strip_prefix(repo_root()).unwrap().display());
         let fmt = wd.run(&["fmt", "-check", "-diff", "-no-color"]);
         if !fmt.status.success() {
-            failures.push(format!("{place}: terraform fmt -check:\n{}{}", String::from_utf8_lossy(&fmt.stdout), String::from_utf8_lossy(&fmt.stderr)));
+            failures.push(format!(
+                "{place}: terraform fmt -check:\n{}{}",
+                String::from_utf8_lossy(&fmt.stdout),
+                String::from_utf8_lossy(&fmt.stderr)
+            ));
             continue;
         }
         let init = wd.run(&["init", "-input=false", "-no-color"]);
@@ -234,12 +232,24 @@ fn every_hcl_snippet_in_readme_and_docs_is_valid() {
         let out = wd.run(&["validate", "-no-color"]);
         let errors = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
         // Declared elsewhere on the page: not this snippet's fault.
-        let refers_elsewhere = ["Reference to undeclared", "Reference to undeclared input variable", "Reference to undeclared resource", "Reference to undeclared module", "Module not installed"]
-            .iter()
-            .any(|m| errors.contains(m));
+        let refers_elsewhere = [
+            "Reference to undeclared",
+            "Reference to undeclared input variable",
+            "Reference to undeclared resource",
+            "Reference to undeclared module",
+            "Module not installed",
+        ]
+        .iter()
+        .any(|m| errors.contains(m));
         if !out.status.success() && !refers_elsewhere {
             failures.push(format!("{place}: terraform {} validate:\n{errors}", tf.version));
         }
     }
-    assert!(failures.is_empty(), "{} of {} snippets are invalid:\n\n{}", failures.len(), snippets.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} snippets are invalid:\n\n{}",
+        failures.len(),
+        snippets.len(),
+        failures.join("\n\n")
+    );
 }

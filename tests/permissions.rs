@@ -106,10 +106,7 @@ fn every_aws_operation_the_code_calls_has_an_iam_row() {
     assert!(known.contains("put_object") && known.contains("create_schedule"), "SDK operations found: {}", known.len());
     let called = operations_called(&known);
     assert!(called.len() > 30, "too few operations found, the scan is broken: {called:?}");
-    let missing: Vec<_> = called
-        .iter()
-        .filter(|(op, _)| !PERMISSIONS.iter().any(|p| p.operation == op))
-        .collect();
+    let missing: Vec<_> = called.iter().filter(|(op, _)| !PERMISSIONS.iter().any(|p| p.operation == op)).collect();
     // sts:GetCallerIdentity needs no permission.
     let missing: Vec<_> = missing.into_iter().filter(|(op, _)| op != "get_caller_identity").collect();
     assert!(missing.is_empty(), "operations without an IAM row in aws/permissions.rs: {missing:?}");
@@ -123,7 +120,11 @@ fn every_row_names_a_real_operation_and_action() {
         // Rows for the executor's services (rds, ebs) are checked once their
         // SDK crates are dependencies.
         if services.contains(service) {
-            assert!(p.operation == "-" || known.contains(p.operation), "{} is not an SDK operation of {service}", p.operation);
+            assert!(
+                p.operation == "-" || known.contains(p.operation),
+                "{} is not an SDK operation of {service}",
+                p.operation
+            );
         }
         assert!(!service.is_empty() && action.starts_with(|c: char| c.is_ascii_uppercase()), "{}", p.action);
     }

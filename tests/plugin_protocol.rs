@@ -12,10 +12,7 @@ use crate::support::{block_on, provider_binary};
 
 #[test]
 fn started_by_hand_it_explains_how_to_use_it_and_exits_1() {
-    let out = Command::new(provider_binary())
-        .env_remove(coffer::server::MAGIC_COOKIE_KEY)
-        .output()
-        .unwrap();
+    let out = Command::new(provider_binary()).env_remove(coffer::server::MAGIC_COOKIE_KEY).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty(), "nothing but a handshake may reach stdout");
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -146,7 +146,13 @@ impl<'a> Catalog<'a> {
     }
 
     /// Replaces a document, provided it is still the one with `etag`.
-    pub async fn replace<T: Serialize>(&self, kind: Kind, name: &str, body: &T, etag: &str) -> Result<String, CatalogError> {
+    pub async fn replace<T: Serialize>(
+        &self,
+        kind: Kind,
+        name: &str,
+        body: &T,
+        etag: &str,
+    ) -> Result<String, CatalogError> {
         self.write(kind, name, body, Precondition::Unchanged(etag)).await
     }
 
@@ -187,10 +193,7 @@ impl<'a> Catalog<'a> {
             Err(AwsError::NotFound) => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
         };
-        Ok(keys
-            .iter()
-            .filter_map(|k| k.strip_prefix(&folder)?.strip_suffix(".json").map(str::to_string))
-            .collect())
+        Ok(keys.iter().filter_map(|k| k.strip_prefix(&folder)?.strip_suffix(".json").map(str::to_string)).collect())
     }
 
     pub async fn delete(&self, kind: Kind, name: &str) -> Result<(), CatalogError> {

@@ -177,7 +177,12 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
                     None => return Ok(ExitCode::SUCCESS),
                 }
             } else {
-                RunRequest { policy: args.policy.clone(), rules: args.rules.clone(), run_id: args.run_id.clone(), time: Utc::now() }
+                RunRequest {
+                    policy: args.policy.clone(),
+                    rules: args.rules.clone(),
+                    run_id: args.run_id.clone(),
+                    time: Utc::now(),
+                }
             };
             let session = executor.run(request, &progress).await?;
             progress.finish();
@@ -256,8 +261,9 @@ async fn scheduled_request(executor: &Executor, args: &RunArgs) -> Result<Option
         .iter()
         .find(|r| &r.name == rule)
         .with_context(|| format!("backup policy {} has no rule {rule}", policy.name))?;
-    let due = latest_due(launched_for, now - chrono::TimeDelta::hours(1), now)
-        .with_context(|| format!("rule {rule} of {} was not due in the last hour; run it without --scheduled", policy.name))?;
+    let due = latest_due(launched_for, now - chrono::TimeDelta::hours(1), now).with_context(|| {
+        format!("rule {rule} of {} was not due in the last hour; run it without --scheduled", policy.name)
+    })?;
     let rules: Vec<String> = policy
         .rules
         .iter()
@@ -277,7 +283,12 @@ async fn scheduled_request(executor: &Executor, args: &RunArgs) -> Result<Option
 }
 
 /// The catalog document that marks a scheduled run as taken by one worker.
-pub fn run_claim(run_id: &str, rules: &[String], claimed_at: chrono::DateTime<Utc>, launched_for: &str) -> serde_json::Value {
+pub fn run_claim(
+    run_id: &str,
+    rules: &[String],
+    claimed_at: chrono::DateTime<Utc>,
+    launched_for: &str,
+) -> serde_json::Value {
     serde_json::json!({ "run_id": run_id, "rules": rules, "claimed_at": claimed_at, "launched_for": launched_for })
 }
 
@@ -382,7 +393,10 @@ async fn agent(executor: &Executor, args: &AgentArgs, json: bool) -> Result<Exit
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let agent = Agent::new(executor, Arc::new(SystemClock));
-    eprintln!("coffer agent: watching the policies in s3://{}/{}", executor.catalog_location.bucket, executor.catalog_location.prefix);
+    eprintln!(
+        "coffer agent: watching the policies in s3://{}/{}",
+        executor.catalog_location.bucket, executor.catalog_location.prefix
+    );
     loop {
         let firings = match agent.due().await {
             Ok(firings) => firings,
@@ -393,7 +407,13 @@ async fn agent(executor: &Executor, args: &AgentArgs, json: bool) -> Result<Exit
             }
         };
         for firing in firings {
-            eprintln!("coffer agent: {} rule {} due {}: run {}", firing.policy, firing.rules.join("+"), firing.due, firing.run_id());
+            eprintln!(
+                "coffer agent: {} rule {} due {}: run {}",
+                firing.policy,
+                firing.rules.join("+"),
+                firing.due,
+                firing.run_id()
+            );
             let run = agent.fire(&firing, &Quiet);
             tokio::pin!(run);
             let stopping = tokio::select! {
@@ -402,7 +422,11 @@ async fn agent(executor: &Executor, args: &AgentArgs, json: bool) -> Result<Exit
                 _ = interrupt.recv() => true,
             };
             if stopping {
-                eprintln!("coffer agent: stopping; letting run {} finish (up to {}s)", firing.run_id(), args.shutdown_grace.as_secs());
+                eprintln!(
+                    "coffer agent: stopping; letting run {} finish (up to {}s)",
+                    firing.run_id(),
+                    args.shutdown_grace.as_secs()
+                );
                 match tokio::time::timeout(args.shutdown_grace, run).await {
                     Ok(result) => report(result, json),
                     Err(_) => eprintln!(
@@ -537,22 +561,33 @@ fn print_session(session: &Session, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn print_points(points: &[&RestorePoint], images: &[crate::executor::image::ImagePoint], account: &str, json: bool) -> Result<()> {
+fn print_points(
+    points: &[&RestorePoint],
+    images: &[crate::executor::image::ImagePoint],
+    account: &str,
+    json: bool,
+) -> Result<()> {
     if json {
         let mut rows: Vec<serde_json::Value> = points.iter().map(|p| point_json(p)).collect();
         rows.extend(images.iter().map(|p| image_point_json(p, account)));
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    let width = |f: &dyn Fn(&RestorePoint) -> usize, title: &str| points.iter().map(|p| f(p)).max().unwrap_or(0).max(title.len()) + 2;
+    let width = |f: &dyn Fn(&RestorePoint) -> usize, title: &str| {
+        points.iter().map(|p| f(p)).max().unwrap_or(0).max(title.len()) + 2
+    };
     let rules = |p: &RestorePoint| p.rules.iter().cloned().collect::<Vec<_>>().join("+");
-    let image_width = |f: &dyn Fn(&crate::executor::image::ImagePoint) -> usize| images.iter().map(f).max().unwrap_or(0) + 2;
+    let image_width =
+        |f: &dyn Fn(&crate::executor::image::ImagePoint) -> usize| images.iter().map(f).max().unwrap_or(0) + 2;
     let (rw, uw, lw) = (
         width(&|p| p.resource_id.len(), "resource").max(image_width(&|p| p.resource_id.len())),
         width(&|p| p.run_id.len(), "run").max(image_width(&|p| p.run_id.len())),
         width(&|p| rules(p).len(), "rules").max(image_width(&|p| p.rules.iter().map(|r| r.len() + 1).sum())),
     );
-    println!("  {:<rw$}{:<10}{:<11}{:<22}{:<uw$}{:<lw$}snapshots or points", "resource", "kind", "region", "time", "run", "rules");
+    println!(
+        "  {:<rw$}{:<10}{:<11}{:<22}{:<uw$}{:<lw$}snapshots or points",
+        "resource", "kind", "region", "time", "run", "rules"
+    );
     for p in points {
         let ids: Vec<&str> = p.snapshots.iter().map(|s| s.id.as_str()).collect();
         println!(

@@ -165,7 +165,9 @@ fn eventbridge_weekdays(field: &str) -> Result<String, String> {
     let mut days = BTreeSet::new();
     for item in field.split(',') {
         let (base, step) = match item.split_once('/') {
-            Some((base, step)) => (base, step.parse::<usize>().map_err(|_| format!("{item:?}: the step must be a number"))?),
+            Some((base, step)) => {
+                (base, step.parse::<usize>().map_err(|_| format!("{item:?}: the step must be a number"))?)
+            }
             None => (item, 1),
         };
         let (from, to) = match base {

@@ -62,12 +62,9 @@ pub fn init(default_level: &str) {
         (None, Ok(directives)) if !directives.trim().is_empty() => directives,
         _ => default_level.to_string(),
     };
-    let filter = EnvFilter::try_new(filter_directives(&base)).unwrap_or_else(|_| EnvFilter::new(filter_directives(default_level)));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+    let filter = EnvFilter::try_new(filter_directives(&base))
+        .unwrap_or_else(|_| EnvFilter::new(filter_directives(default_level)));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).try_init();
 }
 
 #[cfg(test)]

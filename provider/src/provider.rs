@@ -10,8 +10,7 @@ use async_trait::async_trait;
 use crate::aws::{AssumeRole, AwsClients, AwsSettings, SERVICES};
 use crate::framework::validators::{Keys, string};
 use crate::framework::{
-    Attribute, Block, ClientInfo, DataSource, Diagnostics, NestedBlock, Provider, Resource, Schema,
-    Value,
+    Attribute, Block, ClientInfo, DataSource, Diagnostics, NestedBlock, Provider, Resource, Schema, Value,
 };
 use crate::resources::backup_policy::BackupPolicy;
 use crate::resources::region_mapping::RegionMapping;
@@ -48,9 +47,7 @@ pub struct CatalogLocation {
 impl CatalogLocation {
     /// The configured bucket, or `coffer-catalog-<account>-<region>`.
     pub fn new(bucket: Option<&str>, prefix: Option<&str>, account: &str, region: &str) -> Self {
-        let bucket = bucket
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("coffer-catalog-{account}-{region}"));
+        let bucket = bucket.map(str::to_string).unwrap_or_else(|| format!("coffer-catalog-{account}-{region}"));
         let prefix = match prefix.map(|p| p.trim_matches('/')) {
             None | Some("") => String::new(),
             Some(p) => format!("{p}/"),
@@ -90,7 +87,9 @@ fn assume_role_block() -> Block {
                 .describe("ARN of the role to assume.")
                 .validate(string(validation::role_arn)),
         )
-        .attribute(Attribute::string("external_id").optional().describe("External ID the role's trust policy requires."))
+        .attribute(
+            Attribute::string("external_id").optional().describe("External ID the role's trust policy requires."),
+        )
         .attribute(Attribute::string("session_name").optional().describe("Session name (default `coffer`)."))
         .attribute(
             Attribute::string("duration")
@@ -161,18 +160,10 @@ pub fn aws_settings(config: &Value) -> AwsSettings {
             role_arn: block.get("role_arn").as_str().unwrap_or_default().to_string(),
             external_id: optional_string(block.get("external_id")),
             session_name: optional_string(block.get("session_name")),
-            duration: block
-                .get("duration")
-                .as_str()
-                .and_then(|d| validation::parse_duration(d).ok()),
+            duration: block.get("duration").as_str().and_then(|d| validation::parse_duration(d).ok()),
         }),
     };
-    let endpoints = config
-        .get("endpoints")
-        .string_map()
-        .into_iter()
-        .filter(|(_, url)| !url.is_empty())
-        .collect();
+    let endpoints = config.get("endpoints").string_map().into_iter().filter(|(_, url)| !url.is_empty()).collect();
     AwsSettings {
         region: optional_string(config.get("region")),
         profile: optional_string(config.get("profile")),
@@ -198,12 +189,7 @@ impl Provider for CofferProvider {
         provider_schema()
     }
 
-    async fn configure(
-        &self,
-        config: &Value,
-        _client: &ClientInfo,
-        diags: &mut Diagnostics,
-    ) -> Option<Coffer> {
+    async fn configure(&self, config: &Value, _client: &ClientInfo, diags: &mut Diagnostics) -> Option<Coffer> {
         if !config.is_wholly_known() {
             diags.error(
                 "Provider configuration not known",
@@ -235,12 +221,7 @@ impl Provider for CofferProvider {
     }
 
     fn resources(&self) -> Vec<Arc<dyn Resource<Coffer>>> {
-        vec![
-            Arc::new(WorkerConfiguration),
-            Arc::new(Repository),
-            Arc::new(RegionMapping),
-            Arc::new(BackupPolicy),
-        ]
+        vec![Arc::new(WorkerConfiguration), Arc::new(Repository), Arc::new(RegionMapping), Arc::new(BackupPolicy)]
     }
 
     fn data_sources(&self) -> Vec<Arc<dyn DataSource<Coffer>>> {

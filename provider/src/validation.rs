@@ -13,16 +13,12 @@ pub fn region(s: &str) -> Result<(), String> {
     let well_formed = parts.len() >= 3
         && parts[0].len() == 2
         && parts[0].bytes().all(|b| b.is_ascii_lowercase())
-        && parts[1..parts.len() - 1]
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[1..parts.len() - 1].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
         && parts[parts.len() - 1].parse::<u8>().is_ok();
     if well_formed {
         Ok(())
     } else {
-        Err(format!(
-            "{s:?} is not an AWS region name; expected a name such as \"us-east-1\" or \"eu-west-1\"."
-        ))
+        Err(format!("{s:?} is not an AWS region name; expected a name such as \"us-east-1\" or \"eu-west-1\"."))
     }
 }
 
@@ -30,9 +26,7 @@ pub fn region(s: &str) -> Result<(), String> {
 fn resource_id(s: &str, prefix: &str, what: &str) -> Result<(), String> {
     match s.strip_prefix(prefix).and_then(|rest| rest.strip_prefix('-')) {
         Some(hex) if (hex.len() == 8 || hex.len() == 17) && is_hex(hex) => Ok(()),
-        _ => Err(format!(
-            "{s:?} is not {what} id; expected \"{prefix}-\" followed by 8 or 17 hexadecimal digits."
-        )),
+        _ => Err(format!("{s:?} is not {what} id; expected \"{prefix}-\" followed by 8 or 17 hexadecimal digits.")),
     }
 }
 
@@ -62,9 +56,7 @@ pub fn instance_type(s: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{s:?} is not an EC2 instance type; expected family.size, such as \"c5.large\" or \"m7g.xlarge\"."
-        ))
+        Err(format!("{s:?} is not an EC2 instance type; expected family.size, such as \"c5.large\" or \"m7g.xlarge\"."))
     }
 }
 
@@ -78,16 +70,11 @@ pub fn iam_arn(s: &str, kind: &str) -> Result<(), String> {
         && parts[3].is_empty()
         && parts[4].len() == 12
         && parts[4].bytes().all(|b| b.is_ascii_digit())
-        && parts[5]
-            .strip_prefix(kind)
-            .and_then(|r| r.strip_prefix('/'))
-            .is_some_and(|name| !name.is_empty());
+        && parts[5].strip_prefix(kind).and_then(|r| r.strip_prefix('/')).is_some_and(|name| !name.is_empty());
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{s:?} is not an IAM {kind} ARN; expected arn:aws:iam::<12-digit account>:{kind}/<name>."
-        ))
+        Err(format!("{s:?} is not an IAM {kind} ARN; expected arn:aws:iam::<12-digit account>:{kind}/<name>."))
     }
 }
 
@@ -100,15 +87,11 @@ pub fn instance_profile(s: &str) -> Result<(), String> {
     if s.starts_with("arn:") {
         return iam_arn(s, "instance-profile");
     }
-    let ok = !s.is_empty()
-        && s.len() <= 128
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
+    let ok = !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{s:?} is not an instance profile name (1-128 letters, digits and +=,.@_-) or ARN."
-        ))
+        Err(format!("{s:?} is not an instance profile name (1-128 letters, digits and +=,.@_-) or ARN."))
     }
 }
 
@@ -123,16 +106,8 @@ pub fn url(s: &str) -> Result<(), String> {
 /// A name Coffer uses inside AWS names (`coffer-<name>`): letters, digits,
 /// `-`, `_` and `.`; 1 to 64 characters.
 pub fn coffer_name(s: &str) -> Result<(), String> {
-    let ok = !s.is_empty()
-        && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{s:?} is not a valid name; use 1 to 64 letters, digits, '-', '_' or '.'."
-        ))
-    }
+    let ok = !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok { Ok(()) } else { Err(format!("{s:?} is not a valid name; use 1 to 64 letters, digits, '-', '_' or '.'.")) }
 }
 
 /// Tag keys: 1-128 characters, not in the `aws:` namespace AWS reserves.
@@ -243,11 +218,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// An STS session duration: 15 minutes to 12 hours.
 pub fn session_duration(s: &str) -> Result<(), String> {
     let d = parse_duration(s)?;
-    if (900..=43200).contains(&d.as_secs()) {
-        Ok(())
-    } else {
-        Err(format!("{s:?} is outside the allowed 15m to 12h."))
-    }
+    if (900..=43200).contains(&d.as_secs()) { Ok(()) } else { Err(format!("{s:?} is outside the allowed 15m to 12h.")) }
 }
 
 /// A KMS key ARN (`arn:aws:kms:<region>:<account>:key/<id>`) or alias ARN

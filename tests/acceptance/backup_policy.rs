@@ -156,7 +156,8 @@ fn lifecycle(tf: &Terraform) {
     // each, apply heals them.
     let current = aws.schedule("coffer-prod-daily").unwrap();
     let mut target = current.target().unwrap().clone();
-    target.input = Some(r#"{"LaunchTemplate":{"LaunchTemplateId":"lt-0aaaaaaaaaaaaaaaa"},"MinCount":1,"MaxCount":1}"#.into());
+    target.input =
+        Some(r#"{"LaunchTemplate":{"LaunchTemplateId":"lt-0aaaaaaaaaaaaaaaa"},"MinCount":1,"MaxCount":1}"#.into());
     block_on(
         aws.scheduler
             .update_schedule()

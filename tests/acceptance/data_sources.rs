@@ -99,7 +99,11 @@ fn data_sources_show_points_sessions_and_protection_after_a_run() {
         assert_eq!(sessions.len(), 1);
         assert_eq!(sessions[0]["outcome"], "Success");
         assert_eq!(sessions[0]["resources"][0]["id"], protected.as_str());
-        assert_eq!(sessions[0]["resources"][0]["snapshot_ids"].as_array().unwrap().len(), 4, "2 snapshots + 2 replicas");
+        assert_eq!(
+            sessions[0]["resources"][0]["snapshot_ids"].as_array().unwrap().len(),
+            4,
+            "2 snapshots + 2 replicas"
+        );
 
         let protection = outputs["protection"]["value"].as_array().unwrap();
         let row = |id: &str| protection.iter().find(|r| r["id"] == id).unwrap().clone();

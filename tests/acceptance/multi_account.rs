@@ -43,7 +43,9 @@ impl Account {
             base.into_builder().credentials_provider(SharedCredentialsProvider::new(credentials)).build()
         };
         Self {
-            s3: aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build()),
+            s3: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build(),
+            ),
             scheduler: aws_sdk_scheduler::Client::new(&config),
             ec2: aws_sdk_ec2::Client::new(&config),
         }
@@ -86,7 +88,10 @@ fn apply_and_destroy(tf: &crate::support::Terraform) {
         let catalog = format!("coffer-catalog-{account}-us-east-1");
         let buckets = owner.buckets();
         assert!(buckets.contains(&catalog), "{account} owns its catalog: {buckets:?}");
-        assert!(buckets.contains(&format!("coffer-repo-{account}")), "{account} owns its repository bucket: {buckets:?}");
+        assert!(
+            buckets.contains(&format!("coffer-repo-{account}")),
+            "{account} owns its repository bucket: {buckets:?}"
+        );
         assert!(owner.has_object(&catalog, "policies/baseline.json"), "the policy is in {account}'s catalog");
         assert!(owner.has_object(&catalog, "region-mappings/use1-to-euw1.json"));
         let schedules = owner.schedules();

@@ -337,7 +337,13 @@ fn an_apply_whose_config_write_lost_its_response_succeeds() {
     let moto = Moto::start();
     let aws = Aws::new(&moto);
     let proxy = FaultProxy::start(&moto);
-    let lost = proxy.add(Rule::new(Fault::DropResponse).method("PUT").path_contains("/backups/config").with_header("if-none-match").times(1));
+    let lost = proxy.add(
+        Rule::new(Fault::DropResponse)
+            .method("PUT")
+            .path_contains("/backups/config")
+            .with_header("if-none-match")
+            .times(1),
+    );
     let tf = terraform_versions().into_iter().next().expect("a terraform");
     let wd = Workdir::new(&tf, &provider_binary());
     let through_proxy = provider(&moto).replace(&moto.endpoint, &proxy.endpoint);

@@ -41,100 +41,55 @@ fn normalized(text: &str) -> String {
 
 /// (what is wrong, HCL, texts the error must contain)
 fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
-    let rule = |cron: &str, tz: &str, actions: &str| {
-        format!("cron = \"{cron}\"\n timezone = \"{tz}\"\n {actions}")
-    };
+    let rule = |cron: &str, tz: &str, actions: &str| format!("cron = \"{cron}\"\n timezone = \"{tz}\"\n {actions}");
     vec![
         (
             "cron syntax",
-            policy(
-                "ec2",
-                r#"["us-east-1"]"#,
-                &rule("0 25 * * *", "UTC", SNAPSHOT_7),
-            ),
+            policy("ec2", r#"["us-east-1"]"#, &rule("0 25 * * *", "UTC", SNAPSHOT_7)),
             vec!["rule[0].cron", "not a valid cron expression"],
         ),
         (
             "cron with six fields",
-            policy(
-                "ec2",
-                r#"["us-east-1"]"#,
-                &rule("0 0 2 * * *", "UTC", SNAPSHOT_7),
-            ),
+            policy("ec2", r#"["us-east-1"]"#, &rule("0 0 2 * * *", "UTC", SNAPSHOT_7)),
             vec!["rule[0].cron", "minute hour day-of-month month day-of-week"],
         ),
         (
             "cron restricting day-of-month and day-of-week",
-            policy(
-                "ec2",
-                r#"["us-east-1"]"#,
-                &rule("0 2 1 * 1", "UTC", SNAPSHOT_7),
-            ),
-            vec![
-                "rule[0].cron",
-                "EventBridge Scheduler can only restrict one",
-            ],
+            policy("ec2", r#"["us-east-1"]"#, &rule("0 2 1 * 1", "UTC", SNAPSHOT_7)),
+            vec!["rule[0].cron", "EventBridge Scheduler can only restrict one"],
         ),
         (
             "timezone",
-            policy(
-                "ec2",
-                r#"["us-east-1"]"#,
-                &rule("0 2 * * *", "Mars/Olympus_Mons", SNAPSHOT_7),
-            ),
+            policy("ec2", r#"["us-east-1"]"#, &rule("0 2 * * *", "Mars/Olympus_Mons", SNAPSHOT_7)),
             vec!["rule[0].timezone", "IANA time zone", "Europe/Berlin"],
         ),
         (
             "region name shape",
-            policy(
-                "ec2",
-                r#"["useast1"]"#,
-                &rule("0 2 * * *", "UTC", SNAPSHOT_7),
-            ),
+            policy("ec2", r#"["useast1"]"#, &rule("0 2 * * *", "UTC", SNAPSHOT_7)),
             vec!["source.regions", "not an AWS region name", "us-east-1"],
         ),
         (
             "region not enabled",
-            policy(
-                "ec2",
-                r#"["xx-nowhere-1"]"#,
-                &rule("0 2 * * *", "UTC", SNAPSHOT_7),
-            ),
-            vec![
-                "source.regions",
-                "is not enabled for this account",
-                "enabled regions:",
-            ],
+            policy("ec2", r#"["xx-nowhere-1"]"#, &rule("0 2 * * *", "UTC", SNAPSHOT_7)),
+            vec!["source.regions", "is not enabled for this account", "enabled regions:"],
         ),
         (
             "retain with count and days",
             policy(
                 "ec2",
                 r#"["us-east-1"]"#,
-                &rule(
-                    "0 2 * * *",
-                    "UTC",
-                    "snapshot {\n retain {\n count = 7\n days = 3\n }\n }",
-                ),
+                &rule("0 2 * * *", "UTC", "snapshot {\n retain {\n count = 7\n days = 3\n }\n }"),
             ),
             vec!["rule[0].snapshot.retain", "exactly one of count or days"],
         ),
         (
             "retain with neither",
-            policy(
-                "ec2",
-                r#"["us-east-1"]"#,
-                &rule("0 2 * * *", "UTC", "snapshot {\n retain {\n }\n }"),
-            ),
+            policy("ec2", r#"["us-east-1"]"#, &rule("0 2 * * *", "UTC", "snapshot {\n retain {\n }\n }")),
             vec!["exactly one of count or days"],
         ),
         (
             "policy type",
-            policy(
-                "ebs",
-                r#"["us-east-1"]"#,
-                &rule("0 2 * * *", "UTC", SNAPSHOT_7),
-            ),
+            policy("ebs", r#"["us-east-1"]"#, &rule("0 2 * * *", "UTC", SNAPSHOT_7)),
             vec!["type", r#""ec2", "rds""#],
         ),
         (
@@ -142,11 +97,7 @@ fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             policy(
                 "rds",
                 r#"["us-east-1"]"#,
-                &rule(
-                    "0 2 * * *",
-                    "UTC",
-                    "backup {\n repository_id = \"x\"\n retain {\n days = 3\n }\n }",
-                ),
+                &rule("0 2 * * *", "UTC", "backup {\n repository_id = \"x\"\n retain {\n days = 3\n }\n }"),
             ),
             vec!["rule[0].backup", "needs type = \"ec2\""],
         ),
@@ -155,11 +106,7 @@ fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             policy(
                 "ec2",
                 r#"["us-east-1"]"#,
-                &rule(
-                    "0 2 * * *",
-                    "UTC",
-                    "replicate {\n region_mapping_ids = [\"dr\"]\n retain {\n count = 1\n }\n }",
-                ),
+                &rule("0 2 * * *", "UTC", "replicate {\n region_mapping_ids = [\"dr\"]\n retain {\n count = 1\n }\n }"),
             ),
             vec!["rule[0].replicate", "add a snapshot block"],
         ),
@@ -176,10 +123,7 @@ resource "coffer_repository" "bad" {
 }
 "#
             .to_string(),
-            vec![
-                "storage_class",
-                r#""STANDARD", "STANDARD_IA", "GLACIER", "DEEP_ARCHIVE""#,
-            ],
+            vec!["storage_class", r#""STANDARD", "STANDARD_IA", "GLACIER", "DEEP_ARCHIVE""#],
         ),
         (
             "repository encryption with two secrets",
@@ -237,10 +181,7 @@ resource "coffer_region_mapping" "bad" {
 }
 "#
             .to_string(),
-            vec![
-                "target_role_arn",
-                "arn:aws:iam::<12-digit account>:role/<name>",
-            ],
+            vec!["target_role_arn", "arn:aws:iam::<12-digit account>:role/<name>"],
         ),
         (
             "mapping KMS key outside the target region",
@@ -295,10 +236,7 @@ fn invalid_values_fail_the_plan_with_the_path_and_what_is_allowed() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-    assert!(
-        !aws.bucket_exists(CATALOG_BUCKET),
-        "a failed plan creates nothing, not even the catalog"
-    );
+    assert!(!aws.bucket_exists(CATALOG_BUCKET), "a failed plan creates nothing, not even the catalog");
     assert!(aws.schedule_names().is_empty());
 }
 
@@ -333,12 +271,7 @@ resource "coffer_region_mapping" "back" {
     let cases = [
         (
             "backup {\n repository_id = coffer_repository.cold.id\n retain {\n days = 30\n }\n }",
-            vec![
-                "rule[0].backup.repository_id",
-                "STANDARD or STANDARD_IA",
-                "is GLACIER",
-                "Use it in archive instead",
-            ],
+            vec!["rule[0].backup.repository_id", "STANDARD or STANDARD_IA", "is GLACIER", "Use it in archive instead"],
         ),
         (
             "snapshot {\n retain {\n count = 1\n }\n }\n replicate {\n region_mapping_ids = [coffer_region_mapping.back.id]\n retain {\n count = 1\n }\n }",
@@ -349,27 +282,14 @@ resource "coffer_region_mapping" "back" {
         ),
     ];
     for (actions, expected) in cases {
-        let hcl = policy(
-            "ec2",
-            r#"["us-east-1"]"#,
-            &format!("cron = \"0 2 * * *\"\n {actions}"),
-        )
-        .replace(
-            r#"["lt-0123456789abcdef0"]"#,
-            "[coffer_worker_configuration.use1.id]",
-        );
-        wd.write(
-            "main.tf",
-            &(provider(&moto) + WORKER + prerequisites + &hcl),
-        );
+        let hcl = policy("ec2", r#"["us-east-1"]"#, &format!("cron = \"0 2 * * *\"\n {actions}"))
+            .replace(r#"["lt-0123456789abcdef0"]"#, "[coffer_worker_configuration.use1.id]");
+        wd.write("main.tf", &(provider(&moto) + WORKER + prerequisites + &hcl));
         let text = normalized(&wd.try_plan().expect_err("the plan must fail"));
         for needle in expected {
             assert!(text.contains(needle), "error lacks {needle:?}:\n{text}");
         }
     }
-    assert!(
-        aws.get(CATALOG_BUCKET, "policies/bad.json").is_none(),
-        "no policy written"
-    );
+    assert!(aws.get(CATALOG_BUCKET, "policies/bad.json").is_none(), "no policy written");
     assert!(aws.schedule_names().is_empty(), "no schedule made");
 }

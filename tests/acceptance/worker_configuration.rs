@@ -3,8 +3,7 @@
 //! and the provider's configuration errors.
 
 use aws_sdk_ec2::types::{
-    Filter, InstanceType, LaunchTemplateInstanceNetworkInterfaceSpecificationRequest,
-    RequestLaunchTemplateData, Tag,
+    Filter, InstanceType, LaunchTemplateInstanceNetworkInterfaceSpecificationRequest, RequestLaunchTemplateData, Tag,
 };
 
 use crate::support::terraform::{Terraform, oldest_terraform};
@@ -52,10 +51,7 @@ struct Ec2 {
 impl Ec2 {
     fn new(moto: &Moto) -> Self {
         let config = block_on(moto.sdk_config("us-east-1"));
-        Self {
-            client: aws_sdk_ec2::Client::new(&config),
-            ssm: aws_sdk_ssm::Client::new(&config),
-        }
+        Self { client: aws_sdk_ec2::Client::new(&config), ssm: aws_sdk_ssm::Client::new(&config) }
     }
 
     fn default_security_group(&self) -> String {
@@ -105,11 +101,7 @@ impl Ec2 {
 
     fn default_version_data(&self, id: &str) -> aws_sdk_ec2::types::ResponseLaunchTemplateData {
         let out = block_on(
-            self.client
-                .describe_launch_template_versions()
-                .launch_template_id(id)
-                .versions("$Default")
-                .send(),
+            self.client.describe_launch_template_versions().launch_template_id(id).versions("$Default").send(),
         )
         .unwrap();
         out.launch_template_versions()[0].launch_template_data().unwrap().clone()
@@ -223,19 +215,14 @@ impl Ec2 {
         .unwrap();
         let version = created.launch_template_version().unwrap().version_number().unwrap();
         block_on(
-            self.client
-                .modify_launch_template()
-                .launch_template_id(id)
-                .default_version(version.to_string())
-                .send(),
+            self.client.modify_launch_template().launch_template_id(id).default_version(version.to_string()).send(),
         )
         .unwrap();
     }
 
     fn versions(&self, id: &str) -> Vec<i64> {
         let out = block_on(self.client.describe_launch_template_versions().launch_template_id(id).send()).unwrap();
-        let mut versions: Vec<i64> =
-            out.launch_template_versions().iter().filter_map(|v| v.version_number()).collect();
+        let mut versions: Vec<i64> = out.launch_template_versions().iter().filter_map(|v| v.version_number()).collect();
         versions.sort();
         versions
     }
@@ -246,9 +233,7 @@ impl Ec2 {
 }
 
 fn state_of(wd: &Workdir) -> serde_json::Value {
-    resource_values(&wd.state_json(), ADDRESS)
-        .unwrap_or_else(|| panic!("{ADDRESS} is not in the state"))
-        .clone()
+    resource_values(&wd.state_json(), ADDRESS).unwrap_or_else(|| panic!("{ADDRESS} is not in the state")).clone()
 }
 
 fn lifecycle(tf: &Terraform) {
@@ -289,12 +274,7 @@ fn lifecycle(tf: &Terraform) {
     // Update in place: a new default version, same template.
     wd.write("main.tf", &(provider.clone() + &resource(&sg, "m5.large", "b")));
     let plan = wd.plan_json();
-    let change = plan["resource_changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["address"] == ADDRESS)
-        .unwrap();
+    let change = plan["resource_changes"].as_array().unwrap().iter().find(|c| c["address"] == ADDRESS).unwrap();
     assert_eq!(change["change"]["actions"], serde_json::json!(["update"]), "in place, not replaced");
     wd.apply();
     let state = state_of(&wd);

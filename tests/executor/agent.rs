@@ -24,10 +24,8 @@ fn due_rules_fire_once_across_restarts_and_crashes() {
         let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config("us-east-1").await);
         let instance = instance(&ec2, &tags(&[("Backup", "nightly")]), 0, None).await;
         let executor = executor(&moto, dir.path(), 4).await;
-        let rules = vec![
-            rule("daily", "0 2 * * *", Some(count(7)), None),
-            rule("weekly", "0 2 * * 0", Some(count(4)), None),
-        ];
+        let rules =
+            vec![rule("daily", "0 2 * * *", Some(count(7)), None), rule("weekly", "0 2 * * 0", Some(count(4)), None)];
         put_policy(&executor, &policy("nightly", "ec2", &["us-east-1"], &[("Backup", "nightly")], rules)).await;
         let snapshots = || async {
             ec2.describe_snapshots()
@@ -67,7 +65,12 @@ fn due_rules_fire_once_across_restarts_and_crashes() {
         let due = restarted.due().await.unwrap();
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].rules, ["daily"]);
-        let request = RunRequest { policy: "nightly".into(), rules: due[0].rules.clone(), run_id: Some(due[0].run_id()), time: due[0].due };
+        let request = RunRequest {
+            policy: "nightly".into(),
+            rules: due[0].rules.clone(),
+            run_id: Some(due[0].run_id()),
+            time: due[0].due,
+        };
         executor.run(request, &Quiet).await.unwrap();
         assert_eq!(snapshots().await, 2);
         // The next agent fires it again, with the same run id: the snapshot
@@ -95,7 +98,13 @@ fn a_disabled_policy_does_not_fire_and_does_not_catch_up_when_enabled() {
     let dir = tempfile::tempdir().unwrap();
     block_on(async {
         let executor = executor(&moto, dir.path(), 4).await;
-        let mut doc = policy("paused", "ec2", &["us-east-1"], &[("Backup", "x")], vec![rule("daily", "0 2 * * *", Some(count(7)), None)]);
+        let mut doc = policy(
+            "paused",
+            "ec2",
+            &["us-east-1"],
+            &[("Backup", "x")],
+            vec![rule("daily", "0 2 * * *", Some(count(7)), None)],
+        );
         doc.enabled = false;
         put_policy(&executor, &doc).await;
         let clock = Arc::new(ManualClock::new(at("2026-11-21T12:00:00Z")));
@@ -105,7 +114,11 @@ fn a_disabled_policy_does_not_fire_and_does_not_catch_up_when_enabled() {
         assert!(agent.tick(&Quiet).await.unwrap().is_empty(), "a disabled policy fired");
 
         // Enabled again: the next occurrence fires, not the one missed while disabled.
-        let current = executor.catalog().get::<coffer::resources::backup_policy::PolicyDocument>(coffer::catalog::Kind::Policy, "paused").await.unwrap();
+        let current = executor
+            .catalog()
+            .get::<coffer::resources::backup_policy::PolicyDocument>(coffer::catalog::Kind::Policy, "paused")
+            .await
+            .unwrap();
         doc.enabled = true;
         executor.catalog().replace(coffer::catalog::Kind::Policy, "paused", &doc, &current.etag).await.unwrap();
         clock.set(at("2026-11-22T12:00:00Z"));
@@ -131,7 +144,11 @@ fn a_run_that_cannot_start_is_recorded_as_failed_once_not_retried_every_minute()
         let sessions = agent.tick(&Quiet).await.unwrap();
         assert_eq!(sessions.len(), 1);
         assert_eq!(sessions[0].outcome, coffer::executor::session::Outcome::Failed);
-        assert!(sessions[0].messages[0].contains("region mapping gone used by the policy is not in the catalog"), "{:?}", sessions[0].messages);
+        assert!(
+            sessions[0].messages[0].contains("region mapping gone used by the policy is not in the catalog"),
+            "{:?}",
+            sessions[0].messages
+        );
         let recorded = coffer::executor::session::recent(&executor.catalog(), "orphan", 5).await.unwrap();
         assert_eq!(recorded.len(), 1);
         clock.set(at("2026-11-22T02:01:00Z"));
@@ -192,7 +209,10 @@ fn sigterm_lets_the_run_in_progress_finish_then_exits_cleanly() {
     assert!(rest.iter().any(|l| l.contains("stopping; letting run")), "{rest:#?}");
     let mut stdout = String::new();
     std::io::Read::read_to_string(&mut agent.stdout.take().unwrap(), &mut stdout).unwrap();
-    assert!(stdout.contains("session") && stdout.contains("Success"), "the run finished and reported: {stdout}\n{rest:#?}");
+    assert!(
+        stdout.contains("session") && stdout.contains("Success"),
+        "the run finished and reported: {stdout}\n{rest:#?}"
+    );
 
     block_on(async {
         let executor = executor(&moto, dir.path(), 1).await;

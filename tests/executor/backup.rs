@@ -191,7 +191,15 @@ fn archives_keep_data_in_glacier_list_without_a_thaw_and_restore_after_one() {
         put_policy(&executor, &policy("vault", "ec2", &["us-east-1"], &[("Backup", "archive")], vec![monthly])).await;
 
         let session = executor
-            .run(RunRequest { policy: "vault".into(), rules: Vec::new(), run_id: Some("month-1".into()), time: Utc::now() }, &Quiet)
+            .run(
+                RunRequest {
+                    policy: "vault".into(),
+                    rules: Vec::new(),
+                    run_id: Some("month-1".into()),
+                    time: Utc::now(),
+                },
+                &Quiet,
+            )
             .await
             .unwrap();
         assert_eq!(session.outcome, Outcome::Success, "{session:#?}");
@@ -227,7 +235,10 @@ fn archives_keep_data_in_glacier_list_without_a_thaw_and_restore_after_one() {
         let report = coffer::repository::check::check(storage.clone(), &config, &master, false).await.unwrap();
         assert!(report.is_healthy(), "{report:#?}");
 
-        let e = repo.restore(&manifest, &Collected::default(), 4, &|_, _| {}).await.expect_err("archived packs cannot be read");
+        let e = repo
+            .restore(&manifest, &Collected::default(), 4, &|_, _| {})
+            .await
+            .expect_err("archived packs cannot be read");
         assert!(e.to_string().contains("archived"), "{e}");
         repo.thaw(&manifest, std::time::Duration::from_millis(100), std::time::Duration::from_secs(30)).await.unwrap();
         let sink = Collected::default();
@@ -255,7 +266,15 @@ fn image_points_are_listed_by_coffer_points_and_coffer_restore_points() {
         daily.backup = Some(ToRepository { repository_id: repository_id.clone(), retain: count(7) });
         put_policy(&executor, &policy("images", "ec2", &["us-east-1"], &[("Backup", "image")], vec![daily])).await;
         let session = executor
-            .run(RunRequest { policy: "images".into(), rules: Vec::new(), run_id: Some("day-0".into()), time: Utc::now() }, &Quiet)
+            .run(
+                RunRequest {
+                    policy: "images".into(),
+                    rules: Vec::new(),
+                    run_id: Some("day-0".into()),
+                    time: Utc::now(),
+                },
+                &Quiet,
+            )
             .await
             .unwrap();
         assert_eq!(session.outcome, Outcome::Success, "{session:#?}");
@@ -275,7 +294,11 @@ fn image_points_are_listed_by_coffer_points_and_coffer_restore_points() {
             command.env("COFFER_REPOSITORY_PASSWORD", password);
         }
         let out = command.output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (code, stdout, stderr) = points(Some("backup"), Some(PASSWORD));
     assert_eq!(code, Some(0), "{stderr}");

@@ -6,10 +6,7 @@ use crate::support::estate::{coffer_command, executor, instance, tags};
 use crate::support::{Moto, block_on};
 
 fn coffer(moto: &Moto, args: &[&str]) -> (i32, String, String) {
-    let out = coffer_command(&moto.endpoint)
-        .args(args)
-        .output()
-        .unwrap();
+    let out = coffer_command(&moto.endpoint).args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -25,7 +22,13 @@ fn coffer_run_exits_by_outcome_and_lists_points_and_sessions() {
         let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config("us-east-1").await);
         let id = instance(&ec2, &tags(&[("Backup", "daily")]), 0, None).await;
         let executor = executor(&moto, dir.path(), 4).await;
-        let mut doc = policy("web", "ec2", &["us-east-1"], &[("Backup", "daily")], vec![rule("daily", "0 2 * * *", Some(count(7)), None)]);
+        let mut doc = policy(
+            "web",
+            "ec2",
+            &["us-east-1"],
+            &[("Backup", "daily")],
+            vec![rule("daily", "0 2 * * *", Some(count(7)), None)],
+        );
         put_policy(&executor, &doc).await;
         doc.name = "broken".into();
         doc.source.ids = vec!["i-0123456789abcdef0".into()];
@@ -42,7 +45,10 @@ fn coffer_run_exits_by_outcome_and_lists_points_and_sessions() {
     // One resource missing: Warning, exit status 3, and the table names it.
     let (code, stdout, _) = coffer(&moto, &["run", "--policy", "broken"]);
     assert_eq!(code, 3, "{stdout}");
-    assert!(stdout.contains("i-0123456789abcdef0") && stdout.contains("session") && stdout.contains("Warning"), "{stdout}");
+    assert!(
+        stdout.contains("i-0123456789abcdef0") && stdout.contains("session") && stdout.contains("Warning"),
+        "{stdout}"
+    );
 
     let (code, stdout, stderr) = coffer(&moto, &["points", "--policy", "web", "--json"]);
     assert_eq!(code, 0, "{stderr}");
@@ -87,7 +93,8 @@ fn workers_launched_for_rules_due_together_make_one_run() {
     assert_eq!(session["run_id"], coffer::executor::scheduled_run_id(due.with_second(0).unwrap()).as_str());
 
     // The worker launched for the other rule finds the run taken.
-    let (code, stdout, stderr) = coffer(&moto, &["run", "--policy", "web", "--rule", "weekly", "--scheduled", "--json"]);
+    let (code, stdout, stderr) =
+        coffer(&moto, &["run", "--policy", "web", "--rule", "weekly", "--scheduled", "--json"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.is_empty() && stderr.contains("was taken by another worker"), "{stdout}{stderr}");
     let (_, points, _) = coffer(&moto, &["points", "--policy", "web", "--json"]);

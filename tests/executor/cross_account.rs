@@ -21,7 +21,8 @@ const TARGET_ACCOUNT: &str = "222222222222";
 const TARGET_KEY: &str = "arn:aws:kms:eu-west-1:222222222222:key/0d7c2b3e-aaaa-bbbb-cccc-1234567890ab";
 
 fn ec2_client(region: &str, rules: &[&Rule]) -> aws_sdk_ec2::Client {
-    let interceptor = rules.iter().fold(MockResponseInterceptor::new().rule_mode(RuleMode::Sequential), |i, r| i.with_rule(r));
+    let interceptor =
+        rules.iter().fold(MockResponseInterceptor::new().rule_mode(RuleMode::Sequential), |i, r| i.with_rule(r));
     aws_sdk_ec2::Client::from_conf(
         aws_sdk_ec2::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -34,7 +35,8 @@ fn ec2_client(region: &str, rules: &[&Rule]) -> aws_sdk_ec2::Client {
 }
 
 fn rds_client(region: &str, rules: &[&Rule]) -> aws_sdk_rds::Client {
-    let interceptor = rules.iter().fold(MockResponseInterceptor::new().rule_mode(RuleMode::Sequential), |i, r| i.with_rule(r));
+    let interceptor =
+        rules.iter().fold(MockResponseInterceptor::new().rule_mode(RuleMode::Sequential), |i, r| i.with_rule(r));
     aws_sdk_rds::Client::from_conf(
         aws_sdk_rds::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -47,7 +49,12 @@ fn rds_client(region: &str, rules: &[&Rule]) -> aws_sdk_rds::Client {
 }
 
 fn settings() -> Settings {
-    Settings { concurrency: 1, wait_timeout: Duration::from_secs(5), poll_interval: Duration::from_millis(1), ..Settings::default() }
+    Settings {
+        concurrency: 1,
+        wait_timeout: Duration::from_secs(5),
+        poll_interval: Duration::from_millis(1),
+        ..Settings::default()
+    }
 }
 
 fn run_tags() -> BTreeMap<String, String> {
@@ -87,7 +94,9 @@ fn an_ebs_snapshot_is_shared_with_the_target_account_before_that_account_copies_
                     && r.kms_key_id() == Some(TARGET_KEY)
                     && r.encrypted() == Some(true)
             })
-            .then_output(|| aws_sdk_ec2::operation::copy_snapshot::CopySnapshotOutput::builder().snapshot_id("snap-copy").build())
+            .then_output(|| {
+                aws_sdk_ec2::operation::copy_snapshot::CopySnapshotOutput::builder().snapshot_id("snap-copy").build()
+            })
     };
     let completed = mock!(aws_sdk_ec2::Client::describe_snapshots)
         .match_requests(|r| r.snapshot_ids() == ["snap-copy"])

@@ -26,10 +26,8 @@ pub fn rule(name: &str, cron: &str, snapshot: Option<Retain>, replicate: Option<
         cron: cron.into(),
         timezone: "UTC".into(),
         snapshot: snapshot.map(|retain| Keep { retain }),
-        replicate: replicate.map(|(ids, retain)| Replicate {
-            region_mapping_ids: ids.iter().map(|s| s.to_string()).collect(),
-            retain,
-        }),
+        replicate: replicate
+            .map(|(ids, retain)| Replicate { region_mapping_ids: ids.iter().map(|s| s.to_string()).collect(), retain }),
         backup: None,
         archive: None,
     }
@@ -60,7 +58,14 @@ pub async fn put_policy(executor: &Executor, policy: &PolicyDocument) {
     executor.catalog().create(Kind::Policy, &policy.name, policy).await.expect("write policy");
 }
 
-pub async fn put_mapping(executor: &Executor, name: &str, source: &str, target: &str, kms_key_arn: Option<&str>, encrypt: &str) {
+pub async fn put_mapping(
+    executor: &Executor,
+    name: &str,
+    source: &str,
+    target: &str,
+    kms_key_arn: Option<&str>,
+    encrypt: &str,
+) {
     let mapping = RegionMappingDocument {
         format_version: 1,
         name: name.into(),

@@ -146,12 +146,8 @@ fn replicas_land_in_the_target_region_under_the_mapping_key() {
         let ec2_eu = aws_sdk_ec2::Client::new(&moto.sdk_config("eu-west-1").await);
         let replicas = snapshots_tagged(&ec2_eu, "coffer:run", &ec2_session.run_id).await;
         assert_eq!(replicas.len(), 2, "one copy per volume");
-        let sources: BTreeSet<String> = ec2_session.resources[0]
-            .snapshots
-            .iter()
-            .filter(|s| s.kind == "snapshot")
-            .map(|s| s.id.clone())
-            .collect();
+        let sources: BTreeSet<String> =
+            ec2_session.resources[0].snapshots.iter().filter(|s| s.kind == "snapshot").map(|s| s.id.clone()).collect();
         for replica in &replicas {
             let tags = tag_map(replica.tags());
             assert_eq!(tags["coffer:kind"], "replica");
@@ -169,13 +165,19 @@ fn replicas_land_in_the_target_region_under_the_mapping_key() {
         assert_eq!(protected, BTreeSet::from(["ledger", "orders-db"]), "the cluster, not its member; not other-db");
         let rds_eu = aws_sdk_rds::Client::new(&moto.sdk_config("eu-west-1").await);
         let copies = rds_eu.describe_db_snapshots().snapshot_type("manual").send().await.unwrap();
-        let copy = copies.db_snapshots().iter().find(|s| s.db_snapshot_identifier().unwrap().contains("orders-db")).unwrap();
+        let copy =
+            copies.db_snapshots().iter().find(|s| s.db_snapshot_identifier().unwrap().contains("orders-db")).unwrap();
         assert_eq!(copy.kms_key_id(), Some(estate.key_eu.as_str()));
-        let copy_tags: BTreeMap<_, _> = copy.tag_list().iter().map(|t| (t.key().unwrap(), t.value().unwrap())).collect();
+        let copy_tags: BTreeMap<_, _> =
+            copy.tag_list().iter().map(|t| (t.key().unwrap(), t.value().unwrap())).collect();
         assert_eq!(copy_tags["coffer:kind"], "replica");
         assert_eq!(copy_tags["coffer:run"], rds_session.run_id);
         let cluster_copies = rds_eu.describe_db_cluster_snapshots().snapshot_type("manual").send().await.unwrap();
-        let cluster_copy = cluster_copies.db_cluster_snapshots().iter().find(|s| s.db_cluster_snapshot_identifier().unwrap().contains("ledger")).unwrap();
+        let cluster_copy = cluster_copies
+            .db_cluster_snapshots()
+            .iter()
+            .find(|s| s.db_cluster_snapshot_identifier().unwrap().contains("ledger"))
+            .unwrap();
         assert_eq!(cluster_copy.kms_key_id(), Some(estate.key_eu.as_str()));
     });
 }

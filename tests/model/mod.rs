@@ -53,7 +53,10 @@ fn full_policy() -> PolicyDocument {
                     region_mapping_ids: vec!["eu-to-us".into()],
                     retain: Retain { count: None, days: Some(30) },
                 }),
-                backup: Some(ToRepository { repository_id: "0a1b2c3d".into(), retain: Retain { count: Some(14), days: None } }),
+                backup: Some(ToRepository {
+                    repository_id: "0a1b2c3d".into(),
+                    retain: Retain { count: Some(14), days: None },
+                }),
                 archive: None,
             },
             Rule {
@@ -63,7 +66,10 @@ fn full_policy() -> PolicyDocument {
                 snapshot: None,
                 replicate: None,
                 backup: None,
-                archive: Some(ToRepository { repository_id: "4e5f6a7b".into(), retain: Retain { count: None, days: Some(365) } }),
+                archive: Some(ToRepository {
+                    repository_id: "4e5f6a7b".into(),
+                    retain: Retain { count: None, days: Some(365) },
+                }),
             },
         ],
         worker_configuration_ids: vec!["lt-0123456789abcdef0".into()],
@@ -241,7 +247,8 @@ fn session() {
 
 #[test]
 fn agent_marks() {
-    let marks = Marks { format_version: 1, rules: BTreeMap::from([("daily".into(), at(3, 0)), ("monthly".into(), at(4, 0))]) };
+    let marks =
+        Marks { format_version: 1, rules: BTreeMap::from([("daily".into(), at(3, 0)), ("monthly".into(), at(4, 0))]) };
     insta::assert_snapshot!("agent_marks", pretty(&marks));
 }
 

@@ -24,7 +24,11 @@ pub(super) fn coffer(moto: &Moto, args: &[&str]) -> Command {
 /// Runs to completion: (exit code, stdout, stderr).
 pub(super) fn run(mut command: Command) -> (i32, String, String) {
     let out = command.output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 pub(super) fn run_ok(command: Command) -> String {
@@ -116,10 +120,9 @@ fn a_backup_killed_at_random_points_leaves_a_repository_check_passes_and_the_nex
     let first = json(&run_ok(coffer(&moto, &args)));
     let full = started.elapsed();
 
-    let seed = std::env::var("COFFER_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    let seed = std::env::var("COFFER_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
     eprintln!("crash test seed {seed} (COFFER_CRASH_SEED={seed} repeats it); an uninterrupted backup took {full:?}");
     let mut random = Random(seed);
     let mut killed = 0;
@@ -158,7 +161,8 @@ fn a_backup_killed_at_random_points_leaves_a_repository_check_passes_and_the_nex
     // The killed processes' locks do not hold prune off (same host, process
     // gone: without that, prune would refuse for 30 minutes) and are
     // cleared; what they left is marked, then deleted by the next prune.
-    let prune = || json(&run_ok(coffer(&moto, &["repo", "prune", "--repository", &location, "--grace", "0s", "--json"])));
+    let prune =
+        || json(&run_ok(coffer(&moto, &["repo", "prune", "--repository", &location, "--grace", "0s", "--json"])));
     let first_prune = prune();
     let second_prune = prune();
     assert_eq!(second_prune["deleted"], first_prune["marked"], "{first_prune:#}\n{second_prune:#}");
@@ -181,7 +185,12 @@ fn repo_commands_restore_byte_for_byte_and_name_damage() {
 
     let v1 = image("v1", 24);
     std::fs::write(&disk, &v1).unwrap();
-    let backup = |name: &str| json(&run_ok(coffer(&moto, &["backup", "--repository", &location, "--file", disk.to_str().unwrap(), "--name", name, "--json"])));
+    let backup = |name: &str| {
+        json(&run_ok(coffer(
+            &moto,
+            &["backup", "--repository", &location, "--file", disk.to_str().unwrap(), "--name", name, "--json"],
+        )))
+    };
     let first = backup("web-root");
     assert_eq!(first["stats"]["incremental"], false);
     assert_eq!(first["stats"]["blocks"], 18, "zero blocks are omitted");
@@ -207,7 +216,15 @@ fn repo_commands_restore_byte_for_byte_and_name_damage() {
     // A restore never overwrites a file.
     let (code, _, stderr) = run(coffer(
         &moto,
-        &["restore", "--repository", &location, "--point", first["id"].as_str().unwrap(), "--to-file", dir.path().join("2.img").to_str().unwrap()],
+        &[
+            "restore",
+            "--repository",
+            &location,
+            "--point",
+            first["id"].as_str().unwrap(),
+            "--to-file",
+            dir.path().join("2.img").to_str().unwrap(),
+        ],
     ));
     assert_eq!(code, 1);
     assert!(stderr.contains("2.img") && stderr.contains("exists"), "{stderr}");
@@ -227,7 +244,8 @@ fn repo_commands_restore_byte_for_byte_and_name_damage() {
         let s3 = aws_sdk_s3::Client::new(&moto.sdk_config("us-east-1").await);
         let listed = s3.list_objects_v2().bucket("vault").prefix("repo/data/").send().await.unwrap();
         let key = listed.contents()[0].key().unwrap().to_string();
-        let mut body = s3.get_object().bucket("vault").key(&key).send().await.unwrap().body.collect().await.unwrap().to_vec();
+        let mut body =
+            s3.get_object().bucket("vault").key(&key).send().await.unwrap().body.collect().await.unwrap().to_vec();
         let middle = body.len() / 3;
         body[middle] ^= 0x40;
         s3.put_object().bucket("vault").key(&key).body(body.into()).send().await.unwrap();

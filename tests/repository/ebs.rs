@@ -72,15 +72,9 @@ fn an_ec2_snapshot_reads_back_and_lists_its_changes_since_the_previous_one() {
 
         let (size, blocks) = read_snapshot(&ebs, &first).await;
         assert_eq!(size, 8 * GIB);
-        let expected: BTreeMap<u64, Vec<u8>> = [
-            (0, block(1)),
-            (1, block(2)),
-            (2, block(3)),
-            (3, block(4)),
-            (7, padded(b"boot sector")),
-            (100, block(5)),
-        ]
-        .into();
+        let expected: BTreeMap<u64, Vec<u8>> =
+            [(0, block(1)), (1, block(2)), (2, block(3)), (3, block(4)), (7, padded(b"boot sector")), (100, block(5))]
+                .into();
         assert_eq!(blocks.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
         assert!(blocks == expected, "the blocks read differ from those written");
 

@@ -1,3 +1,3 @@
-mod ebs;
 mod cli;
 mod defects;
+mod ebs;

@@ -84,7 +84,8 @@ impl Aws {
     pub fn schedule_names(&self) -> Vec<String> {
         match block_on(self.scheduler.list_schedules().group_name("coffer").send()) {
             Ok(out) => {
-                let mut names: Vec<String> = out.schedules().iter().filter_map(|s| s.name().map(str::to_string)).collect();
+                let mut names: Vec<String> =
+                    out.schedules().iter().filter_map(|s| s.name().map(str::to_string)).collect();
                 names.sort();
                 names
             }

@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, InstanceType, ResourceType, Tag, TagSpecification, VolumeType};
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, InstanceType, ResourceType, Tag, TagSpecification, VolumeType,
+};
 use coffer::aws::{AwsClients, AwsSettings};
 use coffer::executor::{Executor, Settings};
 use coffer::provider::CatalogLocation;
@@ -35,7 +37,12 @@ pub async fn executor(moto: &Moto, dir: &Path, concurrency: usize) -> Executor {
     Executor::new(
         aws,
         catalog,
-        Settings { concurrency, wait_timeout: Duration::from_secs(60), poll_interval: Duration::from_millis(50), ..Settings::default() },
+        Settings {
+            concurrency,
+            wait_timeout: Duration::from_secs(60),
+            poll_interval: Duration::from_millis(50),
+            ..Settings::default()
+        },
     )
 }
 
@@ -60,7 +67,12 @@ pub fn tags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 /// An instance with an 8 GiB root volume and `data_volumes` more (10 GiB
 /// each, encrypted under `kms_key` when given); returns its id.
-pub async fn instance(ec2: &aws_sdk_ec2::Client, tags: &[(String, String)], data_volumes: usize, kms_key: Option<&str>) -> String {
+pub async fn instance(
+    ec2: &aws_sdk_ec2::Client,
+    tags: &[(String, String)],
+    data_volumes: usize,
+    kms_key: Option<&str>,
+) -> String {
     let mut mappings = vec![
         BlockDeviceMapping::builder()
             .device_name("/dev/sda1")

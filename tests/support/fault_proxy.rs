@@ -65,14 +65,7 @@ pub struct Rule {
 
 impl Rule {
     pub fn new(fault: Fault) -> Self {
-        Self {
-            fault,
-            method: None,
-            path_contains: None,
-            header: None,
-            one_in: 1,
-            times: usize::MAX,
-        }
+        Self { fault, method: None, path_contains: None, header: None, one_in: 1, times: usize::MAX }
     }
 
     pub fn method(mut self, method: &str) -> Self {
@@ -103,14 +96,8 @@ impl Rule {
 
     fn matches(&self, request: &Seen) -> bool {
         self.method.as_ref().is_none_or(|m| &request.method == m)
-            && self
-                .path_contains
-                .as_ref()
-                .is_none_or(|p| request.path.contains(p.as_str()))
-            && self
-                .header
-                .as_ref()
-                .is_none_or(|h| request.headers.contains(h))
+            && self.path_contains.as_ref().is_none_or(|p| request.path.contains(p.as_str()))
+            && self.header.as_ref().is_none_or(|h| request.headers.contains(h))
     }
 
     /// Whether the fault can happen at this point: a delay before the
@@ -137,16 +124,8 @@ impl Seen {
     fn of<B>(request: &Request<B>) -> Self {
         Self {
             method: request.method().as_str().to_string(),
-            path: request
-                .uri()
-                .path_and_query()
-                .map(|pq| pq.as_str().to_string())
-                .unwrap_or_default(),
-            headers: request
-                .headers()
-                .keys()
-                .map(|k| k.as_str().to_string())
-                .collect(),
+            path: request.uri().path_and_query().map(|pq| pq.as_str().to_string()).unwrap_or_default(),
+            headers: request.headers().keys().map(|k| k.as_str().to_string()).collect(),
         }
     }
 }
@@ -179,11 +158,8 @@ impl State {
                 continue;
             }
             // Count the fault only if the rule still has one to give.
-            let given = armed
-                .injected
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |i| {
-                    (i < rule.times).then_some(i + 1)
-                });
+            let given =
+                armed.injected.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |i| (i < rule.times).then_some(i + 1));
             if given.is_ok() {
                 return Some(rule.fault);
             }
@@ -207,11 +183,8 @@ type ProxyBody = BoxBody<Bytes, std::io::Error>;
 impl FaultProxy {
     pub fn start(moto: &Moto) -> FaultProxy {
         let upstream = SocketAddr::from((Ipv4Addr::LOCALHOST, moto.port()));
-        let listener = std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-            .expect("bind the proxy");
-        listener
-            .set_nonblocking(true)
-            .expect("nonblocking listener");
+        let listener = std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("bind the proxy");
+        listener.set_nonblocking(true).expect("nonblocking listener");
         let endpoint = format!("http://{}", listener.local_addr().expect("proxy address"));
         let state = Arc::new(State::default());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -226,21 +199,13 @@ impl FaultProxy {
                 runtime.block_on(serve(listener, upstream, state, stopped));
             })
         };
-        FaultProxy {
-            endpoint,
-            state,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
+        FaultProxy { endpoint, state, stop: Some(stop), thread: Some(thread) }
     }
 
     /// Arms a rule; returns its number for [`FaultProxy::injected`].
     pub fn add(&self, rule: Rule) -> usize {
         let mut rules = self.state.rules.lock().unwrap();
-        rules.push(Arc::new(Armed {
-            rule: Some(rule),
-            ..Armed::default()
-        }));
+        rules.push(Arc::new(Armed { rule: Some(rule), ..Armed::default() }));
         rules.len() - 1
     }
 
@@ -257,17 +222,13 @@ impl FaultProxy {
 
     /// How many times rule `n` injected its fault.
     pub fn injected(&self, n: usize) -> usize {
-        self.state.rules.lock().unwrap()[n]
-            .injected
-            .load(Ordering::SeqCst)
+        self.state.rules.lock().unwrap()[n].injected.load(Ordering::SeqCst)
     }
 
     /// How many requests rule `n` matched where its fault could apply
     /// (faulted or not).
     pub fn matched(&self, n: usize) -> usize {
-        self.state.rules.lock().unwrap()[n]
-            .matched
-            .load(Ordering::SeqCst)
+        self.state.rules.lock().unwrap()[n].matched.load(Ordering::SeqCst)
     }
 
     /// Requests forwarded so far.
@@ -309,17 +270,13 @@ async fn serve(
                 async move { handle(request, upstream, &state).await }
             });
             // A fault ends the connection with an error: that is the point.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }
 
 fn full(body: Bytes) -> ProxyBody {
-    Full::new(body)
-        .map_err(|never: Infallible| match never {})
-        .boxed()
+    Full::new(body).map_err(|never: Infallible| match never {}).boxed()
 }
 
 async fn handle(
@@ -332,11 +289,7 @@ async fn handle(
     match state.fault_for(&seen, None) {
         Some(Fault::Delay(by)) => tokio::time::sleep(by).await,
         Some(Fault::Refuse { status }) => {
-            let code = if status == 403 {
-                "AccessDenied"
-            } else {
-                "InternalError"
-            };
+            let code = if status == 403 { "AccessDenied" } else { "InternalError" };
             let body = format!(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>fault proxy: refused</Message></Error>"
             );
@@ -353,9 +306,7 @@ async fn handle(
         Err(e) => {
             return Ok(Response::builder()
                 .status(502)
-                .body(full(Bytes::from(format!(
-                    "fault proxy: moto did not answer: {e}"
-                ))))
+                .body(full(Bytes::from(format!("fault proxy: moto did not answer: {e}"))))
                 .expect("a 502 response"));
         }
     };
@@ -391,12 +342,9 @@ async fn forward(
     // whole body at once.
     parts.headers.remove(hyper::header::EXPECT);
     let stream = tokio::net::TcpStream::connect(upstream).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let response = sender
-        .send_request(Request::from_parts(parts, Full::new(body)))
-        .await?;
+    let response = sender.send_request(Request::from_parts(parts, Full::new(body))).await?;
     let (parts, body) = response.into_parts();
     let body = body.collect().await?.to_bytes();
     Ok(Response::from_parts(parts, body))

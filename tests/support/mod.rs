@@ -65,9 +65,5 @@ provider "coffer" {{
 /// Runs an async block (AWS SDK calls) from a synchronous test, on a fresh
 /// current-thread runtime.
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("build tokio runtime")
-        .block_on(future)
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("build tokio runtime").block_on(future)
 }

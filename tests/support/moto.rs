@@ -87,10 +87,7 @@ impl Moto {
     /// as AWS does.
     pub fn start_with_env(env: &[(&str, &str)]) -> Moto {
         let (program, leading_args) = moto_program();
-        let log_dir = tempfile::Builder::new()
-            .prefix("coffer-moto-")
-            .tempdir()
-            .expect("create moto log dir");
+        let log_dir = tempfile::Builder::new().prefix("coffer-moto-").tempdir().expect("create moto log dir");
         let log_path = log_dir.path().join("moto.log");
 
         let mut attempt = 0;
@@ -148,10 +145,7 @@ impl Moto {
         match http_request(self.port, "POST", "/moto-api/reset") {
             Ok((200, _)) => {}
             Ok((status, body)) => panic!("moto reset answered HTTP {status}: {body}"),
-            Err(e) => panic!(
-                "moto reset failed: {e}\n--- log tail ---\n{}",
-                self.log_tail(20)
-            ),
+            Err(e) => panic!("moto reset failed: {e}\n--- log tail ---\n{}", self.log_tail(20)),
         }
     }
 
@@ -175,11 +169,7 @@ impl Drop for Moto {
         stop(&mut self.child, self.watchdog.take());
         if std::thread::panicking() {
             // The test failed: what moto saw is often the explanation.
-            eprintln!(
-                "--- moto server log tail ({}) ---\n{}",
-                self.endpoint,
-                self.log_tail(40)
-            );
+            eprintln!("--- moto server log tail ({}) ---\n{}", self.endpoint, self.log_tail(40));
         }
     }
 }
@@ -205,8 +195,7 @@ fn moto_program() -> (PathBuf, Vec<PathBuf>) {
 
 /// A port that is free on 127.0.0.1 right now (the kernel picks it).
 fn free_port() -> u16 {
-    let listener =
-        TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("bind 127.0.0.1:0");
+    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local_addr").port()
 }
 
@@ -250,13 +239,11 @@ fn wait_ready(child: &mut Child, port: u16, log_path: &Path) -> Result<(), Start
         // the port is someone else's server.
         if let Some(status) = child.try_wait().expect("try_wait moto") {
             let log = std::fs::read_to_string(log_path).unwrap_or_default();
-            return Err(
-                if log.contains("Address already in use") || log.contains("is in use") {
-                    StartError::PortTaken
-                } else {
-                    StartError::Exited(status)
-                },
-            );
+            return Err(if log.contains("Address already in use") || log.contains("is in use") {
+                StartError::PortTaken
+            } else {
+                StartError::Exited(status)
+            });
         }
         if let Ok((200, _)) = http_request(port, "GET", "/moto-api/") {
             return Ok(());
@@ -309,22 +296,12 @@ pub fn http_request_with_body(port: u16, method: &str, path: &str, body: &[u8]) 
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
     let text = String::from_utf8_lossy(&response);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "not an HTTP response: {:?}",
-                    text.chars().take(100).collect::<String>()
-                ),
-            )
-        })?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok()).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not an HTTP response: {:?}", text.chars().take(100).collect::<String>()),
+        )
+    })?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     Ok((status, body))
 }

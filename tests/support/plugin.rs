@@ -91,11 +91,7 @@ impl PluginProcess {
         BufReader::new(stdout).read_line(&mut line).expect("reading the handshake line");
         let handshake_time = start.elapsed();
         let handshake = parse_handshake(&line);
-        Self {
-            child,
-            handshake,
-            handshake_time,
-        }
+        Self { child, handshake, handshake_time }
     }
 
     /// Waits up to `timeout` for the process to exit.
@@ -193,10 +189,7 @@ fn client_tls(server_cert: CertificateDer<'static>, identity: Option<&ClientIden
         .with_safe_default_protocol_versions()
         .expect("protocol versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedServer {
-            cert: server_cert,
-            provider,
-        }));
+        .with_custom_certificate_verifier(Arc::new(PinnedServer { cert: server_cert, provider }));
     let mut config = match identity {
         Some(identity) => builder
             .with_client_auth_cert(vec![identity.cert.clone()], identity.key.clone_key())

@@ -7,31 +7,18 @@ use super::*;
 #[test]
 fn moto_starts_resets_and_serves_the_default_vpc() {
     let moto = Moto::start();
-    assert!(
-        moto.endpoint.starts_with("http://127.0.0.1:"),
-        "{}",
-        moto.endpoint
-    );
+    assert!(moto.endpoint.starts_with("http://127.0.0.1:"), "{}", moto.endpoint);
     moto.reset();
     let vpcs = block_on(async {
         let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config("eu-west-1").await);
         // A reset must not remove the default VPC: like a real account, every
         // region always has one.
-        let created = ec2
-            .create_vpc()
-            .cidr_block("10.9.0.0/16")
-            .send()
-            .await
-            .unwrap();
+        let created = ec2.create_vpc().cidr_block("10.9.0.0/16").send().await.unwrap();
         assert!(created.vpc().and_then(|v| v.vpc_id()).is_some());
         moto.reset();
         ec2.describe_vpcs().send().await.unwrap().vpcs().to_vec()
     });
-    assert_eq!(
-        vpcs.len(),
-        1,
-        "after reset only the default VPC remains: {vpcs:?}"
-    );
+    assert_eq!(vpcs.len(), 1, "after reset only the default VPC remains: {vpcs:?}");
     assert_eq!(vpcs[0].is_default(), Some(true), "{vpcs:?}");
 }
 
@@ -43,20 +30,11 @@ fn moto_servers_are_private_to_each_test() {
     block_on(async {
         let ec2_a = aws_sdk_ec2::Client::new(&a.sdk_config("us-east-1").await);
         let ec2_b = aws_sdk_ec2::Client::new(&b.sdk_config("us-east-1").await);
-        ec2_a
-            .create_vpc()
-            .cidr_block("10.1.0.0/16")
-            .send()
-            .await
-            .unwrap();
+        ec2_a.create_vpc().cidr_block("10.1.0.0/16").send().await.unwrap();
         let in_b = ec2_b.describe_vpcs().send().await.unwrap();
         assert_eq!(in_b.vpcs().len(), 1, "b sees only its default VPC");
         let in_a = ec2_a.describe_vpcs().send().await.unwrap();
-        assert_eq!(
-            in_a.vpcs().len(),
-            2,
-            "a sees its default VPC and the new one"
-        );
+        assert_eq!(in_a.vpcs().len(), 2, "a sees its default VPC and the new one");
     });
 }
 
@@ -65,10 +43,7 @@ fn moto_stops_on_drop() {
     let moto = Moto::start();
     let port = moto.port();
     drop(moto);
-    assert!(
-        moto::http_request(port, "GET", "/moto-api/").is_err(),
-        "port {port} still answers after drop"
-    );
+    assert!(moto::http_request(port, "GET", "/moto-api/").is_err(), "port {port} still answers after drop");
 }
 
 #[test]
@@ -79,9 +54,7 @@ fn terraform_versions_include_the_oldest_and_run() {
         assert_eq!(versions[0].version, OLDEST_VERSION, "{versions:?}");
     }
     assert!(
-        versions
-            .windows(2)
-            .all(|w| w[0].version_tuple() < w[1].version_tuple()),
+        versions.windows(2).all(|w| w[0].version_tuple() < w[1].version_tuple()),
         "sorted oldest first, no duplicates: {versions:?}"
     );
     for tf in &versions {
@@ -93,10 +66,7 @@ fn terraform_versions_include_the_oldest_and_run() {
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{}: {out:?}", tf.path.display());
-        assert!(
-            text.starts_with(&format!("Terraform v{}\n", tf.version)),
-            "{text}"
-        );
+        assert!(text.starts_with(&format!("Terraform v{}\n", tf.version)), "{text}");
     }
 }
 
@@ -123,10 +93,7 @@ fn workdir_init_installs_the_provider_from_the_mirror() {
             tf.version
         );
         let lock = std::fs::read_to_string(wd.path().join(".terraform.lock.hcl")).unwrap();
-        assert!(
-            lock.contains(&format!("provider \"{PROVIDER_SOURCE}\"")),
-            "{lock}"
-        );
+        assert!(lock.contains(&format!("provider \"{PROVIDER_SOURCE}\"")), "{lock}");
 
         // Same configuration, no state, not initialised yet.
         let copy = wd.fresh_state_copy();
@@ -140,10 +107,7 @@ fn workdir_init_installs_the_provider_from_the_mirror() {
 fn provider_block_points_at_moto() {
     let moto = Moto::start();
     let hcl = provider_block(&moto, "eu-central-1");
-    assert!(hcl.contains(&format!(
-        "endpoint_url      = \"http://127.0.0.1:{}\"",
-        moto.port()
-    )));
+    assert!(hcl.contains(&format!("endpoint_url      = \"http://127.0.0.1:{}\"", moto.port())));
     assert!(hcl.contains("region            = \"eu-central-1\""));
     assert!(hcl.contains("source = \"coffer/coffer\""));
 }
@@ -157,10 +121,7 @@ fn resource_values_finds_nested_resources() {
         }}
     });
     assert_eq!(resource_values(&state, "coffer_x.a").unwrap()["id"], "a");
-    assert_eq!(
-        resource_values(&state, "module.m.coffer_x.b").unwrap()["id"],
-        "b"
-    );
+    assert_eq!(resource_values(&state, "module.m.coffer_x.b").unwrap()["id"], "b");
     assert!(resource_values(&state, "coffer_x.c").is_none());
 }
 
@@ -175,18 +136,11 @@ fn workdir_commands_work_on_every_terraform() {
         wd.init();
 
         let (code, out) = wd.plan_exit_code();
-        assert_eq!(
-            code, 2,
-            "terraform {}: a new output is a change:\n{out}",
-            tf.version
-        );
+        assert_eq!(code, 2, "terraform {}: a new output is a change:\n{out}", tf.version);
         wd.apply();
         wd.assert_no_changes();
         assert_eq!(wd.output_json()["greeting"]["value"], "hello");
-        assert_eq!(
-            wd.state_json()["values"]["outputs"]["greeting"]["value"],
-            "hello"
-        );
+        assert_eq!(wd.state_json()["values"]["outputs"]["greeting"]["value"], "hello");
         assert!(wd.path().join("terraform.tfstate").is_file());
 
         let plan = wd.plan_json();
@@ -204,11 +158,7 @@ fn workdir_commands_work_on_every_terraform() {
         // The fresh copy has the configuration but none of the state.
         let fresh = wd.fresh_state_copy();
         fresh.init();
-        assert!(
-            fresh.state_json()["values"].is_null(),
-            "{}",
-            fresh.state_json()
-        );
+        assert!(fresh.state_json()["values"].is_null(), "{}", fresh.state_json());
         let (code, _) = fresh.plan_exit_code();
         assert_eq!(code, 2);
 
@@ -228,10 +178,7 @@ fn workdir_environment_is_hermetic() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let tf = Terraform {
-        path: fake,
-        version: OLDEST_VERSION.to_owned(),
-    };
+    let tf = Terraform { path: fake, version: OLDEST_VERSION.to_owned() };
     let mut wd = Workdir::new(&tf, &provider_binary());
     wd.set_env("COFFER_SELFTEST", "yes");
     let out = wd.run(&["plan"]);
@@ -243,10 +190,7 @@ fn workdir_environment_is_hermetic() {
     let cli_config = std::path::PathBuf::from(&env["TF_CLI_CONFIG_FILE"]);
     let config = std::fs::read_to_string(&cli_config).unwrap();
     assert!(config.contains("filesystem_mirror"), "{config}");
-    assert!(
-        config.contains("exclude = [\"registry.terraform.io/coffer/coffer\"]"),
-        "{config}"
-    );
+    assert!(config.contains("exclude = [\"registry.terraform.io/coffer/coffer\"]"), "{config}");
     for (name, value) in [
         ("CHECKPOINT_DISABLE", "1"),
         ("TF_IN_AUTOMATION", "1"),
@@ -259,16 +203,11 @@ fn workdir_environment_is_hermetic() {
     }
     for name in env.keys() {
         assert!(
-            !name.starts_with("AWS_ENDPOINT_URL")
-                && name != "AWS_PROFILE"
-                && !name.starts_with("TF_CLI_ARGS"),
+            !name.starts_with("AWS_ENDPOINT_URL") && name != "AWS_PROFILE" && !name.starts_with("TF_CLI_ARGS"),
             "{name} leaked into terraform's environment"
         );
     }
-    assert_eq!(
-        env.get("PWD").map(std::path::PathBuf::from).as_deref(),
-        Some(wd.path())
-    );
+    assert_eq!(env.get("PWD").map(std::path::PathBuf::from).as_deref(), Some(wd.path()));
 }
 
 /// Item 0 of issue 21: the tests ran whatever moto the system Python had,
@@ -281,10 +220,7 @@ fn the_emulator_is_the_pinned_moto_from_the_project_venv() {
         return;
     }
     let requirements = std::fs::read_to_string(tools::repo_root().join("tests/support/moto-requirements.txt")).unwrap();
-    let pinned = requirements
-        .lines()
-        .find_map(|l| l.strip_prefix("moto=="))
-        .expect("moto-requirements.txt pins moto");
+    let pinned = requirements.lines().find_map(|l| l.strip_prefix("moto==")).expect("moto-requirements.txt pins moto");
     let moto = Moto::start();
     let (status, body) = super::moto::http_request(moto.port(), "GET", "/_coffer/version").unwrap();
     assert_eq!(status, 200, "{body}");
@@ -324,7 +260,8 @@ fn the_fault_proxy_cuts_bodies_and_drops_responses() {
         let body = out.body.collect().await;
         assert!(body.is_err(), "the cut body read as whole: {} bytes", body.map(|b| b.into_bytes().len()).unwrap_or(0));
         assert_eq!(proxy.injected(cut), 1);
-        let whole = via_proxy.get_object().bucket("proxied").key("big").send().await.unwrap().body.collect().await.unwrap();
+        let whole =
+            via_proxy.get_object().bucket("proxied").key("big").send().await.unwrap().body.collect().await.unwrap();
         assert_eq!(whole.into_bytes().len(), 100_000, "one cut only");
 
         let dropped = proxy.add(Rule::new(Fault::DropResponse).method("PUT").times(1));

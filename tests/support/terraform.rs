@@ -40,8 +40,7 @@ pub struct Terraform {
 impl Terraform {
     /// The version as numbers, for comparisons (`(1, 0, 3)`).
     pub fn version_tuple(&self) -> (u64, u64, u64) {
-        parse_version(&self.version)
-            .unwrap_or_else(|| panic!("unparsable terraform version {:?}", self.version))
+        parse_version(&self.version).unwrap_or_else(|| panic!("unparsable terraform version {:?}", self.version))
     }
 
     /// True if this CLI is at least `major.minor`, for version-specific
@@ -71,15 +70,12 @@ pub fn terraform_versions() -> Vec<Terraform> {
             .filter(|v| !v.is_empty())
             .map(|wanted| {
                 let wanted = wanted.trim_start_matches('v');
-                all.iter()
-                    .find(|tf| tf.version == wanted)
-                    .cloned()
-                    .unwrap_or_else(|| {
-                        panic!(
-                            "COFFER_TF_VERSIONS asks for terraform {wanted}, available: {:?}",
-                            all.iter().map(|t| &t.version).collect::<Vec<_>>()
-                        )
-                    })
+                all.iter().find(|tf| tf.version == wanted).cloned().unwrap_or_else(|| {
+                    panic!(
+                        "COFFER_TF_VERSIONS asks for terraform {wanted}, available: {:?}",
+                        all.iter().map(|t| &t.version).collect::<Vec<_>>()
+                    )
+                })
             })
             .collect(),
     }
@@ -95,25 +91,16 @@ fn available_versions() -> &'static Vec<Terraform> {
     static VERSIONS: OnceLock<Vec<Terraform>> = OnceLock::new();
     VERSIONS.get_or_init(|| {
         tools::ensure_installed();
-        let bundled =
-            tools::repo_root().join(format!(".tools/terraform-{OLDEST_VERSION}/terraform"));
-        let bundled_version = probe_version(&bundled)
-            .unwrap_or_else(|e| panic!("{} is not usable: {e}", bundled.display()));
+        let bundled = tools::repo_root().join(format!(".tools/terraform-{OLDEST_VERSION}/terraform"));
+        let bundled_version =
+            probe_version(&bundled).unwrap_or_else(|e| panic!("{} is not usable: {e}", bundled.display()));
         assert_eq!(bundled_version, OLDEST_VERSION, "{}", bundled.display());
-        let mut versions = vec![Terraform {
-            path: bundled,
-            version: bundled_version,
-        }];
+        let mut versions = vec![Terraform { path: bundled, version: bundled_version }];
         if let Some(on_path) = tools::find_on_path("terraform") {
             // An unusable or older terraform on PATH is simply not tested with.
             if let Ok(version) = probe_version(&on_path) {
-                if parse_version(&version).is_some_and(|v| v >= (1, 0, 0))
-                    && version != OLDEST_VERSION
-                {
-                    versions.push(Terraform {
-                        path: on_path,
-                        version,
-                    });
+                if parse_version(&version).is_some_and(|v| v >= (1, 0, 0)) && version != OLDEST_VERSION {
+                    versions.push(Terraform { path: on_path, version });
                 }
             }
         }
@@ -143,21 +130,14 @@ fn probe_version(path: &Path) -> Result<String, String> {
     }
     let json: Value = serde_json::from_slice(&output.stdout)
         .map_err(|e| format!("`terraform version -json` printed no JSON: {e}"))?;
-    json["terraform_version"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| format!("no terraform_version in {json}"))
+    json["terraform_version"].as_str().map(str::to_owned).ok_or_else(|| format!("no terraform_version in {json}"))
 }
 
 /// `"1.11.4"` → `(1, 11, 4)`; pre-release suffixes (`1.12.0-beta1`) are dropped.
 fn parse_version(version: &str) -> Option<(u64, u64, u64)> {
     let core = version.trim_start_matches('v').split(['-', '+']).next()?;
     let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
-    Some((
-        parts.next()??,
-        parts.next()??,
-        parts.next().unwrap_or(Some(0))?,
-    ))
+    Some((parts.next()??, parts.next()??, parts.next().unwrap_or(Some(0))?))
 }
 
 /// The provider mirror plus the CLI config pointing at it, shared by every
@@ -171,10 +151,7 @@ struct Mirror {
 /// and a CLI config file that installs `coffer/coffer` only from it.
 fn mirror_for(provider_binary: &Path) -> &'static Mirror {
     static MIRRORS: OnceLock<Mutex<HashMap<PathBuf, &'static Mirror>>> = OnceLock::new();
-    let mut mirrors = MIRRORS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let mut mirrors = MIRRORS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
     if let Some(mirror) = mirrors.get(provider_binary) {
         return mirror;
     }
@@ -190,27 +167,12 @@ fn mirror_for(provider_binary: &Path) -> &'static Mirror {
     let mirror_root = own.join("mirror");
     let (host, namespace, type_name) = {
         let mut parts = PROVIDER_SOURCE.split('/');
-        (
-            parts.next().unwrap(),
-            parts.next().unwrap(),
-            parts.next().unwrap(),
-        )
+        (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap())
     };
-    let package_dir = mirror_root
-        .join(host)
-        .join(namespace)
-        .join(type_name)
-        .join(PROVIDER_VERSION)
-        .join("linux_amd64");
+    let package_dir = mirror_root.join(host).join(namespace).join(type_name).join(PROVIDER_VERSION).join("linux_amd64");
     std::fs::create_dir_all(&package_dir).expect("create mirror package dir");
-    let target = package_dir.join(format!(
-        "terraform-provider-{type_name}_v{PROVIDER_VERSION}"
-    ));
-    assert!(
-        provider_binary.is_file(),
-        "provider binary {} does not exist",
-        provider_binary.display()
-    );
+    let target = package_dir.join(format!("terraform-provider-{type_name}_v{PROVIDER_VERSION}"));
+    assert!(provider_binary.is_file(), "provider binary {} does not exist", provider_binary.display());
     // A hard link is a snapshot of this build (cargo replaces, not rewrites,
     // the binary on rebuild) at no cost; copy across filesystems.
     if std::fs::hard_link(provider_binary, &target).is_err() {
@@ -218,8 +180,7 @@ fn mirror_for(provider_binary: &Path) -> &'static Mirror {
     }
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))
-            .expect("chmod provider binary");
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).expect("chmod provider binary");
     }
 
     let cli_config = own.join("terraform.tfrc");
@@ -353,9 +314,7 @@ impl Workdir {
         for entry in std::fs::read_dir(self.path()).expect("read workdir") {
             let entry = entry.expect("read workdir entry");
             let name = entry.file_name().to_string_lossy().into_owned();
-            let is_config = [".tf", ".tf.json", ".tfvars", ".tfvars.json"]
-                .iter()
-                .any(|ext| name.ends_with(ext));
+            let is_config = [".tf", ".tf.json", ".tfvars", ".tfvars.json"].iter().any(|ext| name.ends_with(ext));
             if is_config && entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
                 std::fs::copy(entry.path(), copy.path().join(&name)).expect("copy config file");
             }
@@ -382,14 +341,12 @@ impl Workdir {
 
     /// Writes (or overwrites) a file in the workdir, e.g. `main.tf`.
     pub fn write(&self, file_name: &str, contents: &str) {
-        std::fs::write(self.path().join(file_name), contents)
-            .unwrap_or_else(|e| panic!("write {file_name}: {e}"));
+        std::fs::write(self.path().join(file_name), contents).unwrap_or_else(|e| panic!("write {file_name}: {e}"));
     }
 
     /// Deletes a file from the workdir (e.g. a resource's `.tf` to plan its destroy).
     pub fn remove(&self, file_name: &str) {
-        std::fs::remove_file(self.path().join(file_name))
-            .unwrap_or_else(|e| panic!("remove {file_name}: {e}"));
+        std::fs::remove_file(self.path().join(file_name)).unwrap_or_else(|e| panic!("remove {file_name}: {e}"));
     }
 
     /// `terraform init`; panics on failure. Returns the combined output.
@@ -410,20 +367,14 @@ impl Workdir {
     /// `terraform plan -detailed-exitcode`: (0 no changes | 1 error | 2 changes,
     /// combined output).
     pub fn plan_exit_code(&self) -> (i32, String) {
-        let (status, output) =
-            self.combined(&["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
+        let (status, output) = self.combined(&["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
         (status.code().unwrap_or(-1), output)
     }
 
     /// Panics unless a plan shows no changes (the usual post-apply check).
     pub fn assert_no_changes(&self) {
         let (code, output) = self.plan_exit_code();
-        assert_eq!(
-            code,
-            0,
-            "{}: expected an empty plan, got exit {code}:\n{output}",
-            self.label()
-        );
+        assert_eq!(code, 0, "{}: expected an empty plan, got exit {code}:\n{output}", self.label());
     }
 
     /// `terraform plan` that may fail: `Err` holds the output.
@@ -434,12 +385,7 @@ impl Workdir {
     /// The plan as JSON (`plan -out` then `show -json`), for asserting on
     /// `resource_changes[].change.actions` and friends; panics on failure.
     pub fn plan_json(&self) -> Value {
-        self.must(&[
-            "plan",
-            "-input=false",
-            "-no-color",
-            "-out=coffer-test.tfplan",
-        ]);
+        self.must(&["plan", "-input=false", "-no-color", "-out=coffer-test.tfplan"]);
         let json = self.json(&["show", "-json", "-no-color", "coffer-test.tfplan"]);
         let _ = std::fs::remove_file(self.path().join("coffer-test.tfplan"));
         json
@@ -481,16 +427,8 @@ impl Workdir {
     pub fn run(&self, args: &[&str]) -> Output {
         let stdout = tempfile::tempfile().expect("temp file");
         let stderr = tempfile::tempfile().expect("temp file");
-        let status = self.exec(
-            args,
-            stdout.try_clone().unwrap(),
-            stderr.try_clone().unwrap(),
-        );
-        Output {
-            status,
-            stdout: read_all(stdout),
-            stderr: read_all(stderr),
-        }
+        let status = self.exec(args, stdout.try_clone().unwrap(), stderr.try_clone().unwrap());
+        Output { status, stdout: read_all(stdout), stderr: read_all(stderr) }
     }
 
     /// "terraform 1.0.3 in /tmp/…", for messages.
@@ -499,22 +437,13 @@ impl Workdir {
     }
 
     fn must(&self, args: &[&str]) -> String {
-        self.attempt(args).unwrap_or_else(|output| {
-            panic!(
-                "`terraform {}` failed ({}):\n{output}",
-                args.join(" "),
-                self.label()
-            )
-        })
+        self.attempt(args)
+            .unwrap_or_else(|output| panic!("`terraform {}` failed ({}):\n{output}", args.join(" "), self.label()))
     }
 
     fn attempt(&self, args: &[&str]) -> Result<String, String> {
         let (status, output) = self.combined(args);
-        if status.success() {
-            Ok(output)
-        } else {
-            Err(output)
-        }
+        if status.success() { Ok(output) } else { Err(output) }
     }
 
     /// Runs with stdout and stderr interleaved in one file, in the order
@@ -522,10 +451,7 @@ impl Workdir {
     fn combined(&self, args: &[&str]) -> (ExitStatus, String) {
         let file = tempfile::tempfile().expect("temp file");
         let status = self.exec(args, file.try_clone().unwrap(), file.try_clone().unwrap());
-        (
-            status,
-            String::from_utf8_lossy(&read_all(file)).into_owned(),
-        )
+        (status, String::from_utf8_lossy(&read_all(file)).into_owned())
     }
 
     fn json(&self, args: &[&str]) -> Value {
@@ -578,20 +504,10 @@ impl Workdir {
             cmd.env(name, value);
         }
         // Own process group so a timeout can take the provider plugin down too.
-        cmd.process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(stderr));
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.tf.path.display()));
+        cmd.process_group(0).stdin(Stdio::null()).stdout(Stdio::from(stdout)).stderr(Stdio::from(stderr));
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {}: {e}", self.tf.path.display()));
         wait_with_timeout(&mut child, timeout()).unwrap_or_else(|| {
-            panic!(
-                "`terraform {}` did not finish within {:?} ({}); killed",
-                args.join(" "),
-                timeout(),
-                self.label()
-            )
+            panic!("`terraform {}` did not finish within {:?} ({}); killed", args.join(" "), timeout(), self.label())
         })
     }
 }
@@ -616,17 +532,9 @@ pub fn resource_values<'a>(state_or_plan: &'a Value, address: &str) -> Option<&'
             .flatten()
             .find(|r| r["address"] == address)
             .map(|r| &r["values"]);
-        found.or_else(|| {
-            module["child_modules"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find_map(|m| search(m, address))
-        })
+        found.or_else(|| module["child_modules"].as_array().into_iter().flatten().find_map(|m| search(m, address)))
     }
-    let values = state_or_plan
-        .get("values")
-        .or_else(|| state_or_plan.get("planned_values"))?;
+    let values = state_or_plan.get("values").or_else(|| state_or_plan.get("planned_values"))?;
     search(&values["root_module"], address)
 }
 
@@ -650,9 +558,7 @@ fn wait_with_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
         if Instant::now() > deadline {
             // The group id is terraform's pid (process_group(0)); `kill` is
             // used because signalling a group directly needs unsafe libc.
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", child.id())])
-                .status();
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
             let _ = child.kill();
             let _ = child.wait();
             return None;

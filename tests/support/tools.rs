@@ -10,10 +10,7 @@ pub fn repo_root() -> PathBuf {
     // The test target belongs to the `provider` crate, so its manifest dir is
     // `<root>/provider`; resolving at compile time keeps this independent of the
     // directory the test binary is started from.
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("provider crate has a parent directory")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("provider crate has a parent directory").to_path_buf()
 }
 
 /// Runs `scripts/install-tools.sh` once per test process; panics with its
@@ -50,14 +47,9 @@ pub fn ensure_installed() {
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .map(|dir| dir.join(name))
-        .find(|candidate| {
-            std::fs::metadata(candidate)
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
+    std::env::split_paths(&path).filter(|dir| !dir.as_os_str().is_empty()).map(|dir| dir.join(name)).find(|candidate| {
+        std::fs::metadata(candidate).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    })
 }
 
 /// The last `max_lines` lines of a (log) file, for panic messages; never fails.

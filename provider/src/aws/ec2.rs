@@ -14,16 +14,8 @@ pub const LAUNCH_TEMPLATE_NOT_FOUND: &[&str] = &[
 ];
 
 pub async fn describe_regions(client: Client) -> Result<Vec<String>, AwsError> {
-    let out = client
-        .describe_regions()
-        .send()
-        .await
-        .map_err(|e| AwsError::from_sdk(e, &[]))?;
-    let mut regions: Vec<String> = out
-        .regions()
-        .iter()
-        .filter_map(|r| r.region_name().map(str::to_string))
-        .collect();
+    let out = client.describe_regions().send().await.map_err(|e| AwsError::from_sdk(e, &[]))?;
+    let mut regions: Vec<String> = out.regions().iter().filter_map(|r| r.region_name().map(str::to_string)).collect();
     regions.sort();
     Ok(regions)
 }
@@ -72,11 +64,7 @@ pub async fn find_launch_template_by_id(
         .and_then(|v| v.launch_template_data())
         .cloned()
         .ok_or(AwsError::NotFound)?;
-    Ok(LaunchTemplateWithData {
-        template,
-        default_version,
-        data,
-    })
+    Ok(LaunchTemplateWithData { template, default_version, data })
 }
 
 /// A default subnet of the region's default VPC in an availability zone that
@@ -89,12 +77,7 @@ pub async fn find_default_subnet(client: &Client, instance_type: &str) -> Result
         .send()
         .await
         .map_err(|e| AwsError::from_sdk(e, &[]))?;
-    let vpc_id = vpcs
-        .vpcs()
-        .first()
-        .and_then(|v| v.vpc_id())
-        .ok_or(AwsError::NotFound)?
-        .to_string();
+    let vpc_id = vpcs.vpcs().first().and_then(|v| v.vpc_id()).ok_or(AwsError::NotFound)?.to_string();
     let mut subnets = Vec::new();
     let mut pages = client
         .describe_subnets()
@@ -113,10 +96,7 @@ pub async fn find_default_subnet(client: &Client, instance_type: &str) -> Result
     subnets.sort();
     let offering_zones = find_zones_offering(client, instance_type).await?;
     let in_offering_zone = subnets.iter().find(|(az, _)| offering_zones.iter().any(|z| z == az));
-    in_offering_zone
-        .or(subnets.first())
-        .map(|(_, id)| id.clone())
-        .ok_or(AwsError::NotFound)
+    in_offering_zone.or(subnets.first()).map(|(_, id)| id.clone()).ok_or(AwsError::NotFound)
 }
 
 /// The availability zones of the client's region that offer `instance_type`.
@@ -136,10 +116,7 @@ pub async fn find_zones_offering(client: &Client, instance_type: &str) -> Result
 }
 
 /// The processor architectures an instance type runs (`x86_64`, `arm64`).
-pub async fn find_instance_type_architectures(
-    client: &Client,
-    instance_type: &str,
-) -> Result<Vec<String>, AwsError> {
+pub async fn find_instance_type_architectures(client: &Client, instance_type: &str) -> Result<Vec<String>, AwsError> {
     let out = client
         .describe_instance_types()
         .instance_types(instance_type.into())
@@ -161,17 +138,16 @@ pub async fn find_launch_template(client: &Client, id: &str) -> Result<aws_sdk_e
         .send()
         .await
         .map_err(|e| AwsError::from_sdk(e, LAUNCH_TEMPLATE_NOT_FOUND))?;
-    out.launch_templates()
-        .iter()
-        .find(|t| t.launch_template_id() == Some(id))
-        .cloned()
-        .ok_or(AwsError::NotFound)
+    out.launch_templates().iter().find(|t| t.launch_template_id() == Some(id)).cloned().ok_or(AwsError::NotFound)
 }
 
 pub const SNAPSHOT_NOT_FOUND: &[&str] = &["InvalidSnapshot.NotFound"];
 
 /// Instances matching `filters` that are not terminated, every page read.
-pub async fn list_instances(client: &Client, filters: Vec<Filter>) -> Result<Vec<aws_sdk_ec2::types::Instance>, AwsError> {
+pub async fn list_instances(
+    client: &Client,
+    filters: Vec<Filter>,
+) -> Result<Vec<aws_sdk_ec2::types::Instance>, AwsError> {
     let live = Filter::builder()
         .name("instance-state-name")
         .values("pending")
@@ -180,13 +156,8 @@ pub async fn list_instances(client: &Client, filters: Vec<Filter>) -> Result<Vec
         .values("stopped")
         .build();
     let mut all = Vec::new();
-    let mut pages = client
-        .describe_instances()
-        .set_filters(Some(filters))
-        .filters(live)
-        .max_results(1000)
-        .into_paginator()
-        .send();
+    let mut pages =
+        client.describe_instances().set_filters(Some(filters)).filters(live).max_results(1000).into_paginator().send();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| AwsError::from_sdk(e, &[]))?;
         all.extend(page.reservations().iter().flat_map(|r| r.instances().iter().cloned()));

@@ -108,9 +108,7 @@ pub struct AwsClients {
 
 #[derive(Debug, Error)]
 pub enum ConnectError {
-    #[error(
-        "no AWS region: set `region` in the provider block, or AWS_REGION / a profile's region"
-    )]
+    #[error("no AWS region: set `region` in the provider block, or AWS_REGION / a profile's region")]
     NoRegion,
     #[error("checking the AWS credentials with STS GetCallerIdentity at {endpoint}: {cause}")]
     Identity { endpoint: String, cause: String },
@@ -155,10 +153,7 @@ impl AwsClients {
     /// Assumes `settings.assume_role` (if any) with the credentials of
     /// `base`, then learns the account.
     async fn connect_from(mut base: SdkConfig, settings: AwsSettings) -> Result<Self, ConnectError> {
-        let home_region = base
-            .region()
-            .map(|r| r.to_string())
-            .ok_or(ConnectError::NoRegion)?;
+        let home_region = base.region().map(|r| r.to_string()).ok_or(ConnectError::NoRegion)?;
 
         if let Some(role) = &settings.assume_role {
             let mut sts_config = base.clone();
@@ -184,11 +179,9 @@ impl AwsClients {
         let sts = aws_sdk_sts::Client::from_conf(
             with_endpoint(aws_sdk_sts::config::Builder::from(&base), &settings, "sts").build(),
         );
-        let identity = sts.get_caller_identity().send().await.map_err(|e| {
-            ConnectError::Identity {
-                endpoint: endpoint_label(&settings, "sts", &home_region),
-                cause: DisplayErrorContext(&e).to_string(),
-            }
+        let identity = sts.get_caller_identity().send().await.map_err(|e| ConnectError::Identity {
+            endpoint: endpoint_label(&settings, "sts", &home_region),
+            cause: DisplayErrorContext(&e).to_string(),
         })?;
         let account_id = identity.account().unwrap_or_default().to_string();
         tracing::debug!(%account_id, %home_region, "connected to AWS");
@@ -271,10 +264,7 @@ impl AwsClients {
 
     /// The regions enabled for the account (EC2 DescribeRegions), asked once.
     pub async fn enabled_regions(&self) -> Result<&[String], AwsError> {
-        self.regions
-            .get_or_try_init(|| ec2::describe_regions(self.ec2(&self.home_region)))
-            .await
-            .map(Vec::as_slice)
+        self.regions.get_or_try_init(|| ec2::describe_regions(self.ec2(&self.home_region))).await.map(Vec::as_slice)
     }
 }
 

@@ -52,12 +52,7 @@ pub async fn find_db_cluster_snapshot(client: &Client, id: &str) -> Result<DbClu
 /// Every manual DB snapshot of the region (tags come in `TagList`).
 pub async fn list_manual_db_snapshots(client: &Client) -> Result<Vec<DbSnapshot>, AwsError> {
     let mut all = Vec::new();
-    let mut pages = client
-        .describe_db_snapshots()
-        .snapshot_type("manual")
-        .max_records(100)
-        .into_paginator()
-        .send();
+    let mut pages = client.describe_db_snapshots().snapshot_type("manual").max_records(100).into_paginator().send();
     while let Some(page) = pages.next().await {
         all.extend(page.map_err(|e| AwsError::from_sdk(e, &[]))?.db_snapshots().iter().cloned());
     }
@@ -67,12 +62,8 @@ pub async fn list_manual_db_snapshots(client: &Client) -> Result<Vec<DbSnapshot>
 /// Every manual DB cluster snapshot of the region.
 pub async fn list_manual_db_cluster_snapshots(client: &Client) -> Result<Vec<DbClusterSnapshot>, AwsError> {
     let mut all = Vec::new();
-    let mut pages = client
-        .describe_db_cluster_snapshots()
-        .snapshot_type("manual")
-        .max_records(100)
-        .into_paginator()
-        .send();
+    let mut pages =
+        client.describe_db_cluster_snapshots().snapshot_type("manual").max_records(100).into_paginator().send();
     while let Some(page) = pages.next().await {
         all.extend(page.map_err(|e| AwsError::from_sdk(e, &[]))?.db_cluster_snapshots().iter().cloned());
     }

@@ -49,23 +49,11 @@ pub struct StoredObject {
 }
 
 pub async fn find_bucket(client: &Client, bucket: &str) -> Result<(), AwsError> {
-    client
-        .head_bucket()
-        .bucket(bucket)
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| AwsError::from_sdk(e, NOT_FOUND))
+    client.head_bucket().bucket(bucket).send().await.map(|_| ()).map_err(|e| AwsError::from_sdk(e, NOT_FOUND))
 }
 
 pub async fn find_object(client: &Client, bucket: &str, key: &str) -> Result<StoredObject, AwsError> {
-    let out = client
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(|e| AwsError::from_sdk(e, NOT_FOUND))?;
+    let out = client.get_object().bucket(bucket).key(key).send().await.map_err(|e| AwsError::from_sdk(e, NOT_FOUND))?;
     let etag = out.e_tag().unwrap_or_default().to_string();
     let body = out
         .body
@@ -98,12 +86,8 @@ pub async fn put_object(
     precondition: Precondition<'_>,
 ) -> Result<String, WriteError> {
     let body = bytes::Bytes::from(body);
-    let request = client
-        .put_object()
-        .bucket(bucket)
-        .key(key)
-        .content_type(content_type)
-        .body(ByteStream::from(body.clone()));
+    let request =
+        client.put_object().bucket(bucket).key(key).content_type(content_type).body(ByteStream::from(body.clone()));
     let request = match precondition {
         Precondition::Absent => request.if_none_match("*"),
         Precondition::Unchanged(etag) => request.if_match(etag),
@@ -154,9 +138,7 @@ pub async fn create_bucket(client: &Client, bucket: &str, region: &str, object_l
     let mut request = client.create_bucket().bucket(bucket);
     if region != "us-east-1" {
         request = request.create_bucket_configuration(
-            CreateBucketConfiguration::builder()
-                .location_constraint(BucketLocationConstraint::from(region))
-                .build(),
+            CreateBucketConfiguration::builder().location_constraint(BucketLocationConstraint::from(region)).build(),
         );
     }
     if object_lock {
@@ -193,13 +175,17 @@ pub async fn put_repository_lifecycle(client: &Client, bucket: &str) -> Result<(
         .id("coffer-abort-incomplete-uploads")
         .status(ExpirationStatus::Enabled)
         .filter(whole_bucket())
-        .abort_incomplete_multipart_upload(AbortIncompleteMultipartUpload::builder().days_after_initiation(ABORT_UPLOADS_DAYS).build())
+        .abort_incomplete_multipart_upload(
+            AbortIncompleteMultipartUpload::builder().days_after_initiation(ABORT_UPLOADS_DAYS).build(),
+        )
         .build()
         .map_err(build)?;
     client
         .put_bucket_lifecycle_configuration()
         .bucket(bucket)
-        .lifecycle_configuration(BucketLifecycleConfiguration::builder().rules(expire_pruned).rules(abort_uploads).build().map_err(build)?)
+        .lifecycle_configuration(
+            BucketLifecycleConfiguration::builder().rules(expire_pruned).rules(abort_uploads).build().map_err(build)?,
+        )
         .send()
         .await
         .map(|_| ())
@@ -254,7 +240,11 @@ pub async fn harden_bucket(client: &Client, bucket: &str) -> Result<(), AwsError
 }
 
 /// Every version and delete marker under `prefix`, as (key, version id).
-pub async fn list_versions(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<(String, Option<String>)>, AwsError> {
+pub async fn list_versions(
+    client: &Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<(String, Option<String>)>, AwsError> {
     let mut out = Vec::new();
     let mut key_marker: Option<String> = None;
     let mut version_marker: Option<String> = None;
@@ -295,14 +285,7 @@ pub async fn delete_versions(
 ) -> Vec<(String, String)> {
     let mut refused = Vec::new();
     for (key, version) in versions {
-        if let Err(e) = client
-            .delete_object()
-            .bucket(bucket)
-            .key(key)
-            .set_version_id(version.clone())
-            .send()
-            .await
-        {
+        if let Err(e) = client.delete_object().bucket(bucket).key(key).set_version_id(version.clone()).send().await {
             refused.push((key.clone(), AwsError::from_sdk(e, &[]).to_string()));
         }
     }

@@ -8,13 +8,7 @@ use super::AwsError;
 pub const NOT_FOUND: &[&str] = &["ResourceNotFoundException"];
 
 pub async fn find_schedule(client: &Client, group: &str, name: &str) -> Result<GetScheduleOutput, AwsError> {
-    client
-        .get_schedule()
-        .group_name(group)
-        .name(name)
-        .send()
-        .await
-        .map_err(|e| AwsError::from_sdk(e, NOT_FOUND))
+    client.get_schedule().group_name(group).name(name).send().await.map_err(|e| AwsError::from_sdk(e, NOT_FOUND))
 }
 
 /// Creates the schedule group unless it exists. Real AWS answers a schedule

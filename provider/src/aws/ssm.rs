@@ -18,8 +18,5 @@ pub async fn find_latest_al2023_ami(client: &Client, architecture: &str) -> Resu
         .send()
         .await
         .map_err(|e| AwsError::from_sdk(e, &["ParameterNotFound"]))?;
-    out.parameter()
-        .and_then(|p| p.value())
-        .map(str::to_string)
-        .ok_or(AwsError::NotFound)
+    out.parameter().and_then(|p| p.value()).map(str::to_string).ok_or(AwsError::NotFound)
 }

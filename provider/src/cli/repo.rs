@@ -160,7 +160,9 @@ async fn storage(executor: &Executor, arg: &RepositoryArg) -> Result<Arc<dyn Sto
         .catalog()
         .get::<crate::resources::repository::RepositoryEntry>(crate::catalog::Kind::Repository, &arg.repository)
         .await
-        .with_context(|| format!("looking up repository {} in the catalog (or give its location s3://bucket/prefix)", arg.repository))?
+        .with_context(|| {
+            format!("looking up repository {} in the catalog (or give its location s3://bucket/prefix)", arg.repository)
+        })?
         .body;
     Ok(Arc::new(S3Storage::new(executor.aws.s3(&entry.region), &entry.bucket, &entry.prefix)))
 }
@@ -177,7 +179,11 @@ async fn open(executor: &Executor, arg: &RepositoryArg) -> Result<Repository> {
 }
 
 /// Opens under a shared lock, for backups and restores.
-async fn open_locked(executor: &Executor, arg: &RepositoryArg, purpose: &str) -> Result<(Repository, crate::repository::lock::Lock)> {
+async fn open_locked(
+    executor: &Executor,
+    arg: &RepositoryArg,
+    purpose: &str,
+) -> Result<(Repository, crate::repository::lock::Lock)> {
     let storage = storage(executor, arg).await?;
     let config = Repository::read_config(storage.as_ref()).await?;
     let key = unlock_key(executor, &config).await?;
@@ -189,8 +195,10 @@ fn bar(json: bool, what: &str) -> Option<ProgressBar> {
     (!json && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new(0);
         bar.set_style(
-            ProgressStyle::with_template(&format!("{{spinner}} {what} {{pos}}/{{len}} blocks [{{bar:30}}] {{elapsed}} {{per_sec}}"))
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(&format!(
+                "{{spinner}} {what} {{pos}}/{{len}} blocks [{{bar:30}}] {{elapsed}} {{per_sec}}"
+            ))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar
     })
@@ -255,7 +263,9 @@ pub async fn repo(global: &Global, command: &RepoCommand) -> Result<ExitCode> {
                     if args.read_data { format!(", {} packs read", report.packs_read) } else { String::new() }
                 );
                 if report.damage.iter().any(|d| d.object.starts_with("index/")) {
-                    out.push_str("\nnote: `coffer repo repair-index` rebuilds damaged index files from the packs' headers");
+                    out.push_str(
+                        "\nnote: `coffer repo repair-index` rebuilds damaged index files from the packs' headers",
+                    );
                 }
                 for note in &report.notes {
                     out.push_str(&format!("\nnote: {note}"));
@@ -294,7 +304,11 @@ pub async fn repo(global: &Global, command: &RepoCommand) -> Result<ExitCode> {
                     report.packs_indexed,
                     report.new_index_file.as_ref().map(|k| format!(" in {k}")).unwrap_or_default(),
                     report.removed_index_files.len(),
-                    if report.removed_index_files.is_empty() { String::new() } else { format!(": {}", report.removed_index_files.join(", ")) }
+                    if report.removed_index_files.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", report.removed_index_files.join(", "))
+                    }
                 )
             })?;
             Ok(ExitCode::SUCCESS)
@@ -331,7 +345,9 @@ pub async fn repo(global: &Global, command: &RepoCommand) -> Result<ExitCode> {
             let repo = open(&executor, arg).await?;
             let points: Vec<serde_json::Value> = repo.manifests().await?.iter().map(point_summary).collect();
             print(global.json, &points, || {
-                let mut out = String::from("ID                                    TIME                  RESOURCE       VOLUME                 SOURCE                 RULES");
+                let mut out = String::from(
+                    "ID                                    TIME                  RESOURCE       VOLUME                 SOURCE                 RULES",
+                );
                 for p in &points {
                     out.push_str(&format!(
                         "\n{:<37} {:<21} {:<14} {:<22} {:<22} {}",
@@ -340,7 +356,10 @@ pub async fn repo(global: &Global, command: &RepoCommand) -> Result<ExitCode> {
                         p["resource_id"].as_str().unwrap_or_default(),
                         p["volume_id"].as_str().unwrap_or_default(),
                         p["source"].as_str().unwrap_or_default(),
-                        p["rules"].as_array().map(|r| r.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+                        p["rules"]
+                            .as_array()
+                            .map(|r| r.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(","))
+                            .unwrap_or_default(),
                     ));
                 }
                 out
@@ -375,9 +394,13 @@ pub async fn backup(global: &Global, args: &BackupArgs) -> Result<ExitCode> {
         }
         (None, Some(snapshot)) => {
             let region = args.snapshot_region.clone().unwrap_or_else(|| executor.aws.home_region.clone());
-            let found = crate::executor::snapshots::describe_ebs_snapshots(&executor.aws.ec2(&region), &region, std::slice::from_ref(snapshot))
-                .await
-                .with_context(|| format!("reading snapshot {snapshot} in {region}"))?;
+            let found = crate::executor::snapshots::describe_ebs_snapshots(
+                &executor.aws.ec2(&region),
+                &region,
+                std::slice::from_ref(snapshot),
+            )
+            .await
+            .with_context(|| format!("reading snapshot {snapshot} in {region}"))?;
             let Some(volume_id) = found.into_iter().next().map(|s| s.volume_id.unwrap_or_default()) else {
                 bail!("snapshot {snapshot} does not exist in {region} (or is not this account's)");
             };
@@ -391,7 +414,12 @@ pub async fn backup(global: &Global, args: &BackupArgs) -> Result<ExitCode> {
         .manifests()
         .await?
         .into_iter()
-        .filter(|m| m.source.kind == what.kind && m.source.resource_id == what.resource_id && m.source.volume_id == what.volume_id && m.source.region == what.region)
+        .filter(|m| {
+            m.source.kind == what.kind
+                && m.source.resource_id == what.resource_id
+                && m.source.volume_id == what.volume_id
+                && m.source.region == what.region
+        })
         .max_by_key(|m| (m.time, m.id.clone()));
     let meta = PointMeta { source: what, ..PointMeta::default() };
     let progress = bar(global.json, "backing up");
@@ -473,7 +501,13 @@ pub async fn restore(global: &Global, args: &RestoreArgs) -> Result<ExitCode> {
                 Some(zone) => {
                     let ec2 = executor.aws.ec2(&region);
                     crate::executor::snapshots::wait_until_complete(
-                        || crate::executor::snapshots::describe_ebs_snapshots(&ec2, &region, std::slice::from_ref(&snapshot)),
+                        || {
+                            crate::executor::snapshots::describe_ebs_snapshots(
+                                &ec2,
+                                &region,
+                                std::slice::from_ref(&snapshot),
+                            )
+                        },
                         Duration::from_secs(2),
                         Duration::from_secs(3600),
                     )

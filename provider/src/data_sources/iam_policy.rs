@@ -82,13 +82,19 @@ impl Narrowing {
             Scope::Any => vec!["*".into()],
             Scope::CatalogBucket => vec![format!("arn:{p}:s3:::{}", self.catalog_bucket)],
             Scope::CatalogObjects => vec![format!("arn:{p}:s3:::{}/{}*", self.catalog_bucket, self.catalog_prefix)],
-            Scope::RepositoryBuckets => or_any(&self.repository_buckets, &|b| format!("arn:{p}:s3:::{b}"), format!("arn:{p}:s3:::*")),
-            Scope::RepositoryObjects => or_any(&self.repository_buckets, &|b| format!("arn:{p}:s3:::{b}/*"), format!("arn:{p}:s3:::*/*")),
+            Scope::RepositoryBuckets => {
+                or_any(&self.repository_buckets, &|b| format!("arn:{p}:s3:::{b}"), format!("arn:{p}:s3:::*"))
+            }
+            Scope::RepositoryObjects => {
+                or_any(&self.repository_buckets, &|b| format!("arn:{p}:s3:::{b}/*"), format!("arn:{p}:s3:::*/*"))
+            }
             Scope::Schedules => vec![
                 format!("arn:{p}:scheduler:{}:{}:schedule/{SCHEDULE_GROUP}/*", self.region, self.account),
                 format!("arn:{p}:scheduler:{}:{}:schedule-group/{SCHEDULE_GROUP}", self.region, self.account),
             ],
-            Scope::PassedRoles => or_any(&self.passed_roles, &|r| r.clone(), format!("arn:{p}:iam::{}:role/*", self.account)),
+            Scope::PassedRoles => {
+                or_any(&self.passed_roles, &|r| r.clone(), format!("arn:{p}:iam::{}:role/*", self.account))
+            }
             Scope::TargetRoles => or_any(&self.target_roles, &|r| r.clone(), format!("arn:{p}:iam::*:role/*")),
         }
     }
@@ -117,7 +123,6 @@ pub fn document(role: Role, features: &[Feature], narrowing: &Narrowing) -> serd
         .collect();
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
-
 
 #[async_trait]
 impl DataSource<Coffer> for IamPolicy {

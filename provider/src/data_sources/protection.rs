@@ -93,21 +93,27 @@ impl DataSource<Coffer> for Protection {
                 let unmet = unmet_rules(&policy, points, now);
                 all_met &= unmet.is_empty();
                 let newest = points.iter().max_by_key(|p| p.time);
-                object(
-                    vec![
-                        ("id", Value::from(resource.id.as_str())),
-                        ("region", resource.region.as_str().into()),
-                        ("kind", serde_json::to_value(resource.kind).ok().and_then(|v| v.as_str().map(Value::from)).unwrap_or(Value::Null)),
-                        ("restore_points", (points.len() as i64).into()),
-                        (
-                            "last_restore_point_at",
-                            newest.map(|p| p.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into()).unwrap_or(Value::Null),
-                        ),
-                        ("last_run_id", newest.map(|p| p.run_id.as_str().into()).unwrap_or(Value::Null)),
-                        ("rules_met", unmet.is_empty().into()),
-                        ("unmet_rules", strings(unmet.iter())),
-                    ],
-                )
+                object(vec![
+                    ("id", Value::from(resource.id.as_str())),
+                    ("region", resource.region.as_str().into()),
+                    (
+                        "kind",
+                        serde_json::to_value(resource.kind)
+                            .ok()
+                            .and_then(|v| v.as_str().map(Value::from))
+                            .unwrap_or(Value::Null),
+                    ),
+                    ("restore_points", (points.len() as i64).into()),
+                    (
+                        "last_restore_point_at",
+                        newest
+                            .map(|p| p.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into())
+                            .unwrap_or(Value::Null),
+                    ),
+                    ("last_run_id", newest.map(|p| p.run_id.as_str().into()).unwrap_or(Value::Null)),
+                    ("rules_met", unmet.is_empty().into()),
+                    ("unmet_rules", strings(unmet.iter())),
+                ])
             })
             .collect();
         let mut value = listed(config, name, "resources", rows);
@@ -129,9 +135,7 @@ fn unmet_rules(policy: &PolicyDocument, points: &[&RestorePoint], now: DateTime<
             let Some(due) = latest_due(rule, now - TimeDelta::days(366), now - GRACE) else {
                 return false;
             };
-            !points
-                .iter()
-                .any(|p| p.kind == PointKind::Snapshot && p.rules.contains(&rule.name) && p.time >= due)
+            !points.iter().any(|p| p.kind == PointKind::Snapshot && p.rules.contains(&rule.name) && p.time >= due)
         })
         .map(|rule| rule.name.clone())
         .collect()

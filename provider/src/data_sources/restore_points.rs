@@ -108,49 +108,49 @@ impl DataSource<Coffer> for RestorePoints {
                     .map(|p| image_point_value(p, &executor.aws.account_id)),
             );
         }
-        let id = [config.get("policy").as_str(), resource, kind].iter().map(|v| v.unwrap_or("*")).collect::<Vec<_>>().join("/");
+        let id = [config.get("policy").as_str(), resource, kind]
+            .iter()
+            .map(|v| v.unwrap_or("*"))
+            .collect::<Vec<_>>()
+            .join("/");
         Some(listed(config, id, "restore_points", rows))
     }
 }
 
 pub fn point_value(p: &inventory::RestorePoint) -> Value {
-    object(
-        vec![
-            ("policy", Value::from(p.policy.as_str())),
-            ("resource_id", p.resource_id.as_str().into()),
-            ("kind", p.kind.as_str().into()),
-            ("region", p.region.as_str().into()),
-            ("account_id", p.account.as_str().into()),
-            ("region_mapping_id", p.mapping.clone().map(Value::from).unwrap_or(Value::Null)),
-            ("run_id", p.run_id.as_str().into()),
-            ("created_at", p.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into()),
-            ("rules", strings(p.rules.iter())),
-            ("complete", p.complete().into()),
-            ("snapshot_ids", strings(p.snapshots.iter().map(|s| &s.id))),
-            ("repository_id", Value::Null),
-            ("point_ids", Value::List(Vec::new())),
-        ],
-    )
+    object(vec![
+        ("policy", Value::from(p.policy.as_str())),
+        ("resource_id", p.resource_id.as_str().into()),
+        ("kind", p.kind.as_str().into()),
+        ("region", p.region.as_str().into()),
+        ("account_id", p.account.as_str().into()),
+        ("region_mapping_id", p.mapping.clone().map(Value::from).unwrap_or(Value::Null)),
+        ("run_id", p.run_id.as_str().into()),
+        ("created_at", p.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into()),
+        ("rules", strings(p.rules.iter())),
+        ("complete", p.complete().into()),
+        ("snapshot_ids", strings(p.snapshots.iter().map(|s| &s.id))),
+        ("repository_id", Value::Null),
+        ("point_ids", Value::List(Vec::new())),
+    ])
 }
 
 /// `account`: the repository's, which is the provider's (repositories live
 /// in the account whose catalog names them).
 pub fn image_point_value(p: &image::ImagePoint, account: &str) -> Value {
-    object(
-        vec![
-            ("policy", Value::from(p.policy.as_str())),
-            ("resource_id", p.resource_id.as_str().into()),
-            ("kind", p.kind.into()),
-            ("region", p.region.as_str().into()),
-            ("account_id", account.into()),
-            ("region_mapping_id", Value::Null),
-            ("run_id", p.run_id.as_str().into()),
-            ("created_at", p.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into()),
-            ("rules", strings(p.rules.iter())),
-            ("complete", true.into()),
-            ("snapshot_ids", Value::List(Vec::new())),
-            ("repository_id", p.repository_id.as_str().into()),
-            ("point_ids", strings(p.point_ids.iter())),
-        ],
-    )
+    object(vec![
+        ("policy", Value::from(p.policy.as_str())),
+        ("resource_id", p.resource_id.as_str().into()),
+        ("kind", p.kind.into()),
+        ("region", p.region.as_str().into()),
+        ("account_id", account.into()),
+        ("region_mapping_id", Value::Null),
+        ("run_id", p.run_id.as_str().into()),
+        ("created_at", p.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into()),
+        ("rules", strings(p.rules.iter())),
+        ("complete", true.into()),
+        ("snapshot_ids", Value::List(Vec::new())),
+        ("repository_id", p.repository_id.as_str().into()),
+        ("point_ids", strings(p.point_ids.iter())),
+    ])
 }

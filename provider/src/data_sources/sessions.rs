@@ -70,7 +70,11 @@ impl DataSource<Coffer> for Sessions {
     fn validate(&self, config: &Value, diags: &mut Diagnostics) {
         if let Some(limit) = config.get("limit").as_i64() {
             if !(1..=1000).contains(&limit) {
-                diags.attribute_error(crate::framework::AttributePath::attr("limit"), "Invalid limit", format!("limit must be between 1 and 1000, got {limit}"));
+                diags.attribute_error(
+                    crate::framework::AttributePath::attr("limit"),
+                    "Invalid limit",
+                    format!("limit must be between 1 and 1000, got {limit}"),
+                );
             }
         }
     }
@@ -96,30 +100,29 @@ fn session_value(s: &session::Session) -> Value {
         .resources
         .iter()
         .map(|r| {
-            object(
-                vec![
-                    ("id", Value::from(r.id.as_str())),
-                    ("region", r.region.as_str().into()),
-                    ("kind", serde_json::to_value(r.kind).ok().and_then(|v| v.as_str().map(Value::from)).unwrap_or(Value::Null)),
-                    ("outcome", r.outcome.to_string().into()),
-                    ("error", r.error.clone().map(Value::from).unwrap_or(Value::Null)),
-                    ("warnings", strings(r.warnings.iter())),
-                    ("duration_ms", (r.duration_ms as i64).into()),
-                    ("snapshot_ids", strings(r.snapshots.iter().map(|s| &s.id))),
-                ],
-            )
+            object(vec![
+                ("id", Value::from(r.id.as_str())),
+                ("region", r.region.as_str().into()),
+                (
+                    "kind",
+                    serde_json::to_value(r.kind).ok().and_then(|v| v.as_str().map(Value::from)).unwrap_or(Value::Null),
+                ),
+                ("outcome", r.outcome.to_string().into()),
+                ("error", r.error.clone().map(Value::from).unwrap_or(Value::Null)),
+                ("warnings", strings(r.warnings.iter())),
+                ("duration_ms", (r.duration_ms as i64).into()),
+                ("snapshot_ids", strings(r.snapshots.iter().map(|s| &s.id))),
+            ])
         })
         .collect();
-    object(
-        vec![
-            ("run_id", Value::from(s.run_id.as_str())),
-            ("rules", strings(s.rules.iter())),
-            ("started_at", s.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into()),
-            ("finished_at", s.finished_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into()),
-            ("outcome", s.outcome.to_string().into()),
-            ("messages", strings(s.messages.iter())),
-            ("resources", Value::List(resources)),
-            ("snapshots_deleted", (s.retention.deleted.len() as i64).into()),
-        ],
-    )
+    object(vec![
+        ("run_id", Value::from(s.run_id.as_str())),
+        ("rules", strings(s.rules.iter())),
+        ("started_at", s.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into()),
+        ("finished_at", s.finished_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into()),
+        ("outcome", s.outcome.to_string().into()),
+        ("messages", strings(s.messages.iter())),
+        ("resources", Value::List(resources)),
+        ("snapshots_deleted", (s.retention.deleted.len() as i64).into()),
+    ])
 }

@@ -229,9 +229,15 @@ mod tests {
     fn a_rule_is_due_once_for_its_latest_occurrence() {
         let daily = rule("0 2 * * *", "UTC");
         assert_eq!(latest_due(&daily, at("2026-11-22T03:00:00Z"), at("2026-11-23T01:59:59Z")), None);
-        assert_eq!(latest_due(&daily, at("2026-11-22T03:00:00Z"), at("2026-11-23T02:00:00Z")), Some(at("2026-11-23T02:00:00Z")));
+        assert_eq!(
+            latest_due(&daily, at("2026-11-22T03:00:00Z"), at("2026-11-23T02:00:00Z")),
+            Some(at("2026-11-23T02:00:00Z"))
+        );
         // Three days down: one firing, for the latest day.
-        assert_eq!(latest_due(&daily, at("2026-11-20T02:00:00Z"), at("2026-11-23T05:00:00Z")), Some(at("2026-11-23T02:00:00Z")));
+        assert_eq!(
+            latest_due(&daily, at("2026-11-20T02:00:00Z"), at("2026-11-23T05:00:00Z")),
+            Some(at("2026-11-23T02:00:00Z"))
+        );
         // Handled already.
         assert_eq!(latest_due(&daily, at("2026-11-23T02:00:00Z"), at("2026-11-23T05:00:00Z")), None);
     }
@@ -239,6 +245,9 @@ mod tests {
     #[test]
     fn occurrences_follow_the_rule_timezone() {
         let berlin = rule("0 2 * * *", "Europe/Berlin");
-        assert_eq!(latest_due(&berlin, at("2026-11-22T12:00:00Z"), at("2026-11-23T05:00:00Z")), Some(at("2026-11-23T01:00:00Z")));
+        assert_eq!(
+            latest_due(&berlin, at("2026-11-22T12:00:00Z"), at("2026-11-23T05:00:00Z")),
+            Some(at("2026-11-23T01:00:00Z"))
+        );
     }
 }

@@ -21,8 +21,8 @@ use crate::repository::blocks::ebs::EbsSnapshotSource;
 use crate::repository::lock::Lock;
 use crate::repository::manifest::{Manifest, Source};
 use crate::repository::prune;
-use crate::repository::storage::S3Storage;
 use crate::repository::repo::unwrap_with_kms;
+use crate::repository::storage::S3Storage;
 use crate::repository::{KeyEnvelope, MasterKey, PointMeta, Repository, RepositoryConfig};
 use crate::resources::backup_policy::{PolicyDocument, Retain as RetainDocument, Rule};
 use crate::resources::repository::RepositoryEntry;
@@ -69,10 +69,7 @@ pub fn targets(rules: &[&Rule]) -> Vec<Target> {
             by_repo.entry((a.repository_id.clone(), true)).or_default().push(rule.name.clone());
         }
     }
-    by_repo
-        .into_iter()
-        .map(|((repository_id, archive), rules)| Target { repository_id, archive, rules })
-        .collect()
+    by_repo.into_iter().map(|((repository_id, archive), rules)| Target { repository_id, archive, rules }).collect()
 }
 
 /// An image-level restore point as listed: what one run made of one
@@ -126,7 +123,14 @@ pub async fn list_points(executor: &Executor, policy: &PolicyDocument) -> (Vec<I
         };
         for m in manifests.into_iter().filter(|m| m.policy == policy.name) {
             let kind = if m.rules.iter().any(|r| archiving.contains(r)) { "archive" } else { "backup" };
-            let key = (m.source.resource_id.clone(), m.time, m.run.clone(), m.source.region.clone(), kind, repository_id.clone());
+            let key = (
+                m.source.resource_id.clone(),
+                m.time,
+                m.run.clone(),
+                m.source.region.clone(),
+                kind,
+                repository_id.clone(),
+            );
             let point = points.entry(key).or_insert_with(|| ImagePoint {
                 policy: policy.name.clone(),
                 resource_id: m.source.resource_id.clone(),
@@ -212,10 +216,8 @@ impl Executor {
             .body;
         let storage = Arc::new(S3Storage::new(self.aws.s3(&entry.region), &entry.bucket, &entry.prefix));
         let config = Repository::read_config(storage.as_ref()).await.map_err(|e| e.to_string())?;
-        let master = self
-            .repository_key(&config)
-            .await
-            .map_err(|e| format!("repository {} ({id}): {e}", entry.name))?;
+        let master =
+            self.repository_key(&config).await.map_err(|e| format!("repository {} ({id}): {e}", entry.name))?;
         Ok((storage, config, master))
     }
 
@@ -274,7 +276,8 @@ impl Executor {
                 }
             };
             for snapshot in snapshots {
-                let volume = snapshot.tags.get(TAG_VOLUME).cloned().or_else(|| snapshot.volume_id.clone()).unwrap_or_default();
+                let volume =
+                    snapshot.tags.get(TAG_VOLUME).cloned().or_else(|| snapshot.volume_id.clone()).unwrap_or_default();
                 match self.backup_volume(policy, run_id, time, target, &open, resource, snapshot, &volume).await {
                     Ok(record) => records.push(record),
                     Err(e) => warnings.push(format!(
@@ -304,7 +307,9 @@ impl Executor {
         let clock = Instant::now();
         let kind = if target.archive { "archive" } else { "backup" };
         let mut open = open.lock().await;
-        let same_volume = |m: &&Manifest| m.source.volume_id == volume && m.source.resource_id == resource.id && m.source.region == resource.region;
+        let same_volume = |m: &&Manifest| {
+            m.source.volume_id == volume && m.source.resource_id == resource.id && m.source.region == resource.region
+        };
         // A re-run of the same run finds what its first attempt made.
         if let Some(done) = open.manifests.iter().filter(same_volume).find(|m| m.run == run_id) {
             return Ok(record(kind, target, done, snapshot, false, clock, true));
@@ -395,7 +400,15 @@ impl Executor {
     }
 }
 
-fn record(kind: &str, target: &Target, m: &Manifest, snapshot: &StoredSnapshot, incremental: bool, clock: Instant, reused: bool) -> BackupRecord {
+fn record(
+    kind: &str,
+    target: &Target,
+    m: &Manifest,
+    snapshot: &StoredSnapshot,
+    incremental: bool,
+    clock: Instant,
+    reused: bool,
+) -> BackupRecord {
     BackupRecord {
         kind: kind.into(),
         repository_id: target.repository_id.clone(),

@@ -73,7 +73,8 @@ pub async fn list(
     policy: &PolicyDocument,
     mappings: &BTreeMap<String, RegionMappingDocument>,
 ) -> (Vec<RestorePoint>, Vec<String>) {
-    let mut places: BTreeSet<Place> = policy.source.regions.iter().map(|r| Place { role: None, region: r.clone() }).collect();
+    let mut places: BTreeSet<Place> =
+        policy.source.regions.iter().map(|r| Place { role: None, region: r.clone() }).collect();
     for mapping in mappings.values() {
         places.insert(Place { role: mapping.target_role_arn.clone(), region: mapping.target_region.clone() });
     }
@@ -129,7 +130,9 @@ fn group(found: Vec<StoredSnapshot>, policy: &str, account: &str, role: Option<&
     let mut points: BTreeMap<(String, String, String, Option<String>), RestorePoint> = BTreeMap::new();
     for snapshot in found {
         let tag = |k: &str| snapshot.tags.get(k).cloned();
-        let (Some(source), Some(run), Some(kind), Some(time)) = (tag(TAG_SOURCE), tag(TAG_RUN), tag(TAG_KIND), tag(TAG_TIME)) else {
+        let (Some(source), Some(run), Some(kind), Some(time)) =
+            (tag(TAG_SOURCE), tag(TAG_RUN), tag(TAG_KIND), tag(TAG_TIME))
+        else {
             continue;
         };
         let kind = match kind.as_str() {

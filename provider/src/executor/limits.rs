@@ -45,9 +45,7 @@ impl Limits {
     pub async fn acquire(&self, region: &str, api: Api) -> OwnedSemaphorePermit {
         let semaphore = {
             let mut all = self.semaphores.lock().expect("limits lock");
-            all.entry((region.to_string(), api))
-                .or_insert_with(|| Arc::new(Semaphore::new(self.size(api))))
-                .clone()
+            all.entry((region.to_string(), api)).or_insert_with(|| Arc::new(Semaphore::new(self.size(api)))).clone()
         };
         semaphore.acquire_owned().await.expect("limit semaphores are never closed")
     }

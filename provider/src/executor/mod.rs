@@ -68,7 +68,9 @@ pub enum ExecutorError {
     UnknownMapping(String),
     #[error("assuming {role}: {cause}")]
     AssumeRole { role: String, cause: String },
-    #[error("invalid run id {0:?}: use 1-40 lowercase letters, digits and single hyphens, starting with a letter or digit")]
+    #[error(
+        "invalid run id {0:?}: use 1-40 lowercase letters, digits and single hyphens, starting with a letter or digit"
+    )]
     InvalidRunId(String),
 }
 
@@ -95,7 +97,12 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { concurrency: 16, wait_timeout: Duration::from_secs(4 * 3600), poll_interval: Duration::from_secs(5), repository_password: None }
+        Self {
+            concurrency: 16,
+            wait_timeout: Duration::from_secs(4 * 3600),
+            poll_interval: Duration::from_secs(5),
+            repository_password: None,
+        }
     }
 }
 

@@ -78,18 +78,11 @@ pub enum Verdict {
 /// for this kind are absent).
 /// Returns one verdict per point, in the order given. Points may arrive in any order.
 #[must_use]
-pub fn decide(
-    points: &[Point],
-    retain: &BTreeMap<String, Retain>,
-    now: DateTime<Utc>,
-) -> Vec<Verdict> {
+pub fn decide(points: &[Point], retain: &BTreeMap<String, Retain>, now: DateTime<Utc>) -> Vec<Verdict> {
     // Newest first by (time, id): the order `Count` ranks in, independent of input order.
     let mut newest_first: Vec<usize> = (0..points.len()).collect();
     newest_first.sort_by(|&a, &b| order_key(&points[b]).cmp(&order_key(&points[a])));
-    let newest_complete = newest_first
-        .iter()
-        .copied()
-        .find(|&index| points[index].complete);
+    let newest_complete = newest_first.iter().copied().find(|&index| points[index].complete);
 
     // For each `Count` rule, the indices of the newest `n` complete points carrying it.
     let mut kept_by_count: BTreeMap<&str, BTreeSet<usize>> = BTreeMap::new();
@@ -115,9 +108,7 @@ pub fn decide(
                 match retain.get(rule) {
                     None => unmanaged_rules.push(rule.as_str()),
                     Some(Retain::Count(count)) => {
-                        let among_newest = kept_by_count
-                            .get(rule.as_str())
-                            .is_some_and(|kept| kept.contains(&index));
+                        let among_newest = kept_by_count.get(rule.as_str()).is_some_and(|kept| kept.contains(&index));
                         if among_newest {
                             reasons.push(format!("{rule}: one of the newest {count}"));
                         }
@@ -145,11 +136,7 @@ pub fn decide(
             if !point.complete {
                 reasons.push("incomplete".to_string());
             }
-            if reasons.is_empty() {
-                Verdict::Delete
-            } else {
-                Verdict::Keep(reasons)
-            }
+            if reasons.is_empty() { Verdict::Delete } else { Verdict::Keep(reasons) }
         })
         .collect()
 }
@@ -179,29 +166,14 @@ mod tests {
         fn parse(expression: &str) -> Cron {
             let fields: Vec<Option<u32>> = expression
                 .split_whitespace()
-                .map(|field| {
-                    if field == "*" {
-                        None
-                    } else {
-                        Some(field.parse().unwrap())
-                    }
-                })
+                .map(|field| if field == "*" { None } else { Some(field.parse().unwrap()) })
                 .collect();
             Cron(fields.try_into().unwrap())
         }
 
         fn is_due(&self, time: DateTime<Utc>) -> bool {
-            let actual = [
-                time.minute(),
-                time.hour(),
-                time.day(),
-                time.month(),
-                time.weekday().num_days_from_sunday(),
-            ];
-            self.0
-                .iter()
-                .zip(actual)
-                .all(|(field, value)| field.is_none_or(|f| f == value))
+            let actual = [time.minute(), time.hour(), time.day(), time.month(), time.weekday().num_days_from_sunday()];
+            self.0.iter().zip(actual).all(|(field, value)| field.is_none_or(|f| f == value))
         }
     }
 
@@ -216,10 +188,7 @@ mod tests {
     }
 
     fn describe(policy: &[Rule]) -> String {
-        let rules: Vec<String> = policy
-            .iter()
-            .map(|r| format!("{} \"{}\" {:?}", r.name, r.cron, r.retain))
-            .collect();
+        let rules: Vec<String> = policy.iter().map(|r| format!("{} \"{}\" {:?}", r.name, r.cron, r.retain)).collect();
         rules.join(", ")
     }
 
@@ -235,31 +204,18 @@ mod tests {
     /// which rules of `policy_on(day)` fall due makes ONE point carrying all of them (complete
     /// unless `fails_on(day)`), then `decide` runs at that minute and deleted points are
     /// dropped. Renders what survives, oldest first, with the last run's reasons.
-    fn simulate(
-        days: i64,
-        policy_on: impl Fn(i64) -> Vec<Rule>,
-        fails_on: impl Fn(i64) -> bool,
-    ) -> String {
+    fn simulate(days: i64, policy_on: impl Fn(i64) -> Vec<Rule>, fails_on: impl Fn(i64) -> bool) -> String {
         let mut points: Vec<Point> = Vec::new();
         let mut made = 0;
         let mut last_run = None;
         for day in 0..days {
             let policy = policy_on(day);
-            let crons: Vec<(&str, Cron)> = policy
-                .iter()
-                .map(|r| (r.name, Cron::parse(r.cron)))
-                .collect();
-            let retain: BTreeMap<String, Retain> = policy
-                .iter()
-                .map(|r| (r.name.to_string(), r.retain))
-                .collect();
+            let crons: Vec<(&str, Cron)> = policy.iter().map(|r| (r.name, Cron::parse(r.cron))).collect();
+            let retain: BTreeMap<String, Retain> = policy.iter().map(|r| (r.name.to_string(), r.retain)).collect();
             for minute in 0..24 * 60 {
                 let now = start() + TimeDelta::days(day) + TimeDelta::minutes(minute);
-                let due: BTreeSet<String> = crons
-                    .iter()
-                    .filter(|(_, cron)| cron.is_due(now))
-                    .map(|(name, _)| name.to_string())
-                    .collect();
+                let due: BTreeSet<String> =
+                    crons.iter().filter(|(_, cron)| cron.is_due(now)).map(|(name, _)| name.to_string()).collect();
                 if due.is_empty() {
                     continue;
                 }
@@ -271,10 +227,8 @@ mod tests {
                     complete: !fails_on(day),
                 });
                 let verdicts = decide(&points, &retain, now);
-                let (kept, deleted): (Vec<_>, Vec<_>) = points
-                    .into_iter()
-                    .zip(verdicts)
-                    .partition(|(_, v)| v != &Verdict::Delete);
+                let (kept, deleted): (Vec<_>, Vec<_>) =
+                    points.into_iter().zip(verdicts).partition(|(_, v)| v != &Verdict::Delete);
                 points = kept.into_iter().map(|(point, _)| point).collect();
                 last_run = Some((now, retain.clone(), deleted));
             }
@@ -285,24 +239,13 @@ mod tests {
         if policy_at_end != describe(&policy_on(0)) {
             text += &format!("policy at end:   {policy_at_end}\n");
         }
-        text += &format!(
-            "last run: {}; {} of {made} points kept\n\n",
-            format_time(now),
-            points.len()
-        );
+        text += &format!("last run: {}; {} of {made} points kept\n\n", format_time(now), points.len());
         text += &format!("{:<22}{:<23}{}\n", "time", "rules", "kept because");
         points.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
         for (point, verdict) in points.iter().zip(decide(&points, &retain, now)) {
-            let Verdict::Keep(reasons) = verdict else {
-                panic!("survivor deleted on re-check")
-            };
+            let Verdict::Keep(reasons) = verdict else { panic!("survivor deleted on re-check") };
             let rules = point.rules.iter().cloned().collect::<Vec<_>>().join(", ");
-            text += &format!(
-                "{:<22}{:<23}{}\n",
-                format_time(point.time),
-                rules,
-                reasons.join("; ")
-            );
+            text += &format!("{:<22}{:<23}{}\n", format_time(point.time), rules, reasons.join("; "));
         }
         text += "\ndeleted by the last run:";
         for (point, _) in &deleted_last {
@@ -323,11 +266,7 @@ mod tests {
 
     #[test]
     fn daily_count_7_over_30_days() {
-        let text = simulate(
-            30,
-            |_| vec![rule("daily", "0 2 * * *", Retain::Count(7))],
-            never,
-        );
+        let text = simulate(30, |_| vec![rule("daily", "0 2 * * *", Retain::Count(7))], never);
         insta::assert_snapshot!("daily_count_7_over_30_days", text);
     }
 
@@ -348,12 +287,8 @@ mod tests {
     #[test]
     fn gfs_not_harmonized_weekly_at_other_hour() {
         // Weekly at 03:00: Sundays make two points, each carrying one rule.
-        let policy = |_| {
-            vec![
-                rule("daily", "0 2 * * *", Retain::Count(7)),
-                rule("weekly", "0 3 * * 0", Retain::Count(4)),
-            ]
-        };
+        let policy =
+            |_| vec![rule("daily", "0 2 * * *", Retain::Count(7)), rule("weekly", "0 3 * * 0", Retain::Count(4))];
         let text = simulate(60, policy, never);
         insta::assert_snapshot!("gfs_not_harmonized_weekly_at_other_hour", text);
     }
@@ -362,12 +297,8 @@ mod tests {
     fn days_daily_7_weekly_30_boundary() {
         // 58 days end on Tuesday 2024-02-27 02:00, exactly 30 days after Sunday 2024-01-28
         // 02:00 and 7 days after 2024-02-20 02:00: both are deleted by that last run.
-        let policy = |_| {
-            vec![
-                rule("daily", "0 2 * * *", Retain::Days(7)),
-                rule("weekly", "0 2 * * 0", Retain::Days(30)),
-            ]
-        };
+        let policy =
+            |_| vec![rule("daily", "0 2 * * *", Retain::Days(7)), rule("weekly", "0 2 * * 0", Retain::Days(30))];
         let text = simulate(58, policy, never);
         insta::assert_snapshot!("days_daily_7_weekly_30_boundary", text);
     }
@@ -376,11 +307,7 @@ mod tests {
     fn days_with_failed_runs_at_the_end() {
         // Runs fail from day 20 (2024-01-21) on: the last good point (2024-01-20) is 10 days
         // old at the end, past `Days(7)`, and survives as the newest complete point.
-        let text = simulate(
-            30,
-            |_| vec![rule("daily", "0 2 * * *", Retain::Days(7))],
-            |day| day >= 20,
-        );
+        let text = simulate(30, |_| vec![rule("daily", "0 2 * * *", Retain::Days(7))], |day| day >= 20);
         insta::assert_snapshot!("days_with_failed_runs_at_the_end", text);
     }
 
@@ -403,11 +330,7 @@ mod tests {
 
     #[test]
     fn count_1_keeps_only_the_newest() {
-        let text = simulate(
-            10,
-            |_| vec![rule("daily", "0 2 * * *", Retain::Count(1))],
-            never,
-        );
+        let text = simulate(10, |_| vec![rule("daily", "0 2 * * *", Retain::Count(1))], never);
         insta::assert_snapshot!("count_1_keeps_only_the_newest", text);
     }
 
@@ -427,10 +350,7 @@ mod tests {
     }
 
     fn retain(rules: &[(&str, Retain)]) -> BTreeMap<String, Retain> {
-        rules
-            .iter()
-            .map(|(name, r)| (name.to_string(), *r))
-            .collect()
+        rules.iter().map(|(name, r)| (name.to_string(), *r)).collect()
     }
 
     fn is_kept(verdict: &Verdict) -> bool {
@@ -441,11 +361,7 @@ mod tests {
     fn order_does_not_change_verdicts() {
         let mut points: Vec<Point> = (0..40)
             .map(|i| {
-                let rules: &[&str] = if i % 7 == 0 {
-                    &["daily", "weekly"]
-                } else {
-                    &["daily"]
-                };
+                let rules: &[&str] = if i % 7 == 0 { &["daily", "weekly"] } else { &["daily"] };
                 point(&format!("p{i:02}"), i, rules, i % 5 != 3)
             })
             .collect();
@@ -471,11 +387,7 @@ mod tests {
             }
             assert_eq!(by_id(&shuffled), expected);
         }
-        let kept: Vec<&String> = expected
-            .iter()
-            .filter(|(_, v)| is_kept(v))
-            .map(|(id, _)| id)
-            .collect();
+        let kept: Vec<&String> = expected.iter().filter(|(_, v)| is_kept(v)).map(|(id, _)| id).collect();
         assert!(kept.contains(&&"tie-b".to_string()) && !kept.contains(&&"tie-a".to_string()));
     }
 
@@ -494,15 +406,9 @@ mod tests {
         assert_eq!(verdicts[1], Verdict::Keep(vec!["incomplete".into()]));
         assert_eq!(
             verdicts[2],
-            Verdict::Keep(vec![
-                "daily: one of the newest 2".into(),
-                "newest complete point".into()
-            ])
+            Verdict::Keep(vec!["daily: one of the newest 2".into(), "newest complete point".into()])
         );
-        assert_eq!(
-            verdicts[3],
-            Verdict::Keep(vec!["daily: one of the newest 2".into()])
-        );
+        assert_eq!(verdicts[3], Verdict::Keep(vec!["daily: one of the newest 2".into()]));
         assert_eq!(verdicts[4], Verdict::Delete);
         assert_eq!(verdicts[5], Verdict::Keep(vec!["incomplete".into()]));
     }
@@ -515,27 +421,15 @@ mod tests {
         let exactly = point("exactly", 7, &["daily"], true);
         let policy = retain(&[("daily", Retain::Days(7))]);
         let verdicts = decide(&[newest, just_younger, exactly], &policy, now());
-        assert_eq!(
-            verdicts[1],
-            Verdict::Keep(vec!["daily: younger than 7 days".into()])
-        );
+        assert_eq!(verdicts[1], Verdict::Keep(vec!["daily: younger than 7 days".into()]));
         assert_eq!(verdicts[2], Verdict::Delete);
     }
 
     #[test]
     fn newest_complete_point_survives_days_retention() {
-        let points = vec![
-            point("old-good", 30, &["daily"], true),
-            point("older", 31, &["daily"], true),
-        ];
+        let points = vec![point("old-good", 30, &["daily"], true), point("older", 31, &["daily"], true)];
         let verdicts = decide(&points, &retain(&[("daily", Retain::Days(7))]), now());
-        assert_eq!(
-            verdicts,
-            vec![
-                Verdict::Keep(vec!["newest complete point".into()]),
-                Verdict::Delete
-            ]
-        );
+        assert_eq!(verdicts, vec![Verdict::Keep(vec!["newest complete point".into()]), Verdict::Delete]);
     }
 
     #[test]
@@ -548,37 +442,19 @@ mod tests {
             point("no-rules", 42, &[], true),
         ];
         let verdicts = decide(&points, &retain(&[("daily", Retain::Days(7))]), now());
-        assert_eq!(
-            verdicts[1],
-            Verdict::Keep(vec!["daily: younger than 7 days".into()])
-        );
-        assert_eq!(
-            verdicts[2],
-            Verdict::Keep(vec!["unmanaged: rules monthly not in the policy".into()])
-        );
+        assert_eq!(verdicts[1], Verdict::Keep(vec!["daily: younger than 7 days".into()]));
+        assert_eq!(verdicts[2], Verdict::Keep(vec!["unmanaged: rules monthly not in the policy".into()]));
         assert_eq!(verdicts[3], Verdict::Delete);
-        assert_eq!(
-            verdicts[4],
-            Verdict::Keep(vec!["unmanaged: made by no rule".into()])
-        );
+        assert_eq!(verdicts[4], Verdict::Keep(vec!["unmanaged: made by no rule".into()]));
     }
 
     #[test]
     fn extreme_retentions_do_not_panic() {
-        let points = vec![
-            point("a", 0, &["x"], true),
-            point("b", 5000, &["x", "y"], true),
-        ];
+        let points = vec![point("a", 0, &["x"], true), point("b", 5000, &["x", "y"], true)];
         let policy = retain(&[("x", Retain::Count(0)), ("y", Retain::Days(u32::MAX))]);
         let verdicts = decide(&points, &policy, now());
-        assert_eq!(
-            verdicts[0],
-            Verdict::Keep(vec!["newest complete point".into()])
-        );
-        assert_eq!(
-            verdicts[1],
-            Verdict::Keep(vec![format!("y: younger than {} days", u32::MAX)])
-        );
+        assert_eq!(verdicts[0], Verdict::Keep(vec!["newest complete point".into()]));
+        assert_eq!(verdicts[1], Verdict::Keep(vec![format!("y: younger than {} days", u32::MAX)]));
         assert_eq!(decide(&[], &policy, now()), Vec::<Verdict>::new());
     }
 }

@@ -66,7 +66,9 @@ impl Plan<'_> {
     /// from them too (EC2).
     fn snapshot_rules(&self) -> Vec<String> {
         let image = !self.targets.is_empty();
-        self.rule_names(|r| r.snapshot.is_some() || r.replicate.is_some() || (image && (r.backup.is_some() || r.archive.is_some())))
+        self.rule_names(|r| {
+            r.snapshot.is_some() || r.replicate.is_some() || (image && (r.backup.is_some() || r.archive.is_some()))
+        })
     }
 
     fn replica_rules(&self, mapping: &str) -> Vec<String> {
@@ -78,7 +80,13 @@ impl Plan<'_> {
         self.mappings.iter().filter(|(_, m)| m.source_region == region).collect()
     }
 
-    fn tags(&self, kind: PointKind, resource: &Resource, rules: &[String], extra: &[(&str, String)]) -> BTreeMap<String, String> {
+    fn tags(
+        &self,
+        kind: PointKind,
+        resource: &Resource,
+        rules: &[String],
+        extra: &[(&str, String)],
+    ) -> BTreeMap<String, String> {
         let mut coffer: BTreeMap<String, String> = [
             (TAG_POLICY, self.policy.name.clone()),
             (TAG_RULE, rules.join(" ")),
@@ -196,7 +204,10 @@ impl Executor {
                 duration_ms: 0,
                 snapshots: Vec::new(),
                 backups: Vec::new(),
-                error: Some(format!("{id} is in source.ids but was found in none of {}", policy.source.regions.join(", "))),
+                error: Some(format!(
+                    "{id} is in source.ids but was found in none of {}",
+                    policy.source.regions.join(", ")
+                )),
                 warnings: Vec::new(),
             };
             progress.resource_done(&record);
@@ -265,17 +276,29 @@ impl Executor {
                     for (mapping_id, mapping) in plan.mappings_from(&resource.region) {
                         match self.replicate(plan, resource, &made, mapping_id, mapping).await {
                             Ok((copies, reused, account)) => record.snapshots.extend(
-                                copies.iter().map(|s| snapshot_record(s, "replica", Some(mapping_id), account.clone(), reused)),
+                                copies
+                                    .iter()
+                                    .map(|s| snapshot_record(s, "replica", Some(mapping_id), account.clone(), reused)),
                             ),
                             Err(e) => {
                                 record.outcome = Outcome::Warning;
-                                record.warnings.push(format!("replicating to {} via {mapping_id}: {e}", mapping.target_region));
+                                record
+                                    .warnings
+                                    .push(format!("replicating to {} via {mapping_id}: {e}", mapping.target_region));
                             }
                         }
                     }
                     if !plan.targets.is_empty() && resource.kind == ResourceKind::Ec2Instance {
                         let (backups, warnings) = self
-                            .image_backups(plan.policy, &plan.run_id, plan.time, &plan.targets, &plan.repositories, resource, &made)
+                            .image_backups(
+                                plan.policy,
+                                &plan.run_id,
+                                plan.time,
+                                &plan.targets,
+                                &plan.repositories,
+                                resource,
+                                &made,
+                            )
                             .await;
                         record.backups = backups;
                         if !warnings.is_empty() {
@@ -298,7 +321,12 @@ impl Executor {
 
     /// The resource's snapshots for this run: found from an earlier attempt
     /// of the same run, or made now; waited for.
-    async fn snapshot(&self, plan: &Plan<'_>, resource: &Resource, rules: &[String]) -> Result<(Vec<StoredSnapshot>, bool), String> {
+    async fn snapshot(
+        &self,
+        plan: &Plan<'_>,
+        resource: &Resource,
+        rules: &[String],
+    ) -> Result<(Vec<StoredSnapshot>, bool), String> {
         let region = resource.region.as_str();
         let tags = plan.tags(PointKind::Snapshot, resource, rules, &[]);
         let settings = &self.settings;
@@ -353,12 +381,12 @@ impl Executor {
                 let reused = match earlier {
                     Ok(_) => true,
                     Err(AwsError::NotFound) => {
-                        snapshots::create_rds_snapshot(&rds, service, &resource.id, &id, &tags)
-                            .await
-                            .map_err(|e| match e {
+                        snapshots::create_rds_snapshot(&rds, service, &resource.id, &id, &tags).await.map_err(|e| {
+                            match e {
                                 AwsError::NotFound => format!("{} {} no longer exists", kind.noun(), resource.id),
                                 e => format!("creating snapshot {id} of {}: {e}", resource.id),
-                            })?;
+                            }
+                        })?;
                         false
                     }
                     Err(e) => return Err(format!("looking for snapshot {id}: {e}")),
@@ -402,7 +430,8 @@ impl Executor {
                 extra.push((TAG_VOLUME, volume.clone()));
             }
             let tags = plan.tags(PointKind::Replica, resource, &rules, &extra);
-            let encryption = CopyEncryption::for_mapping(&mapping.encrypt, mapping.kms_key_arn.as_deref(), snapshot.encrypted);
+            let encryption =
+                CopyEncryption::for_mapping(&mapping.encrypt, mapping.kms_key_arn.as_deref(), snapshot.encrypted);
             let spec = CopySpec {
                 target_region: &mapping.target_region,
                 target_account: other_account.as_deref(),
@@ -527,7 +556,13 @@ pub fn retention_of(policy: &PolicyDocument, kind: PointKind) -> BTreeMap<String
         .collect()
 }
 
-fn snapshot_record(s: &StoredSnapshot, kind: &str, mapping: Option<&str>, account: Option<String>, reused: bool) -> SnapshotRecord {
+fn snapshot_record(
+    s: &StoredSnapshot,
+    kind: &str,
+    mapping: Option<&str>,
+    account: Option<String>,
+    reused: bool,
+) -> SnapshotRecord {
     SnapshotRecord {
         id: s.id.clone(),
         region: s.region.clone(),
@@ -588,9 +623,16 @@ pub async fn replicate_ebs(
                     .await
                     .map_err(|e| format!("sharing {} with account {account}: {e}", snapshot.id))?;
             }
-            let id = snapshots::copy_ebs_snapshot(target, &snapshot.region, &snapshot.id, copy.encryption, &copy.description, copy.tags)
-                .await
-                .map_err(|e| format!("copying {} to {region}: {e}", snapshot.id))?;
+            let id = snapshots::copy_ebs_snapshot(
+                target,
+                &snapshot.region,
+                &snapshot.id,
+                copy.encryption,
+                &copy.description,
+                copy.tags,
+            )
+            .await
+            .map_err(|e| format!("copying {} to {region}: {e}", snapshot.id))?;
             (id, false)
         }
     };

@@ -88,8 +88,8 @@ pub async fn resolve(aws: &AwsClients, policy: &PolicyDocument) -> Scope {
 }
 
 fn select(resource: &Resource, policy: &PolicyDocument, named: bool) -> bool {
-    let tagged = !policy.source.tags.is_empty()
-        && policy.source.tags.iter().all(|(k, v)| resource.tags.get(k) == Some(v));
+    let tagged =
+        !policy.source.tags.is_empty() && policy.source.tags.iter().all(|(k, v)| resource.tags.get(k) == Some(v));
     (named || tagged) && !policy.source.exclude_ids.contains(&resource.id)
 }
 
@@ -134,9 +134,7 @@ async fn rds_candidates(aws: &AwsClients, region: &str) -> Result<Vec<Resource>,
     let client = aws.rds(region);
     let (instances, clusters) = tokio::try_join!(rds::list_db_instances(&client), rds::list_db_clusters(&client))?;
     let tags = |list: &[aws_sdk_rds::types::Tag]| -> BTreeMap<String, String> {
-        list.iter()
-            .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
-            .collect()
+        list.iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string()))).collect()
     };
     let mut resources = Vec::new();
     for db in instances {

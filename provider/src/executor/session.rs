@@ -105,7 +105,12 @@ impl Session {
     /// Success when everything worked; Failed when nothing did (every
     /// resource failed, or there was nothing to do because listing failed);
     /// Warning in between.
-    pub fn decide_outcome(resources: &[ResourceRecord], messages: &[String], retention: &RetentionRecord, listing_failed: bool) -> Outcome {
+    pub fn decide_outcome(
+        resources: &[ResourceRecord],
+        messages: &[String],
+        retention: &RetentionRecord,
+        listing_failed: bool,
+    ) -> Outcome {
         let failed = resources.iter().filter(|r| r.outcome == Outcome::Failed).count();
         if (!resources.is_empty() && failed == resources.len()) || (resources.is_empty() && listing_failed) {
             Outcome::Failed

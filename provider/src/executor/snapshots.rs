@@ -69,18 +69,12 @@ impl CopyEncryption {
 fn ec2_tags(tags: &BTreeMap<String, String>) -> TagSpecification {
     TagSpecification::builder()
         .resource_type(ResourceType::Snapshot)
-        .set_tags(Some(
-            tags.iter()
-                .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
-                .collect(),
-        ))
+        .set_tags(Some(tags.iter().map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build()).collect()))
         .build()
 }
 
 fn rds_tags(tags: &BTreeMap<String, String>) -> Vec<aws_sdk_rds::types::Tag> {
-    tags.iter()
-        .map(|(k, v)| aws_sdk_rds::types::Tag::builder().key(k).value(v).build())
-        .collect()
+    tags.iter().map(|(k, v)| aws_sdk_rds::types::Tag::builder().key(k).value(v).build()).collect()
 }
 
 fn from_ebs(region: &str, s: &aws_sdk_ec2::types::Snapshot) -> StoredSnapshot {
@@ -117,9 +111,7 @@ fn rds_state(status: Option<&str>) -> State {
 }
 
 fn rds_tag_map(list: &[aws_sdk_rds::types::Tag]) -> BTreeMap<String, String> {
-    list.iter()
-        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
-        .collect()
+    list.iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string()))).collect()
 }
 
 pub fn from_db_snapshot(region: &str, s: &aws_sdk_rds::types::DbSnapshot) -> StoredSnapshot {
@@ -191,7 +183,11 @@ pub async fn describe_ebs_snapshots(
 }
 
 /// Lets `account` copy the snapshot (cross-account replication).
-pub async fn share_ebs_snapshot(client: &aws_sdk_ec2::Client, snapshot_id: &str, account: &str) -> Result<(), AwsError> {
+pub async fn share_ebs_snapshot(
+    client: &aws_sdk_ec2::Client,
+    snapshot_id: &str,
+    account: &str,
+) -> Result<(), AwsError> {
     client
         .modify_snapshot_attribute()
         .snapshot_id(snapshot_id)
@@ -225,9 +221,7 @@ pub async fn copy_ebs_snapshot(
         .send()
         .await
         .map_err(|e| AwsError::from_sdk(e, ec2::SNAPSHOT_NOT_FOUND))?;
-    out.snapshot_id()
-        .map(str::to_string)
-        .ok_or_else(|| AwsError::Api("CopySnapshot returned no snapshot id".into()))
+    out.snapshot_id().map(str::to_string).ok_or_else(|| AwsError::Api("CopySnapshot returned no snapshot id".into()))
 }
 
 pub async fn delete_ebs_snapshot(client: &aws_sdk_ec2::Client, snapshot_id: &str) -> Result<(), AwsError> {
@@ -278,9 +272,9 @@ pub async fn find_rds_snapshot(
     snapshot_id: &str,
 ) -> Result<StoredSnapshot, AwsError> {
     match service {
-        Service::RdsCluster => rds::find_db_cluster_snapshot(client, snapshot_id)
-            .await
-            .map(|s| from_db_cluster_snapshot(region, &s)),
+        Service::RdsCluster => {
+            rds::find_db_cluster_snapshot(client, snapshot_id).await.map(|s| from_db_cluster_snapshot(region, &s))
+        }
         _ => rds::find_db_snapshot(client, snapshot_id).await.map(|s| from_db_snapshot(region, &s)),
     }
 }
@@ -349,7 +343,11 @@ pub async fn copy_rds_snapshot(
     }
 }
 
-pub async fn delete_rds_snapshot(client: &aws_sdk_rds::Client, service: Service, snapshot_id: &str) -> Result<(), AwsError> {
+pub async fn delete_rds_snapshot(
+    client: &aws_sdk_rds::Client,
+    service: Service,
+    snapshot_id: &str,
+) -> Result<(), AwsError> {
     let result = match service {
         Service::RdsCluster => client
             .delete_db_cluster_snapshot()
@@ -398,7 +396,11 @@ pub fn rds_snapshot_id(policy: &str, run_id: &str, source_id: &str) -> String {
 
 /// Polls `check` until every snapshot is complete, one fails, or `timeout`
 /// passes; the delay between checks doubles from `first` up to a minute.
-pub async fn wait_until_complete<F, Fut>(mut check: F, first: Duration, timeout: Duration) -> Result<Vec<StoredSnapshot>, String>
+pub async fn wait_until_complete<F, Fut>(
+    mut check: F,
+    first: Duration,
+    timeout: Duration,
+) -> Result<Vec<StoredSnapshot>, String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Vec<StoredSnapshot>, AwsError>>,
@@ -417,7 +419,8 @@ where
             return Ok(snapshots);
         }
         if tokio::time::Instant::now() + delay > deadline {
-            let pending: Vec<&str> = snapshots.iter().filter(|s| s.state != State::Complete).map(|s| s.id.as_str()).collect();
+            let pending: Vec<&str> =
+                snapshots.iter().filter(|s| s.state != State::Complete).map(|s| s.id.as_str()).collect();
             return Err(format!("{} still pending after {}s", pending.join(", "), timeout.as_secs()));
         }
         tokio::time::sleep(delay).await;
@@ -442,8 +445,14 @@ mod tests {
         let key = Some("arn:aws:kms:eu-west-1:1:key/k");
         assert_eq!(CopyEncryption::for_mapping("all", key, false).kms_key_id.as_deref(), key);
         assert!(CopyEncryption::for_mapping("all", key, false).encrypted);
-        assert_eq!(CopyEncryption::for_mapping("encrypted_only", key, false), CopyEncryption { encrypted: false, kms_key_id: None });
+        assert_eq!(
+            CopyEncryption::for_mapping("encrypted_only", key, false),
+            CopyEncryption { encrypted: false, kms_key_id: None }
+        );
         assert_eq!(CopyEncryption::for_mapping("encrypted_only", key, true).kms_key_id.as_deref(), key);
-        assert_eq!(CopyEncryption::for_mapping("all", None, true), CopyEncryption { encrypted: true, kms_key_id: None });
+        assert_eq!(
+            CopyEncryption::for_mapping("all", None, true),
+            CopyEncryption { encrypted: true, kms_key_id: None }
+        );
     }
 }

@@ -84,12 +84,7 @@ impl Diagnostics {
         self.push(Severity::Error, summary, detail, None);
     }
 
-    pub fn attribute_error(
-        &mut self,
-        path: AttributePath,
-        summary: impl Into<String>,
-        detail: impl Into<String>,
-    ) {
+    pub fn attribute_error(&mut self, path: AttributePath, summary: impl Into<String>, detail: impl Into<String>) {
         self.push(Severity::Error, summary, detail, Some(path));
     }
 
@@ -104,12 +99,7 @@ impl Diagnostics {
         detail: impl Into<String>,
         path: Option<AttributePath>,
     ) {
-        self.0.push(Diagnostic {
-            severity,
-            summary: summary.into(),
-            detail: detail.into(),
-            path,
-        });
+        self.0.push(Diagnostic { severity, summary: summary.into(), detail: detail.into(), path });
     }
 
     pub fn extend(&mut self, other: Diagnostics) {
@@ -149,10 +139,7 @@ mod tests {
 
     #[test]
     fn paths_render_like_terraform_addresses() {
-        let path = AttributePath::attr("rule")
-            .then_index(0)
-            .then_attr("tags")
-            .then_key("Team");
+        let path = AttributePath::attr("rule").then_index(0).then_attr("tags").then_key("Team");
         assert_eq!(path.to_string(), r#"rule[0].tags["Team"]"#);
     }
 }

@@ -18,10 +18,7 @@ pub struct Plan {
 pub fn plan(block: &Block, prior: &Value, proposed: &Value, config: &Value) -> Plan {
     let mut requires_replace = Vec::new();
     if proposed.is_null() {
-        return Plan {
-            planned: Value::Null,
-            requires_replace,
-        };
+        return Plan { planned: Value::Null, requires_replace };
     }
     let mut planned = block.conform(proposed);
     apply_defaults(block, &mut planned, config);
@@ -33,10 +30,7 @@ pub fn plan(block: &Block, prior: &Value, proposed: &Value, config: &Value) -> P
     if !creating {
         collect_replacements(block, prior, &planned, &AttributePath::root(), &mut requires_replace);
     }
-    Plan {
-        planned,
-        requires_replace,
-    }
+    Plan { planned, requires_replace }
 }
 
 fn apply_defaults(block: &Block, planned: &mut Value, config: &Value) {
@@ -54,20 +48,13 @@ fn apply_defaults(block: &Block, planned: &mut Value, config: &Value) {
 
 fn mark_unknown(block: &Block, planned: &mut Value, prior: &Value, config: &Value, creating: bool) {
     for attribute in &block.attributes {
-        if !attribute.computed
-            || attribute.default.is_some()
-            || !config.get(&attribute.name).is_null()
-        {
+        if !attribute.computed || attribute.default.is_some() || !config.get(&attribute.name).is_null() {
             continue;
         }
         let keep_prior = !creating
             && attribute.has_modifier(PlanModifier::UseStateForUnknown)
             && !prior.get(&attribute.name).is_null();
-        let value = if keep_prior {
-            prior.get(&attribute.name).clone()
-        } else {
-            Value::Unknown
-        };
+        let value = if keep_prior { prior.get(&attribute.name).clone() } else { Value::Unknown };
         planned.set(&attribute.name, value);
     }
     for_each_nested(block, planned, config, prior, |nested, planned, config, prior| {

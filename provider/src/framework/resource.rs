@@ -31,12 +31,7 @@ pub trait Provider: Send + Sync + 'static {
     /// have already run).
     fn validate(&self, _config: &Value, _diags: &mut Diagnostics) {}
 
-    async fn configure(
-        &self,
-        config: &Value,
-        client: &ClientInfo,
-        diags: &mut Diagnostics,
-    ) -> Option<Self::Data>;
+    async fn configure(&self, config: &Value, client: &ClientInfo, diags: &mut Diagnostics) -> Option<Self::Data>;
 
     fn resources(&self) -> Vec<Arc<dyn Resource<Self::Data>>>;
 
@@ -59,13 +54,7 @@ pub trait Resource<D>: Send + Sync {
     /// read back from the remote system. `None` means nothing was created.
     /// `private` is kept by Terraform beside the state, unseen by users:
     /// what the resource must remember, such as defaults it resolved.
-    async fn create(
-        &self,
-        data: &D,
-        planned: &Value,
-        private: &mut Private,
-        diags: &mut Diagnostics,
-    ) -> Option<Value>;
+    async fn create(&self, data: &D, planned: &Value, private: &mut Private, diags: &mut Diagnostics) -> Option<Value>;
 
     /// Reads the remote object. `None` means it is gone, and Terraform will
     /// plan to create it again. `private` may be updated (e.g. the ETag the
@@ -127,11 +116,7 @@ impl Private {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        if self.0.is_empty() {
-            Vec::new()
-        } else {
-            serde_json::to_vec(&self.0).expect("string map serializes")
-        }
+        if self.0.is_empty() { Vec::new() } else { serde_json::to_vec(&self.0).expect("string map serializes") }
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {

@@ -75,10 +75,7 @@ pub struct Attribute {
 
 impl std::fmt::Debug for Attribute {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Attribute")
-            .field("name", &self.name)
-            .field("ty", &self.ty)
-            .finish_non_exhaustive()
+        f.debug_struct("Attribute").field("name", &self.name).field("ty", &self.ty).finish_non_exhaustive()
     }
 }
 
@@ -226,10 +223,7 @@ impl NestedBlock {
     }
 
     pub fn list(name: &str, block: Block) -> Self {
-        Self {
-            nesting: Nesting::List,
-            ..Self::single(name, block)
-        }
+        Self { nesting: Nesting::List, ..Self::single(name, block) }
     }
 
     pub fn items(mut self, min: u32, max: u32) -> Self {
@@ -254,10 +248,7 @@ pub struct Block {
 
 impl Block {
     pub fn new(markdown: &str) -> Self {
-        Self {
-            description: markdown.to_string(),
-            ..Self::default()
-        }
+        Self { description: markdown.to_string(), ..Self::default() }
     }
 
     pub fn attribute(mut self, attribute: Attribute) -> Self {
@@ -296,9 +287,9 @@ impl Block {
                     let conformed = match (nested.nesting, v) {
                         (_, Value::Unknown) => Value::Unknown,
                         (Nesting::Single, v) => nested.block.conform(v),
-                        (Nesting::List | Nesting::Set, Value::List(items)) => Value::List(
-                            items.iter().map(|item| nested.block.conform(item)).collect(),
-                        ),
+                        (Nesting::List | Nesting::Set, Value::List(items)) => {
+                            Value::List(items.iter().map(|item| nested.block.conform(item)).collect())
+                        }
                         (Nesting::List | Nesting::Set, _) => Value::List(Vec::new()),
                     };
                     out.insert(nested.name.clone(), conformed);

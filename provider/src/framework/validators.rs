@@ -22,11 +22,7 @@ impl Validator for OneOf {
                 "Invalid value",
                 format!(
                     "{path} is {s:?}; allowed values are: {}.",
-                    self.0
-                        .iter()
-                        .map(|v| format!("{v:?}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    self.0.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(", ")
                 ),
             );
         }
@@ -121,18 +117,9 @@ mod tests {
     #[test]
     fn each_points_at_the_bad_element() {
         let mut diags = Diagnostics::new();
-        let check = Each(string(|s| {
-            if s.starts_with("sg-") { Ok(()) } else { Err("must start with sg-".into()) }
-        }));
-        check.check(
-            &Value::string_list(["sg-1", "x"]),
-            &AttributePath::attr("security_group_ids"),
-            &mut diags,
-        );
+        let check = Each(string(|s| if s.starts_with("sg-") { Ok(()) } else { Err("must start with sg-".into()) }));
+        check.check(&Value::string_list(["sg-1", "x"]), &AttributePath::attr("security_group_ids"), &mut diags);
         assert_eq!(diags.0.len(), 1);
-        assert_eq!(
-            diags.0[0].path.as_ref().unwrap().to_string(),
-            "security_group_ids[1]"
-        );
+        assert_eq!(diags.0[0].path.as_ref().unwrap().to_string(), "security_group_ids[1]");
     }
 }

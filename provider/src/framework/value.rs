@@ -134,20 +134,13 @@ impl Value {
 
     /// The known strings of a list or set of strings, in order.
     pub fn strings(&self) -> Vec<String> {
-        self.as_list()
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect()
+        self.as_list().iter().filter_map(|v| v.as_str().map(str::to_string)).collect()
     }
 
     /// The known entries of a map of strings.
     pub fn string_map(&self) -> BTreeMap<String, String> {
         self.as_map()
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                    .collect()
-            })
+            .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
             .unwrap_or_default()
     }
 
@@ -167,11 +160,7 @@ impl Value {
         if map.is_empty() {
             Value::Null
         } else {
-            Value::Map(
-                map.iter()
-                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                    .collect(),
-            )
+            Value::Map(map.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
         }
     }
 
@@ -190,14 +179,9 @@ impl Value {
     pub fn same_as(&self, other: &Value) -> bool {
         match (self, other) {
             (Value::Number(a), Value::Number(b)) => a.normalized() == b.normalized(),
-            (Value::List(a), Value::List(b)) => {
-                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_as(y))
-            }
+            (Value::List(a), Value::List(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_as(y)),
             (Value::Map(a), Value::Map(b)) => {
-                a.len() == b.len()
-                    && a.iter()
-                        .zip(b)
-                        .all(|((ka, va), (kb, vb))| ka == kb && va.same_as(vb))
+                a.len() == b.len() && a.iter().zip(b).all(|((ka, va), (kb, vb))| ka == kb && va.same_as(vb))
             }
             (a, b) => a == b,
         }

@@ -49,7 +49,12 @@ impl CheckReport {
     }
 }
 
-pub async fn check(storage: Arc<dyn Storage>, _config: &RepositoryConfig, master: &MasterKey, read_data: bool) -> Result<CheckReport, RepoError> {
+pub async fn check(
+    storage: Arc<dyn Storage>,
+    _config: &RepositoryConfig,
+    master: &MasterKey,
+    read_data: bool,
+) -> Result<CheckReport, RepoError> {
     let keys = Keys::new(master);
     let mut report = CheckReport::default();
 
@@ -111,28 +116,31 @@ pub async fn check(storage: Arc<dyn Storage>, _config: &RepositoryConfig, master
 
     // With read_data: every pack's bytes, header and blobs.
     if read_data {
-        let checked: Vec<(String, Result<(), String>)> = futures::stream::iter(index.packs.iter().filter(|p| !bad_packs.contains(&p.id)).map(|p| {
-            let storage = storage.clone();
-            let keys = keys.clone();
-            let expected = indexed.get(&p.id).cloned().unwrap_or_default();
-            let id = p.id.clone();
-            async move {
-                let result = match storage.get(&pack_key(&id)).await {
-                    Ok(bytes) => tokio::task::spawn_blocking({
-                        let id = id.clone();
-                        move || verify_pack(&keys, &id, &bytes, &expected)
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err(e.to_string())),
-                    Err(StorageError::Archived(_)) => Err("archived: restore it (or run check without --read-data)".into()),
-                    Err(e) => Err(e.to_string()),
-                };
-                (id, result)
-            }
-        }))
-        .buffer_unordered(4)
-        .collect()
-        .await;
+        let checked: Vec<(String, Result<(), String>)> =
+            futures::stream::iter(index.packs.iter().filter(|p| !bad_packs.contains(&p.id)).map(|p| {
+                let storage = storage.clone();
+                let keys = keys.clone();
+                let expected = indexed.get(&p.id).cloned().unwrap_or_default();
+                let id = p.id.clone();
+                async move {
+                    let result = match storage.get(&pack_key(&id)).await {
+                        Ok(bytes) => tokio::task::spawn_blocking({
+                            let id = id.clone();
+                            move || verify_pack(&keys, &id, &bytes, &expected)
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(e.to_string())),
+                        Err(StorageError::Archived(_)) => {
+                            Err("archived: restore it (or run check without --read-data)".into())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    };
+                    (id, result)
+                }
+            }))
+            .buffer_unordered(4)
+            .collect()
+            .await;
         for (id, result) in checked {
             report.packs_read += 1;
             if let Err(problem) = result {

@@ -84,12 +84,7 @@ impl Argon2Params {
     pub fn new_random() -> Self {
         let mut salt = [0u8; 16];
         getrandom(&mut salt);
-        Self {
-            memory_kib: 64 * 1024,
-            iterations: 3,
-            parallelism: 1,
-            salt: B64.encode(salt),
-        }
+        Self { memory_kib: 64 * 1024, iterations: 3, parallelism: 1, salt: B64.encode(salt) }
     }
 
     fn derive(&self, password: &str) -> Result<[u8; 32], KeyError> {
@@ -178,11 +173,7 @@ impl RepositoryConfig {
         let sealed = cipher
             .encrypt(XNonce::from_slice(&nonce), Payload { msg: &master.0, aad: &self.associated_data() })
             .map_err(|_| KeyError::Malformed("sealing failed"))?;
-        self.key = KeyEnvelope::Password {
-            kdf,
-            nonce: B64.encode(nonce),
-            wrapped_master_key: B64.encode(sealed),
-        };
+        self.key = KeyEnvelope::Password { kdf, nonce: B64.encode(nonce), wrapped_master_key: B64.encode(sealed) };
         Ok(())
     }
 
@@ -195,17 +186,15 @@ impl RepositoryConfig {
         if nonce.len() != 24 {
             return Err(KeyError::Malformed("key.nonce is not 24 bytes"));
         }
-        let sealed = B64
-            .decode(wrapped_master_key)
-            .map_err(|_| KeyError::Malformed("key.wrapped_master_key is not base64"))?;
+        let sealed =
+            B64.decode(wrapped_master_key).map_err(|_| KeyError::Malformed("key.wrapped_master_key is not base64"))?;
         let wrapping = kdf.derive(password)?;
         let cipher = XChaCha20Poly1305::new((&wrapping).into());
         let plain = cipher
             .decrypt(XNonce::from_slice(&nonce), Payload { msg: &sealed, aad: &self.associated_data() })
             .map_err(|_| KeyError::WrongPassword)?;
-        let key: [u8; MASTER_KEY_LEN] = plain
-            .try_into()
-            .map_err(|_| KeyError::Malformed("master key has the wrong length"))?;
+        let key: [u8; MASTER_KEY_LEN] =
+            plain.try_into().map_err(|_| KeyError::Malformed("master key has the wrong length"))?;
         Ok(MasterKey(key))
     }
 }

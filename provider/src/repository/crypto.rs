@@ -61,10 +61,7 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
     if text.len() % 2 != 0 {
         return None;
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -127,9 +124,7 @@ impl Keys {
             return Err(CryptoError::Malformed(format!("{} bytes is shorter than a sealed object", sealed.len())));
         }
         let (nonce, body) = sealed.split_at(NONCE_LEN);
-        self.cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: body, aad })
-            .map_err(|_| CryptoError::Unauthentic)
+        self.cipher.decrypt(XNonce::from_slice(nonce), Payload { msg: body, aad }).map_err(|_| CryptoError::Unauthentic)
     }
 
     /// A block as stored in a pack: compressed when that helps, sealed with

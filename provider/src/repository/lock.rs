@@ -174,12 +174,7 @@ async fn read(storage: &dyn Storage, key: &str) -> Result<Option<Found>, Storage
     // object: holders rewrite theirs every REFRESH, so one not written for
     // STALE_AFTER is stale like any other (when its age cannot be told,
     // it counts as fresh: better to wait than to trample).
-    let written = storage
-        .list(key)
-        .await?
-        .into_iter()
-        .find(|o| o.key == key)
-        .and_then(|o| o.last_modified);
+    let written = storage.list(key).await?.into_iter().find(|o| o.key == key).and_then(|o| o.last_modified);
     let now = Utc::now();
     let unknown = LockRecord {
         kind: "unknown".into(),
@@ -244,14 +239,16 @@ impl Lock {
         let now = Utc::now();
         for object in storage.list("locks/shared-").await? {
             match read(storage.as_ref(), &object.key).await? {
-                Some(other) if other.record.is_stale(now, &here) => match storage.delete_versioned(&object.key, &other.etag).await {
-                    // Refreshed meanwhile: its holder is alive after all.
-                    Err(StorageError::Changed(_)) => {
-                        let _ = storage.delete_versioned(EXCLUSIVE_KEY, &etag).await;
-                        return Err(held(other.record));
+                Some(other) if other.record.is_stale(now, &here) => {
+                    match storage.delete_versioned(&object.key, &other.etag).await {
+                        // Refreshed meanwhile: its holder is alive after all.
+                        Err(StorageError::Changed(_)) => {
+                            let _ = storage.delete_versioned(EXCLUSIVE_KEY, &etag).await;
+                            return Err(held(other.record));
+                        }
+                        result => result?,
                     }
-                    result => result?,
-                },
+                }
                 Some(other) => {
                     let _ = storage.delete_versioned(EXCLUSIVE_KEY, &etag).await;
                     return Err(held(other.record));

@@ -122,7 +122,8 @@ pub fn read_header(keys: &Keys, id: &str, bytes: &[u8]) -> Result<Vec<PackEntry>
     let Some(len_at) = bytes.len().checked_sub(4) else {
         return Err(CryptoError::Malformed("shorter than a pack trailer".into()));
     };
-    let header_len = u32::from_le_bytes([bytes[len_at], bytes[len_at + 1], bytes[len_at + 2], bytes[len_at + 3]]) as usize;
+    let header_len =
+        u32::from_le_bytes([bytes[len_at], bytes[len_at + 1], bytes[len_at + 2], bytes[len_at + 3]]) as usize;
     let Some(header_at) = len_at.checked_sub(header_len) else {
         return Err(CryptoError::Malformed("header length beyond the pack".into()));
     };

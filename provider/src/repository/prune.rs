@@ -39,8 +39,9 @@ pub struct PruneReport {
 
 async fn read_marks(storage: &dyn Storage) -> Result<BTreeMap<String, DateTime<Utc>>, RepoError> {
     match storage.get(MARKS_KEY).await {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| RepoError::Other(format!("{MARKS_KEY} is not readable ({e}); delete it to start marking afresh"))),
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            RepoError::Other(format!("{MARKS_KEY} is not readable ({e}); delete it to start marking afresh"))
+        }),
         Err(StorageError::NotFound(_)) => Ok(BTreeMap::new()),
         Err(e) => Err(e.into()),
     }
@@ -57,7 +58,12 @@ pub async fn prune(repo: &mut Repository, grace: TimeDelta, now: DateTime<Utc>) 
     Ok(report)
 }
 
-async fn prune_locked(repo: &mut Repository, storage: &Arc<dyn Storage>, grace: TimeDelta, now: DateTime<Utc>) -> Result<PruneReport, RepoError> {
+async fn prune_locked(
+    repo: &mut Repository,
+    storage: &Arc<dyn Storage>,
+    grace: TimeDelta,
+    now: DateTime<Utc>,
+) -> Result<PruneReport, RepoError> {
     let mut report = PruneReport::default();
     // Packs only a damaged index lists look unused: delete nothing until
     // the index is rebuilt.
@@ -71,9 +77,7 @@ async fn prune_locked(repo: &mut Repository, storage: &Arc<dyn Storage>, grace: 
     // before deleting anything.
     let mut used: HashSet<String> = HashSet::new();
     for manifest in repo.manifests().await? {
-        let map = manifest
-            .block_map()
-            .map_err(|e| RepoError::Other(format!("restore point {}: {e}", manifest.id)))?;
+        let map = manifest.block_map().map_err(|e| RepoError::Other(format!("restore point {}: {e}", manifest.id)))?;
         for blob in map.values() {
             let location = repo.index().get(blob).ok_or_else(|| {
                 RepoError::Other(format!(
@@ -132,7 +136,8 @@ async fn prune_locked(repo: &mut Repository, storage: &Arc<dyn Storage>, grace: 
         for object in storage.list("index/").await? {
             let id = object.key.trim_start_matches("index/");
             let bytes = storage.get(&object.key).await?;
-            let file = IndexFile::open(repo.keys(), id, &bytes).map_err(|e| RepoError::Other(format!("{}: {e}", object.key)))?;
+            let file = IndexFile::open(repo.keys(), id, &bytes)
+                .map_err(|e| RepoError::Other(format!("{}: {e}", object.key)))?;
             match storage.retained_until(&object.key).await? {
                 Some(until) if until > now => held_files.push((object.key.clone(), file.clone())),
                 _ => old_files.push(object.key.clone()),
@@ -141,7 +146,8 @@ async fn prune_locked(repo: &mut Repository, storage: &Arc<dyn Storage>, grace: 
                 kept.entry(pack.id.clone()).or_insert(pack);
             }
         }
-        let pinned: HashSet<String> = held_files.iter().flat_map(|(_, f)| f.packs.iter().map(|p| p.id.clone())).collect();
+        let pinned: HashSet<String> =
+            held_files.iter().flat_map(|(_, f)| f.packs.iter().map(|p| p.id.clone())).collect();
         deletable.retain(|id| {
             if pinned.contains(id) {
                 report.held.push((id.clone(), now));
@@ -172,8 +178,6 @@ async fn prune_locked(repo: &mut Repository, storage: &Arc<dyn Storage>, grace: 
         repo.pack_target = pack_target;
     }
 
-    storage
-        .put(MARKS_KEY, serde_json::to_vec_pretty(&marks).unwrap_or_default(), &PutOptions::default())
-        .await?;
+    storage.put(MARKS_KEY, serde_json::to_vec_pretty(&marks).unwrap_or_default(), &PutOptions::default()).await?;
     Ok(report)
 }

@@ -46,33 +46,29 @@ async fn repair_locked(repo: &mut Repository) -> Result<RepairReport, RepoError>
         .filter(|id| !repo.index().has_pack(id))
         .collect();
     let keys = repo.keys().clone();
-    let read: Vec<Result<IndexedPack, String>> =
-        futures::stream::iter(unindexed.into_iter().map(|id| {
-            let storage = storage.clone();
-            let keys = keys.clone();
-            async move {
-                let key = pack_key(&id);
-                let bytes = storage.get(&key).await.map_err(|e| format!("{key}: {e}"))?;
-                let size = bytes.len() as u64;
-                let entries = tokio::task::spawn_blocking({
-                    let id = id.clone();
-                    move || read_header(&keys, &id, &bytes)
-                })
-                .await
-                .map_err(|e| format!("{key}: {e}"))?
-                .map_err(|e| format!("{key} is damaged: {e}"))?;
-                Ok(IndexedPack::new(&id, size, &entries))
-            }
-        }))
-        .buffer_unordered(4)
-        .collect()
-        .await;
+    let read: Vec<Result<IndexedPack, String>> = futures::stream::iter(unindexed.into_iter().map(|id| {
+        let storage = storage.clone();
+        let keys = keys.clone();
+        async move {
+            let key = pack_key(&id);
+            let bytes = storage.get(&key).await.map_err(|e| format!("{key}: {e}"))?;
+            let size = bytes.len() as u64;
+            let entries = tokio::task::spawn_blocking({
+                let id = id.clone();
+                move || read_header(&keys, &id, &bytes)
+            })
+            .await
+            .map_err(|e| format!("{key}: {e}"))?
+            .map_err(|e| format!("{key} is damaged: {e}"))?;
+            Ok(IndexedPack::new(&id, size, &entries))
+        }
+    }))
+    .buffer_unordered(4)
+    .collect()
+    .await;
     let (packs, problems): (Vec<_>, Vec<_>) = read.into_iter().partition(Result::is_ok);
     let packs: Vec<IndexedPack> = packs.into_iter().filter_map(Result::ok).collect();
-    let mut report = RepairReport {
-        packs_indexed: packs.len(),
-        ..RepairReport::default()
-    };
+    let mut report = RepairReport { packs_indexed: packs.len(), ..RepairReport::default() };
     if !packs.is_empty() {
         report.new_index_file = Some(repo.write_index(IndexFile { packs }).await?);
     }

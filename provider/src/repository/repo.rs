@@ -68,9 +68,8 @@ pub async fn unwrap_with_kms(client: &aws_sdk_kms::Client, config: &RepositoryCo
     let KeyEnvelope::Kms { kms_key_arn, wrapped_master_key } = &config.key else {
         return Err("the repository is encrypted with a password, not a KMS key".into());
     };
-    let blob = B64
-        .decode(wrapped_master_key)
-        .map_err(|_| "the config object's wrapped key is not base64".to_string())?;
+    let blob =
+        B64.decode(wrapped_master_key).map_err(|_| "the config object's wrapped key is not base64".to_string())?;
     let plain = client
         .decrypt()
         .key_id(kms_key_arn)
@@ -89,7 +88,12 @@ pub async fn unwrap_with_kms(client: &aws_sdk_kms::Client, config: &RepositoryCo
 
 /// Wraps `master` with a KMS key, bound to the config by its encryption
 /// context.
-pub async fn wrap_with_kms(client: &aws_sdk_kms::Client, arn: &str, config: &RepositoryConfig, master: &MasterKey) -> Result<KeyEnvelope, String> {
+pub async fn wrap_with_kms(
+    client: &aws_sdk_kms::Client,
+    arn: &str,
+    config: &RepositoryConfig,
+    master: &MasterKey,
+) -> Result<KeyEnvelope, String> {
     let blob = client
         .encrypt()
         .key_id(arn)
@@ -144,10 +148,9 @@ enum Processed {
 impl Repository {
     pub async fn read_config(storage: &dyn Storage) -> Result<RepositoryConfig, RepoError> {
         let bytes = storage.get(CONFIG_KEY).await.map_err(|e| match e {
-            StorageError::NotFound(_) => RepoError::Other(format!(
-                "{} holds no Coffer repository (no config object)",
-                storage.location()
-            )),
+            StorageError::NotFound(_) => {
+                RepoError::Other(format!("{} holds no Coffer repository (no config object)", storage.location()))
+            }
             e => e.into(),
         })?;
         let config: RepositoryConfig = serde_json::from_slice(&bytes)
@@ -172,7 +175,11 @@ impl Repository {
         Self::open_with_key(storage, config, &master).await
     }
 
-    pub async fn open_with_key(storage: Arc<dyn Storage>, config: RepositoryConfig, master: &MasterKey) -> Result<Repository, RepoError> {
+    pub async fn open_with_key(
+        storage: Arc<dyn Storage>,
+        config: RepositoryConfig,
+        master: &MasterKey,
+    ) -> Result<Repository, RepoError> {
         let mut repo = Repository {
             storage,
             config,
@@ -210,7 +217,11 @@ impl Repository {
     }
 
     /// Writes a new repository's config (refuses to overwrite one).
-    pub async fn init(storage: Arc<dyn Storage>, config: RepositoryConfig, master: &MasterKey) -> Result<Repository, RepoError> {
+    pub async fn init(
+        storage: Arc<dyn Storage>,
+        config: RepositoryConfig,
+        master: &MasterKey,
+    ) -> Result<Repository, RepoError> {
         let body = serde_json::to_vec_pretty(&config).map_err(|e| RepoError::Other(e.to_string()))?;
         storage.put(CONFIG_KEY, body, &PutOptions { create_only: true, ..PutOptions::default() }).await?;
         Self::open_with_key(storage, config, master).await
@@ -300,10 +311,11 @@ impl Repository {
     /// Every restore point's manifest, oldest first.
     pub async fn manifests(&self) -> Result<Vec<Manifest>, RepoError> {
         let objects = self.storage.list("manifests/").await?;
-        let mut manifests: Vec<Manifest> = futures::stream::iter(objects.into_iter().map(|o| self.read_manifest_key(o.key)))
-            .buffer_unordered(8)
-            .try_collect()
-            .await?;
+        let mut manifests: Vec<Manifest> =
+            futures::stream::iter(objects.into_iter().map(|o| self.read_manifest_key(o.key)))
+                .buffer_unordered(8)
+                .try_collect()
+                .await?;
         manifests.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
         Ok(manifests)
     }
@@ -336,7 +348,9 @@ impl Repository {
     ) -> Result<Manifest, RepoError> {
         let listing = source.list(parent.map(|p| p.source.name.as_str())).await?;
         let mut map: BlockMap = match parent {
-            Some(p) if listing.changes_since_parent => p.block_map().map_err(|e| RepoError::damaged(manifest_key(&p.id), e))?,
+            Some(p) if listing.changes_since_parent => {
+                p.block_map().map_err(|e| RepoError::damaged(manifest_key(&p.id), e))?
+            }
             _ => BlockMap::new(),
         };
         for index in &listing.removed {
@@ -385,7 +399,8 @@ impl Repository {
                         stats.bytes_written += sealed.len() as u64;
                         builder.add(id, raw_length, &sealed);
                         if builder.len() >= self.pack_target {
-                            let pack = std::mem::replace(&mut builder, PackBuilder::for_target(self.pack_target)).finish(&self.keys);
+                            let pack = std::mem::replace(&mut builder, PackBuilder::for_target(self.pack_target))
+                                .finish(&self.keys);
                             uploads.push(self.upload(pack));
                             if uploads.len() >= UPLOADS_IN_FLIGHT
                                 && let Some(done) = uploads.next().await
@@ -496,10 +511,8 @@ impl Repository {
             return Ok(());
         }
         let map = manifest.block_map().map_err(|e| RepoError::damaged(manifest_key(&manifest.id), e))?;
-        let packs: HashSet<String> = map
-            .values()
-            .filter_map(|id| self.index.get(id).map(|l| self.index.pack_id(l).to_string()))
-            .collect();
+        let packs: HashSet<String> =
+            map.values().filter_map(|id| self.index.get(id).map(|l| self.index.pack_id(l).to_string())).collect();
         let started = std::time::Instant::now();
         let mut waiting: Vec<String> = packs.into_iter().collect();
         loop {
@@ -529,7 +542,13 @@ impl Repository {
     /// Writes a restore point's blocks to `sink`. Every blob is
     /// authenticated and checked against its id before it is written; on
     /// any error the sink is aborted.
-    pub async fn restore(&self, manifest: &Manifest, sink: &dyn BlockSink, concurrency: usize, progress: ProgressFn<'_>) -> Result<String, RepoError> {
+    pub async fn restore(
+        &self,
+        manifest: &Manifest,
+        sink: &dyn BlockSink,
+        concurrency: usize,
+        progress: ProgressFn<'_>,
+    ) -> Result<String, RepoError> {
         match self.restore_blocks(manifest, sink, concurrency, progress).await {
             Ok(written) => Ok(sink.finish(written).await?),
             Err(e) => {
@@ -539,7 +558,13 @@ impl Repository {
         }
     }
 
-    async fn restore_blocks(&self, manifest: &Manifest, sink: &dyn BlockSink, concurrency: usize, progress: ProgressFn<'_>) -> Result<u64, RepoError> {
+    async fn restore_blocks(
+        &self,
+        manifest: &Manifest,
+        sink: &dyn BlockSink,
+        concurrency: usize,
+        progress: ProgressFn<'_>,
+    ) -> Result<u64, RepoError> {
         let map = manifest.block_map().map_err(|e| RepoError::damaged(manifest_key(&manifest.id), e))?;
         let mut targets: HashMap<BlobId, Vec<u64>> = HashMap::new();
         for (index, id) in &map {
@@ -573,9 +598,12 @@ impl Repository {
                     .into_iter()
                     .map(|(id, l)| {
                         let at = (u64::from(l.offset) - start) as usize;
-                        let sealed = bytes
-                            .get(at..at + l.length as usize)
-                            .ok_or_else(|| RepoError::damaged(pack_key(&pack), CryptoError::Malformed("shorter than its index says".into())))?;
+                        let sealed = bytes.get(at..at + l.length as usize).ok_or_else(|| {
+                            RepoError::damaged(
+                                pack_key(&pack),
+                                CryptoError::Malformed("shorter than its index says".into()),
+                            )
+                        })?;
                         let block = keys
                             .open_blob(&id, l.raw_length as usize, sealed)
                             .map_err(|p| RepoError::damaged(format!("{} (blob {id})", pack_key(&pack)), p))?;
@@ -672,7 +700,9 @@ fn coalesce(located: &[(BlobId, super::index::Location)]) -> Vec<Range> {
                 r.opened += u64::from(l.raw_length);
                 r.blobs.push((*id, *l));
             }
-            _ => ranges.push(Range { pack: l.pack, start, end, opened: u64::from(l.raw_length), blobs: vec![(*id, *l)] }),
+            _ => {
+                ranges.push(Range { pack: l.pack, start, end, opened: u64::from(l.raw_length), blobs: vec![(*id, *l)] })
+            }
         }
     }
     ranges

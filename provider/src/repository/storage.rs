@@ -165,7 +165,8 @@ impl Storage for MemoryStorage {
         }
         let archived = matches!(options.storage_class.as_deref(), Some("GLACIER" | "DEEP_ARCHIVE"));
         let version = self.writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        objects.insert(key.into(), MemoryObject { version, body, modified: Utc::now(), retained_until: None, archived });
+        objects
+            .insert(key.into(), MemoryObject { version, body, modified: Utc::now(), retained_until: None, archived });
         Ok(())
     }
 
@@ -212,7 +213,10 @@ impl Storage for MemoryStorage {
             _ => {}
         }
         let version = self.writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        objects.insert(key.into(), MemoryObject { version, body, modified: Utc::now(), retained_until: None, archived: false });
+        objects.insert(
+            key.into(),
+            MemoryObject { version, body, modified: Utc::now(), retained_until: None, archived: false },
+        );
         Ok(format!("\"{version}\""))
     }
 
@@ -254,7 +258,12 @@ impl S3Storage {
         format!("{}{key}", self.prefix)
     }
 
-    fn failed<E>(&self, action: &str, key: &str, e: aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>) -> StorageError
+    fn failed<E>(
+        &self,
+        action: &str,
+        key: &str,
+        e: aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>,
+    ) -> StorageError
     where
         E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
@@ -263,7 +272,9 @@ impl S3Storage {
         let status = e.raw_response().map(|r| r.status().as_u16());
         match (e.code(), status) {
             (Some("InvalidObjectState"), _) => StorageError::Archived(full),
-            (Some("PreconditionFailed" | "ConditionalRequestConflict"), _) | (_, Some(412)) => StorageError::Exists(full),
+            (Some("PreconditionFailed" | "ConditionalRequestConflict"), _) | (_, Some(412)) => {
+                StorageError::Exists(full)
+            }
             _ => match AwsError::from_sdk(e, crate::aws::s3::NOT_FOUND) {
                 AwsError::NotFound => StorageError::NotFound(full),
                 AwsError::Api(message) => StorageError::Other(format!("{action} {full}: {message}")),
@@ -284,8 +295,8 @@ impl S3Storage {
             .upload_id
             .unwrap_or_default();
         let body = bytes::Bytes::from(body);
-        let parts: Result<Vec<CompletedPart>, StorageError> = futures::stream::iter(
-            (0..body.len()).step_by(PART_SIZE).enumerate().map(|(i, start)| {
+        let parts: Result<Vec<CompletedPart>, StorageError> =
+            futures::stream::iter((0..body.len()).step_by(PART_SIZE).enumerate().map(|(i, start)| {
                 let chunk = body.slice(start..(start + PART_SIZE).min(body.len()));
                 let upload_id = upload_id.clone();
                 let full = full.clone();
@@ -304,11 +315,10 @@ impl S3Storage {
                         .map_err(|e| self.failed("uploading a part of", key, e))?;
                     Ok(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag).build())
                 }
-            }),
-        )
-        .buffered(PARTS_IN_FLIGHT)
-        .try_collect()
-        .await;
+            }))
+            .buffered(PARTS_IN_FLIGHT)
+            .try_collect()
+            .await;
         let completed = match parts {
             Ok(parts) => {
                 let mut complete = self
@@ -330,14 +340,8 @@ impl S3Storage {
         };
         if completed.is_err() {
             // Parts of an abandoned upload are billed until aborted.
-            let _ = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&full)
-                .upload_id(&upload_id)
-                .send()
-                .await;
+            let _ =
+                self.client.abort_multipart_upload().bucket(&self.bucket).key(&full).upload_id(&upload_id).send().await;
         }
         completed
     }
@@ -365,7 +369,8 @@ impl Storage for S3Storage {
             return self.put_multipart(key, body, options).await;
         }
         let body = bytes::Bytes::from(body);
-        let mut request = self.client.put_object().bucket(&self.bucket).key(self.key(key)).body(ByteStream::from(body.clone()));
+        let mut request =
+            self.client.put_object().bucket(&self.bucket).key(self.key(key)).body(ByteStream::from(body.clone()));
         if options.create_only {
             request = request.if_none_match("*");
         }
@@ -380,13 +385,8 @@ impl Storage for S3Storage {
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
         let mut objects = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(self.key(prefix))
-            .into_paginator()
-            .send();
+        let mut pages =
+            self.client.list_objects_v2().bucket(&self.bucket).prefix(self.key(prefix)).into_paginator().send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.failed("listing", prefix, e))?;
             for o in page.contents() {
@@ -428,18 +428,13 @@ impl Storage for S3Storage {
                     .map_err(|e| StorageError::Other(e.to_string()))?,
             )
             .build();
-        match self
-            .client
-            .restore_object()
-            .bucket(&self.bucket)
-            .key(self.key(key))
-            .restore_request(request)
-            .send()
-            .await
+        match self.client.restore_object().bucket(&self.bucket).key(self.key(key)).restore_request(request).send().await
         {
             Ok(_) => {}
             // Someone else asked first.
-            Err(e) if aws_smithy_types::error::metadata::ProvideErrorMetadata::code(&e) == Some("RestoreAlreadyInProgress") => {}
+            Err(e)
+                if aws_smithy_types::error::metadata::ProvideErrorMetadata::code(&e)
+                    == Some("RestoreAlreadyInProgress") => {}
             Err(e) => return Err(self.failed("restoring", key, e)),
         }
         // Ask again: a restore may complete at once (or did already).
@@ -447,11 +442,12 @@ impl Storage for S3Storage {
     }
 
     async fn get_versioned(&self, key: &str) -> Result<(Vec<u8>, String), StorageError> {
-        let stored = crate::aws::s3::find_object(&self.client, &self.bucket, &self.key(key))
-            .await
-            .map_err(|e| match e {
+        let stored =
+            crate::aws::s3::find_object(&self.client, &self.bucket, &self.key(key)).await.map_err(|e| match e {
                 AwsError::NotFound => StorageError::NotFound(format!("s3://{}/{}", self.bucket, self.key(key))),
-                AwsError::Api(message) => StorageError::Other(format!("reading s3://{}/{}: {message}", self.bucket, self.key(key))),
+                AwsError::Api(message) => {
+                    StorageError::Other(format!("reading s3://{}/{}: {message}", self.bucket, self.key(key)))
+                }
             })?;
         Ok((stored.body, stored.etag))
     }
@@ -466,7 +462,9 @@ impl Storage for S3Storage {
                 (WriteError::PreconditionFailed, None) => StorageError::Exists(full.clone()),
                 (WriteError::PreconditionFailed, Some(_)) => StorageError::Changed(full.clone()),
                 (WriteError::Aws(AwsError::NotFound), _) => StorageError::NotFound(full.clone()),
-                (WriteError::Aws(AwsError::Api(message)), _) => StorageError::Other(format!("writing {full}: {message}")),
+                (WriteError::Aws(AwsError::Api(message)), _) => {
+                    StorageError::Other(format!("writing {full}: {message}"))
+                }
             })
     }
 

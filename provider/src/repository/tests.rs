@@ -212,7 +212,12 @@ async fn backup(repo: &mut Repository, source: &Volume, parent: Option<&Manifest
     try_backup(repo, source, parent, 4).await.unwrap()
 }
 
-async fn try_backup(repo: &mut Repository, source: &Volume, parent: Option<&Manifest>, concurrency: usize) -> Result<Manifest, RepoError> {
+async fn try_backup(
+    repo: &mut Repository,
+    source: &Volume,
+    parent: Option<&Manifest>,
+    concurrency: usize,
+) -> Result<Manifest, RepoError> {
     repo.backup(source, parent, PointMeta::default(), concurrency, &|_, _| {}).await
 }
 
@@ -332,7 +337,11 @@ async fn a_full_then_an_incremental_backup_restore_byte_identical() {
     assert_eq!(incremental.stats.new_blobs, 2);
     assert_eq!(incremental.stats.blocks, 7);
     let map = incremental.block_map().unwrap();
-    assert_eq!(map.keys().copied().collect::<Vec<_>>(), vec![0, 1, 3, 5, 6, 7, 8], "block 4 was zeroed, block 8 appended");
+    assert_eq!(
+        map.keys().copied().collect::<Vec<_>>(),
+        vec![0, 1, 3, 5, 6, 7, 8],
+        "block 4 was zeroed, block 8 appended"
+    );
     // One new pack (the two blobs), one index file, one manifest; nothing else.
     let new_packs: Vec<&String> = added.iter().filter(|k| k.starts_with("data/")).collect();
     assert_eq!(new_packs.len(), 1, "{added:?}");
@@ -352,7 +361,10 @@ async fn a_full_then_an_incremental_backup_restore_byte_identical() {
     // A fresh handle (index loaded from storage) restores the same.
     let reopened = Repository::open_with_key(storage.clone(), test_config(), &MASTER).await.unwrap();
     let points = reopened.manifests().await.unwrap();
-    assert_eq!(points.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), vec![full.id.as_str(), incremental.id.as_str()]);
+    assert_eq!(
+        points.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        vec![full.id.as_str(), incremental.id.as_str()]
+    );
     assert_eq!(restore(&reopened, &points[1]).await, volume_v2());
     assert!(run_check(&storage, true).await.is_healthy());
 }
@@ -407,7 +419,8 @@ async fn a_wrong_password_does_not_open_the_repository() {
     config.seal_with_password(&master, "correct horse battery staple").unwrap();
     Repository::init(storage.clone(), config, &master).await.unwrap();
 
-    let wrong = Repository::open(storage.clone(), Unlock::Password("Tr0ub4dor&3")).await.err().expect("a wrong password fails");
+    let wrong =
+        Repository::open(storage.clone(), Unlock::Password("Tr0ub4dor&3")).await.err().expect("a wrong password fails");
     assert!(matches!(wrong, RepoError::Key(KeyError::WrongPassword)), "{wrong:?}");
     assert!(wrong.to_string().contains("the password does not open this repository"), "{wrong}");
 
@@ -600,7 +613,8 @@ fn at(time: &str) -> DateTime<Utc> {
 /// `prune/marks.json` with pack ids replaced by `<pack N>` in file order.
 fn redacted_marks(json: &str, packs: &[String]) -> String {
     let mut out = json.to_string();
-    let mut order: Vec<(usize, &String)> = packs.iter().filter_map(|p| json.find(p.as_str()).map(|at| (at, p))).collect();
+    let mut order: Vec<(usize, &String)> =
+        packs.iter().filter_map(|p| json.find(p.as_str()).map(|at| (at, p))).collect();
     order.sort();
     for (n, (_, id)) in order.iter().enumerate() {
         out = out.replace(id.as_str(), &format!("<pack {}>", n + 1));
@@ -623,7 +637,8 @@ async fn prune_marks_first_and_deletes_after_the_grace_period() {
     let first = prune::prune(&mut repo, DEFAULT_GRACE, t0).await.unwrap();
     assert_eq!((first.marked, first.deleted, first.waiting), (2, 0, 0), "{first:?}");
     assert_eq!(pack_ids(&storage).len(), 6, "nothing deleted yet");
-    let marks: BTreeMap<String, DateTime<Utc>> = serde_json::from_slice(&storage.get(MARKS_KEY).await.unwrap()).unwrap();
+    let marks: BTreeMap<String, DateTime<Utc>> =
+        serde_json::from_slice(&storage.get(MARKS_KEY).await.unwrap()).unwrap();
     assert_eq!(marks.keys().cloned().collect::<HashSet<_>>(), doomed);
     let marks_json = String::from_utf8(storage.get(MARKS_KEY).await.unwrap()).unwrap();
     insta::assert_snapshot!("prune_marks", redacted_marks(&marks_json, &doomed.iter().cloned().collect::<Vec<_>>()));
@@ -695,7 +710,8 @@ async fn a_pack_under_object_lock_is_not_deleted_and_is_reported_held() {
     assert_eq!(late.deleted, 1);
     assert_eq!(late.held, vec![(b_packs[0].clone(), until)]);
     assert_eq!(pack_ids(&storage).iter().filter(|p| b_packs.contains(p)).collect::<Vec<_>>(), vec![&b_packs[0]]);
-    let marks: BTreeMap<String, DateTime<Utc>> = serde_json::from_slice(&storage.get(MARKS_KEY).await.unwrap()).unwrap();
+    let marks: BTreeMap<String, DateTime<Utc>> =
+        serde_json::from_slice(&storage.get(MARKS_KEY).await.unwrap()).unwrap();
     assert_eq!(marks.keys().collect::<Vec<_>>(), vec![&b_packs[0]], "a held pack stays marked");
     let report = run_check(&storage, true).await;
     assert!(report.is_healthy() && report.notes.is_empty(), "the held pack stays indexed: {report:#?}");
@@ -769,8 +785,14 @@ async fn an_exclusive_lock_blocks_a_shared_one() {
     let e = Lock::shared(storage.clone(), "backup").await.err().unwrap();
     assert!(matches!(&e, LockError::Held { purpose, .. } if purpose == "prune"), "{e:?}");
     let message = e.to_string();
-    assert!(message.starts_with(&format!("the repository is locked by prune on {} (pid {})", record.host, record.pid)), "{message}");
-    assert!(message.ends_with("try again when it is done (a lock not refreshed for 30 minutes is ignored)"), "{message}");
+    assert!(
+        message.starts_with(&format!("the repository is locked by prune on {} (pid {})", record.host, record.pid)),
+        "{message}"
+    );
+    assert!(
+        message.ends_with("try again when it is done (a lock not refreshed for 30 minutes is ignored)"),
+        "{message}"
+    );
     assert_eq!(storage.list("locks/").await.unwrap().len(), 1, "the refused shared lock was withdrawn");
 
     let e = Lock::exclusive(storage.clone(), "prune").await.err().unwrap();
@@ -837,7 +859,8 @@ async fn an_unreadable_lock_holds_until_its_object_is_as_old_as_a_stale_lock() {
     let garbled = "locks/shared-00000000-0000-4000-8000-000000000001";
     storage.put(garbled, b"{not a lock record".to_vec(), &PutOptions::default()).await.unwrap();
 
-    let e = Lock::exclusive(storage.clone(), "prune").await.err().expect("a freshly written lock holds, readable or not");
+    let e =
+        Lock::exclusive(storage.clone(), "prune").await.err().expect("a freshly written lock holds, readable or not");
     assert!(e.to_string().starts_with("the repository is locked by an unknown process on an unknown host"), "{e}");
 
     memory.age_all(TimeDelta::minutes(31));
@@ -937,7 +960,11 @@ async fn two_prunes_taking_over_a_stale_exclusive_lock_never_both_hold_it() {
     let (_, stale) = storage.get_versioned(EXCLUSIVE_KEY).await.unwrap();
     let a = Lock::exclusive(storage.clone(), "prune").await.expect("A takes the stale lock over");
     // B, acting on what it read, replaces or removes only that record: both fail.
-    let err = storage.put_versioned(EXCLUSIVE_KEY, lock_record("exclusive", "prune", Utc::now()), Some(&stale)).await.err().unwrap();
+    let err = storage
+        .put_versioned(EXCLUSIVE_KEY, lock_record("exclusive", "prune", Utc::now()), Some(&stale))
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(err, StorageError::Changed(_)), "B's takeover must fail: {err:?}");
     let err = storage.delete_versioned(EXCLUSIVE_KEY, &stale).await.err().unwrap();
     assert!(matches!(err, StorageError::Changed(_)), "B's release must not delete A's lock: {err:?}");
@@ -1055,7 +1082,11 @@ fn golden_pack() {
     let a = noise("golden blob a", 64);
     let b = text("golden blob b", 256);
     let (ida, idb) = (keys.blob_id(&a), keys.blob_id(&b));
-    assert_eq!(ida.0, *blake3::keyed_hash(&std::array::from_fn(|i| 32 + i as u8), &a).as_bytes(), "ids use bytes 32..64");
+    assert_eq!(
+        ida.0,
+        *blake3::keyed_hash(&std::array::from_fn(|i| 32 + i as u8), &a).as_bytes(),
+        "ids use bytes 32..64"
+    );
 
     let blob_aad = |id: &BlobId| [b"coffer blob ".as_slice(), &id.0].concat();
     let plain_a = [&[0u8][..], &a].concat();
@@ -1098,8 +1129,13 @@ fn golden_pack() {
     let _ = writeln!(out, "pack id (BLAKE3 of the file): {id}");
     let _ = writeln!(out, "key: {}", pack_key(&id));
     let _ = writeln!(out, "size: {} bytes\n", pack.len());
-    for (n, (e, (sealed, encoding))) in entries.iter().zip([(&sealed_a, "0 stored"), (&sealed_b, "1 zstd")]).enumerate() {
-        let _ = writeln!(out, "blob {n} @ {}: sealed length {}, raw length {}, encoding {encoding}", e.offset, e.length, e.raw_length);
+    for (n, (e, (sealed, encoding))) in entries.iter().zip([(&sealed_a, "0 stored"), (&sealed_b, "1 zstd")]).enumerate()
+    {
+        let _ = writeln!(
+            out,
+            "blob {n} @ {}: sealed length {}, raw length {}, encoding {encoding}",
+            e.offset, e.length, e.raw_length
+        );
         let _ = writeln!(out, "  id (keyed BLAKE3 of the block): {}", e.id);
         let _ = writeln!(out, "  nonce (24):");
         hexdump(&mut out, &sealed[..NONCE_LEN], e.offset as usize);
@@ -1112,7 +1148,11 @@ fn golden_pack() {
     hexdump(&mut out, &header[..NONCE_LEN], header_at);
     let _ = writeln!(out, "  ciphertext ({}) ‖ tag (16):", header.len() - SEAL_OVERHEAD);
     hexdump(&mut out, &header[NONCE_LEN..], header_at + NONCE_LEN);
-    let _ = writeln!(out, "  plaintext: {} entries of {ENTRY_LEN} bytes (id 32 ‖ offset u32-le ‖ length u32-le ‖ raw length u32-le):", entries.len());
+    let _ = writeln!(
+        out,
+        "  plaintext: {} entries of {ENTRY_LEN} bytes (id 32 ‖ offset u32-le ‖ length u32-le ‖ raw length u32-le):",
+        entries.len()
+    );
     hexdump(&mut out, &header_plain, 0);
     let _ = writeln!(out, "trailer @ {}: header length u32-le = {}", pack.len() - 4, header.len());
     hexdump(&mut out, &pack[pack.len() - 4..], pack.len() - 4);
@@ -1184,7 +1224,14 @@ fn golden_manifest() {
         run: "run-2026-11-23T02:00:00Z".into(),
         parent: Some("9b2f6a55-0000-4000-8000-000000000009".into()),
         tags: BTreeMap::from([("Name".into(), "web-1".into())]),
-        stats: Stats { incremental: true, blocks: 3, blocks_read: 2, bytes_read: 1_048_576, new_blobs: 1, bytes_written: 1_234 },
+        stats: Stats {
+            incremental: true,
+            blocks: 3,
+            blocks_read: 2,
+            bytes_read: 1_048_576,
+            new_blobs: 1,
+            bytes_written: 1_234,
+        },
         blocks: Manifest::encode_map(&map),
     };
     assert_eq!(manifest.block_map().unwrap(), map);
@@ -1197,7 +1244,8 @@ fn golden_manifest() {
 
     let mut out = String::new();
     let _ = writeln!(out, "key: {}", manifest_key(&manifest.id));
-    let _ = writeln!(out, "plaintext (zstd-compressed, then sealed with AAD {:?}):", escaped(&manifest_aad(&manifest.id)));
+    let _ =
+        writeln!(out, "plaintext (zstd-compressed, then sealed with AAD {:?}):", escaped(&manifest_aad(&manifest.id)));
     let _ = writeln!(out, "{}\n", String::from_utf8(json).unwrap());
     let _ = writeln!(out, "blocks: {} records of 40 bytes (block index u64-le ‖ blob id):", map.len());
     hexdump(&mut out, &B64.decode(&manifest.blocks).unwrap(), 0);
@@ -1230,5 +1278,8 @@ fn golden_lock_record() {
     };
     let json = String::from_utf8(serde_json::to_vec(&record).unwrap()).unwrap();
     assert_eq!(serde_json::from_str::<LockRecord>(&json).unwrap(), record);
-    insta::assert_snapshot!("lock_record_with_identity", format!("key: locks/shared-<uuid v4> (or {EXCLUSIVE_KEY})\n{json}\n"));
+    insta::assert_snapshot!(
+        "lock_record_with_identity",
+        format!("key: locks/shared-<uuid v4> (or {EXCLUSIVE_KEY})\n{json}\n")
+    );
 }

@@ -19,8 +19,8 @@ use crate::catalog::{CatalogError, Kind};
 use crate::cron;
 use crate::framework::validators::{Each, IntBetween, Keys, OneOf, string};
 use crate::framework::{
-    Attribute, AttributePath, Block, Diagnostics, Import, ModifyPlan, NestedBlock, PlanRequest,
-    Private, Resource, Schema, Value,
+    Attribute, AttributePath, Block, Diagnostics, Import, ModifyPlan, NestedBlock, PlanRequest, Private, Resource,
+    Schema, Value,
 };
 use crate::provider::Coffer;
 use crate::resources::region_mapping::RegionMappingDocument;
@@ -143,9 +143,7 @@ fn repository_action(name: &str, what: &str) -> NestedBlock {
         name,
         Block::new(what)
             .attribute(
-                Attribute::string("repository_id")
-                    .required()
-                    .describe("`id` of the `coffer_repository` to write to."),
+                Attribute::string("repository_id").required().describe("`id` of the `coffer_repository` to write to."),
             )
             .block(retain_block()),
     )
@@ -288,10 +286,7 @@ fn sorted(v: &Value) -> Vec<String> {
 }
 
 fn retain_from(v: &Value) -> Retain {
-    Retain {
-        count: v.get("count").as_i64(),
-        days: v.get("days").as_i64(),
-    }
+    Retain { count: v.get("count").as_i64(), days: v.get("days").as_i64() }
 }
 
 fn retain_value(r: &Retain) -> Value {
@@ -300,18 +295,10 @@ fn retain_value(r: &Retain) -> Value {
 }
 
 fn rule_from(v: &Value) -> Rule {
-    let keep = |b: &Value| {
-        (!b.is_null()).then(|| Keep {
-            retain: retain_from(b.get("retain")),
-        })
-    };
+    let keep = |b: &Value| (!b.is_null()).then(|| Keep { retain: retain_from(b.get("retain")) });
     let to_repository = |b: &Value| {
         (!b.is_null()).then(|| ToRepository {
-            repository_id: b
-                .get("repository_id")
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
+            repository_id: b.get("repository_id").as_str().unwrap_or_default().to_string(),
             retain: retain_from(b.get("retain")),
         })
     };
@@ -344,10 +331,7 @@ fn rule_value(r: &Rule) -> Value {
         ("timezone", Value::from(r.timezone.as_str())),
         (
             "snapshot",
-            r.snapshot
-                .as_ref()
-                .map(|k| Value::object([("retain", retain_value(&k.retain))]))
-                .unwrap_or(Value::Null),
+            r.snapshot.as_ref().map(|k| Value::object([("retain", retain_value(&k.retain))])).unwrap_or(Value::Null),
         ),
         (
             "replicate",
@@ -355,10 +339,7 @@ fn rule_value(r: &Rule) -> Value {
                 .as_ref()
                 .map(|k| {
                     Value::object([
-                        (
-                            "region_mapping_ids",
-                            Value::string_list(k.region_mapping_ids.iter().cloned()),
-                        ),
+                        ("region_mapping_ids", Value::string_list(k.region_mapping_ids.iter().cloned())),
                         ("retain", retain_value(&k.retain)),
                     ])
                 })
@@ -384,12 +365,7 @@ fn document_from(planned: &Value) -> PolicyDocument {
             tags: source.get("tags").string_map(),
             exclude_ids: sorted(source.get("exclude_ids")),
         },
-        rules: planned
-            .get("rule")
-            .as_list()
-            .iter()
-            .map(rule_from)
-            .collect(),
+        rules: planned.get("rule").as_list().iter().map(rule_from).collect(),
         worker_configuration_ids: sorted(planned.get("worker_configuration_ids")),
         scheduler_role_arn: optional(planned.get("scheduler_role_arn")),
         tags: planned.get("tags").string_map(),
@@ -399,63 +375,32 @@ fn document_from(planned: &Value) -> PolicyDocument {
 /// The state for a document, before the schedules are looked at.
 fn state_from(document: &PolicyDocument, prior: &Value) -> Value {
     let set = |items: &[String]| {
-        if items.is_empty() {
-            Value::Null
-        } else {
-            Value::string_list(items.iter().cloned())
-        }
+        if items.is_empty() { Value::Null } else { Value::string_list(items.iter().cloned()) }
     };
     // Empty and absent are the same to the document; keep what the user wrote.
     let map_like_prior = |map: &BTreeMap<String, String>, prior: &Value| {
-        if map.is_empty() && prior.is_null() {
-            Value::Null
-        } else {
-            Value::string_map_or_null(map).or_empty()
-        }
+        if map.is_empty() && prior.is_null() { Value::Null } else { Value::string_map_or_null(map).or_empty() }
     };
     let s = &document.source;
     Value::object([
         ("id", Value::from(document.name.as_str())),
         ("name", Value::from(document.name.as_str())),
         ("type", Value::from(document.kind.as_str())),
-        (
-            "description",
-            document
-                .description
-                .as_deref()
-                .map(Value::from)
-                .unwrap_or(Value::Null),
-        ),
+        ("description", document.description.as_deref().map(Value::from).unwrap_or(Value::Null)),
         ("enabled", Value::from(document.enabled)),
-        (
-            "worker_configuration_ids",
-            Value::string_list(document.worker_configuration_ids.iter().cloned()),
-        ),
-        (
-            "scheduler_role_arn",
-            document
-                .scheduler_role_arn
-                .as_deref()
-                .map(Value::from)
-                .unwrap_or(Value::Null),
-        ),
+        ("worker_configuration_ids", Value::string_list(document.worker_configuration_ids.iter().cloned())),
+        ("scheduler_role_arn", document.scheduler_role_arn.as_deref().map(Value::from).unwrap_or(Value::Null)),
         ("tags", map_like_prior(&document.tags, prior.get("tags"))),
         (
             "source",
             Value::object([
                 ("regions", Value::string_list(s.regions.iter().cloned())),
                 ("ids", set(&s.ids)),
-                (
-                    "tags",
-                    map_like_prior(&s.tags, prior.get("source").get("tags")),
-                ),
+                ("tags", map_like_prior(&s.tags, prior.get("source").get("tags"))),
                 ("exclude_ids", set(&s.exclude_ids)),
             ]),
         ),
-        (
-            "rule",
-            Value::List(document.rules.iter().map(rule_value).collect()),
-        ),
+        ("rule", Value::List(document.rules.iter().map(rule_value).collect())),
     ])
 }
 
@@ -466,11 +411,7 @@ trait OrEmpty {
 impl OrEmpty for Value {
     /// A null map as an empty one (the user wrote `{}`).
     fn or_empty(self) -> Value {
-        if self.is_null() {
-            Value::Map(BTreeMap::new())
-        } else {
-            self
-        }
+        if self.is_null() { Value::Map(BTreeMap::new()) } else { self }
     }
 }
 
@@ -479,7 +420,6 @@ impl OrEmpty for Value {
 pub fn schedule_name(policy: &str, rule: &str) -> String {
     format!("coffer-{policy}-{rule}")
 }
-
 
 pub fn schedule_arn(region: &str, account: &str, policy: &str, rule: &str) -> String {
     format!(
@@ -491,12 +431,7 @@ pub fn schedule_arn(region: &str, account: &str, policy: &str, rule: &str) -> St
 
 /// The RunInstances input of a rule's schedule: the launch template's
 /// default version, one instance, a boot script that runs the rule.
-fn run_instances_input(
-    data: &Coffer,
-    launch_template_id: &str,
-    policy: &str,
-    rule: &str,
-) -> String {
+fn run_instances_input(data: &Coffer, launch_template_id: &str, policy: &str, rule: &str) -> String {
     let task = format!("run --policy {policy} --rule {rule} --scheduled");
     let user_data = worker_user_data_for_task(&data.catalog, &data.aws.home_region, &task);
     serde_json::json!({
@@ -521,26 +456,10 @@ fn fingerprint<'a>(targets: impl Iterator<Item = (&'a str, &'a str, &'a str)>) -
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn expected_fingerprint(
-    data: &Coffer,
-    launch_template_id: &str,
-    policy: &str,
-    rules: &[String],
-) -> String {
-    let inputs: Vec<(String, String)> = rules
-        .iter()
-        .map(|rule| {
-            (
-                rule.clone(),
-                run_instances_input(data, launch_template_id, policy, rule),
-            )
-        })
-        .collect();
-    fingerprint(
-        inputs
-            .iter()
-            .map(|(rule, input)| (rule.as_str(), RUN_INSTANCES_TARGET, input.as_str())),
-    )
+fn expected_fingerprint(data: &Coffer, launch_template_id: &str, policy: &str, rules: &[String]) -> String {
+    let inputs: Vec<(String, String)> =
+        rules.iter().map(|rule| (rule.clone(), run_instances_input(data, launch_template_id, policy, rule))).collect();
+    fingerprint(inputs.iter().map(|(rule, input)| (rule.as_str(), RUN_INSTANCES_TARGET, input.as_str())))
 }
 
 /// Finds which of the policy's worker configurations is in the home region.
@@ -551,10 +470,7 @@ async fn home_launch_template(data: &Coffer, ids: &[String]) -> Result<String, S
             Ok(_) => return Ok(id.clone()),
             Err(AwsError::NotFound) => continue,
             Err(e) => {
-                return Err(format!(
-                    "looking up launch template {id} in {}: {e}",
-                    data.aws.home_region
-                ));
+                return Err(format!("looking up launch template {id} in {}: {e}", data.aws.home_region));
             }
         }
     }
@@ -567,11 +483,7 @@ async fn home_launch_template(data: &Coffer, ids: &[String]) -> Result<String, S
 }
 
 fn scheduler_role(data: &Coffer, planned: &Value) -> Option<String> {
-    planned
-        .get("scheduler_role_arn")
-        .as_str()
-        .map(str::to_string)
-        .or_else(|| data.scheduler_role_arn.clone())
+    planned.get("scheduler_role_arn").as_str().map(str::to_string).or_else(|| data.scheduler_role_arn.clone())
 }
 
 /// Creates or updates every rule's schedule and deletes those of rules that
@@ -587,36 +499,19 @@ async fn put_schedules(
     data.schedule_group_ready
         .get_or_try_init(|| scheduler::ensure_group(&client, SCHEDULE_GROUP))
         .await
-        .map_err(|e| {
-            format!(
-                "creating schedule group {SCHEDULE_GROUP} in {}: {e}",
-                data.aws.home_region
-            )
-        })?;
+        .map_err(|e| format!("creating schedule group {SCHEDULE_GROUP} in {}: {e}", data.aws.home_region))?;
     for rule in &document.rules {
         let name = schedule_name(&document.name, &rule.name);
-        let expression =
-            cron::to_eventbridge(&rule.cron).map_err(|e| format!("rule {}: {e}", rule.name))?;
+        let expression = cron::to_eventbridge(&rule.cron).map_err(|e| format!("rule {}: {e}", rule.name))?;
         let target = Target::builder()
             .arn(RUN_INSTANCES_TARGET)
             .role_arn(role_arn)
-            .input(run_instances_input(
-                data,
-                launch_template_id,
-                &document.name,
-                &rule.name,
-            ))
+            .input(run_instances_input(data, launch_template_id, &document.name, &rule.name))
             .build()
             .map_err(|e| e.to_string())?;
-        let window = FlexibleTimeWindow::builder()
-            .mode(FlexibleTimeWindowMode::Off)
-            .build()
-            .map_err(|e| e.to_string())?;
-        let state = if document.enabled {
-            ScheduleState::Enabled
-        } else {
-            ScheduleState::Disabled
-        };
+        let window =
+            FlexibleTimeWindow::builder().mode(FlexibleTimeWindowMode::Off).build().map_err(|e| e.to_string())?;
+        let state = if document.enabled { ScheduleState::Enabled } else { ScheduleState::Disabled };
         let description = format!("Coffer backup policy {}, rule {}", document.name, rule.name);
         // Both calls take the whole definition; try the one that most likely
         // applies (update for rules the state knows) and fall back to the other.
@@ -638,8 +533,12 @@ async fn put_schedules(
         }
         // A conflict on create means the schedule exists: reported as
         // NotFound-of-a-free-name, so both fallbacks read alike.
-        let create = || async { definition!(client.create_schedule()).map(|_| ()).map_err(|e| AwsError::from_sdk(e, &["ConflictException"])) };
-        let update = || async { definition!(client.update_schedule()).map(|_| ()).map_err(|e| AwsError::from_sdk(e, scheduler::NOT_FOUND)) };
+        let create = || async {
+            definition!(client.create_schedule()).map(|_| ()).map_err(|e| AwsError::from_sdk(e, &["ConflictException"]))
+        };
+        let update = || async {
+            definition!(client.update_schedule()).map(|_| ()).map_err(|e| AwsError::from_sdk(e, scheduler::NOT_FOUND))
+        };
         let result = if write.prior_rules.contains(&rule.name) {
             match update().await {
                 Err(AwsError::NotFound) => create().await,
@@ -664,13 +563,7 @@ async fn put_schedules(
 
 async fn delete_schedule(data: &Coffer, name: &str) -> Result<(), String> {
     let client = data.aws.scheduler(&data.aws.home_region);
-    match client
-        .delete_schedule()
-        .group_name(SCHEDULE_GROUP)
-        .name(name)
-        .send()
-        .await
-    {
+    match client.delete_schedule().group_name(SCHEDULE_GROUP).name(name).send().await {
         Ok(_) => Ok(()),
         Err(e) => match AwsError::from_sdk(e, scheduler::NOT_FOUND) {
             AwsError::NotFound => Ok(()),
@@ -692,18 +585,11 @@ async fn read_policy(
     private: &mut Private,
     diags: &mut Diagnostics,
 ) -> Option<Value> {
-    let document = match data
-        .catalog()
-        .get::<PolicyDocument>(Kind::Policy, name)
-        .await
-    {
+    let document = match data.catalog().get::<PolicyDocument>(Kind::Policy, name).await {
         Ok(document) => document,
         Err(CatalogError::NotFound) => return None,
         Err(e) => {
-            diags.error(
-                format!("Reading backup policy {name}"),
-                format!("reading backup policy {name}: {e}"),
-            );
+            diags.error(format!("Reading backup policy {name}"), format!("reading backup policy {name}: {e}"));
             return None;
         }
     };
@@ -717,8 +603,7 @@ async fn read_policy(
     let mut rules = Vec::new();
     for mut rule in std::mem::take(&mut body.rules) {
         let schedule_name = schedule_name(&body.name, &rule.name);
-        let schedule = match scheduler::find_schedule(&client, SCHEDULE_GROUP, &schedule_name).await
-        {
+        let schedule = match scheduler::find_schedule(&client, SCHEDULE_GROUP, &schedule_name).await {
             Ok(schedule) => schedule,
             Err(AwsError::NotFound) => {
                 tracing::info!(schedule = %schedule_name, "schedule gone");
@@ -736,10 +621,7 @@ async fn read_policy(
         if cron::to_eventbridge(&rule.cron).ok().as_deref() != Some(expression) {
             rule.cron = cron::from_eventbridge(expression);
         }
-        rule.timezone = schedule
-            .schedule_expression_timezone()
-            .unwrap_or("UTC")
-            .to_string();
+        rule.timezone = schedule.schedule_expression_timezone().unwrap_or("UTC").to_string();
         let enabled = schedule.state() == Some(&ScheduleState::Enabled);
         if enabled != body.enabled {
             enabled_drift = Some(enabled);
@@ -751,15 +633,9 @@ async fn read_policy(
         targets.push((
             rule.name.clone(),
             target.map(|t| t.arn().to_string()).unwrap_or_default(),
-            target
-                .and_then(|t| t.input())
-                .unwrap_or_default()
-                .to_string(),
+            target.and_then(|t| t.input()).unwrap_or_default().to_string(),
         ));
-        arns.insert(
-            rule.name.clone(),
-            schedule.arn().unwrap_or_default().to_string(),
-        );
+        arns.insert(rule.name.clone(), schedule.arn().unwrap_or_default().to_string());
         rules.push(rule);
     }
     body.rules = rules;
@@ -767,24 +643,13 @@ async fn read_policy(
         body.enabled = enabled;
     }
     let mut state = state_from(&body, prior);
-    if let Some(role) = role
-        .or_else(|| body.scheduler_role_arn.clone())
-        .or_else(|| data.scheduler_role_arn.clone())
-    {
+    if let Some(role) = role.or_else(|| body.scheduler_role_arn.clone()).or_else(|| data.scheduler_role_arn.clone()) {
         state.set("scheduler_role_arn", role.as_str());
     }
-    state.set(
-        "schedule_arns",
-        Value::Map(arns.into_iter().map(|(k, v)| (k, Value::from(v))).collect()),
-    );
+    state.set("schedule_arns", Value::Map(arns.into_iter().map(|(k, v)| (k, Value::from(v))).collect()));
     state.set(
         "schedules_fingerprint",
-        fingerprint(
-            targets
-                .iter()
-                .map(|(r, a, i)| (r.as_str(), a.as_str(), i.as_str())),
-        )
-        .as_str(),
+        fingerprint(targets.iter().map(|(r, a, i)| (r.as_str(), a.as_str(), i.as_str()))).as_str(),
     );
     Some(state)
 }
@@ -793,12 +658,7 @@ async fn read_policy(
 
 /// An error at `path` whose text starts with the path, as the schema
 /// validators' do.
-fn error_at(
-    diags: &mut Diagnostics,
-    path: AttributePath,
-    summary: &str,
-    detail: impl Into<String>,
-) {
+fn error_at(diags: &mut Diagnostics, path: AttributePath, summary: &str, detail: impl Into<String>) {
     let detail = format!("{path}: {}", detail.into());
     diags.attribute_error(path, summary, detail);
 }
@@ -838,9 +698,7 @@ fn check(config: &Value, diags: &mut Diagnostics) {
                     diags,
                     path.then_attr("name"),
                     "Duplicate rule name",
-                    format!(
-                        "rule names must be unique in a policy; {rule_name:?} appears more than once."
-                    ),
+                    format!("rule names must be unique in a policy; {rule_name:?} appears more than once."),
                 );
             }
             if let Some(policy) = policy {
@@ -911,12 +769,7 @@ fn check(config: &Value, diags: &mut Diagnostics) {
 /// a worker configuration in the home region, a scheduler role. At plan
 /// time a mapping or repository may not exist yet (it is created in the same
 /// apply), so only `at_apply` counts its absence as an error.
-async fn check_references(
-    data: &Coffer,
-    config: &Value,
-    at_apply: bool,
-    diags: &mut Diagnostics,
-) -> Option<String> {
+async fn check_references(data: &Coffer, config: &Value, at_apply: bool, diags: &mut Diagnostics) -> Option<String> {
     let source_regions = config.get("source").get("regions");
     if source_regions.is_wholly_known() {
         let regions: Vec<_> = source_regions
@@ -933,15 +786,10 @@ async fn check_references(
         if mapping_ids.is_wholly_known() {
             for id in mapping_ids.strings() {
                 let at = path.then_attr("replicate").then_attr("region_mapping_ids");
-                match catalog
-                    .get::<RegionMappingDocument>(Kind::RegionMapping, &id)
-                    .await
-                {
+                match catalog.get::<RegionMappingDocument>(Kind::RegionMapping, &id).await {
                     Ok(mapping) => {
                         let from = &mapping.body.source_region;
-                        if source_regions.is_wholly_known()
-                            && !source_regions.strings().contains(from)
-                        {
+                        if source_regions.is_wholly_known() && !source_regions.strings().contains(from) {
                             error_at(
                                 diags,
                                 at,
@@ -966,10 +814,7 @@ async fn check_references(
                 }
             }
         }
-        for (action, allowed) in [
-            ("backup", BACKUP_STORAGE_CLASSES),
-            ("archive", ARCHIVE_STORAGE_CLASSES),
-        ] {
+        for (action, allowed) in [("backup", BACKUP_STORAGE_CLASSES), ("archive", ARCHIVE_STORAGE_CLASSES)] {
             let Some(id) = rule.get(action).get("repository_id").as_str() else {
                 continue;
             };
@@ -984,11 +829,7 @@ async fn check_references(
                         allowed.join(" or "),
                         entry.body.name,
                         entry.body.storage_class,
-                        if action == "backup" {
-                            " Use it in archive instead."
-                        } else {
-                            " Use it in backup instead."
-                        }
+                        if action == "backup" { " Use it in archive instead." } else { " Use it in backup instead." }
                     ),
                 ),
                 Ok(_) => {}
@@ -1061,10 +902,7 @@ async fn write_schedules(
         return false;
     };
     if let Err(why) = put_schedules(data, document, &role, &write).await {
-        diags.error(
-            format!("{action} backup policy {name}"),
-            format!("{action} backup policy {name}: {why}"),
-        );
+        diags.error(format!("{action} backup policy {name}"), format!("{action} backup policy {name}: {why}"));
         return false;
     }
     true
@@ -1137,24 +975,16 @@ impl Resource<Coffer> for BackupPolicy {
         };
         let launch_template = check_references(data, planned, true, diags).await;
         let launch_template = launch_template.filter(|_| !diags.has_errors())?;
-        if let Err(e) = data
-            .catalog()
-            .replace(Kind::Policy, &name, &document, &etag)
-            .await
-        {
+        if let Err(e) = data.catalog().replace(Kind::Policy, &name, &document, &etag).await {
             catalog_write_error(diags, "updating", Kind::Policy, &name, e);
             return None;
         }
         let kept: Vec<&str> = document.rules.iter().map(|r| r.name.as_str()).collect();
-        let prior_rules: Vec<String> = prior
-            .get("rule")
-            .as_list()
-            .iter()
-            .filter_map(|r| r.get("name").as_str())
-            .map(str::to_string)
-            .collect();
+        let prior_rules: Vec<String> =
+            prior.get("rule").as_list().iter().filter_map(|r| r.get("name").as_str()).map(str::to_string).collect();
         let removed: Vec<String> = prior_rules.iter().filter(|r| !kept.contains(&r.as_str())).cloned().collect();
-        let write = ScheduleWrite { launch_template: &launch_template, prior_rules: &prior_rules, removed_rules: &removed };
+        let write =
+            ScheduleWrite { launch_template: &launch_template, prior_rules: &prior_rules, removed_rules: &removed };
         write_schedules(data, planned, &document, write, private, "updating", diags).await;
         read_policy(data, &name, planned, private, diags).await
     }
@@ -1163,30 +993,19 @@ impl Resource<Coffer> for BackupPolicy {
         let Some(name) = state.get("name").as_str() else {
             return;
         };
-        let mut rules: Vec<String> = state
-            .get("rule")
-            .as_list()
-            .iter()
-            .filter_map(|r| r.get("name").as_str())
-            .map(str::to_string)
-            .collect();
+        let mut rules: Vec<String> =
+            state.get("rule").as_list().iter().filter_map(|r| r.get("name").as_str()).map(str::to_string).collect();
         rules.extend(state.get("schedule_arns").string_map().into_keys());
         rules.sort();
         rules.dedup();
         for rule in rules {
             if let Err(why) = delete_schedule(data, &schedule_name(name, &rule)).await {
-                diags.error(
-                    format!("Deleting backup policy {name}"),
-                    format!("deleting backup policy {name}: {why}"),
-                );
+                diags.error(format!("Deleting backup policy {name}"), format!("deleting backup policy {name}: {why}"));
                 return;
             }
         }
         if let Err(e) = data.catalog().delete(Kind::Policy, name).await {
-            diags.error(
-                format!("Deleting backup policy {name}"),
-                format!("deleting backup policy {name}: {e}"),
-            );
+            diags.error(format!("Deleting backup policy {name}"), format!("deleting backup policy {name}: {e}"));
         }
     }
 
@@ -1223,21 +1042,13 @@ impl ModifyPlan<Coffer> for BackupPolicy {
         let Some(data) = data else { return };
         let config = request.config;
         if config.get("scheduler_role_arn").is_null() {
-            let role = data
-                .scheduler_role_arn
-                .as_deref()
-                .map(Value::from)
-                .unwrap_or(Value::Null);
+            let role = data.scheduler_role_arn.as_deref().map(Value::from).unwrap_or(Value::Null);
             planned.set("scheduler_role_arn", role);
         }
         let rules = planned.get("rule");
-        let rule_names: Option<Vec<String>> = rules
-            .as_list()
-            .iter()
-            .map(|r| r.get("name").as_str().map(str::to_string))
-            .collect();
-        let (Some(name), Some(rule_names)) = (name, rule_names.filter(|_| !rules.is_unknown()))
-        else {
+        let rule_names: Option<Vec<String>> =
+            rules.as_list().iter().map(|r| r.get("name").as_str().map(str::to_string)).collect();
+        let (Some(name), Some(rule_names)) = (name, rule_names.filter(|_| !rules.is_unknown())) else {
             planned.set("schedule_arns", Value::Unknown);
             planned.set("schedules_fingerprint", Value::Unknown);
             return;
@@ -1245,15 +1056,7 @@ impl ModifyPlan<Coffer> for BackupPolicy {
         let arns = rule_names
             .iter()
             .map(|rule| {
-                (
-                    rule.clone(),
-                    Value::from(schedule_arn(
-                        &data.aws.home_region,
-                        &data.aws.account_id,
-                        &name,
-                        rule,
-                    )),
-                )
+                (rule.clone(), Value::from(schedule_arn(&data.aws.home_region, &data.aws.account_id, &name, rule)))
             })
             .collect();
         planned.set("schedule_arns", Value::Map(arns));
@@ -1262,15 +1065,10 @@ impl ModifyPlan<Coffer> for BackupPolicy {
         // unchanged policy reuses the launch template resolved at apply.
         let prior = request.prior;
         let unchanged = !prior.is_null()
-            && [
-                "source",
-                "rule",
-                "worker_configuration_ids",
-                "scheduler_role_arn",
-            ]
-            .iter()
-            // The plan, with defaults filled in, against the prior state.
-            .all(|a| planned.get(a).same_as(prior.get(a)));
+            && ["source", "rule", "worker_configuration_ids", "scheduler_role_arn"]
+                .iter()
+                // The plan, with defaults filled in, against the prior state.
+                .all(|a| planned.get(a).same_as(prior.get(a)));
         let launch_template = match request.prior_private.get(LAUNCH_TEMPLATE) {
             Some(id) if unchanged => Some(id.to_string()),
             _ => check_references(data, config, false, diags).await,
@@ -1315,26 +1113,15 @@ mod tests {
                 name: "daily".into(),
                 cron: "0 2 * * *".into(),
                 timezone: "UTC".into(),
-                snapshot: Some(Keep {
-                    retain: Retain {
-                        count: Some(7),
-                        days: None,
-                    },
-                }),
+                snapshot: Some(Keep { retain: Retain { count: Some(7), days: None } }),
                 replicate: Some(Replicate {
                     region_mapping_ids: vec!["dr".into()],
-                    retain: Retain {
-                        count: None,
-                        days: Some(3),
-                    },
+                    retain: Retain { count: None, days: Some(3) },
                 }),
                 backup: None,
                 archive: Some(ToRepository {
                     repository_id: "r".into(),
-                    retain: Retain {
-                        count: None,
-                        days: Some(365),
-                    },
+                    retain: Retain { count: None, days: Some(365) },
                 }),
             }],
             worker_configuration_ids: vec!["lt-0123456789abcdef0".into()],

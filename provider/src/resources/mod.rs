@@ -36,7 +36,12 @@ pub async fn check_regions_enabled(data: &Coffer, regions: &[(AttributePath, Str
 }
 
 /// The seed state of a catalog document imported by its name.
-pub fn import_by_name(type_name: &str, what: &str, id: &str, diags: &mut Diagnostics) -> Option<crate::framework::Value> {
+pub fn import_by_name(
+    type_name: &str,
+    what: &str,
+    id: &str,
+    diags: &mut Diagnostics,
+) -> Option<crate::framework::Value> {
     if let Err(why) = crate::validation::coffer_name(id) {
         diags.error("Invalid import id", format!("importing {type_name}: the id is the {what}'s name; {why}"));
         return None;
@@ -45,7 +50,13 @@ pub fn import_by_name(type_name: &str, what: &str, id: &str, diags: &mut Diagnos
 }
 
 /// The diagnostic for a failed catalog write of a named document.
-pub fn catalog_write_error(diags: &mut Diagnostics, action: &str, kind: crate::catalog::Kind, name: &str, e: CatalogError) {
+pub fn catalog_write_error(
+    diags: &mut Diagnostics,
+    action: &str,
+    kind: crate::catalog::Kind,
+    name: &str,
+    e: CatalogError,
+) {
     let hint = match (&e, kind) {
         (CatalogError::AlreadyExists { .. }, crate::catalog::Kind::Policy) => {
             format!(" Import it with: terraform import coffer_backup_policy.<address> {name}")
@@ -63,8 +74,5 @@ pub fn catalog_write_error(diags: &mut Diagnostics, action: &str, kind: crate::c
 
 fn capitalize(s: &str) -> String {
     let mut chars = s.chars();
-    chars
-        .next()
-        .map(|c| c.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
+    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }

@@ -8,8 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{CatalogError, Kind};
 use crate::framework::validators::{OneOf, string};
 use crate::framework::{
-    Attribute, AttributePath, Block, Diagnostics, Import, ModifyPlan, PlanRequest, Private, Resource, Schema,
-    Value,
+    Attribute, AttributePath, Block, Diagnostics, Import, ModifyPlan, PlanRequest, Private, Resource, Schema, Value,
 };
 use crate::provider::Coffer;
 use crate::resources::{catalog_write_error, check_regions_enabled};
@@ -183,7 +182,13 @@ impl Resource<Coffer> for RegionMapping {
         check(config, diags);
     }
 
-    async fn create(&self, data: &Coffer, planned: &Value, private: &mut Private, diags: &mut Diagnostics) -> Option<Value> {
+    async fn create(
+        &self,
+        data: &Coffer,
+        planned: &Value,
+        private: &mut Private,
+        diags: &mut Diagnostics,
+    ) -> Option<Value> {
         let document = document_from(planned);
         let name = document.name.clone();
         if let Err(e) = data.catalog().create(Kind::RegionMapping, &name, &document).await {
@@ -194,7 +199,13 @@ impl Resource<Coffer> for RegionMapping {
         read_document(data, &name, private, diags).await
     }
 
-    async fn read(&self, data: &Coffer, state: &Value, private: &mut Private, diags: &mut Diagnostics) -> Option<Value> {
+    async fn read(
+        &self,
+        data: &Coffer,
+        state: &Value,
+        private: &mut Private,
+        diags: &mut Diagnostics,
+    ) -> Option<Value> {
         let name = state.get("name").as_str()?.to_string();
         read_document(data, &name, private, diags).await
     }

@@ -9,15 +9,14 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use aws_sdk_s3::types::{
-    DefaultRetention, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode, ObjectLockRule, Tag,
-    Tagging,
+    DefaultRetention, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode, ObjectLockRule, Tag, Tagging,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
-use crate::aws::s3::{self, Precondition, WriteError};
 use crate::aws::AwsError;
+use crate::aws::s3::{self, Precondition, WriteError};
 use crate::catalog::{CatalogError, Kind};
 use crate::framework::validators::{IntBetween, Keys, OneOf, string};
 use crate::framework::{
@@ -186,10 +185,7 @@ fn secret_of(value: &Value) -> Option<Secret> {
     if let Some(arn) = e.get("kms_key_arn").as_str() {
         return Some(Secret::Kms(arn.to_string()));
     }
-    e.get("password")
-        .as_str()
-        .or_else(|| e.get("password_wo").as_str())
-        .map(|p| Secret::Password(p.to_string()))
+    e.get("password").as_str().or_else(|| e.get("password_wo").as_str()).map(|p| Secret::Password(p.to_string()))
 }
 
 /// The kind of encryption a state records: a password cannot be read
@@ -208,7 +204,8 @@ fn kind_of(value: &Value) -> Option<&'static str> {
     let e = value.get("encryption");
     if !e.get("kms_key_arn").is_null() {
         Some("kms")
-    } else if !e.get("password").is_null() || !e.get("password_wo").is_null() || !e.get("password_wo_version").is_null() {
+    } else if !e.get("password").is_null() || !e.get("password_wo").is_null() || !e.get("password_wo_version").is_null()
+    {
         Some("password")
     } else {
         None
@@ -232,16 +229,11 @@ fn location(bucket: &str, prefix: &str) -> String {
 
 fn immutability_of(value: &Value) -> Option<Immutability> {
     let block = value.get("immutability");
-    Some(Immutability {
-        days: block.get("days").as_i64()?,
-        mode: block.get("mode").as_str()?.to_string(),
-    })
+    Some(Immutability { days: block.get("days").as_i64()?, mode: block.get("mode").as_str()?.to_string() })
 }
 
 fn s3_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
-    tags.iter()
-        .filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok())
-        .collect()
+    tags.iter().filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok()).collect()
 }
 
 fn tagging(tags: &BTreeMap<String, String>) -> Result<Tagging, String> {
@@ -275,7 +267,12 @@ impl Place {
 
 // ------------------------------------------------------------ key wrapping
 
-async fn seal(data: &Coffer, config: &mut RepositoryConfig, master: Option<&MasterKey>, secret: &Secret) -> Result<(), String> {
+async fn seal(
+    data: &Coffer,
+    config: &mut RepositoryConfig,
+    master: Option<&MasterKey>,
+    secret: &Secret,
+) -> Result<(), String> {
     match secret {
         Secret::Password(password) => {
             let fresh;
@@ -307,10 +304,8 @@ async fn seal(data: &Coffer, config: &mut RepositoryConfig, master: Option<&Mast
                     return Ok(());
                 }
             };
-            config.key = KeyEnvelope::Kms {
-                kms_key_arn: arn.clone(),
-                wrapped_master_key: B64.encode(blob.into_inner()),
-            };
+            config.key =
+                KeyEnvelope::Kms { kms_key_arn: arn.clone(), wrapped_master_key: B64.encode(blob.into_inner()) };
             Ok(())
         }
     }
@@ -326,13 +321,20 @@ async fn open(data: &Coffer, config: &RepositoryConfig, secret: &Secret) -> Resu
             let kms = data.aws.kms(validation::arn_region(kms_key_arn).unwrap_or(&data.aws.home_region));
             crate::repository::repo::unwrap_with_kms(&kms, config).await
         }
-        (KeyEnvelope::Password { .. }, Secret::Kms(_)) => Err("the repository is encrypted with a password, not a KMS key".into()),
+        (KeyEnvelope::Password { .. }, Secret::Kms(_)) => {
+            Err("the repository is encrypted with a password, not a KMS key".into())
+        }
     }
 }
 
 // ------------------------------------------------------------------ bucket
 
-async fn prepare_bucket(data: &Coffer, planned: &Value, place: &Place, tags_all: &BTreeMap<String, String>) -> Result<(), String> {
+async fn prepare_bucket(
+    data: &Coffer,
+    planned: &Value,
+    place: &Place,
+    tags_all: &BTreeMap<String, String>,
+) -> Result<(), String> {
     let client = place.s3(data);
     let bucket = &place.bucket;
     let immutability = immutability_of(planned);
@@ -366,7 +368,10 @@ async fn prepare_bucket(data: &Coffer, planned: &Value, place: &Place, tags_all:
     match s3::find_bucket(&client, bucket).await {
         Ok(()) => {}
         Err(AwsError::NotFound) => {
-            return Err(format!("bucket {bucket} does not exist in {}; create it, or set create_bucket = true", place.region));
+            return Err(format!(
+                "bucket {bucket} does not exist in {}; create it, or set create_bucket = true",
+                place.region
+            ));
         }
         Err(e) => return Err(format!("checking bucket {bucket}: {e}")),
     }
@@ -378,10 +383,9 @@ async fn prepare_bucket(data: &Coffer, planned: &Value, place: &Place, tags_all:
 
 async fn require_object_lock(client: &aws_sdk_s3::Client, bucket: &str) -> Result<(), String> {
     let enabled = match client.get_object_lock_configuration().bucket(bucket).send().await {
-        Ok(out) => out
-            .object_lock_configuration()
-            .and_then(|c| c.object_lock_enabled())
-            == Some(&ObjectLockEnabled::Enabled),
+        Ok(out) => {
+            out.object_lock_configuration().and_then(|c| c.object_lock_enabled()) == Some(&ObjectLockEnabled::Enabled)
+        }
         Err(e) => match AwsError::from_sdk(e, &["ObjectLockConfigurationNotFoundError"]) {
             AwsError::NotFound => false,
             e => return Err(format!("reading the Object Lock configuration of bucket {bucket}: {e}")),
@@ -418,7 +422,11 @@ async fn put_default_retention(client: &aws_sdk_s3::Client, bucket: &str, lock: 
         .map_err(|e| format!("setting Object Lock retention on bucket {bucket}: {}", AwsError::from_sdk(e, &[])))
 }
 
-async fn put_bucket_tags(client: &aws_sdk_s3::Client, bucket: &str, tags_all: &BTreeMap<String, String>) -> Result<(), String> {
+async fn put_bucket_tags(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    tags_all: &BTreeMap<String, String>,
+) -> Result<(), String> {
     if tags_all.is_empty() {
         return client
             .delete_bucket_tagging()
@@ -438,7 +446,11 @@ async fn put_bucket_tags(client: &aws_sdk_s3::Client, bucket: &str, tags_all: &B
         .map_err(|e| format!("tagging bucket {bucket}: {}", AwsError::from_sdk(e, &[])))
 }
 
-async fn put_config_tags(client: &aws_sdk_s3::Client, place: &Place, tags_all: &BTreeMap<String, String>) -> Result<(), String> {
+async fn put_config_tags(
+    client: &aws_sdk_s3::Client,
+    place: &Place,
+    tags_all: &BTreeMap<String, String>,
+) -> Result<(), String> {
     if tags_all.is_empty() {
         return client
             .delete_object_tagging()
@@ -447,7 +459,9 @@ async fn put_config_tags(client: &aws_sdk_s3::Client, place: &Place, tags_all: &
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| format!("removing the tags of the config object of {}: {}", place.label(), AwsError::from_sdk(e, &[])));
+            .map_err(|e| {
+                format!("removing the tags of the config object of {}: {}", place.label(), AwsError::from_sdk(e, &[]))
+            });
     }
     client
         .put_object_tagging()
@@ -475,7 +489,9 @@ async fn write_config(
     precondition: Precondition<'_>,
 ) -> Result<String, String> {
     let body = serde_json::to_vec_pretty(config).expect("config serializes");
-    match s3::put_object(client, &place.bucket, &config_key(&place.prefix), body, "application/json", precondition).await {
+    match s3::put_object(client, &place.bucket, &config_key(&place.prefix), body, "application/json", precondition)
+        .await
+    {
         Ok(etag) => Ok(etag),
         Err(WriteError::PreconditionFailed) => Err(match precondition {
             Precondition::Absent => already_initialized(place),
@@ -500,8 +516,9 @@ async fn find_repository(data: &Coffer, place: &Place) -> Result<Found, AwsError
     let client = place.s3(data);
     s3::find_bucket(&client, &place.bucket).await?;
     let object = s3::find_object(&client, &place.bucket, &config_key(&place.prefix)).await?;
-    let config: RepositoryConfig = serde_json::from_slice(&object.body)
-        .map_err(|e| AwsError::Api(format!("the config object of {} is not a Coffer repository config: {e}", place.label())))?;
+    let config: RepositoryConfig = serde_json::from_slice(&object.body).map_err(|e| {
+        AwsError::Api(format!("the config object of {} is not a Coffer repository config: {e}", place.label()))
+    })?;
     let tags = client
         .get_object_tagging()
         .bucket(&place.bucket)
@@ -536,7 +553,11 @@ fn state_from(data: &Coffer, place: &Place, found: &Found, prior: &Value, name: 
     };
     let prior_own = prior.get("tags").string_map();
     let own = tags::without_defaults(&found.tags, &data.default_tags, &prior_own);
-    let own_value = if own.is_empty() && prior.get("tags").is_null() { Value::Null } else { Value::Map(own.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect()) };
+    let own_value = if own.is_empty() && prior.get("tags").is_null() {
+        Value::Null
+    } else {
+        Value::Map(own.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect())
+    };
     let flag = |name: &str| prior.get(name).as_bool().unwrap_or(false);
     Value::object([
         ("id", Value::from(config.id.as_str())),
@@ -556,13 +577,21 @@ fn state_from(data: &Coffer, place: &Place, found: &Found, prior: &Value, name: 
     ])
 }
 
-async fn read_repository(data: &Coffer, state: &Value, private: &mut Private, diags: &mut Diagnostics) -> Option<Value> {
+async fn read_repository(
+    data: &Coffer,
+    state: &Value,
+    private: &mut Private,
+    diags: &mut Diagnostics,
+) -> Option<Value> {
     let place = Place::of(data, state);
     let found = match find_repository(data, &place).await {
         Ok(found) => found,
         Err(AwsError::NotFound) => return None,
         Err(e) => {
-            diags.error(format!("Reading repository {}", place.label()), format!("reading repository {}: {e}", place.label()));
+            diags.error(
+                format!("Reading repository {}", place.label()),
+                format!("reading repository {}: {e}", place.label()),
+            );
             return None;
         }
     };
@@ -580,7 +609,10 @@ async fn read_repository(data: &Coffer, state: &Value, private: &mut Private, di
         Ok(entry) => Some(entry.body.name),
         Err(CatalogError::NotFound) => None,
         Err(e) => {
-            diags.error(format!("Reading repository {}", place.label()), format!("reading the catalog entry of repository {}: {e}", found.config.id));
+            diags.error(
+                format!("Reading repository {}", place.label()),
+                format!("reading the catalog entry of repository {}: {e}", found.config.id),
+            );
             return None;
         }
     };
@@ -623,10 +655,8 @@ fn check(config: &Value, diags: &mut Diagnostics) {
     if e.is_null() || !e.is_wholly_known() {
         return;
     }
-    let set: Vec<&str> = ["kms_key_arn", "password", "password_wo"]
-        .into_iter()
-        .filter(|a| !e.get(a).is_null())
-        .collect();
+    let set: Vec<&str> =
+        ["kms_key_arn", "password", "password_wo"].into_iter().filter(|a| !e.get(a).is_null()).collect();
     if set.len() != 1 {
         diags.attribute_error(
             AttributePath::attr("encryption"),
@@ -677,7 +707,13 @@ impl Resource<Coffer> for Repository {
         check(config, diags);
     }
 
-    async fn create(&self, data: &Coffer, planned: &Value, private: &mut Private, diags: &mut Diagnostics) -> Option<Value> {
+    async fn create(
+        &self,
+        data: &Coffer,
+        planned: &Value,
+        private: &mut Private,
+        diags: &mut Diagnostics,
+    ) -> Option<Value> {
         let place = Place::of(data, planned);
         let label = place.label();
         let fail = |diags: &mut Diagnostics, why: String| {
@@ -736,7 +772,13 @@ impl Resource<Coffer> for Repository {
         }
     }
 
-    async fn read(&self, data: &Coffer, state: &Value, private: &mut Private, diags: &mut Diagnostics) -> Option<Value> {
+    async fn read(
+        &self,
+        data: &Coffer,
+        state: &Value,
+        private: &mut Private,
+        diags: &mut Diagnostics,
+    ) -> Option<Value> {
         read_repository(data, state, private, diags).await
     }
 
@@ -770,7 +812,10 @@ impl Resource<Coffer> for Repository {
         // as Terraform intends: otherwise it is not even compared.
         let wo_unchanged = planned.get("encryption").get("password").is_null()
             && planned.get("encryption").get("kms_key_arn").is_null()
-            && planned.get("encryption").get("password_wo_version").same_as(prior.get("encryption").get("password_wo_version"));
+            && planned
+                .get("encryption")
+                .get("password_wo_version")
+                .same_as(prior.get("encryption").get("password_wo_version"));
         let new_secret = if wo_unchanged { None } else { secret_of(planned) };
         let old_secret = secret_of(prior);
         if let Some(new_secret) = &new_secret
@@ -786,9 +831,12 @@ impl Resource<Coffer> for Repository {
                     let master = match master {
                         Ok(master) => master,
                         Err(why) => {
-                            fail(diags, format!(
-                                "the new encryption settings do not open the repository, and the previous ones cannot be used to re-wrap its key ({why}); nothing was changed"
-                            ));
+                            fail(
+                                diags,
+                                format!(
+                                    "the new encryption settings do not open the repository, and the previous ones cannot be used to re-wrap its key ({why}); nothing was changed"
+                                ),
+                            );
                             return None;
                         }
                     };
@@ -854,12 +902,17 @@ impl Resource<Coffer> for Repository {
             let mut versions = Vec::new();
             for owned in OWNED_FOLDERS.iter().copied().chain([CONFIG_KEY]) {
                 match s3::list_versions(&client, &place.bucket, &format!("{prefix}{owned}")).await {
-                    Ok(found) => versions.extend(found.into_iter().filter(|(key, _)| {
-                        owned != CONFIG_KEY || key == &format!("{prefix}{CONFIG_KEY}")
-                    })),
+                    Ok(found) => versions.extend(
+                        found
+                            .into_iter()
+                            .filter(|(key, _)| owned != CONFIG_KEY || key == &format!("{prefix}{CONFIG_KEY}")),
+                    ),
                     Err(AwsError::NotFound) => {}
                     Err(e) => {
-                        diags.error(format!("Deleting repository {label}"), format!("listing the objects of repository {label}: {e}"));
+                        diags.error(
+                            format!("Deleting repository {label}"),
+                            format!("listing the objects of repository {label}: {e}"),
+                        );
                         return;
                     }
                 }
@@ -882,7 +935,11 @@ impl Resource<Coffer> for Repository {
             {
                 diags.warning(
                     format!("Bucket {} kept", place.bucket),
-                    format!("the repository's objects are deleted, but bucket {} could not be: {}", place.bucket, AwsError::from_sdk(e, &[])),
+                    format!(
+                        "the repository's objects are deleted, but bucket {} could not be: {}",
+                        place.bucket,
+                        AwsError::from_sdk(e, &[])
+                    ),
                 );
             }
             tracing::info!(%id, location = %label, objects = versions.len(), "deleted repository data");
@@ -890,7 +947,10 @@ impl Resource<Coffer> for Repository {
         if !id.is_empty()
             && let Err(e) = data.catalog().delete(Kind::Repository, &id).await
         {
-            diags.error(format!("Deleting repository {label}"), format!("removing repository {id} from the catalog: {e}"));
+            diags.error(
+                format!("Deleting repository {label}"),
+                format!("removing repository {id} from the catalog: {e}"),
+            );
         }
     }
 
@@ -971,15 +1031,12 @@ impl Import<Coffer> for Repository {
 
 async fn bucket_region(data: &Coffer, bucket: &str) -> Result<String, String> {
     let client = data.aws.s3(&data.aws.home_region);
-    let out = client
-        .get_bucket_location()
-        .bucket(bucket)
-        .send()
-        .await
-        .map_err(|e| match AwsError::from_sdk(e, s3::NOT_FOUND) {
+    let out = client.get_bucket_location().bucket(bucket).send().await.map_err(|e| {
+        match AwsError::from_sdk(e, s3::NOT_FOUND) {
             AwsError::NotFound => format!("bucket {bucket} does not exist"),
             e => format!("finding the region of bucket {bucket}: {e}"),
-        })?;
+        }
+    })?;
     // S3 reports us-east-1 as no constraint at all.
     Ok(out
         .location_constraint()
@@ -1042,7 +1099,8 @@ async fn verify_unrecorded_password(data: &Coffer, request: &PlanRequest<'_>, di
         return;
     }
     let (pe, ce) = (prior.get("encryption"), config.get("encryption"));
-    let unrecorded_password = !ce.get("password").is_null() && pe.get("password").is_null() && pe.get("password_wo_version").is_null();
+    let unrecorded_password =
+        !ce.get("password").is_null() && pe.get("password").is_null() && pe.get("password_wo_version").is_null();
     // With the previous password in state, apply re-wraps the key instead.
     let reapplied_wo = !ce.get("password_wo").is_null()
         && !ce.get("password_wo_version").same_as(pe.get("password_wo_version"))

@@ -6,21 +6,20 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{
     InstanceType, LaunchTemplateHttpTokensState, LaunchTemplateIamInstanceProfileSpecificationRequest,
     LaunchTemplateInstanceMetadataOptionsRequest, LaunchTemplateInstanceMetadataTagsState,
     LaunchTemplateInstanceNetworkInterfaceSpecificationRequest, LaunchTemplateTagSpecificationRequest,
     RequestLaunchTemplateData, ResourceType, ShutdownBehavior, Tag, TagSpecification,
 };
-use aws_sdk_ec2::error::ProvideErrorMetadata;
 use base64::Engine;
 
 use crate::aws::ec2::{LAUNCH_TEMPLATE_NOT_FOUND, LaunchTemplateWithData, find_launch_template_by_id};
 use crate::aws::{AwsError, ssm};
 use crate::framework::validators::{Each, Keys, string};
 use crate::framework::{
-    Attribute, AttributePath, Block, Diagnostics, Import, ModifyPlan, PlanRequest, Private, Resource,
-    Schema, Value,
+    Attribute, AttributePath, Block, Diagnostics, Import, ModifyPlan, PlanRequest, Private, Resource, Schema, Value,
 };
 use crate::provider::{CatalogLocation, Coffer};
 use crate::resources::tags;
@@ -307,17 +306,17 @@ async fn prune_old_version(ec2: &aws_sdk_ec2::Client, id: &str, newest: i64) {
                 tracing::debug!(%id, version = stale, error = ?failed.response_error(), "old launch template version not deleted");
             }
         }
-        Err(e) => tracing::warn!(%id, version = stale, error = %AwsError::from_sdk(e, &[]), "deleting an old launch template version"),
+        Err(e) => {
+            tracing::warn!(%id, version = stale, error = %AwsError::from_sdk(e, &[]), "deleting an old launch template version")
+        }
     }
 }
 
 /// An idempotency token for one create call: the SDK resends the same one
 /// on retries, so a create that succeeded but timed out is not repeated.
 fn client_token(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
     let mut token = format!("coffer-{nanos:x}-{:x}-{name}", std::process::id());
     token.truncate(64);
     token
@@ -358,17 +357,11 @@ chmod +x /usr/local/bin/coffer
 }
 
 fn ec2_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
-    tags.iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect()
+    tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
 }
 
 fn region_of(data: &Coffer, state: &Value) -> String {
-    state
-        .get("region")
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| data.aws.home_region.clone())
+    state.get("region").as_str().map(str::to_string).unwrap_or_else(|| data.aws.home_region.clone())
 }
 
 /// Resolves the planned values, looking up the defaults AWS decides.
@@ -376,11 +369,7 @@ async fn desired(data: &Coffer, planned: &Value, diags: &mut Diagnostics) -> Opt
     let name = planned.get("name").as_str().unwrap_or_default().to_string();
     let region = region_of(data, planned);
     let ec2 = data.aws.ec2(&region);
-    let instance_type = planned
-        .get("instance_type")
-        .as_str()
-        .unwrap_or(DEFAULT_INSTANCE_TYPE)
-        .to_string();
+    let instance_type = planned.get("instance_type").as_str().unwrap_or(DEFAULT_INSTANCE_TYPE).to_string();
     let subnet_id = match planned.get("subnet_id").as_str() {
         Some(subnet) => subnet.to_string(),
         None => match crate::aws::ec2::find_default_subnet(&ec2, &instance_type).await {
@@ -415,7 +404,9 @@ async fn desired(data: &Coffer, planned: &Value, diags: &mut Diagnostics) -> Opt
                 diags.attribute_error(
                     AttributePath::attr("ami_id"),
                     "Cannot find the default AMI",
-                    format!("finding the latest Amazon Linux 2023 AMI for {instance_type} in {region}: {e}. Set ami_id."),
+                    format!(
+                        "finding the latest Amazon Linux 2023 AMI for {instance_type} in {region}: {e}. Set ami_id."
+                    ),
                 );
                 return None;
             }
@@ -443,17 +434,12 @@ async fn default_ami(data: &Coffer, region: &str, instance_type: &str) -> Result
     let architectures = crate::aws::ec2::find_instance_type_architectures(&data.aws.ec2(region), instance_type)
         .await
         .map_err(|e| match e {
-            AwsError::NotFound => DefaultAmiError::NoSuchInstanceType,
-            other => DefaultAmiError::Lookup(other),
-        })?;
-    let architecture = if architectures.iter().any(|a| a == "x86_64") || architectures.is_empty() {
-        "x86_64"
-    } else {
-        "arm64"
-    };
-    ssm::find_latest_al2023_ami(&data.aws.ssm(region), architecture)
-        .await
-        .map_err(DefaultAmiError::Lookup)
+        AwsError::NotFound => DefaultAmiError::NoSuchInstanceType,
+        other => DefaultAmiError::Lookup(other),
+    })?;
+    let architecture =
+        if architectures.iter().any(|a| a == "x86_64") || architectures.is_empty() { "x86_64" } else { "arm64" };
+    ssm::find_latest_al2023_ami(&data.aws.ssm(region), architecture).await.map_err(DefaultAmiError::Lookup)
 }
 
 /// The state that describes `found`. `prior` decides how tags split between
@@ -469,17 +455,10 @@ fn state_from(data: &Coffer, region: &str, found: &LaunchTemplateWithData, prior
         .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
         .collect();
     let own_tags = tags::without_defaults(&tags_all, &data.default_tags, &prior.get("tags").string_map());
-    let name = template
-        .launch_template_name()
-        .unwrap_or_default()
-        .strip_prefix(NAME_PREFIX)
-        .unwrap_or_default()
-        .to_string();
+    let name =
+        template.launch_template_name().unwrap_or_default().strip_prefix(NAME_PREFIX).unwrap_or_default().to_string();
     let groups: Vec<String> = interface.map(|i| i.groups().to_vec()).unwrap_or_default();
-    let profile = lt_data
-        .iam_instance_profile()
-        .and_then(|p| p.name().or(p.arn()))
-        .map(str::to_string);
+    let profile = lt_data.iam_instance_profile().and_then(|p| p.name().or(p.arn())).map(str::to_string);
     Value::object([
         ("id", Value::from(template.launch_template_id().map(str::to_string))),
         ("name", Value::from(name)),
@@ -489,10 +468,7 @@ fn state_from(data: &Coffer, region: &str, found: &LaunchTemplateWithData, prior
         ("instance_type", Value::from(lt_data.instance_type().map(|t| t.as_str().to_string()))),
         ("ami_id", Value::from(lt_data.image_id().map(str::to_string))),
         ("instance_profile", Value::from(profile)),
-        (
-            "associate_public_ip",
-            Value::from(interface.and_then(|i| i.associate_public_ip_address()).unwrap_or(false)),
-        ),
+        ("associate_public_ip", Value::from(interface.and_then(|i| i.associate_public_ip_address()).unwrap_or(false))),
         ("tags", keep_empty(Value::string_map_or_null(&own_tags), prior.get("tags"))),
         ("tags_all", Value::string_map_or_null(&tags_all)),
         ("template_fingerprint", Value::from(ManagedSettings::found(lt_data).fingerprint())),
@@ -582,19 +558,17 @@ impl Resource<Coffer> for WorkerConfiguration {
             .client_token(client_token(&desired.name))
             .launch_template_data(desired.template_data(&data.catalog, &data.aws.home_region))
             .set_tag_specifications((!desired.tags_all.is_empty()).then(|| {
-                vec![TagSpecification::builder()
-                    .resource_type(ResourceType::LaunchTemplate)
-                    .set_tags(Some(ec2_tags(&desired.tags_all)))
-                    .build()]
+                vec![
+                    TagSpecification::builder()
+                        .resource_type(ResourceType::LaunchTemplate)
+                        .set_tags(Some(ec2_tags(&desired.tags_all)))
+                        .build(),
+                ]
             }))
             .send()
             .await;
         let id = match created {
-            Ok(out) => out
-                .launch_template()
-                .and_then(|t| t.launch_template_id())
-                .unwrap_or_default()
-                .to_string(),
+            Ok(out) => out.launch_template().and_then(|t| t.launch_template_id()).unwrap_or_default().to_string(),
             Err(e) => {
                 let exists = e.code() == Some("InvalidLaunchTemplateName.AlreadyExistsException");
                 let hint = if exists {
@@ -608,7 +582,11 @@ impl Resource<Coffer> for WorkerConfiguration {
                 };
                 diags.error(
                     format!("Creating launch template {lt_name}"),
-                    format!("creating launch template {lt_name} in {}: {}.{hint}", desired.region, AwsError::from_sdk(e, &[])),
+                    format!(
+                        "creating launch template {lt_name} in {}: {}.{hint}",
+                        desired.region,
+                        AwsError::from_sdk(e, &[])
+                    ),
                 );
                 return None;
             }
@@ -629,7 +607,13 @@ impl Resource<Coffer> for WorkerConfiguration {
         }
     }
 
-    async fn read(&self, data: &Coffer, state: &Value, _private: &mut Private, diags: &mut Diagnostics) -> Option<Value> {
+    async fn read(
+        &self,
+        data: &Coffer,
+        state: &Value,
+        _private: &mut Private,
+        diags: &mut Diagnostics,
+    ) -> Option<Value> {
         let id = state.get("id").as_str()?.to_string();
         let region = region_of(data, state);
         match find_launch_template_by_id(&data.aws.ec2(&region), &id, None).await {
@@ -671,7 +655,10 @@ impl Resource<Coffer> for WorkerConfiguration {
         let version = match version {
             Ok(Some(version)) => version,
             Ok(None) => {
-                diags.error("Updating launch template", format!("updating launch template {id}: AWS returned no version number"));
+                diags.error(
+                    "Updating launch template",
+                    format!("updating launch template {id}: AWS returned no version number"),
+                );
                 return None;
             }
             Err(e) => {
@@ -682,12 +669,8 @@ impl Resource<Coffer> for WorkerConfiguration {
                 return None;
             }
         };
-        if let Err(e) = ec2
-            .modify_launch_template()
-            .launch_template_id(&id)
-            .default_version(version.to_string())
-            .send()
-            .await
+        if let Err(e) =
+            ec2.modify_launch_template().launch_template_id(&id).default_version(version.to_string()).send().await
         {
             diags.error(
                 format!("Updating launch template {id}"),
@@ -757,11 +740,17 @@ impl Import<Coffer> for WorkerConfiguration {
             }
             Ok(_) => Some(Value::object([("id", Value::from(lt_id)), ("region", Value::from(region))])),
             Err(AwsError::NotFound) => {
-                diags.error("Cannot import non-existent remote object", format!("launch template {lt_id} does not exist in {region}."));
+                diags.error(
+                    "Cannot import non-existent remote object",
+                    format!("launch template {lt_id} does not exist in {region}."),
+                );
                 None
             }
             Err(e) => {
-                diags.error(format!("Importing launch template {lt_id}"), format!("reading launch template {lt_id} in {region}: {e}"));
+                diags.error(
+                    format!("Importing launch template {lt_id}"),
+                    format!("reading launch template {lt_id} in {region}: {e}"),
+                );
                 None
             }
         }
@@ -790,7 +779,10 @@ impl ModifyPlan<Coffer> for WorkerConfiguration {
                 Ok(regions) if !regions.iter().any(|r| r == region) => diags.attribute_error(
                     AttributePath::attr("region"),
                     "Unknown region",
-                    format!("region {region:?} is not enabled for this account; enabled regions: {}.", regions.join(", ")),
+                    format!(
+                        "region {region:?} is not enabled for this account; enabled regions: {}.",
+                        regions.join(", ")
+                    ),
                 ),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "listing regions; skipping the region check"),
@@ -836,7 +828,9 @@ impl ModifyPlan<Coffer> for WorkerConfiguration {
                         ),
                     );
                 }
-                Value::from(ManagedSettings::expected(name, tags_all, &data.catalog, &data.aws.home_region).fingerprint())
+                Value::from(
+                    ManagedSettings::expected(name, tags_all, &data.catalog, &data.aws.home_region).fingerprint(),
+                )
             }
             _ => Value::Unknown,
         };

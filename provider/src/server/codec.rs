@@ -69,10 +69,7 @@ pub fn decode_msgpack(bytes: &[u8]) -> Result<Value, CodecError> {
     let mut reader = Reader { bytes, pos: 0 };
     let value = reader.value(0)?;
     if reader.pos != bytes.len() {
-        return Err(CodecError::Msgpack(format!(
-            "{} trailing bytes",
-            bytes.len() - reader.pos
-        )));
+        return Err(CodecError::Msgpack(format!("{} trailing bytes", bytes.len() - reader.pos)));
     }
     Ok(value)
 }
@@ -93,9 +90,7 @@ pub fn from_json(json: &serde_json::Value) -> Value {
         }),
         serde_json::Value::String(s) => Value::String(s.clone()),
         serde_json::Value::Array(items) => Value::List(items.iter().map(from_json).collect()),
-        serde_json::Value::Object(map) => {
-            Value::Map(map.iter().map(|(k, v)| (k.clone(), from_json(v))).collect())
-        }
+        serde_json::Value::Object(map) => Value::Map(map.iter().map(|(k, v)| (k.clone(), from_json(v))).collect()),
     }
 }
 
@@ -190,8 +185,14 @@ impl Reader<'_> {
                 let n = self.len(marker)?;
                 self.map(n, depth)?
             }
-            Marker::FixExt1 | Marker::FixExt2 | Marker::FixExt4 | Marker::FixExt8
-            | Marker::FixExt16 | Marker::Ext8 | Marker::Ext16 | Marker::Ext32 => {
+            Marker::FixExt1
+            | Marker::FixExt2
+            | Marker::FixExt4
+            | Marker::FixExt8
+            | Marker::FixExt16
+            | Marker::Ext8
+            | Marker::Ext16
+            | Marker::Ext32 => {
                 let n = match marker {
                     Marker::FixExt1 => 1,
                     Marker::FixExt2 => 2,
@@ -207,10 +208,7 @@ impl Reader<'_> {
                 Value::Unknown
             }
             Marker::Bin8 | Marker::Bin16 | Marker::Bin32 | Marker::Reserved => {
-                return Err(CodecError::Msgpack(format!(
-                    "unexpected marker {marker:?} at byte {}",
-                    self.pos - 1
-                )));
+                return Err(CodecError::Msgpack(format!("unexpected marker {marker:?} at byte {}", self.pos - 1)));
             }
         })
     }
@@ -234,9 +232,7 @@ impl Reader<'_> {
             let key = match self.value(depth + 1)? {
                 Value::String(s) => s,
                 other => {
-                    return Err(CodecError::Msgpack(format!(
-                        "map key must be a string, got {other:?}"
-                    )));
+                    return Err(CodecError::Msgpack(format!("map key must be a string, got {other:?}")));
                 }
             };
             let value = self.value(depth + 1)?;
@@ -316,9 +312,6 @@ mod tests {
 
     #[test]
     fn integral_floats_are_written_as_integers() {
-        assert_eq!(
-            encode_msgpack(&Value::Number(Number::Float(7.0))),
-            encode_msgpack(&Value::Number(Number::Int(7)))
-        );
+        assert_eq!(encode_msgpack(&Value::Number(Number::Float(7.0))), encode_msgpack(&Value::Number(Number::Int(7))));
     }
 }

@@ -7,10 +7,7 @@ use crate::framework::schema::{Attribute, Block, NestedBlock, Nesting, Schema};
 use crate::framework::value::Value;
 
 pub fn schema(schema: &Schema) -> pb::Schema {
-    pb::Schema {
-        version: schema.version,
-        block: Some(block(&schema.block)),
-    }
+    pb::Schema { version: schema.version, block: Some(block(&schema.block)) }
 }
 
 fn block(block: &Block) -> pb::schema::Block {
@@ -108,10 +105,7 @@ pub fn decode(value: Option<&pb::DynamicValue>, block: &Block) -> Result<Value, 
 
 /// Encodes a value shaped to `block` as msgpack.
 pub fn encode(value: &Value, block: &Block) -> pb::DynamicValue {
-    pb::DynamicValue {
-        msgpack: codec::encode_msgpack(&block.conform(value)),
-        json: Vec::new(),
-    }
+    pb::DynamicValue { msgpack: codec::encode_msgpack(&block.conform(value)), json: Vec::new() }
 }
 
 /// A diagnostic for a value Terraform sent that we could not decode.

@@ -6,13 +6,11 @@ use tonic::{Request, Response, Status};
 
 use super::go_plugin_proto::grpc_controller_server::{GrpcController, GrpcControllerServer};
 use super::go_plugin_proto::grpc_stdio_server::{GrpcStdio, GrpcStdioServer};
-use tonic::codegen::BoxStream;
 use super::go_plugin_proto::{Empty, StdioData};
+use tonic::codegen::BoxStream;
 
 pub fn controller(shutdown: tokio::sync::oneshot::Sender<()>) -> GrpcControllerServer<Controller> {
-    GrpcControllerServer::new(Controller {
-        shutdown: Mutex::new(Some(shutdown)),
-    })
+    GrpcControllerServer::new(Controller { shutdown: Mutex::new(Some(shutdown)) })
 }
 
 pub fn stdio() -> GrpcStdioServer<Stdio> {
@@ -41,10 +39,7 @@ pub struct Stdio;
 
 #[tonic::async_trait]
 impl GrpcStdio for Stdio {
-    async fn stream_stdio(
-        &self,
-        _request: Request<()>,
-    ) -> Result<Response<BoxStream<StdioData>>, Status> {
+    async fn stream_stdio(&self, _request: Request<()>) -> Result<Response<BoxStream<StdioData>>, Status> {
         Ok(Response::new(Box::pin(futures::stream::pending())))
     }
 }

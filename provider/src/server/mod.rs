@@ -33,8 +33,7 @@ pub mod go_plugin_proto {
 }
 
 pub const MAGIC_COOKIE_KEY: &str = "TF_PLUGIN_MAGIC_COOKIE";
-pub const MAGIC_COOKIE_VALUE: &str =
-    "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2";
+pub const MAGIC_COOKIE_VALUE: &str = "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2";
 
 /// go-plugin's core protocol version, the first field of the handshake line.
 const CORE_PROTOCOL_VERSION: u32 = 1;
@@ -70,9 +69,7 @@ pub async fn serve<P: Provider>(provider: P) -> Result<(), ServeError> {
         return Err(ServeError::NotRunByTerraform);
     }
     if let Ok(offered) = std::env::var("PLUGIN_PROTOCOL_VERSIONS")
-        && !offered
-            .split(',')
-            .any(|v| v.trim() == PLUGIN_PROTOCOL_VERSION.to_string())
+        && !offered.split(',').any(|v| v.trim() == PLUGIN_PROTOCOL_VERSION.to_string())
     {
         return Err(ServeError::UnsupportedProtocol { offered });
     }
@@ -86,14 +83,10 @@ pub async fn serve<P: Provider>(provider: P) -> Result<(), ServeError> {
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_service_status("plugin", tonic_health::ServingStatus::Serving)
-        .await;
+    health_reporter.set_service_status("plugin", tonic_health::ServingStatus::Serving).await;
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(tfplugin6::provider_server::ProviderServer::new(
-            ProviderService::new(provider),
-        ))
+        .add_service(tfplugin6::provider_server::ProviderServer::new(ProviderService::new(provider)))
         .add_service(go_plugin::controller(shutdown_tx))
         .add_service(go_plugin::stdio())
         .add_service(health_service);
@@ -105,14 +98,9 @@ pub async fn serve<P: Provider>(provider: P) -> Result<(), ServeError> {
     tokio::spawn(connection::accept_loop(listener, tls_config, conn_tx));
 
     let cert = server_tls.map(|t| t.announced_cert).unwrap_or_default();
-    let line = format!(
-        "{CORE_PROTOCOL_VERSION}|{PLUGIN_PROTOCOL_VERSION}|tcp|{address}|grpc|{cert}\n"
-    );
+    let line = format!("{CORE_PROTOCOL_VERSION}|{PLUGIN_PROTOCOL_VERSION}|tcp|{address}|grpc|{cert}\n");
     let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(line.as_bytes())
-        .and_then(|_| stdout.flush())
-        .map_err(ServeError::Handshake)?;
+    stdout.write_all(line.as_bytes()).and_then(|_| stdout.flush()).map_err(ServeError::Handshake)?;
     drop(stdout);
     tracing::debug!(%address, tls = !cert.is_empty(), "plugin server listening");
 
@@ -137,9 +125,9 @@ async fn bind() -> std::io::Result<TcpListener> {
                 Err(e) => last_error = Some(e),
             }
         }
-        return Err(last_error.unwrap_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "empty port range")
-        }));
+        return Err(
+            last_error.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "empty port range"))
+        );
     }
     TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
 }

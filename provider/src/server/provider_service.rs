@@ -69,20 +69,11 @@ impl<P: Provider> ProviderService<P> {
             server_capabilities: Some(server_capabilities()),
             ..Default::default()
         };
-        Self {
-            provider,
-            schema,
-            resources,
-            data_sources,
-            data: OnceLock::new(),
-            schema_response,
-        }
+        Self { provider, schema, resources, data_sources, data: OnceLock::new(), schema_response }
     }
 
     fn resource(&self, type_name: &str) -> Result<&ResourceEntry<P::Data>, Status> {
-        self.resources
-            .get(type_name)
-            .ok_or_else(|| Status::not_found(format!("unknown resource type {type_name}")))
+        self.resources.get(type_name).ok_or_else(|| Status::not_found(format!("unknown resource type {type_name}")))
     }
 
     fn data_source(&self, type_name: &str) -> Result<&DataSourceEntry<P::Data>, Status> {
@@ -104,11 +95,7 @@ impl<P: Provider> ProviderService<P> {
 }
 
 fn server_capabilities() -> pb::ServerCapabilities {
-    pb::ServerCapabilities {
-        plan_destroy: false,
-        get_provider_schema_optional: false,
-        move_resource_state: false,
-    }
+    pb::ServerCapabilities { plan_destroy: false, get_provider_schema_optional: false, move_resource_state: false }
 }
 
 /// Logs how long a handler took; `TF_LOG=DEBUG` shows where time goes.
@@ -120,11 +107,7 @@ struct Timed {
 
 impl Timed {
     fn new(rpc: &'static str, type_name: &str) -> Self {
-        Self {
-            rpc,
-            type_name: type_name.to_string(),
-            start: Instant::now(),
-        }
+        Self { rpc, type_name: type_name.to_string(), start: Instant::now() }
     }
 }
 
@@ -150,16 +133,12 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
             resources: self
                 .resources
                 .keys()
-                .map(|name| pb::get_metadata::ResourceMetadata {
-                    type_name: name.to_string(),
-                })
+                .map(|name| pb::get_metadata::ResourceMetadata { type_name: name.to_string() })
                 .collect(),
             data_sources: self
                 .data_sources
                 .keys()
-                .map(|name| pb::get_metadata::DataSourceMetadata {
-                    type_name: name.to_string(),
-                })
+                .map(|name| pb::get_metadata::DataSourceMetadata { type_name: name.to_string() })
                 .collect(),
             ..Default::default()
         }))
@@ -190,9 +169,7 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
     ) -> Result<Response<pb::validate_resource_config::Response>, Status> {
         let request = request.into_inner();
         let entry = self.resource(&request.type_name)?;
-        let write_only_allowed = request
-            .client_capabilities
-            .is_some_and(|c| c.write_only_attributes_allowed);
+        let write_only_allowed = request.client_capabilities.is_some_and(|c| c.write_only_attributes_allowed);
         let diagnostics = validate(request.config.as_ref(), &entry.schema, "resource configuration", |c, d| {
             if !write_only_allowed {
                 for path in entry.schema.block.write_only_values_set(c, &AttributePath::root()) {
@@ -282,9 +259,7 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
         let mut diags = Diagnostics::new();
         match decode(request.config.as_ref(), &self.schema.block) {
             Ok(config) => {
-                let client = ClientInfo {
-                    terraform_version: request.terraform_version,
-                };
+                let client = ClientInfo { terraform_version: request.terraform_version };
                 if let Some(data) = self.provider.configure(&config, &client, &mut diags).await
                     && self.data.set(Arc::new(data)).is_err()
                 {
@@ -296,9 +271,7 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
             }
             Err(e) => diags = decode_error("provider configuration", e),
         }
-        Ok(Response::new(pb::configure_provider::Response {
-            diagnostics: convert::diagnostics(&diags),
-        }))
+        Ok(Response::new(pb::configure_provider::Response { diagnostics: convert::diagnostics(&diags) }))
     }
 
     async fn read_resource(
@@ -371,11 +344,7 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
             modifier
                 .modify_plan(
                     self.data.get().map(Arc::as_ref),
-                    PlanRequest {
-                        prior: &prior,
-                        config: &config,
-                        prior_private: &prior_private,
-                    },
+                    PlanRequest { prior: &prior, config: &config, prior_private: &prior_private },
                     &mut result.planned,
                     &mut result.requires_replace,
                     &mut diags,
@@ -385,11 +354,7 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
         block.null_write_only(&mut result.planned);
         Ok(Response::new(pb::plan_resource_change::Response {
             planned_state: Some(encode(&result.planned, block)),
-            requires_replace: result
-                .requires_replace
-                .iter()
-                .map(convert::attribute_path)
-                .collect(),
+            requires_replace: result.requires_replace.iter().map(convert::attribute_path).collect(),
             planned_private: request.prior_private,
             diagnostics: convert::diagnostics(&diags),
             legacy_type_system: false,
@@ -432,11 +397,9 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
                 entry.resource.delete(data, &prior, &mut diags).await;
                 if diags.has_errors() { prior.clone() } else { Value::Null }
             }
-            Some(data) if prior.is_null() => entry
-                .resource
-                .create(data, &planned, &mut private, &mut diags)
-                .await
-                .unwrap_or(Value::Null),
+            Some(data) if prior.is_null() => {
+                entry.resource.create(data, &planned, &mut private, &mut diags).await.unwrap_or(Value::Null)
+            }
             Some(data) => entry
                 .resource
                 .update(data, &prior, &planned, &mut private, &mut diags)
@@ -462,10 +425,7 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
         let mut diags = Diagnostics::new();
         let mut imported = Vec::new();
         match (entry.resource.importer(), self.configured(&mut diags)) {
-            (None, _) => diags.error(
-                "Import not supported",
-                format!("{} cannot be imported.", request.type_name),
-            ),
+            (None, _) => diags.error("Import not supported", format!("{} cannot be imported.", request.type_name)),
             (Some(_), None) => {}
             (Some(importer), Some(data)) => {
                 if let Some(seed) = importer.import(data, &request.id, &mut diags).await {
@@ -482,10 +442,7 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
                         }
                         None if !diags.has_errors() => diags.error(
                             "Cannot import non-existent remote object",
-                            format!(
-                                "importing {} {:?}: no such object exists.",
-                                request.type_name, request.id
-                            ),
+                            format!("importing {} {:?}: no such object exists.", request.type_name, request.id),
                         ),
                         None => {}
                     }
@@ -532,9 +489,7 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
         // In-flight calls run to completion so their results reach state;
         // Terraform then shuts the plugin down through the controller.
         tracing::info!("StopProvider received; letting in-flight operations finish");
-        Ok(Response::new(pb::stop_provider::Response {
-            error: String::new(),
-        }))
+        Ok(Response::new(pb::stop_provider::Response { error: String::new() }))
     }
 }
 
@@ -559,8 +514,5 @@ fn validate(
 }
 
 fn read_failure(diags: Diagnostics) -> pb::read_resource::Response {
-    pb::read_resource::Response {
-        diagnostics: convert::diagnostics(&diags),
-        ..Default::default()
-    }
+    pb::read_resource::Response { diagnostics: convert::diagnostics(&diags), ..Default::default() }
 }

@@ -61,8 +61,8 @@ pub struct ServerTls {
 
 /// Builds a server configuration that requires `client_cert_pem`.
 pub fn server_tls(client_cert_pem: &str) -> Result<ServerTls, TlsError> {
-    let client_cert = CertificateDer::from_pem_slice(client_cert_pem.as_bytes())
-        .map_err(|e| TlsError::ClientCert(e.to_string()))?;
+    let client_cert =
+        CertificateDer::from_pem_slice(client_cert_pem.as_bytes()).map_err(|e| TlsError::ClientCert(e.to_string()))?;
     let provider = crypto_provider();
     let verifier = Arc::new(PinnedClientCert {
         expected: client_cert.into_owned(),
@@ -76,21 +76,17 @@ pub fn server_tls(client_cert_pem: &str) -> Result<ServerTls, TlsError> {
         .with_single_cert(vec![cert], key)?;
     // grpc-go insists on ALPN "h2" since 1.67.
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(ServerTls {
-        config: Arc::new(config),
-        announced_cert,
-    })
+    Ok(ServerTls { config: Arc::new(config), announced_cert })
 }
 
 /// A self-signed certificate shaped like go-plugin's own: valid for
 /// `localhost` (the server name go-plugin's client checks), usable for both
 /// server and client auth, and marked as a CA because the client trusts it as
 /// its only root.
-pub fn generate_server_cert()
--> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), rcgen::Error> {
+pub fn generate_server_cert() -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), rcgen::Error> {
     use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-        KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+        PKCS_ECDSA_P256_SHA256,
     };
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::new(vec!["localhost".to_string()])?;
@@ -103,10 +99,7 @@ pub fn generate_server_cert()
         KeyUsagePurpose::KeyAgreement,
         KeyUsagePurpose::KeyCertSign,
     ];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     let cert = params.self_signed(&key)?;
     let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     Ok((cert.der().clone(), key_der))
@@ -134,9 +127,7 @@ impl ClientCertVerifier for PinnedClientCert {
         if end_entity.as_ref() == self.expected.as_ref() {
             Ok(ClientCertVerified::assertion())
         } else {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            ))
+            Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
         }
     }
 

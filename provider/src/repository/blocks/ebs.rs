@@ -466,9 +466,9 @@ fn check_block_size(snapshot: &str, block_size: Option<i32>) -> Result<(), Block
 }
 
 fn block_index(snapshot: &str, index: Option<i32>) -> Result<u64, BlockError> {
-    index
-        .and_then(|i| u64::try_from(i).ok())
-        .ok_or_else(|| BlockError::Io(format!("listing the blocks of {snapshot}: a block without a valid index ({index:?})")))
+    index.and_then(|i| u64::try_from(i).ok()).ok_or_else(|| {
+        BlockError::Io(format!("listing the blocks of {snapshot}: a block without a valid index ({index:?})"))
+    })
 }
 
 fn volume_bytes(snapshot: &str, size_gib: Option<i64>) -> Result<u64, BlockError> {
@@ -499,9 +499,8 @@ mod tests {
     use super::*;
 
     fn client(rules: &[&Rule]) -> aws_sdk_ebs::Client {
-        let interceptor = rules
-            .iter()
-            .fold(MockResponseInterceptor::new().rule_mode(RuleMode::Sequential), |i, r| i.with_rule(r));
+        let interceptor =
+            rules.iter().fold(MockResponseInterceptor::new().rule_mode(RuleMode::Sequential), |i, r| i.with_rule(r));
         aws_sdk_ebs::Client::from_conf(
             aws_sdk_ebs::Config::builder()
                 .behavior_version(BehaviorVersion::latest())
@@ -524,7 +523,9 @@ mod tests {
     #[test]
     fn a_block_whose_checksum_does_not_match_its_data_is_refused() {
         let damaged = mock!(aws_sdk_ebs::Client::get_snapshot_block)
-            .match_requests(|r| r.snapshot_id() == Some("snap-1") && r.block_index() == Some(12) && r.block_token() == Some("t12"))
+            .match_requests(|r| {
+                r.snapshot_id() == Some("snap-1") && r.block_index() == Some(12) && r.block_token() == Some("t12")
+            })
             .sequence()
             .output(|| {
                 GetSnapshotBlockOutput::builder()
@@ -585,7 +586,9 @@ mod tests {
     #[test]
     fn a_deleted_parent_falls_back_to_listing_every_block() {
         let parent_gone = mock!(aws_sdk_ebs::Client::list_changed_blocks)
-            .match_requests(|r| r.first_snapshot_id() == Some("snap-parent") && r.second_snapshot_id() == Some("snap-2"))
+            .match_requests(|r| {
+                r.first_snapshot_id() == Some("snap-parent") && r.second_snapshot_id() == Some("snap-2")
+            })
             .then_error(|| {
                 ListChangedBlocksError::ResourceNotFoundException(
                     ResourceNotFoundException::builder()
@@ -624,11 +627,15 @@ mod tests {
     fn every_page_of_changed_blocks_is_followed() {
         let first = mock!(aws_sdk_ebs::Client::list_changed_blocks)
             .match_requests(|r| {
-                r.first_snapshot_id() == Some("snap-1") && r.next_token().is_none() && r.max_results() == Some(PAGE_SIZE)
+                r.first_snapshot_id() == Some("snap-1")
+                    && r.next_token().is_none()
+                    && r.max_results() == Some(PAGE_SIZE)
             })
             .then_output(|| {
                 ListChangedBlocksOutput::builder()
-                    .changed_blocks(ChangedBlock::builder().block_index(1).first_block_token("a1").second_block_token("b1").build())
+                    .changed_blocks(
+                        ChangedBlock::builder().block_index(1).first_block_token("a1").second_block_token("b1").build(),
+                    )
                     .changed_blocks(ChangedBlock::builder().block_index(2).first_block_token("a2").build())
                     .volume_size(1)
                     .block_size(BLOCK_SIZE as i32)
@@ -689,9 +696,8 @@ mod tests {
 
     #[test]
     fn a_snapshot_with_other_block_sizes_is_refused() {
-        let small = mock!(aws_sdk_ebs::Client::list_snapshot_blocks).then_output(|| {
-            ListSnapshotBlocksOutput::builder().volume_size(1).block_size(512).build()
-        });
+        let small = mock!(aws_sdk_ebs::Client::list_snapshot_blocks)
+            .then_output(|| ListSnapshotBlocksOutput::builder().volume_size(1).block_size(512).build());
         let source = EbsSnapshotSource::new(client(&[&small]), "snap-4");
         match run(source.list(None)) {
             Err(BlockError::Io(message)) => assert!(message.contains("512-byte blocks"), "{message}"),
@@ -741,7 +747,9 @@ mod tests {
         let complete = mock!(aws_sdk_ebs::Client::complete_snapshot)
             .match_requests(|r| r.snapshot_id() == Some("snap-new") && r.changed_blocks_count() == Some(1))
             .then_output(|| {
-                aws_sdk_ebs::operation::complete_snapshot::CompleteSnapshotOutput::builder().status(Status::Pending).build()
+                aws_sdk_ebs::operation::complete_snapshot::CompleteSnapshotOutput::builder()
+                    .status(Status::Pending)
+                    .build()
             });
         let ebs = client(&[&start, &put, &complete]);
         run(async {

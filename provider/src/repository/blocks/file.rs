@@ -109,7 +109,8 @@ impl BlockSource for FileSource {
     }
 
     async fn list(&self, _parent: Option<&str>) -> Result<Listing, BlockError> {
-        let blocks = data_blocks(&self.file, self.size).unwrap_or_else(|| (0..self.size.div_ceil(u64::from(BLOCK_SIZE))).collect());
+        let blocks = data_blocks(&self.file, self.size)
+            .unwrap_or_else(|| (0..self.size.div_ceil(u64::from(BLOCK_SIZE))).collect());
         Ok(Listing {
             volume_size: self.size,
             blocks: blocks.into_iter().map(|index| BlockRef { index, token: String::new() }).collect(),
@@ -123,7 +124,9 @@ impl BlockSource for FileSource {
         let len = (self.size.saturating_sub(offset)).min(u64::from(BLOCK_SIZE)) as usize;
         let file = self.file.clone();
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || read_exact_at(&file, offset, len).map_err(|e| io_error(&path, "reading", e)))
+        tokio::task::spawn_blocking(move || {
+            read_exact_at(&file, offset, len).map_err(|e| io_error(&path, "reading", e))
+        })
         .await
         .map_err(|e| BlockError::Io(format!("reading a block: {e}")))?
     }
@@ -172,7 +175,8 @@ impl FileSink {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_error(path, "looking at", e)),
         }
-        let (Some(name), dir) = (path.file_name(), path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+        let (Some(name), dir) =
+            (path.file_name(), path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")))
         else {
             return Err(BlockError::Io(format!("{}: name a file to restore into", path.display())));
         };
@@ -208,14 +212,16 @@ impl FileSink {
             Err(rustix::io::Errno::EXIST) => Err(already_exists(&self.path)),
             // File systems without RENAME_NOREPLACE: a hard link refuses an
             // existing target just the same.
-            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => match std::fs::hard_link(&self.partial, &self.path) {
-                Ok(()) => {
-                    let _ = std::fs::remove_file(&self.partial);
-                    Ok(())
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                match std::fs::hard_link(&self.partial, &self.path) {
+                    Ok(()) => {
+                        let _ = std::fs::remove_file(&self.partial);
+                        Ok(())
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(already_exists(&self.path)),
+                    Err(e) => Err(io_error(&self.path, "linking", e)),
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(already_exists(&self.path)),
-                Err(e) => Err(io_error(&self.path, "linking", e)),
-            },
+            }
             Err(e) => Err(io_error(&self.path, "renaming into", e.into())),
         }
     }
@@ -227,8 +233,7 @@ impl BlockSink for FileSink {
         let file = self.file.clone();
         let path = self.partial.clone();
         tokio::task::spawn_blocking(move || {
-            file.write_all_at(&data, index * u64::from(BLOCK_SIZE))
-                .map_err(|e| io_error(&path, "writing", e))
+            file.write_all_at(&data, index * u64::from(BLOCK_SIZE)).map_err(|e| io_error(&path, "writing", e))
         })
         .await
         .map_err(|e| BlockError::Io(format!("writing a block: {e}")))?
@@ -375,7 +380,14 @@ mod tests {
         let error = FileSource::open(dir.path()).err().unwrap().to_string();
         assert!(error.contains("is a directory"), "{error}");
         let fifo = dir.path().join("fifo");
-        rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o600), 0).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
         // Before the fix this open blocked for ever, waiting for a writer.
         let error = FileSource::open(&fifo).err().unwrap().to_string();
         assert!(error.contains("is a FIFO"), "{error}");
