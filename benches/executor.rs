@@ -43,8 +43,8 @@ use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, InstanceType, ResourceType, Tag, TagSpecification, VolumeType,
 };
 use coffer::catalog::Kind;
-use coffer::resources::backup_policy::{Keep, PolicyDocument, Replicate, Retain, Rule, Source};
-use coffer::resources::region_mapping::RegionMappingDocument;
+use coffer_model::policy::{Keep, PolicyDocument, Replicate, Retain, Rule, Source};
+use coffer_model::region_mapping::RegionMappingDocument;
 use support::Moto;
 
 #[path = "measure.rs"]
@@ -144,9 +144,9 @@ async fn write_catalog(moto: &Moto) {
         kms_key_arn: None,
         encrypt: "encrypted_only".into(),
     };
-    catalog.create(Kind::RegionMapping, MAPPING, &mapping).await.expect("write the region mapping");
+    catalog.create(MAPPING, &mapping).await.expect("write the region mapping");
     for (name, kind) in [("bench-ec2", "ec2"), ("bench-rds", "rds")] {
-        catalog.create(Kind::Policy, name, &policy(name, kind)).await.expect("write a policy");
+        catalog.create(name, &policy(name, kind)).await.expect("write a policy");
     }
 }
 

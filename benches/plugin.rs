@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use coffer::server::tfplugin6::get_provider_schema;
+use coffer_tfplugin::server::tfplugin6::get_provider_schema;
 use support::plugin::{ClientIdentity, PluginProcess};
 use support::{Moto, Workdir, block_on, provider_binary, terraform_versions};
 
@@ -191,7 +191,7 @@ fn main() {
     // `cargo bench` passes --bench; any other argument selects one benchmark.
     let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
-    coffer::server::tls::install_crypto_provider();
+    coffer_tfplugin::server::tls::install_crypto_provider();
     if wanted("handshake") {
         handshake();
     }

@@ -323,7 +323,7 @@ pub struct Handled {
 
 /// The `handled` lines of a Terraform log; through Terraform they read
 /// `<tf time> [DEBUG] provider.terraform-provider-coffer_v0.1.0: <provider time> DEBUG
-/// coffer::server::provider_service: handled rpc="ReadResource" type_name=coffer_backup_policy micros=1234`.
+/// coffer_tfplugin::server::provider_service: handled rpc="ReadResource" type_name=coffer_backup_policy micros=1234`.
 pub fn parse_handled(path: &Path) -> Vec<Handled> {
     let log = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let mut out = Vec::new();

@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use coffer::repository::blocks::BLOCK_SIZE;
+use coffer_repository::blocks::BLOCK_SIZE;
 use measure::{HwmSampler, children_cpu, drain, moto_pid, process_cpu};
 use support::Moto;
 

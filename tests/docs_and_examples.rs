@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use coffer::framework::{Block, Provider};
 use coffer::provider::CofferProvider;
+use coffer_tfplugin::framework::{Block, Provider};
 
 use crate::support::tools::repo_root;
 use crate::support::{Workdir, provider_binary, terraform_versions};

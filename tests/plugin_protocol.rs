@@ -3,16 +3,16 @@
 
 use std::process::Command;
 
-use coffer::server::go_plugin_proto::Empty;
-use coffer::server::go_plugin_proto::grpc_controller_client::GrpcControllerClient;
-use coffer::server::tfplugin6::get_provider_schema;
+use coffer_tfplugin::server::go_plugin_proto::Empty;
+use coffer_tfplugin::server::go_plugin_proto::grpc_controller_client::GrpcControllerClient;
+use coffer_tfplugin::server::tfplugin6::get_provider_schema;
 
 use crate::support::plugin::{ClientIdentity, PluginProcess};
 use crate::support::{block_on, provider_binary};
 
 #[test]
 fn started_by_hand_it_explains_how_to_use_it_and_exits_1() {
-    let out = Command::new(provider_binary()).env_remove(coffer::server::MAGIC_COOKIE_KEY).output().unwrap();
+    let out = Command::new(provider_binary()).env_remove(coffer_tfplugin::server::MAGIC_COOKIE_KEY).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty(), "nothing but a handshake may reach stdout");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -23,7 +23,7 @@ fn started_by_hand_it_explains_how_to_use_it_and_exits_1() {
 #[test]
 fn a_terraform_without_protocol_6_is_told_why() {
     let out = Command::new(provider_binary())
-        .env(coffer::server::MAGIC_COOKIE_KEY, coffer::server::MAGIC_COOKIE_VALUE)
+        .env(coffer_tfplugin::server::MAGIC_COOKIE_KEY, coffer_tfplugin::server::MAGIC_COOKIE_VALUE)
         .env("PLUGIN_PROTOCOL_VERSIONS", "4,5")
         .output()
         .unwrap();
@@ -75,7 +75,7 @@ fn interrupts_are_ignored_and_the_controller_shuts_the_plugin_down() {
     assert!(status.success());
     block_on(async {
         let channel = plugin.channel(Some(&terraform)).await.unwrap();
-        let mut provider = coffer::server::tfplugin6::provider_client::ProviderClient::new(channel.clone());
+        let mut provider = coffer_tfplugin::server::tfplugin6::provider_client::ProviderClient::new(channel.clone());
         provider
             .get_provider_schema(get_provider_schema::Request {})
             .await

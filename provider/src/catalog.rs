@@ -6,50 +6,12 @@
 //! conditional (`If-None-Match: *` to create, `If-Match: <etag>` to
 //! replace), so two applies never silently overwrite each other.
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use coffer_model::catalog::{self as model, CatalogDocument, DecodeError};
+pub use coffer_model::catalog::{CatalogLocation, Kind};
 use thiserror::Error;
 
 use crate::aws::s3::{self, Precondition, WriteError};
 use crate::aws::{AwsClients, AwsError};
-use crate::provider::CatalogLocation;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Policy,
-    RegionMapping,
-    Repository,
-    /// `sessions/<policy>/<run id>.json`: one record per run.
-    Session,
-    /// `agent/<policy>.json`: when `coffer agent` last fired each rule.
-    AgentMarks,
-    /// `runs/<policy>/<run id>.json`: which worker took a scheduled run.
-    RunClaim,
-}
-
-impl Kind {
-    fn folder(self) -> &'static str {
-        match self {
-            Kind::Policy => "policies",
-            Kind::RegionMapping => "region-mappings",
-            Kind::Repository => "repositories",
-            Kind::Session => "sessions",
-            Kind::AgentMarks => "agent",
-            Kind::RunClaim => "runs",
-        }
-    }
-
-    pub fn noun(self) -> &'static str {
-        match self {
-            Kind::Policy => "backup policy",
-            Kind::RegionMapping => "region mapping",
-            Kind::Repository => "repository",
-            Kind::Session => "session",
-            Kind::AgentMarks => "agent marks",
-            Kind::RunClaim => "run claim",
-        }
-    }
-}
 
 #[derive(Debug, Error)]
 pub enum CatalogError {
@@ -61,8 +23,9 @@ pub enum CatalogError {
         "s3://{bucket}/{key} was changed by someone else since Terraform last read it; run `terraform apply` again to plan against the current document"
     )]
     Changed { bucket: String, key: String },
-    #[error("s3://{bucket}/{key} is not a valid catalog document: {cause}")]
-    Corrupt { bucket: String, key: String, cause: String },
+    /// Not a document this build can read: damaged, or of a newer format.
+    #[error("s3://{bucket}/{key}: {cause}")]
+    Unreadable { bucket: String, key: String, cause: DecodeError },
     #[error("{0}")]
     Aws(String),
 }
@@ -95,7 +58,7 @@ impl<'a> Catalog<'a> {
     }
 
     pub fn key(&self, kind: Kind, name: &str) -> String {
-        format!("{}{}/{name}.json", self.location.prefix, kind.folder())
+        self.location.key(kind, name)
     }
 
     pub fn bucket(&self) -> &str {
@@ -129,43 +92,37 @@ impl<'a> Catalog<'a> {
             .map(|_| ())
     }
 
-    pub async fn get<T: DeserializeOwned>(&self, kind: Kind, name: &str) -> Result<Document<T>, CatalogError> {
-        let key = self.key(kind, name);
+    /// Reads document `name` of type `T`; one of a newer format is refused.
+    pub async fn get<T: CatalogDocument>(&self, name: &str) -> Result<Document<T>, CatalogError> {
+        let key = self.key(T::KIND, name);
         let object = s3::find_object(&self.client(), &self.location.bucket, &key).await?;
-        let body = serde_json::from_slice(&object.body).map_err(|e| CatalogError::Corrupt {
+        let body = model::decode::<T>(name, &object.body).map_err(|cause| CatalogError::Unreadable {
             bucket: self.location.bucket.clone(),
             key: key.clone(),
-            cause: e.to_string(),
+            cause,
         })?;
         Ok(Document { body, etag: object.etag })
     }
 
     /// Writes a new document; fails if one exists under that name.
-    pub async fn create<T: Serialize>(&self, kind: Kind, name: &str, body: &T) -> Result<String, CatalogError> {
-        self.write(kind, name, body, Precondition::Absent).await
+    pub async fn create<T: CatalogDocument>(&self, name: &str, body: &T) -> Result<String, CatalogError> {
+        self.write(name, body, Precondition::Absent).await
     }
 
     /// Replaces a document, provided it is still the one with `etag`.
-    pub async fn replace<T: Serialize>(
-        &self,
-        kind: Kind,
-        name: &str,
-        body: &T,
-        etag: &str,
-    ) -> Result<String, CatalogError> {
-        self.write(kind, name, body, Precondition::Unchanged(etag)).await
+    pub async fn replace<T: CatalogDocument>(&self, name: &str, body: &T, etag: &str) -> Result<String, CatalogError> {
+        self.write(name, body, Precondition::Unchanged(etag)).await
     }
 
-    async fn write<T: Serialize>(
+    async fn write<T: CatalogDocument>(
         &self,
-        kind: Kind,
         name: &str,
         body: &T,
         precondition: Precondition<'_>,
     ) -> Result<String, CatalogError> {
         self.ensure_bucket().await?;
-        let key = self.key(kind, name);
-        let bytes = serde_json::to_vec_pretty(body).expect("catalog documents serialize");
+        let key = self.key(T::KIND, name);
+        let bytes = model::encode(body);
         let bucket = &self.location.bucket;
         match s3::put_object(&self.client(), bucket, &key, bytes, "application/json", precondition).await {
             Ok(etag) => Ok(etag),
@@ -179,14 +136,14 @@ impl<'a> Catalog<'a> {
 
     /// Writes a document whatever is there (records only their own run
     /// writes, such as sessions).
-    pub async fn put<T: Serialize>(&self, kind: Kind, name: &str, body: &T) -> Result<String, CatalogError> {
-        self.write(kind, name, body, Precondition::Any).await
+    pub async fn put<T: CatalogDocument>(&self, name: &str, body: &T) -> Result<String, CatalogError> {
+        self.write(name, body, Precondition::Any).await
     }
 
     /// The names of the documents of one kind under `within` (e.g. a
     /// policy's sessions: `within = "prod/"`), in name order.
     pub async fn list(&self, kind: Kind, within: &str) -> Result<Vec<String>, CatalogError> {
-        let folder = format!("{}{}/", self.location.prefix, kind.folder());
+        let folder = self.location.folder(kind);
         let keys = match s3::list_keys(&self.client(), &self.location.bucket, &format!("{folder}{within}")).await {
             Ok(keys) => keys,
             // No catalog bucket yet: nothing was ever written.

@@ -18,7 +18,8 @@ use crate::executor::inventory::{self, RestorePoint};
 use crate::executor::run::{Progress, Quiet, RunRequest};
 use crate::executor::session::{self, Outcome, ResourceRecord, Session};
 use crate::executor::{Executor, Settings};
-use crate::provider::CatalogLocation;
+use coffer_model::CatalogLocation;
+use coffer_model::agent::RunClaim;
 
 mod repo;
 
@@ -163,7 +164,7 @@ pub struct SessionsArgs {
 
 /// The CLI's durations: the provider's grammar (`90m`, `1h30m`), checked.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    crate::validation::parse_duration(text.trim())
+    coffer_model::validation::parse_duration(text.trim())
 }
 
 pub async fn main(cli: Cli) -> Result<ExitCode> {
@@ -251,7 +252,7 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
 /// launched for rules due together make one run. `None`: another worker has
 /// it.
 async fn scheduled_request(executor: &Executor, args: &RunArgs) -> Result<Option<RunRequest>> {
-    use crate::catalog::{CatalogError, Kind};
+    use crate::catalog::CatalogError;
     use crate::executor::agent::latest_due;
     let policy = executor.policy(&args.policy).await?;
     let now = Utc::now();
@@ -271,8 +272,8 @@ async fn scheduled_request(executor: &Executor, args: &RunArgs) -> Result<Option
         .map(|r| r.name.clone())
         .collect();
     let run_id = crate::executor::scheduled_run_id(due);
-    let claim = run_claim(&run_id, &rules, now, rule);
-    match executor.catalog().create(Kind::RunClaim, &format!("{}/{run_id}", policy.name), &claim).await {
+    let claim = RunClaim { claimed_at: now, launched_for: rule.clone(), rules: rules.clone(), run_id: run_id.clone() };
+    match executor.catalog().create(&format!("{}/{run_id}", policy.name), &claim).await {
         Ok(_) => Ok(Some(RunRequest { policy: policy.name.clone(), rules, run_id: Some(run_id), time: due })),
         Err(CatalogError::AlreadyExists { .. }) => {
             eprintln!("coffer: run {run_id} of {} was taken by another worker; nothing to do", policy.name);
@@ -280,16 +281,6 @@ async fn scheduled_request(executor: &Executor, args: &RunArgs) -> Result<Option
         }
         Err(e) => Err(anyhow::anyhow!("claiming run {run_id} of {}: {e}", policy.name)),
     }
-}
-
-/// The catalog document that marks a scheduled run as taken by one worker.
-pub fn run_claim(
-    run_id: &str,
-    rules: &[String],
-    claimed_at: chrono::DateTime<Utc>,
-    launched_for: &str,
-) -> serde_json::Value {
-    serde_json::json!({ "run_id": run_id, "rules": rules, "claimed_at": claimed_at, "launched_for": launched_for })
 }
 
 /// Uploads `binary` as `<catalog prefix>bin/coffer-linux-<arch>`, the key

@@ -8,15 +8,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::aws::{AssumeRole, AwsClients, AwsSettings, SERVICES};
-use crate::framework::validators::{Keys, string};
-use crate::framework::{
-    Attribute, Block, ClientInfo, DataSource, Diagnostics, NestedBlock, Provider, Resource, Schema, Value,
-};
 use crate::resources::backup_policy::BackupPolicy;
 use crate::resources::region_mapping::RegionMapping;
 use crate::resources::repository::Repository;
 use crate::resources::worker_configuration::WorkerConfiguration;
-use crate::validation;
+use coffer_model::CatalogLocation;
+use coffer_model::validation;
+use coffer_tfplugin::framework::validators::{Keys, string};
+use coffer_tfplugin::framework::{
+    Attribute, Block, ClientInfo, DataSource, Diagnostics, NestedBlock, Provider, Resource, Schema, Value,
+};
 
 /// Everything a resource needs once the provider is configured.
 pub struct Coffer {
@@ -33,26 +34,6 @@ pub struct Coffer {
 impl Coffer {
     pub fn catalog(&self) -> crate::catalog::Catalog<'_> {
         crate::catalog::Catalog::new(&self.aws, &self.catalog, &self.catalog_ready)
-    }
-}
-
-/// Where the catalog lives in S3.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CatalogLocation {
-    pub bucket: String,
-    /// Empty, or ending in `/`.
-    pub prefix: String,
-}
-
-impl CatalogLocation {
-    /// The configured bucket, or `coffer-catalog-<account>-<region>`.
-    pub fn new(bucket: Option<&str>, prefix: Option<&str>, account: &str, region: &str) -> Self {
-        let bucket = bucket.map(str::to_string).unwrap_or_else(|| format!("coffer-catalog-{account}-{region}"));
-        let prefix = match prefix.map(|p| p.trim_matches('/')) {
-            None | Some("") => String::new(),
-            Some(p) => format!("{p}/"),
-        };
-        Self { bucket, prefix }
     }
 }
 
@@ -237,14 +218,6 @@ impl Provider for CofferProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn catalog_defaults_to_an_account_and_region_bucket() {
-        let c = CatalogLocation::new(None, None, "123456789012", "eu-west-1");
-        assert_eq!(c.bucket, "coffer-catalog-123456789012-eu-west-1");
-        assert_eq!(c.prefix, "");
-        assert_eq!(CatalogLocation::new(Some("b"), Some("/team/"), "1", "r").prefix, "team/");
-    }
 
     #[test]
     fn settings_come_from_the_provider_block() {

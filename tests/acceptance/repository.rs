@@ -1,7 +1,7 @@
 //! coffer_repository: bucket, config object with a wrapped master key,
 //! catalog entry; passwords (sensitive and write-only), KMS, Object Lock.
 
-use coffer::repository::RepositoryConfig;
+use coffer_repository::RepositoryConfig;
 use serde_json::json;
 
 use super::{planned_actions, provider, state_of};

@@ -114,13 +114,9 @@ fn a_disabled_policy_does_not_fire_and_does_not_catch_up_when_enabled() {
         assert!(agent.tick(&Quiet).await.unwrap().is_empty(), "a disabled policy fired");
 
         // Enabled again: the next occurrence fires, not the one missed while disabled.
-        let current = executor
-            .catalog()
-            .get::<coffer::resources::backup_policy::PolicyDocument>(coffer::catalog::Kind::Policy, "paused")
-            .await
-            .unwrap();
+        let current = executor.catalog().get::<coffer_model::policy::PolicyDocument>("paused").await.unwrap();
         doc.enabled = true;
-        executor.catalog().replace(coffer::catalog::Kind::Policy, "paused", &doc, &current.etag).await.unwrap();
+        executor.catalog().replace("paused", &doc, &current.etag).await.unwrap();
         clock.set(at("2026-11-22T12:00:00Z"));
         assert!(agent.tick(&Quiet).await.unwrap().is_empty(), "caught up a run missed while disabled");
         clock.set(at("2026-11-23T02:00:00Z"));
@@ -178,8 +174,8 @@ fn sigterm_lets_the_run_in_progress_finish_then_exits_cleanly() {
         put_policy(&executor, &policy("often", "ec2", &["us-east-1"], &[("Backup", "often")], rules)).await;
         // Last fired five minutes ago: due at once when the agent starts.
         let marked = Utc::now() - chrono::TimeDelta::minutes(5);
-        let marks = coffer::executor::agent::Marks { format_version: 1, rules: [("often".to_string(), marked)].into() };
-        executor.catalog().create(coffer::catalog::Kind::AgentMarks, "often", &marks).await.unwrap();
+        let marks = coffer_model::agent::Marks { format_version: 1, rules: [("often".to_string(), marked)].into() };
+        executor.catalog().create("often", &marks).await.unwrap();
         marked
     });
 
@@ -219,11 +215,7 @@ fn sigterm_lets_the_run_in_progress_finish_then_exits_cleanly() {
         let sessions = coffer::executor::session::recent(&executor.catalog(), "often", 5).await.unwrap();
         assert_eq!(sessions.len(), 1);
         assert_eq!(sessions[0].resources.len(), 12);
-        let marks = executor
-            .catalog()
-            .get::<coffer::executor::agent::Marks>(coffer::catalog::Kind::AgentMarks, "often")
-            .await
-            .unwrap();
+        let marks = executor.catalog().get::<coffer_model::agent::Marks>("often").await.unwrap();
         assert!(marks.body.rules["often"] > marked, "the mark moved past the finished run");
     });
 }

@@ -7,14 +7,13 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
-use coffer::catalog::Kind;
+use coffer::aws::s3_storage::S3Storage;
 use coffer::executor::run::{Quiet, RunRequest};
 use coffer::executor::session::Outcome;
-use coffer::repository::blocks::{BlockError, BlockSink};
-use coffer::repository::storage::S3Storage;
-use coffer::repository::{FORMAT_VERSION, KeyEnvelope, MasterKey, Repository, RepositoryConfig, Unlock};
-use coffer::resources::backup_policy::ToRepository;
-use coffer::resources::repository::RepositoryEntry;
+use coffer_model::policy::ToRepository;
+use coffer_model::repository::RepositoryEntry;
+use coffer_repository::blocks::{BlockError, BlockSink};
+use coffer_repository::{FORMAT_VERSION, KeyEnvelope, MasterKey, Repository, RepositoryConfig, Unlock};
 
 use super::{count, policy, put_policy, rule};
 use crate::support::estate::{executor, instance, tags, volume_ids, write_volume_block, zero_volume_block};
@@ -74,7 +73,6 @@ async fn register_repository(executor: &coffer::executor::Executor, repository_i
     executor
         .catalog()
         .create(
-            Kind::Repository,
             repository_id,
             &RepositoryEntry {
                 format_version: 1,
@@ -232,7 +230,7 @@ fn archives_keep_data_in_glacier_list_without_a_thaw_and_restore_after_one() {
         assert_eq!(repo.manifests().await.unwrap().len(), 1);
         let config = Repository::read_config(storage.as_ref()).await.unwrap();
         let master = config.open_with_password(PASSWORD).unwrap();
-        let report = coffer::repository::check::check(storage.clone(), &config, &master, false).await.unwrap();
+        let report = coffer_repository::check::check(storage.clone(), &config, &master, false).await.unwrap();
         assert!(report.is_healthy(), "{report:#?}");
 
         let e = repo

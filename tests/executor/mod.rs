@@ -11,10 +11,9 @@ mod run;
 
 use std::collections::BTreeMap;
 
-use coffer::catalog::Kind;
 use coffer::executor::Executor;
-use coffer::resources::backup_policy::{Keep, PolicyDocument, Replicate, Retain, Rule, Source};
-use coffer::resources::region_mapping::RegionMappingDocument;
+use coffer_model::policy::{Keep, PolicyDocument, Replicate, Retain, Rule, Source};
+use coffer_model::region_mapping::RegionMappingDocument;
 
 pub fn count(n: i64) -> Retain {
     Retain { count: Some(n), days: None }
@@ -55,7 +54,7 @@ pub fn policy(name: &str, kind: &str, regions: &[&str], tags: &[(&str, &str)], r
 }
 
 pub async fn put_policy(executor: &Executor, policy: &PolicyDocument) {
-    executor.catalog().create(Kind::Policy, &policy.name, policy).await.expect("write policy");
+    executor.catalog().create(&policy.name, policy).await.expect("write policy");
 }
 
 pub async fn put_mapping(
@@ -75,5 +74,5 @@ pub async fn put_mapping(
         kms_key_arn: kms_key_arn.map(str::to_string),
         encrypt: encrypt.into(),
     };
-    executor.catalog().create(Kind::RegionMapping, name, &mapping).await.expect("write mapping");
+    executor.catalog().create(name, &mapping).await.expect("write mapping");
 }

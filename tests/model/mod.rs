@@ -8,14 +8,14 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use coffer::executor::agent::Marks;
-use coffer::executor::image::BackupRecord;
-use coffer::executor::scope::ResourceKind;
-use coffer::executor::session::{Outcome, ResourceRecord, RetentionRecord, Session, SnapshotRecord};
-use coffer::provider::CatalogLocation;
-use coffer::resources::backup_policy::{Keep, PolicyDocument, Replicate, Retain, Rule, Source, ToRepository};
-use coffer::resources::region_mapping::RegionMappingDocument;
-use coffer::resources::repository::RepositoryEntry;
+use coffer_model::CatalogLocation;
+use coffer_model::agent::{Marks, RunClaim};
+use coffer_model::policy::{Keep, PolicyDocument, Replicate, Retain, Rule, Source, ToRepository};
+use coffer_model::region_mapping::RegionMappingDocument;
+use coffer_model::repository::RepositoryEntry;
+use coffer_model::session::BackupRecord;
+use coffer_model::session::ResourceKind;
+use coffer_model::session::{Outcome, ResourceRecord, RetentionRecord, Session, SnapshotRecord};
 
 fn at(hour: u32, minute: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 30, hour, minute, 0).unwrap()
@@ -254,17 +254,19 @@ fn agent_marks() {
 
 #[test]
 fn run_claim() {
-    let claim = coffer::cli::run_claim("20261130-0300", &["daily".into(), "weekly".into()], at(3, 1), "daily");
+    let claim = RunClaim {
+        claimed_at: at(3, 1),
+        launched_for: "daily".into(),
+        rules: vec!["daily".into(), "weekly".into()],
+        run_id: "20261130-0300".into(),
+    };
     insta::assert_snapshot!("run_claim", pretty(&claim));
 }
 
 #[test]
 fn worker_boot_script_and_task() {
     let catalog = CatalogLocation::new(Some("coffer-catalog"), Some("team"), "123456789012", "eu-west-1");
-    let script = coffer::resources::worker_configuration::worker_user_data_for_task(
-        &catalog,
-        "eu-west-1",
-        "run --policy prod --rule daily --scheduled",
-    );
+    let script =
+        coffer_model::worker::user_data_for_task(&catalog, "eu-west-1", "run --policy prod --rule daily --scheduled");
     insta::assert_snapshot!("worker_boot_script", script);
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use coffer::repository::blocks::BLOCK_SIZE;
+use coffer_repository::blocks::BLOCK_SIZE;
 
 use crate::support::estate::coffer_command;
 use crate::support::{Moto, block_on};

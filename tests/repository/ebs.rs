@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use coffer::repository::blocks::ebs::{EbsSnapshotSink, EbsSnapshotSource};
-use coffer::repository::blocks::{BLOCK_SIZE, BlockError, BlockSink, BlockSource};
+use coffer::aws::ebs_blocks::{EbsSnapshotSink, EbsSnapshotSource};
+use coffer_repository::blocks::{BLOCK_SIZE, BlockError, BlockSink, BlockSource};
 
 use crate::support::estate::{instance, tags, volume_ids, write_volume_block, zero_volume_block};
 use crate::support::{Moto, block_on};

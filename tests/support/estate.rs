@@ -10,7 +10,7 @@ use aws_sdk_ec2::types::{
 };
 use coffer::aws::{AwsClients, AwsSettings};
 use coffer::executor::{Executor, Settings};
-use coffer::provider::CatalogLocation;
+use coffer_model::CatalogLocation;
 
 use super::Moto;
 use super::aws::ACCOUNT;

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use coffer::server::tfplugin6::provider_client::ProviderClient;
-use coffer::server::{MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE};
+use coffer_tfplugin::server::tfplugin6::provider_client::ProviderClient;
+use coffer_tfplugin::server::{MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE};
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};

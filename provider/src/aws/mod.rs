@@ -2,10 +2,13 @@
 //! configuration, SDK clients built lazily per region, and `find_*` lookups
 //! that return a typed [`AwsError::NotFound`].
 
+pub mod ebs_blocks;
 pub mod ec2;
+pub mod kms_keys;
 pub mod permissions;
 pub mod rds;
 pub mod s3;
+pub mod s3_storage;
 pub mod scheduler;
 pub mod ssm;
 

@@ -13,15 +13,16 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{Global, Tuning, connect, parse_duration};
+use crate::aws::ebs_blocks::{EbsSnapshotSink, EbsSnapshotSource};
+use crate::aws::s3_storage::S3Storage;
 use crate::executor::Executor;
-use crate::repository::blocks::BlockSource;
-use crate::repository::blocks::ebs::{EbsSnapshotSink, EbsSnapshotSource};
-use crate::repository::blocks::file::{FileSink, FileSource};
-use crate::repository::check;
-use crate::repository::manifest::{Manifest, Source};
-use crate::repository::prune;
-use crate::repository::storage::{S3Storage, Storage};
-use crate::repository::{KeyEnvelope, MasterKey, PointMeta, Repository, RepositoryConfig};
+use coffer_repository::blocks::BlockSource;
+use coffer_repository::blocks::file::{FileSink, FileSource};
+use coffer_repository::check;
+use coffer_repository::manifest::{Manifest, Source};
+use coffer_repository::prune;
+use coffer_repository::storage::Storage;
+use coffer_repository::{KeyEnvelope, MasterKey, PointMeta, Repository, RepositoryConfig};
 
 #[derive(Debug, Args)]
 pub struct RepositoryArg {
@@ -149,7 +150,7 @@ async fn executor(global: &Global) -> Result<Executor> {
 async fn storage(executor: &Executor, arg: &RepositoryArg) -> Result<Arc<dyn Storage>> {
     if let Some(location) = arg.repository.strip_prefix("s3://") {
         let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
-        crate::validation::bucket_name(bucket).map_err(|problem| {
+        coffer_model::validation::bucket_name(bucket).map_err(|problem| {
             anyhow::anyhow!("--repository {}: name the bucket, as s3://bucket/prefix ({problem})", arg.repository)
         })?;
         let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };
@@ -158,7 +159,7 @@ async fn storage(executor: &Executor, arg: &RepositoryArg) -> Result<Arc<dyn Sto
     }
     let entry = executor
         .catalog()
-        .get::<crate::resources::repository::RepositoryEntry>(crate::catalog::Kind::Repository, &arg.repository)
+        .get::<coffer_model::repository::RepositoryEntry>(&arg.repository)
         .await
         .with_context(|| {
             format!("looking up repository {} in the catalog (or give its location s3://bucket/prefix)", arg.repository)
@@ -183,7 +184,7 @@ async fn open_locked(
     executor: &Executor,
     arg: &RepositoryArg,
     purpose: &str,
-) -> Result<(Repository, crate::repository::lock::Lock)> {
+) -> Result<(Repository, coffer_repository::lock::Lock)> {
     let storage = storage(executor, arg).await?;
     let config = Repository::read_config(storage.as_ref()).await?;
     let key = unlock_key(executor, &config).await?;
@@ -219,7 +220,7 @@ pub async fn repo(global: &Global, command: &RepoCommand) -> Result<ExitCode> {
         RepoCommand::Init(args) => {
             let storage = storage(&executor, &args.repository).await?;
             let mut config = RepositoryConfig {
-                format_version: crate::repository::FORMAT_VERSION,
+                format_version: coffer_repository::FORMAT_VERSION,
                 id: uuid::Uuid::new_v4().to_string(),
                 created_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 storage_class: args.storage_class.clone(),
@@ -229,10 +230,10 @@ pub async fn repo(global: &Global, command: &RepoCommand) -> Result<ExitCode> {
             let master = MasterKey::random();
             match &args.kms_key_arn {
                 Some(arn) => {
-                    let kms = executor.aws.kms(crate::validation::arn_region(arn).unwrap_or(&executor.aws.home_region));
-                    config.key = crate::repository::repo::wrap_with_kms(&kms, arn, &config, &master)
-                        .await
-                        .map_err(anyhow::Error::msg)?;
+                    let kms = executor
+                        .aws
+                        .kms(coffer_model::validation::arn_region(arn).unwrap_or(&executor.aws.home_region));
+                    config.key = crate::aws::kms_keys::KmsKeys::new(kms).wrap(arn, &config, &master).await?;
                 }
                 None => {
                     let password = password().context("set COFFER_REPOSITORY_PASSWORD (or pass --kms-key-arn)")?;
@@ -297,7 +298,7 @@ pub async fn repo(global: &Global, command: &RepoCommand) -> Result<ExitCode> {
         }
         RepoCommand::RepairIndex(arg) => {
             let mut repo = open(&executor, arg).await?;
-            let report = crate::repository::repair::repair_index(&mut repo).await?;
+            let report = coffer_repository::repair::repair_index(&mut repo).await?;
             print(global.json, &report, || {
                 format!(
                     "{} pack(s) indexed afresh{}; {} damaged index file(s) removed{}",
@@ -481,7 +482,7 @@ pub async fn restore(global: &Global, args: &RestoreArgs) -> Result<ExitCode> {
                 .clone()
                 .or_else(|| (!manifest.source.region.is_empty()).then(|| manifest.source.region.clone()))
                 .unwrap_or_else(|| executor.aws.home_region.clone());
-            let encryption = args.kms_key_arn.clone().map(crate::repository::blocks::ebs::SnapshotEncryption::Key);
+            let encryption = args.kms_key_arn.clone().map(crate::aws::ebs_blocks::SnapshotEncryption::Key);
             let tags = vec![
                 ("coffer:restored-from".to_string(), manifest.id.clone()),
                 ("coffer:repository".to_string(), repo.config.id.clone()),
@@ -558,9 +559,9 @@ async fn interrupted() -> &'static str {
 /// Runs a restore unless a signal comes first; then what it started (a
 /// partial file, an unfinished snapshot) is removed before the caller
 /// releases the lock.
-async fn until_interrupted<F>(restore: F, sink: &dyn crate::repository::blocks::BlockSink) -> Result<String>
+async fn until_interrupted<F>(restore: F, sink: &dyn coffer_repository::blocks::BlockSink) -> Result<String>
 where
-    F: std::future::Future<Output = Result<String, crate::repository::RepoError>>,
+    F: std::future::Future<Output = Result<String, coffer_repository::RepoError>>,
 {
     tokio::select! {
         result = restore => Ok(result?),

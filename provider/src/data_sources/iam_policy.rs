@@ -8,11 +8,11 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use crate::aws::permissions::{Feature, PERMISSIONS, Role, Scope, applies};
-use crate::framework::validators::{Each, OneOf, string};
-use crate::framework::{Attribute, Block, DataSource, Diagnostics, Schema, Value};
 use crate::provider::Coffer;
 use crate::resources::backup_policy::SCHEDULE_GROUP;
-use crate::validation;
+use coffer_model::validation;
+use coffer_tfplugin::framework::validators::{Each, OneOf, string};
+use coffer_tfplugin::framework::{Attribute, Block, DataSource, Diagnostics, Schema, Value};
 
 pub const TYPE_NAME: &str = "coffer_iam_policy";
 const FEATURE_NAMES: &[&str] = &["ec2", "rds", "replicate", "backup", "kms", "cross_account", "immutability"];

@@ -8,10 +8,10 @@ pub mod sessions;
 use std::collections::BTreeMap;
 
 use crate::executor::{Executor, Settings};
-use crate::framework::{Diagnostics, Value};
 use crate::provider::Coffer;
-use crate::resources::backup_policy::PolicyDocument;
-use crate::resources::region_mapping::RegionMappingDocument;
+use coffer_model::policy::PolicyDocument;
+use coffer_model::region_mapping::RegionMappingDocument;
+use coffer_tfplugin::framework::{Diagnostics, Value};
 
 /// The executor's read side over the provider's clients and catalog.
 /// Password repositories open with `COFFER_REPOSITORY_PASSWORD` from

@@ -10,9 +10,9 @@ use super::{executor, listed, object, policies, strings};
 use crate::executor::agent::latest_due;
 use crate::executor::inventory::{self, PointKind, RestorePoint};
 use crate::executor::scope;
-use crate::framework::{Attribute, Block, DataSource, Diagnostics, Schema, Type, Value};
 use crate::provider::Coffer;
-use crate::resources::backup_policy::PolicyDocument;
+use coffer_model::policy::PolicyDocument;
+use coffer_tfplugin::framework::{Attribute, Block, DataSource, Diagnostics, Schema, Type, Value};
 
 pub const TYPE_NAME: &str = "coffer_protection";
 /// How long after a rule falls due its run may take before the rule counts

@@ -6,9 +6,9 @@ use async_trait::async_trait;
 
 use super::{executor, listed, object, policies, strings};
 use crate::executor::{image, inventory};
-use crate::framework::validators::OneOf;
-use crate::framework::{Attribute, Block, DataSource, Diagnostics, Schema, Type, Value};
 use crate::provider::Coffer;
+use coffer_tfplugin::framework::validators::OneOf;
+use coffer_tfplugin::framework::{Attribute, Block, DataSource, Diagnostics, Schema, Type, Value};
 
 pub const TYPE_NAME: &str = "coffer_restore_points";
 const KINDS: &[&str] = &["snapshot", "replica", "backup", "archive"];

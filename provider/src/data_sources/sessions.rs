@@ -5,8 +5,8 @@ use async_trait::async_trait;
 
 use super::{executor, listed, object, strings};
 use crate::executor::session;
-use crate::framework::{Attribute, Block, DataSource, Diagnostics, Schema, Type, Value};
 use crate::provider::Coffer;
+use coffer_tfplugin::framework::{Attribute, Block, DataSource, Diagnostics, Schema, Type, Value};
 
 pub const TYPE_NAME: &str = "coffer_sessions";
 
@@ -71,7 +71,7 @@ impl DataSource<Coffer> for Sessions {
         if let Some(limit) = config.get("limit").as_i64() {
             if !(1..=1000).contains(&limit) {
                 diags.attribute_error(
-                    crate::framework::AttributePath::attr("limit"),
+                    coffer_tfplugin::framework::AttributePath::attr("limit"),
                     "Invalid limit",
                     format!("limit must be between 1 and 1000, got {limit}"),
                 );

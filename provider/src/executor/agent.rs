@@ -14,17 +14,18 @@
 //! has not seen before starts from "now" (no back-filling of history); a
 //! disabled policy's due occurrences are marked without running.
 
+use coffer_model::CatalogDocument;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use super::run::{Progress, RunRequest};
-use super::session::Session;
+use super::session::{self, Session};
 use super::{Executor, ExecutorError, scheduled_run_id};
-use crate::catalog::{CatalogError, Kind};
-use crate::resources::backup_policy::Rule;
+use crate::catalog::CatalogError;
+use coffer_model::agent::Marks;
+use coffer_model::policy::Rule;
 
 /// Where the agent learns the time: the system clock, or a test's.
 pub trait Clock: Send + Sync {
@@ -56,13 +57,6 @@ impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.0.lock().expect("clock lock")
     }
-}
-
-/// Per rule, the due time last handled.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Marks {
-    pub format_version: u32,
-    pub rules: BTreeMap<String, DateTime<Utc>>,
 }
 
 /// Rules of one policy to run together.
@@ -141,8 +135,8 @@ impl<'a> Agent<'a> {
             // every minute would only repeat the error. A catalog that
             // cannot be read leaves the rule due.
             Err(e) if e.is_lasting() => {
-                let session = Session::not_started(firing, e.to_string());
-                if let Err(e) = session.save(&self.executor.catalog()).await {
+                let session = session::not_started(firing, &e.to_string());
+                if let Err(e) = session::save(&session, &self.executor.catalog()).await {
                     tracing::warn!(policy = %firing.policy, "writing the session record: {e}");
                 }
                 session
@@ -167,9 +161,11 @@ impl<'a> Agent<'a> {
     }
 
     async fn marks(&self, policy: &str) -> Result<(Marks, Option<String>), ExecutorError> {
-        match self.executor.catalog().get::<Marks>(Kind::AgentMarks, policy).await {
+        match self.executor.catalog().get::<Marks>(policy).await {
             Ok(doc) => Ok((doc.body, Some(doc.etag))),
-            Err(CatalogError::NotFound) => Ok((Marks { format_version: 1, rules: BTreeMap::new() }, None)),
+            Err(CatalogError::NotFound) => {
+                Ok((Marks { format_version: Marks::FORMAT_VERSION, rules: BTreeMap::new() }, None))
+            }
             Err(cause) => Err(ExecutorError::Catalog { what: format!("the agent marks of {policy}"), cause }),
         }
     }
@@ -178,8 +174,8 @@ impl<'a> Agent<'a> {
     async fn save_marks(&self, policy: &str, marks: &Marks, etag: Option<&str>) -> Result<(), ExecutorError> {
         let catalog = self.executor.catalog();
         let written = match etag {
-            Some(etag) => catalog.replace(Kind::AgentMarks, policy, marks, etag).await,
-            None => catalog.create(Kind::AgentMarks, policy, marks).await,
+            Some(etag) => catalog.replace(policy, marks, etag).await,
+            None => catalog.create(policy, marks).await,
         };
         written
             .map(|_| ())

@@ -9,45 +9,26 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::Mutex;
 
 use super::retention::{self, Retain, Verdict};
 use super::scope::Resource;
 use super::snapshots::StoredSnapshot;
 use super::{Executor, TAG_VOLUME};
-use crate::catalog::Kind;
-use crate::repository::blocks::ebs::EbsSnapshotSource;
-use crate::repository::lock::Lock;
-use crate::repository::manifest::{Manifest, Source};
-use crate::repository::prune;
-use crate::repository::repo::unwrap_with_kms;
-use crate::repository::storage::S3Storage;
-use crate::repository::{KeyEnvelope, MasterKey, PointMeta, Repository, RepositoryConfig};
-use crate::resources::backup_policy::{PolicyDocument, Retain as RetainDocument, Rule};
-use crate::resources::repository::RepositoryEntry;
+use crate::aws::ebs_blocks::EbsSnapshotSource;
+use crate::aws::s3_storage::S3Storage;
+use coffer_model::policy::{PolicyDocument, Retain as RetainDocument, Rule};
+use coffer_model::repository::RepositoryEntry;
+use coffer_model::session::BackupRecord;
+use coffer_repository::KeyService;
+use coffer_repository::lock::Lock;
+use coffer_repository::manifest::{Manifest, Source};
+use coffer_repository::prune;
+use coffer_repository::{KeyEnvelope, MasterKey, PointMeta, Repository, RepositoryConfig};
 
 /// Blocks read (and processed) at once per volume.
 const BLOCKS_IN_FLIGHT: usize = 16;
-
-/// One restore point made (or found from an earlier attempt) by a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackupRecord {
-    /// `backup` or `archive`.
-    pub kind: String,
-    pub repository_id: String,
-    pub point_id: String,
-    pub volume_id: String,
-    pub snapshot_id: String,
-    /// Read only the blocks changed since the parent point's snapshot.
-    pub incremental: bool,
-    pub blocks_read: u64,
-    pub bytes_read: u64,
-    pub bytes_written: u64,
-    pub duration_ms: u64,
-    #[serde(default)]
-    pub reused: bool,
-}
 
 /// Where a set of rules sends image-level copies.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -210,7 +191,7 @@ impl Executor {
     async fn unlock_repository(&self, id: &str) -> Result<(Arc<S3Storage>, RepositoryConfig, MasterKey), String> {
         let entry = self
             .catalog()
-            .get::<RepositoryEntry>(Kind::Repository, id)
+            .get::<RepositoryEntry>(id)
             .await
             .map_err(|e| format!("reading repository {id} from the catalog: {e}"))?
             .body;
@@ -227,8 +208,9 @@ impl Executor {
     pub async fn repository_key(&self, config: &RepositoryConfig) -> Result<MasterKey, String> {
         match &config.key {
             KeyEnvelope::Kms { kms_key_arn, .. } => {
-                let kms = self.aws.kms(crate::validation::arn_region(kms_key_arn).unwrap_or(&self.aws.home_region));
-                unwrap_with_kms(&kms, config).await
+                let kms =
+                    self.aws.kms(coffer_model::validation::arn_region(kms_key_arn).unwrap_or(&self.aws.home_region));
+                crate::aws::kms_keys::KmsKeys::new(kms).unwrap(config).await.map_err(|e| e.to_string())
             }
             KeyEnvelope::Password { .. } => {
                 let password = self

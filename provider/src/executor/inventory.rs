@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use super::snapshots::{self, Service, State, StoredSnapshot};
 use super::{Executor, TAG_KIND, TAG_MAPPING, TAG_POLICY, TAG_RULE, TAG_RUN, TAG_SOURCE, TAG_SOURCE_REGION, TAG_TIME};
 use crate::aws::{AwsClients, AwsError, rds};
-use crate::resources::backup_policy::PolicyDocument;
-use crate::resources::region_mapping::RegionMappingDocument;
+use coffer_model::policy::PolicyDocument;
+use coffer_model::region_mapping::RegionMappingDocument;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -29,9 +29,9 @@ use tokio::sync::Mutex;
 
 use crate::aws::{AssumeRole, AwsClients};
 use crate::catalog::{Catalog, CatalogError, Kind};
-use crate::provider::CatalogLocation;
-use crate::resources::backup_policy::PolicyDocument;
-use crate::resources::region_mapping::RegionMappingDocument;
+use coffer_model::CatalogLocation;
+use coffer_model::policy::PolicyDocument;
+use coffer_model::region_mapping::RegionMappingDocument;
 
 /// The policy a restore point belongs to.
 pub const TAG_POLICY: &str = "coffer:policy";
@@ -132,7 +132,7 @@ impl Executor {
     }
 
     pub async fn policy(&self, name: &str) -> Result<PolicyDocument, ExecutorError> {
-        match self.catalog().get::<PolicyDocument>(Kind::Policy, name).await {
+        match self.catalog().get::<PolicyDocument>(name).await {
             Ok(doc) => Ok(doc.body),
             Err(CatalogError::NotFound) => Err(ExecutorError::UnknownPolicy(
                 name.to_string(),
@@ -151,7 +151,7 @@ impl Executor {
             .map_err(|cause| ExecutorError::Catalog { what: "the backup policies".into(), cause })?;
         let mut policies = BTreeMap::new();
         for name in names {
-            match catalog.get::<PolicyDocument>(Kind::Policy, &name).await {
+            match catalog.get::<PolicyDocument>(&name).await {
                 Ok(doc) => {
                     policies.insert(name, doc.body);
                 }
@@ -164,7 +164,7 @@ impl Executor {
     }
 
     pub async fn region_mapping(&self, id: &str) -> Result<RegionMappingDocument, ExecutorError> {
-        match self.catalog().get::<RegionMappingDocument>(Kind::RegionMapping, id).await {
+        match self.catalog().get::<RegionMappingDocument>(id).await {
             Ok(doc) => Ok(doc.body),
             Err(CatalogError::NotFound) => Err(ExecutorError::UnknownMapping(id.to_string())),
             Err(cause) => Err(ExecutorError::Catalog { what: format!("region mapping {id}"), cause }),
@@ -174,7 +174,7 @@ impl Executor {
     /// The region mappings `rules` replicate through, by id.
     pub async fn region_mappings<'r>(
         &self,
-        rules: impl IntoIterator<Item = &'r crate::resources::backup_policy::Rule>,
+        rules: impl IntoIterator<Item = &'r coffer_model::policy::Rule>,
     ) -> Result<BTreeMap<String, RegionMappingDocument>, ExecutorError> {
         let mut mappings = BTreeMap::new();
         for id in rules.into_iter().filter_map(|r| r.replicate.as_ref()).flat_map(|r| &r.region_mapping_ids) {

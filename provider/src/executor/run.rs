@@ -1,5 +1,6 @@
 //! One run of a policy: scope, snapshots, replicas, retention, session.
 
+use coffer_model::CatalogDocument;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -8,12 +9,13 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use super::inventory::{self, PointKind, RestorePoint};
 use super::limits::{Api, Limits};
 use super::retention::{self, Retain, Verdict};
-use super::scope::{self, Resource, ResourceKind};
-use super::session::{Outcome, ResourceRecord, RetentionRecord, Session, SnapshotRecord};
+use super::scope::{self, Resource};
+use super::session::{self, Outcome, ResourceRecord, RetentionRecord, Session, SnapshotRecord};
 use super::snapshots::{self, CopyEncryption, Service, StoredSnapshot};
 use super::*;
 use crate::aws::{AwsClients, AwsError};
-use crate::resources::backup_policy::{PolicyDocument, Rule};
+use coffer_model::policy::{PolicyDocument, Rule};
+use coffer_model::session::ResourceKind;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -228,7 +230,7 @@ impl Executor {
 
         let outcome = Session::decide_outcome(&resources, &messages, &retention, !scope.failed_regions.is_empty());
         let session = Session {
-            format_version: session::FORMAT_VERSION,
+            format_version: Session::FORMAT_VERSION,
             policy: policy.name.clone(),
             run_id: plan.run_id.clone(),
             rules: plan.rule_names(|_| true),
@@ -239,7 +241,7 @@ impl Executor {
             resources,
             retention,
         };
-        if let Err(e) = session.save(&self.catalog()).await {
+        if let Err(e) = session::save(&session, &self.catalog()).await {
             // The snapshots exist whatever happens to the record; say so.
             tracing::error!(run = %session.run_id, "writing the session record: {e}");
             let mut session = session;

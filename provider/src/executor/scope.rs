@@ -4,26 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::aws::{AwsClients, AwsError, ec2, rds};
-use crate::resources::backup_policy::PolicyDocument;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ResourceKind {
-    Ec2Instance,
-    RdsInstance,
-    /// Aurora or Multi-AZ DB cluster: snapshotted as a whole.
-    RdsCluster,
-}
-
-impl ResourceKind {
-    pub fn noun(self) -> &'static str {
-        match self {
-            ResourceKind::Ec2Instance => "EC2 instance",
-            ResourceKind::RdsInstance => "DB instance",
-            ResourceKind::RdsCluster => "DB cluster",
-        }
-    }
-}
+use coffer_model::policy::PolicyDocument;
+pub use coffer_model::session::ResourceKind;
 
 /// One protected resource.
 #[derive(Debug, Clone, PartialEq, Eq)]

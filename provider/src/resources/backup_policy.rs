@@ -4,6 +4,8 @@
 //! region, whose target launches a worker from the home-region worker
 //! configuration with user data that runs `coffer run --policy P --rule R --scheduled`.
 
+use coffer_model::CatalogDocument;
+use coffer_model::policy::{Keep, PolicyDocument, Replicate, Retain, Rule, Source, ToRepository};
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
@@ -11,23 +13,21 @@ use aws_sdk_scheduler::types::{
     ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, ScheduleState, Target,
 };
 use base64::Engine;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::aws::{AwsError, ec2, scheduler};
 use crate::catalog::{CatalogError, Kind};
-use crate::cron;
-use crate::framework::validators::{Each, IntBetween, Keys, OneOf, string};
-use crate::framework::{
+use crate::provider::Coffer;
+use crate::resources::{catalog_write_error, check_regions_enabled};
+use coffer_model::cron;
+use coffer_model::region_mapping::RegionMappingDocument;
+use coffer_model::repository::RepositoryEntry;
+use coffer_model::validation;
+use coffer_tfplugin::framework::validators::{Each, IntBetween, Keys, OneOf, string};
+use coffer_tfplugin::framework::{
     Attribute, AttributePath, Block, Diagnostics, Import, ModifyPlan, NestedBlock, PlanRequest, Private, Resource,
     Schema, Value,
 };
-use crate::provider::Coffer;
-use crate::resources::region_mapping::RegionMappingDocument;
-use crate::resources::repository::RepositoryEntry;
-use crate::resources::worker_configuration::worker_user_data_for_task;
-use crate::resources::{catalog_write_error, check_regions_enabled};
-use crate::validation;
 
 pub const TYPE_NAME: &str = "coffer_backup_policy";
 /// The schedule group every Coffer schedule lives in.
@@ -42,79 +42,6 @@ const TYPES: &[&str] = &["ec2", "rds"];
 const MAX_SCHEDULE_NAME: usize = 64;
 const BACKUP_STORAGE_CLASSES: &[&str] = &["STANDARD", "STANDARD_IA"];
 const ARCHIVE_STORAGE_CLASSES: &[&str] = &["GLACIER", "DEEP_ARCHIVE"];
-
-// ---------------------------------------------------------------- document
-
-/// The catalog document workers run from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PolicyDocument {
-    pub format_version: u32,
-    pub name: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    pub enabled: bool,
-    pub source: Source,
-    pub rules: Vec<Rule>,
-    pub worker_configuration_ids: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scheduler_role_arn: Option<String>,
-    #[serde(default)]
-    pub tags: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Source {
-    pub regions: Vec<String>,
-    #[serde(default)]
-    pub ids: Vec<String>,
-    #[serde(default)]
-    pub tags: BTreeMap<String, String>,
-    #[serde(default)]
-    pub exclude_ids: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rule {
-    pub name: String,
-    pub cron: String,
-    pub timezone: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<Keep>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replicate: Option<Replicate>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backup: Option<ToRepository>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub archive: Option<ToRepository>,
-}
-
-/// How long restore points of one kind are kept: exactly one is set.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Retain {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub count: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub days: Option<i64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Keep {
-    pub retain: Retain,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Replicate {
-    pub region_mapping_ids: Vec<String>,
-    pub retain: Retain,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ToRepository {
-    pub repository_id: String,
-    pub retain: Retain,
-}
 
 // ------------------------------------------------------------------ schema
 
@@ -354,7 +281,7 @@ fn document_from(planned: &Value) -> PolicyDocument {
     let source = planned.get("source");
     let optional = |v: &Value| v.as_str().map(str::to_string);
     PolicyDocument {
-        format_version: 1,
+        format_version: PolicyDocument::FORMAT_VERSION,
         name: planned.get("name").as_str().unwrap_or_default().to_string(),
         kind: planned.get("type").as_str().unwrap_or_default().to_string(),
         description: optional(planned.get("description")),
@@ -433,7 +360,7 @@ pub fn schedule_arn(region: &str, account: &str, policy: &str, rule: &str) -> St
 /// default version, one instance, a boot script that runs the rule.
 fn run_instances_input(data: &Coffer, launch_template_id: &str, policy: &str, rule: &str) -> String {
     let task = format!("run --policy {policy} --rule {rule} --scheduled");
-    let user_data = worker_user_data_for_task(&data.catalog, &data.aws.home_region, &task);
+    let user_data = coffer_model::worker::user_data_for_task(&data.catalog, &data.aws.home_region, &task);
     serde_json::json!({
         "LaunchTemplate": { "LaunchTemplateId": launch_template_id, "Version": "$Default" },
         "MinCount": 1,
@@ -585,7 +512,7 @@ async fn read_policy(
     private: &mut Private,
     diags: &mut Diagnostics,
 ) -> Option<Value> {
-    let document = match data.catalog().get::<PolicyDocument>(Kind::Policy, name).await {
+    let document = match data.catalog().get::<PolicyDocument>(name).await {
         Ok(document) => document,
         Err(CatalogError::NotFound) => return None,
         Err(e) => {
@@ -786,7 +713,7 @@ async fn check_references(data: &Coffer, config: &Value, at_apply: bool, diags: 
         if mapping_ids.is_wholly_known() {
             for id in mapping_ids.strings() {
                 let at = path.then_attr("replicate").then_attr("region_mapping_ids");
-                match catalog.get::<RegionMappingDocument>(Kind::RegionMapping, &id).await {
+                match catalog.get::<RegionMappingDocument>(&id).await {
                     Ok(mapping) => {
                         let from = &mapping.body.source_region;
                         if source_regions.is_wholly_known() && !source_regions.strings().contains(from) {
@@ -819,7 +746,7 @@ async fn check_references(data: &Coffer, config: &Value, at_apply: bool, diags: 
                 continue;
             };
             let at = path.then_attr(action).then_attr("repository_id");
-            match catalog.get::<RepositoryEntry>(Kind::Repository, id).await {
+            match catalog.get::<RepositoryEntry>(id).await {
                 Ok(entry) if !allowed.contains(&entry.body.storage_class.as_str()) => error_at(
                     diags,
                     at,
@@ -933,7 +860,7 @@ impl Resource<Coffer> for BackupPolicy {
         let name = document.name.clone();
         let launch_template = check_references(data, planned, true, diags).await;
         let launch_template = launch_template.filter(|_| !diags.has_errors())?;
-        if let Err(e) = data.catalog().create(Kind::Policy, &name, &document).await {
+        if let Err(e) = data.catalog().create(&name, &document).await {
             catalog_write_error(diags, "creating", Kind::Policy, &name, e);
             return None;
         }
@@ -975,7 +902,7 @@ impl Resource<Coffer> for BackupPolicy {
         };
         let launch_template = check_references(data, planned, true, diags).await;
         let launch_template = launch_template.filter(|_| !diags.has_errors())?;
-        if let Err(e) = data.catalog().replace(Kind::Policy, &name, &document, &etag).await {
+        if let Err(e) = data.catalog().replace(&name, &document, &etag).await {
             catalog_write_error(diags, "updating", Kind::Policy, &name, e);
             return None;
         }

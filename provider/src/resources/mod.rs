@@ -7,8 +7,8 @@ pub mod tags;
 pub mod worker_configuration;
 
 use crate::catalog::CatalogError;
-use crate::framework::{AttributePath, Diagnostics};
 use crate::provider::Coffer;
+use coffer_tfplugin::framework::{AttributePath, Diagnostics};
 
 /// Reports, at their paths, the regions that are not enabled for the
 /// account. A failure to list regions skips the check (the apply will say).
@@ -41,12 +41,12 @@ pub fn import_by_name(
     what: &str,
     id: &str,
     diags: &mut Diagnostics,
-) -> Option<crate::framework::Value> {
-    if let Err(why) = crate::validation::coffer_name(id) {
+) -> Option<coffer_tfplugin::framework::Value> {
+    if let Err(why) = coffer_model::validation::coffer_name(id) {
         diags.error("Invalid import id", format!("importing {type_name}: the id is the {what}'s name; {why}"));
         return None;
     }
-    Some(crate::framework::Value::object([("name", crate::framework::Value::from(id))]))
+    Some(coffer_tfplugin::framework::Value::object([("name", coffer_tfplugin::framework::Value::from(id))]))
 }
 
 /// The diagnostic for a failed catalog write of a named document.

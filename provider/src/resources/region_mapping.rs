@@ -3,35 +3,21 @@
 //! and a KMS key to re-encrypt copies with. Stored as a catalog document.
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use coffer_model::CatalogDocument;
+use coffer_model::region_mapping::RegionMappingDocument;
 
 use crate::catalog::{CatalogError, Kind};
-use crate::framework::validators::{OneOf, string};
-use crate::framework::{
-    Attribute, AttributePath, Block, Diagnostics, Import, ModifyPlan, PlanRequest, Private, Resource, Schema, Value,
-};
 use crate::provider::Coffer;
 use crate::resources::{catalog_write_error, check_regions_enabled};
-use crate::validation;
+use coffer_model::validation;
+use coffer_tfplugin::framework::validators::{OneOf, string};
+use coffer_tfplugin::framework::{
+    Attribute, AttributePath, Block, Diagnostics, Import, ModifyPlan, PlanRequest, Private, Resource, Schema, Value,
+};
 
 pub const TYPE_NAME: &str = "coffer_region_mapping";
 const ETAG: &str = "etag";
 const ENCRYPT_VALUES: &[&str] = &["all", "encrypted_only"];
-
-/// The catalog document, read by workers when they replicate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RegionMappingDocument {
-    pub format_version: u32,
-    pub name: String,
-    pub source_region: String,
-    pub target_region: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_role_arn: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kms_key_arn: Option<String>,
-    /// `all` or `encrypted_only`: which source snapshots get `kms_key_arn`.
-    pub encrypt: String,
-}
 
 pub struct RegionMapping;
 
@@ -98,7 +84,7 @@ fn optional(value: &Value) -> Option<String> {
 
 fn document_from(planned: &Value) -> RegionMappingDocument {
     RegionMappingDocument {
-        format_version: 1,
+        format_version: RegionMappingDocument::FORMAT_VERSION,
         name: planned.get("name").as_str().unwrap_or_default().to_string(),
         source_region: planned.get("source_region").as_str().unwrap_or_default().to_string(),
         target_region: planned.get("target_region").as_str().unwrap_or_default().to_string(),
@@ -155,7 +141,7 @@ fn check(config: &Value, diags: &mut Diagnostics) {
 }
 
 async fn read_document(data: &Coffer, name: &str, private: &mut Private, diags: &mut Diagnostics) -> Option<Value> {
-    match data.catalog().get::<RegionMappingDocument>(Kind::RegionMapping, name).await {
+    match data.catalog().get::<RegionMappingDocument>(name).await {
         Ok(document) => {
             private.set(ETAG, Some(&document.etag));
             Some(state_from(&document.body))
@@ -191,7 +177,7 @@ impl Resource<Coffer> for RegionMapping {
     ) -> Option<Value> {
         let document = document_from(planned);
         let name = document.name.clone();
-        if let Err(e) = data.catalog().create(Kind::RegionMapping, &name, &document).await {
+        if let Err(e) = data.catalog().create(&name, &document).await {
             catalog_write_error(diags, "creating", Kind::RegionMapping, &name, e);
             return None;
         }
@@ -227,7 +213,7 @@ impl Resource<Coffer> for RegionMapping {
             );
             return None;
         };
-        if let Err(e) = data.catalog().replace(Kind::RegionMapping, &name, &document, &etag).await {
+        if let Err(e) = data.catalog().replace(&name, &document, &etag).await {
             catalog_write_error(diags, "updating", Kind::RegionMapping, &name, e);
             return None;
         }

@@ -5,6 +5,8 @@
 //! catalog gets an entry (`repositories/<id>.json`) so policies and workers
 //! find it by id.
 
+use coffer_model::CatalogDocument;
+use coffer_model::repository::RepositoryEntry;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
@@ -13,22 +15,23 @@ use aws_sdk_s3::types::{
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde::{Deserialize, Serialize};
 
 use crate::aws::AwsError;
+use crate::aws::kms_keys::KmsKeys;
 use crate::aws::s3::{self, Precondition, WriteError};
 use crate::catalog::{CatalogError, Kind};
-use crate::framework::validators::{IntBetween, Keys, OneOf, string};
-use crate::framework::{
+use crate::provider::Coffer;
+use crate::resources::{check_regions_enabled, tags};
+use coffer_model::validation;
+use coffer_repository::KeyService;
+use coffer_repository::{
+    CONFIG_KEY, FORMAT_VERSION, Immutability, KeyEnvelope, MasterKey, OWNED_FOLDERS, RepositoryConfig,
+};
+use coffer_tfplugin::framework::validators::{IntBetween, Keys, OneOf, string};
+use coffer_tfplugin::framework::{
     Attribute, AttributePath, Block, Diagnostics, Import, ModifyPlan, NestedBlock, PlanRequest, Private, Resource,
     Schema, Value,
 };
-use crate::provider::Coffer;
-use crate::repository::{
-    CONFIG_KEY, FORMAT_VERSION, Immutability, KeyEnvelope, MasterKey, OWNED_FOLDERS, RepositoryConfig,
-};
-use crate::resources::{check_regions_enabled, tags};
-use crate::validation;
 
 pub const TYPE_NAME: &str = "coffer_repository";
 const STORAGE_CLASSES: &[&str] = &["STANDARD", "STANDARD_IA", "GLACIER", "DEEP_ARCHIVE"];
@@ -37,20 +40,6 @@ const ETAG: &str = "config_etag";
 /// S3 allows ten tags per object; the config object carries the tags.
 const MAX_OBJECT_TAGS: usize = 10;
 const MIN_PASSWORD_LEN: usize = 8;
-
-/// The catalog's record of a repository, found by id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RepositoryEntry {
-    pub format_version: u32,
-    pub id: String,
-    pub name: String,
-    pub bucket: String,
-    pub prefix: String,
-    pub region: String,
-    pub storage_class: String,
-    /// `password` or `kms`.
-    pub encryption: String,
-}
 
 pub struct Repository;
 
@@ -292,7 +281,7 @@ async fn seal(
                 None => kms
                     .generate_data_key()
                     .key_id(arn)
-                    .number_of_bytes(crate::repository::config::MASTER_KEY_LEN as i32)
+                    .number_of_bytes(coffer_repository::config::MASTER_KEY_LEN as i32)
                     .set_encryption_context(Some(config.binding().into_iter().collect()))
                     .send()
                     .await
@@ -300,7 +289,7 @@ async fn seal(
                     .ciphertext_blob
                     .ok_or_else(|| format!("KMS returned no ciphertext for {arn}"))?,
                 Some(master) => {
-                    config.key = crate::repository::repo::wrap_with_kms(&kms, arn, config, master).await?;
+                    config.key = KmsKeys::new(kms).wrap(arn, config, master).await.map_err(|e| e.to_string())?;
                     return Ok(());
                 }
             };
@@ -319,7 +308,7 @@ async fn open(data: &Coffer, config: &RepositoryConfig, secret: &Secret) -> Resu
         }
         (KeyEnvelope::Kms { kms_key_arn, .. }, _) => {
             let kms = data.aws.kms(validation::arn_region(kms_key_arn).unwrap_or(&data.aws.home_region));
-            crate::repository::repo::unwrap_with_kms(&kms, config).await
+            KmsKeys::new(kms).unwrap(config).await.map_err(|e| e.to_string())
         }
         (KeyEnvelope::Password { .. }, Secret::Kms(_)) => {
             Err("the repository is encrypted with a password, not a KMS key".into())
@@ -605,7 +594,7 @@ async fn read_repository(
     private.set(ETAG, Some(&found.etag));
     // The catalog entry is what policies find the repository by: a missing
     // one reads as no name, so the plan writes it again.
-    let name = match data.catalog().get::<RepositoryEntry>(Kind::Repository, &found.config.id).await {
+    let name = match data.catalog().get::<RepositoryEntry>(&found.config.id).await {
         Ok(entry) => Some(entry.body.name),
         Err(CatalogError::NotFound) => None,
         Err(e) => {
@@ -625,7 +614,7 @@ async fn read_repository(
 
 fn entry_for(planned: &Value, config: &RepositoryConfig, place: &Place) -> RepositoryEntry {
     RepositoryEntry {
-        format_version: 1,
+        format_version: RepositoryEntry::FORMAT_VERSION,
         id: config.id.clone(),
         name: planned.get("name").as_str().unwrap_or_default().to_string(),
         bucket: place.bucket.clone(),
@@ -640,10 +629,10 @@ fn entry_for(planned: &Value, config: &RepositoryConfig, place: &Place) -> Repos
 /// repository's UUID, so only this resource writes its own).
 async fn put_entry(data: &Coffer, entry: &RepositoryEntry) -> Result<(), CatalogError> {
     let catalog = data.catalog();
-    match catalog.get::<RepositoryEntry>(Kind::Repository, &entry.id).await {
+    match catalog.get::<RepositoryEntry>(&entry.id).await {
         Ok(existing) if existing.body == *entry => Ok(()),
-        Ok(existing) => catalog.replace(Kind::Repository, &entry.id, entry, &existing.etag).await.map(|_| ()),
-        Err(CatalogError::NotFound) => catalog.create(Kind::Repository, &entry.id, entry).await.map(|_| ()),
+        Ok(existing) => catalog.replace(&entry.id, entry, &existing.etag).await.map(|_| ()),
+        Err(CatalogError::NotFound) => catalog.create(&entry.id, entry).await.map(|_| ()),
         Err(e) => Err(e),
     }
 }
@@ -1006,7 +995,7 @@ impl Import<Coffer> for Repository {
             );
             return None;
         }
-        match data.catalog().get::<RepositoryEntry>(Kind::Repository, id).await {
+        match data.catalog().get::<RepositoryEntry>(id).await {
             Ok(entry) => Some(Value::object([
                 ("id", Value::from(id)),
                 ("name", Value::from(entry.body.name.as_str())),

@@ -17,13 +17,14 @@ use base64::Engine;
 
 use crate::aws::ec2::{LAUNCH_TEMPLATE_NOT_FOUND, LaunchTemplateWithData, find_launch_template_by_id};
 use crate::aws::{AwsError, ssm};
-use crate::framework::validators::{Each, Keys, string};
-use crate::framework::{
+use crate::provider::Coffer;
+use crate::resources::tags;
+use coffer_model::CatalogLocation;
+use coffer_model::validation;
+use coffer_tfplugin::framework::validators::{Each, Keys, string};
+use coffer_tfplugin::framework::{
     Attribute, AttributePath, Block, Diagnostics, Import, ModifyPlan, PlanRequest, Private, Resource, Schema, Value,
 };
-use crate::provider::{CatalogLocation, Coffer};
-use crate::resources::tags;
-use crate::validation;
 
 pub const TYPE_NAME: &str = "coffer_worker_configuration";
 /// Launch templates are named `coffer-<name>`.
@@ -194,7 +195,7 @@ const METADATA_TAGS: LaunchTemplateInstanceMetadataTagsState = LaunchTemplateIns
 const WORKER_TAGGED: [ResourceType; 2] = [ResourceType::Instance, ResourceType::Volume];
 
 fn encoded_user_data(catalog: &CatalogLocation, home_region: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(worker_user_data(catalog, home_region))
+    base64::engine::general_purpose::STANDARD.encode(coffer_model::worker::user_data(catalog, home_region))
 }
 
 /// Tags of workers and their volumes: `tags_all` and the configuration's
@@ -320,40 +321,6 @@ fn client_token(name: &str) -> String {
     let mut token = format!("coffer-{nanos:x}-{:x}-{name}", std::process::id());
     token.truncate(64);
     token
-}
-
-/// The worker's boot script. The task comes from the instance's
-/// `coffer:task` tag (set by whoever launches it), so one launch template
-/// serves every policy and rule.
-pub fn worker_user_data(catalog: &CatalogLocation, home_region: &str) -> String {
-    boot_script(catalog, home_region, "TASK=$(imds tags/instance/coffer:task)")
-}
-
-/// The boot script with the task fixed, for launches that pass their own
-/// user data (the schedules of a backup policy). `task` is a coffer command
-/// line made of names limited to letters, digits and `-_.`.
-pub fn worker_user_data_for_task(catalog: &CatalogLocation, home_region: &str, task: &str) -> String {
-    boot_script(catalog, home_region, &format!("TASK='{task}'"))
-}
-
-fn boot_script(catalog: &CatalogLocation, home_region: &str, task_line: &str) -> String {
-    format!(
-        r#"#!/bin/bash
-# Coffer worker bootstrap, written by terraform-provider-coffer.
-set -uo pipefail
-trap 'shutdown -h now' EXIT
-imds() {{ curl -fsS -H "X-aws-ec2-metadata-token: $TOKEN" "http://169.254.169.254/latest/meta-data/$1"; }}
-TOKEN=$(curl -fsS -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 3600' http://169.254.169.254/latest/api/token)
-{task_line}
-export COFFER_CATALOG_BUCKET='{bucket}' COFFER_CATALOG_PREFIX='{prefix}' AWS_REGION='{home_region}'
-aws s3 cp "s3://{bucket}/{prefix}bin/coffer-linux-$(uname -m)" /usr/local/bin/coffer
-chmod +x /usr/local/bin/coffer
-# The task is a coffer command line, e.g. "run --policy prod --rule daily".
-/usr/local/bin/coffer $TASK 2>&1 | logger -t coffer
-"#,
-        bucket = catalog.bucket,
-        prefix = catalog.prefix,
-    )
 }
 
 fn ec2_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {

@@ -1,11 +1,10 @@
 //! Where blocks come from and where restored blocks go.
 //!
 //! A backup reads a volume as fixed 512 KiB blocks from a [`BlockSource`]
-//! (an EBS snapshot through the EBS direct APIs, or a local file or block
-//! device); a restore writes them to a [`BlockSink`] (a new EBS snapshot, or a
-//! local file). The repository engine only sees these traits.
+//! (an EBS snapshot through the EBS direct APIs, in `coffer-aws`, or a local
+//! file or block device); a restore writes them to a [`BlockSink`] (a new EBS
+//! snapshot, or a local file). The repository engine only sees these traits.
 
-pub mod ebs;
 pub mod file;
 
 use async_trait::async_trait;

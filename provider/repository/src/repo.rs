@@ -10,15 +10,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Utc};
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use thiserror::Error;
 
 use super::blocks::{BLOCK_SIZE, BlockError, BlockSink, BlockSource};
-use super::config::{CONFIG_KEY, FORMAT_VERSION, KeyEnvelope, KeyError, MASTER_KEY_LEN, MasterKey, RepositoryConfig};
+use super::config::{CONFIG_KEY, FORMAT_VERSION, KeyError, KeyService, MasterKey, RepositoryConfig};
 use super::crypto::{BlobId, CryptoError, Keys};
 use super::index::{Index, IndexFile, IndexedPack};
 use super::lock::{Lock, LockError, LockGuard};
@@ -58,53 +56,8 @@ impl RepoError {
 /// How to get at the master key.
 pub enum Unlock<'a> {
     Password(&'a str),
-    /// The KMS client for the key's region.
-    Kms(&'a aws_sdk_kms::Client),
-}
-
-/// Unwraps a KMS-wrapped master key; the config's binding is the
-/// encryption context, so KMS refuses a config whose fields were edited.
-pub async fn unwrap_with_kms(client: &aws_sdk_kms::Client, config: &RepositoryConfig) -> Result<MasterKey, String> {
-    let KeyEnvelope::Kms { kms_key_arn, wrapped_master_key } = &config.key else {
-        return Err("the repository is encrypted with a password, not a KMS key".into());
-    };
-    let blob =
-        B64.decode(wrapped_master_key).map_err(|_| "the config object's wrapped key is not base64".to_string())?;
-    let plain = client
-        .decrypt()
-        .key_id(kms_key_arn)
-        .ciphertext_blob(aws_smithy_types::Blob::new(blob))
-        .set_encryption_context(Some(config.binding().into_iter().collect()))
-        .send()
-        .await
-        .map_err(|e| format!("KMS Decrypt with {kms_key_arn}: {}", crate::aws::AwsError::from_sdk(e, &[])))?
-        .plaintext
-        .map(|b| b.into_inner())
-        .ok_or("KMS returned no plaintext")?;
-    let key: [u8; MASTER_KEY_LEN] =
-        plain.try_into().map_err(|_| "the unwrapped master key has the wrong length".to_string())?;
-    Ok(MasterKey(key))
-}
-
-/// Wraps `master` with a KMS key, bound to the config by its encryption
-/// context.
-pub async fn wrap_with_kms(
-    client: &aws_sdk_kms::Client,
-    arn: &str,
-    config: &RepositoryConfig,
-    master: &MasterKey,
-) -> Result<KeyEnvelope, String> {
-    let blob = client
-        .encrypt()
-        .key_id(arn)
-        .plaintext(aws_smithy_types::Blob::new(master.0.to_vec()))
-        .set_encryption_context(Some(config.binding().into_iter().collect()))
-        .send()
-        .await
-        .map_err(|e| format!("KMS Encrypt with {arn}: {}", crate::aws::AwsError::from_sdk(e, &[])))?
-        .ciphertext_blob
-        .ok_or_else(|| format!("KMS returned no ciphertext for {arn}"))?;
-    Ok(KeyEnvelope::Kms { kms_key_arn: arn.to_string(), wrapped_master_key: B64.encode(blob.into_inner()) })
+    /// A key service holding the wrapping key (KMS, in `coffer-aws`).
+    Service(&'a dyn KeyService),
 }
 
 /// What to record about a new restore point besides its blocks.
@@ -170,7 +123,7 @@ impl Repository {
         let config = Self::read_config(storage.as_ref()).await?;
         let master = match unlock {
             Unlock::Password(password) => config.open_with_password(password)?,
-            Unlock::Kms(client) => unwrap_with_kms(client, &config).await.map_err(RepoError::Other)?,
+            Unlock::Service(service) => service.unwrap(&config).await?,
         };
         Self::open_with_key(storage, config, &master).await
     }

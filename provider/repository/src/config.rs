@@ -138,6 +138,19 @@ pub enum KeyError {
     NotPassword(&'static str),
     #[error("the config object is malformed: {0}")]
     Malformed(&'static str),
+    /// The key service (KMS) refused or failed; the message names the key.
+    #[error("{0}")]
+    Service(String),
+}
+
+/// A service that holds the key wrapping a repository's master key (AWS
+/// KMS, implemented in `coffer-aws`): the engine asks it to unwrap, and
+/// never sees a cloud SDK.
+#[async_trait::async_trait]
+pub trait KeyService: Send + Sync {
+    /// The master key of `config`, unwrapped; the service checks the
+    /// config's [`RepositoryConfig::binding`].
+    async fn unwrap(&self, config: &RepositoryConfig) -> Result<MasterKey, KeyError>;
 }
 
 impl RepositoryConfig {

@@ -87,7 +87,7 @@ impl<P: Provider> ProviderService<P> {
         if data.is_none() {
             diags.error(
                 "Provider not configured",
-                "The coffer provider was used before Terraform configured it. This is a bug in Terraform or the provider.",
+                "The provider was used before Terraform configured it. This is a bug in Terraform or the provider.",
             );
         }
         data
@@ -398,13 +398,13 @@ impl<P: Provider> ProviderRpc for ProviderService<P> {
                 if diags.has_errors() { prior.clone() } else { Value::Null }
             }
             Some(data) if prior.is_null() => {
-                entry.resource.create(data, &planned, &mut private, &mut diags).await.unwrap_or(Value::Null)
+                let created = entry.resource.create(data, &planned, &mut private, &mut diags).await;
+                created.unwrap_or_else(|| missing_state(&mut diags, "Create", &request.type_name, Value::Null))
             }
-            Some(data) => entry
-                .resource
-                .update(data, &prior, &planned, &mut private, &mut diags)
-                .await
-                .unwrap_or_else(|| prior.clone()),
+            Some(data) => {
+                let updated = entry.resource.update(data, &prior, &planned, &mut private, &mut diags).await;
+                updated.unwrap_or_else(|| missing_state(&mut diags, "Update", &request.type_name, prior.clone()))
+            }
         };
         block.null_write_only(&mut new_state);
         Ok(Response::new(pb::apply_resource_change::Response {
@@ -515,4 +515,123 @@ fn validate(
 
 fn read_failure(diags: Diagnostics) -> pb::read_resource::Response {
     pb::read_resource::Response { diagnostics: convert::diagnostics(&diags), ..Default::default() }
+}
+
+/// What ApplyResourceChange answers when a create or update returned no
+/// state: with errors, `fallback` (nothing for a create, the prior state for
+/// an update); without any, a bug in the resource, said as
+/// terraform-plugin-framework says it rather than written silently.
+fn missing_state(diags: &mut Diagnostics, operation: &str, type_name: &str, fallback: Value) -> Value {
+    if !diags.has_errors() {
+        diags.error(
+            format!("Missing Resource State After {operation}"),
+            format!(
+                "The provider returned no state for {type_name} after a {} with no errors. This is always a bug in the provider; please report it.",
+                operation.to_lowercase()
+            ),
+        );
+    }
+    fallback
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::framework::{Attribute, Block};
+
+    /// A resource whose create and update return no state and no error: a
+    /// provider bug the server must report, not record as nothing.
+    struct Forgetful;
+
+    #[async_trait]
+    impl Resource<()> for Forgetful {
+        fn type_name(&self) -> &'static str {
+            "test_forgetful"
+        }
+        fn schema(&self) -> Schema {
+            Schema::new(0, Block::new("").attribute(Attribute::string("name").required()))
+        }
+        async fn create(&self, _: &(), _: &Value, _: &mut Private, _: &mut Diagnostics) -> Option<Value> {
+            None
+        }
+        async fn read(&self, _: &(), state: &Value, _: &mut Private, _: &mut Diagnostics) -> Option<Value> {
+            Some(state.clone())
+        }
+        async fn update(&self, _: &(), _: &Value, _: &Value, _: &mut Private, _: &mut Diagnostics) -> Option<Value> {
+            None
+        }
+        async fn delete(&self, _: &(), _: &Value, _: &mut Diagnostics) {}
+    }
+
+    struct TestProvider;
+
+    #[async_trait]
+    impl Provider for TestProvider {
+        type Data = ();
+        fn type_name(&self) -> &'static str {
+            "test"
+        }
+        fn schema(&self) -> Schema {
+            Schema::new(0, Block::new(""))
+        }
+        async fn configure(&self, _: &Value, _: &ClientInfo, _: &mut Diagnostics) -> Option<()> {
+            Some(())
+        }
+        fn resources(&self) -> Vec<Arc<dyn Resource<()>>> {
+            vec![Arc::new(Forgetful)]
+        }
+        fn data_sources(&self) -> Vec<Arc<dyn DataSource<()>>> {
+            Vec::new()
+        }
+    }
+
+    async fn configured() -> ProviderService<TestProvider> {
+        let service = ProviderService::new(TestProvider);
+        let config = encode(&Value::object::<&str>([]), &service.schema.block);
+        let request = pb::configure_provider::Request { config: Some(config), ..Default::default() };
+        service.configure_provider(Request::new(request)).await.unwrap();
+        service
+    }
+
+    async fn apply(
+        service: &ProviderService<TestProvider>,
+        prior: &Value,
+        planned: &Value,
+    ) -> pb::apply_resource_change::Response {
+        let block = &service.resources["test_forgetful"].schema.block;
+        let request = pb::apply_resource_change::Request {
+            type_name: "test_forgetful".into(),
+            prior_state: Some(encode(prior, block)),
+            planned_state: Some(encode(planned, block)),
+            config: Some(encode(planned, block)),
+            ..Default::default()
+        };
+        service.apply_resource_change(Request::new(request)).await.unwrap().into_inner()
+    }
+
+    fn summaries(response: &pb::apply_resource_change::Response) -> Vec<&str> {
+        response.diagnostics.iter().map(|d| d.summary.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_create_returning_no_state_without_an_error_is_reported() {
+        let service = configured().await;
+        let planned = Value::object([("name", Value::from("a"))]);
+        let response = apply(&service, &Value::Null, &planned).await;
+        assert_eq!(summaries(&response), ["Missing Resource State After Create"]);
+        assert!(response.diagnostics[0].detail.contains("test_forgetful"), "{:?}", response.diagnostics);
+    }
+
+    #[tokio::test]
+    async fn an_update_returning_no_state_without_an_error_is_reported_and_keeps_the_prior_state() {
+        let service = configured().await;
+        let prior = Value::object([("name", Value::from("a"))]);
+        let planned = Value::object([("name", Value::from("b"))]);
+        let response = apply(&service, &prior, &planned).await;
+        assert_eq!(summaries(&response), ["Missing Resource State After Update"]);
+        let block = &service.resources["test_forgetful"].schema.block;
+        assert_eq!(decode(response.new_state.as_ref(), block).unwrap(), prior);
+    }
 }

@@ -2,7 +2,7 @@
 //! pure-Rust protobuf compiler (protox), so no system `protoc` is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     let files = ["tfplugin6.proto", "grpc_controller.proto", "grpc_stdio.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={}", proto_dir.join(file).display());

@@ -42,11 +42,8 @@ pub const PLUGIN_PROTOCOL_VERSION: u32 = 6;
 
 #[derive(Debug, Error)]
 pub enum ServeError {
-    #[error(
-        "this is a Terraform plugin: it is started by `terraform`, not by hand.\n\
-         Declare the provider in a configuration (required_providers {{ coffer = {{ source = \"coffer/coffer\" }} }})\n\
-         and run `terraform init` and `terraform plan`; the `coffer` command is the one to run yourself."
-    )]
+    /// Started by hand: the binary adds what to run instead.
+    #[error("this is a Terraform plugin: it is started by `terraform`, not by hand")]
     NotRunByTerraform,
     #[error(
         "Terraform offers plugin protocol versions {offered:?}, but this provider speaks only version 6 (Terraform 1.0 or newer)"
@@ -134,11 +131,19 @@ async fn bind() -> std::io::Result<TcpListener> {
 
 /// Terraform forwards Ctrl-C to its plugins and then stops them through
 /// StopProvider: dying on SIGINT would abandon an in-flight create whose
-/// result Terraform still has to record.
+/// result Terraform still has to record. The handler is registered here,
+/// before the handshake line, not on a task's first poll: a SIGINT that
+/// arrived in between would otherwise still kill the process.
 fn ignore_interrupts() {
-    tokio::spawn(async {
-        while tokio::signal::ctrl_c().await.is_ok() {
-            tracing::info!("interrupt ignored: Terraform stops the provider through StopProvider");
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::interrupt()) {
+        Ok(mut interrupts) => {
+            tokio::spawn(async move {
+                while interrupts.recv().await.is_some() {
+                    tracing::info!("interrupt ignored: Terraform stops the provider through StopProvider");
+                }
+            });
         }
-    });
+        Err(e) => tracing::warn!("cannot ignore SIGINT: {e}"),
+    }
 }

@@ -26,8 +26,8 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use super::{BLOCK_SIZE, BlockError, BlockRef, BlockSink, BlockSource, Listing};
 use crate::aws::AwsError;
+use coffer_repository::blocks::{BLOCK_SIZE, BlockError, BlockRef, BlockSink, BlockSource, Listing};
 
 /// Blocks per list page: the most the EBS direct APIs allow.
 const PAGE_SIZE: i32 = 10_000;

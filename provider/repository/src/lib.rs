@@ -1,7 +1,11 @@
 //! The repository format (specified in docs/design/repository-format.md)
 //! and its engine: content-addressed, compressed, encrypted blobs in packs,
 //! index files, one manifest per restore point, locks, check and prune,
-//! all behind a small [`storage::Storage`] trait (S3, or memory for tests).
+//! all behind a small [`storage::Storage`] trait (S3 in `coffer-aws`, or
+//! memory for tests) and a [`KeyService`] for master keys a cloud key
+//! service wraps (KMS in `coffer-aws`). No cloud SDK is in this crate's
+//! dependency tree: the engine, its unit tests and its fuzzing build without
+//! one.
 
 pub mod blocks;
 pub mod check;
@@ -17,7 +21,8 @@ pub mod repo;
 pub mod storage;
 
 pub use config::{
-    CONFIG_KEY, FORMAT_VERSION, Immutability, KeyEnvelope, KeyError, MasterKey, OWNED_FOLDERS, RepositoryConfig,
+    CONFIG_KEY, FORMAT_VERSION, Immutability, KeyEnvelope, KeyError, KeyService, MasterKey, OWNED_FOLDERS,
+    RepositoryConfig,
 };
 pub use repo::{PointMeta, RepoError, Repository, Unlock};
 
