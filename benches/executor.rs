@@ -42,7 +42,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, InstanceType, ResourceType, Tag, TagSpecification, VolumeType,
 };
-use coffer::catalog::Kind;
 use coffer_model::policy::{Keep, PolicyDocument, Replicate, Retain, Rule, Source};
 use coffer_model::region_mapping::RegionMappingDocument;
 use support::Moto;

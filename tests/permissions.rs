@@ -1,12 +1,12 @@
 //! The IAM permissions table covers every AWS operation the code calls: the
 //! SDK operations are taken from the SDK crates themselves (their
 //! `src/operation/<name>/` modules), and every one the source calls must have
-//! a row in `coffer::aws::permissions::PERMISSIONS`.
+//! a row in `coffer_aws::permissions::PERMISSIONS`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use coffer::aws::permissions::PERMISSIONS;
+use coffer_aws::permissions::PERMISSIONS;
 
 use crate::support::tools::repo_root;
 
@@ -74,7 +74,8 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// SDK operations called in statements that send a request.
 fn operations_called(known: &BTreeSet<String>) -> BTreeSet<(String, String)> {
     let mut files = Vec::new();
-    rust_files(&repo_root().join("provider/src"), &mut files);
+    // Every crate of the workspace lives under provider/.
+    rust_files(&repo_root().join("provider"), &mut files);
     let mut called = BTreeSet::new();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();

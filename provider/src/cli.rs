@@ -12,12 +12,12 @@ use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::aws::{AssumeRole, AwsClients, AwsSettings};
-use crate::executor::agent::{Agent, SystemClock};
-use crate::executor::inventory::{self, RestorePoint};
-use crate::executor::run::{Progress, Quiet, RunRequest};
-use crate::executor::session::{self, Outcome, ResourceRecord, Session};
-use crate::executor::{Executor, Settings};
+use coffer_aws::{AssumeRole, AwsClients, AwsSettings};
+use coffer_executor::agent::{Agent, SystemClock};
+use coffer_executor::inventory::{self, RestorePoint};
+use coffer_executor::run::{Progress, Quiet, RunRequest};
+use coffer_executor::session::{self, Outcome, ResourceRecord, Session};
+use coffer_executor::{Executor, Settings};
 use coffer_model::CatalogLocation;
 use coffer_model::agent::RunClaim;
 
@@ -216,7 +216,7 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
                 Some("snapshot" | "replica") => Vec::new(),
                 _ => {
                     let policy = executor.policy(&args.policy).await?;
-                    let (images, errors) = crate::executor::image::list_points(&executor, &policy).await;
+                    let (images, errors) = coffer_executor::image::list_points(&executor, &policy).await;
                     for error in &errors {
                         if args.kind.is_some() {
                             bail!("{error}");
@@ -252,8 +252,8 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
 /// launched for rules due together make one run. `None`: another worker has
 /// it.
 async fn scheduled_request(executor: &Executor, args: &RunArgs) -> Result<Option<RunRequest>> {
-    use crate::catalog::CatalogError;
-    use crate::executor::agent::latest_due;
+    use coffer_aws::catalog::CatalogError;
+    use coffer_executor::agent::latest_due;
     let policy = executor.policy(&args.policy).await?;
     let now = Utc::now();
     let rule = &args.rules[0];
@@ -271,7 +271,7 @@ async fn scheduled_request(executor: &Executor, args: &RunArgs) -> Result<Option
         .filter(|r| latest_due(r, due - chrono::TimeDelta::minutes(1), due) == Some(due))
         .map(|r| r.name.clone())
         .collect();
-    let run_id = crate::executor::scheduled_run_id(due);
+    let run_id = coffer_executor::scheduled_run_id(due);
     let claim = RunClaim { claimed_at: now, launched_for: rule.clone(), rules: rules.clone(), run_id: run_id.clone() };
     match executor.catalog().create(&format!("{}/{run_id}", policy.name), &claim).await {
         Ok(_) => Ok(Some(RunRequest { policy: policy.name.clone(), rules, run_id: Some(run_id), time: due })),
@@ -309,7 +309,7 @@ pub async fn publish(executor: &Executor, binary: &std::path::Path) -> Result<St
         .body(body)
         .send()
         .await
-        .map_err(|e| crate::aws::AwsError::from_sdk(e, &[]))
+        .map_err(|e| coffer_aws::AwsError::from_sdk(e, &[]))
         .with_context(|| format!("uploading s3://{}/{key}", executor.catalog_location.bucket))?;
     Ok(key)
 }
@@ -319,7 +319,7 @@ pub async fn publish(executor: &Executor, binary: &std::path::Path) -> Result<St
 /// variable fills) is an endpoint set in code and would win over them; so
 /// they are read here and applied per service, as the provider does.
 fn service_endpoints_from_env() -> std::collections::BTreeMap<String, String> {
-    crate::aws::SERVICES
+    coffer_aws::SERVICES
         .iter()
         .filter_map(|service| {
             let url = std::env::var(format!("AWS_ENDPOINT_URL_{}", service.to_uppercase())).ok()?;
@@ -354,7 +354,7 @@ async fn connect(global: &Global, tuning: &Tuning) -> Result<Executor> {
     let settings = Settings {
         concurrency: tuning.concurrency.max(1),
         wait_timeout: tuning.wait_timeout,
-        repository_password: std::env::var("COFFER_REPOSITORY_PASSWORD").ok().filter(|p| !p.is_empty()),
+        repository_password: coffer_executor::repository_password_from_env(),
         ..Settings::default()
     };
     Ok(Executor::new(aws, catalog, settings))
@@ -440,7 +440,7 @@ async fn agent(executor: &Executor, args: &AgentArgs, json: bool) -> Result<Exit
     }
 }
 
-fn report(result: Result<Session, crate::executor::ExecutorError>, json: bool) {
+fn report(result: Result<Session, coffer_executor::ExecutorError>, json: bool) {
     match result {
         Ok(session) => {
             if let Err(e) = print_session(&session, json) {
@@ -554,7 +554,7 @@ fn print_session(session: &Session, json: bool) -> Result<()> {
 
 fn print_points(
     points: &[&RestorePoint],
-    images: &[crate::executor::image::ImagePoint],
+    images: &[coffer_executor::image::ImagePoint],
     account: &str,
     json: bool,
 ) -> Result<()> {
@@ -569,7 +569,7 @@ fn print_points(
     };
     let rules = |p: &RestorePoint| p.rules.iter().cloned().collect::<Vec<_>>().join("+");
     let image_width =
-        |f: &dyn Fn(&crate::executor::image::ImagePoint) -> usize| images.iter().map(f).max().unwrap_or(0) + 2;
+        |f: &dyn Fn(&coffer_executor::image::ImagePoint) -> usize| images.iter().map(f).max().unwrap_or(0) + 2;
     let (rw, uw, lw) = (
         width(&|p| p.resource_id.len(), "resource").max(image_width(&|p| p.resource_id.len())),
         width(&|p| p.run_id.len(), "run").max(image_width(&|p| p.run_id.len())),
@@ -630,7 +630,7 @@ pub fn point_json(p: &RestorePoint) -> serde_json::Value {
 /// The JSON shape of an image-level restore point: the keys of
 /// [`point_json`] (no snapshots; complete, as a repository point exists only
 /// once all its data is stored), plus where it is and its per-volume points.
-pub fn image_point_json(p: &crate::executor::image::ImagePoint, account: &str) -> serde_json::Value {
+pub fn image_point_json(p: &coffer_executor::image::ImagePoint, account: &str) -> serde_json::Value {
     serde_json::json!({
         "policy": p.policy,
         "resource_id": p.resource_id,

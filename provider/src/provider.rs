@@ -2,40 +2,22 @@
 //! yields — AWS clients for the home account, default tags, the catalog
 //! location and the scheduler role.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::aws::{AssumeRole, AwsClients, AwsSettings, SERVICES};
+pub use crate::conns::Coffer;
 use crate::resources::backup_policy::BackupPolicy;
 use crate::resources::region_mapping::RegionMapping;
 use crate::resources::repository::Repository;
 use crate::resources::worker_configuration::WorkerConfiguration;
+use coffer_aws::{AssumeRole, AwsClients, AwsSettings, SERVICES};
 use coffer_model::CatalogLocation;
 use coffer_model::validation;
 use coffer_tfplugin::framework::validators::{Keys, string};
 use coffer_tfplugin::framework::{
     Attribute, Block, ClientInfo, DataSource, Diagnostics, NestedBlock, Provider, Resource, Schema, Value,
 };
-
-/// Everything a resource needs once the provider is configured.
-pub struct Coffer {
-    pub aws: Arc<AwsClients>,
-    pub default_tags: BTreeMap<String, String>,
-    pub catalog: CatalogLocation,
-    pub scheduler_role_arn: Option<String>,
-    /// Set once the catalog bucket is known to exist.
-    pub catalog_ready: tokio::sync::OnceCell<()>,
-    /// Set once the `coffer` schedule group is known to exist.
-    pub schedule_group_ready: tokio::sync::OnceCell<()>,
-}
-
-impl Coffer {
-    pub fn catalog(&self) -> crate::catalog::Catalog<'_> {
-        crate::catalog::Catalog::new(&self.aws, &self.catalog, &self.catalog_ready)
-    }
-}
 
 #[derive(Default)]
 pub struct CofferProvider;
@@ -194,10 +176,7 @@ impl Provider for CofferProvider {
         Some(Coffer {
             default_tags: config.get("default_tags").string_map(),
             scheduler_role_arn: optional_string(config.get("scheduler_role_arn")),
-            catalog,
-            catalog_ready: tokio::sync::OnceCell::new(),
-            schedule_group_ready: tokio::sync::OnceCell::new(),
-            aws: Arc::new(aws),
+            ..Coffer::new(Arc::new(aws), catalog)
         })
     }
 

@@ -2,7 +2,7 @@
 //! through real terraform after a run of the executor.
 
 use chrono::Utc;
-use coffer::executor::run::{Quiet, RunRequest};
+use coffer_executor::run::{Quiet, RunRequest};
 
 use super::provider;
 use crate::executor::{count, policy, put_mapping, put_policy, rule};

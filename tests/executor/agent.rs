@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use coffer::executor::agent::{Agent, ManualClock};
-use coffer::executor::run::{Quiet, RunRequest};
+use coffer_executor::agent::{Agent, ManualClock};
+use coffer_executor::run::{Quiet, RunRequest};
 
 use super::{count, policy, put_policy, rule};
 use crate::support::estate::{executor, instance, tags};
@@ -139,13 +139,13 @@ fn a_run_that_cannot_start_is_recorded_as_failed_once_not_retried_every_minute()
         clock.set(at("2026-11-22T02:00:00Z"));
         let sessions = agent.tick(&Quiet).await.unwrap();
         assert_eq!(sessions.len(), 1);
-        assert_eq!(sessions[0].outcome, coffer::executor::session::Outcome::Failed);
+        assert_eq!(sessions[0].outcome, coffer_executor::session::Outcome::Failed);
         assert!(
             sessions[0].messages[0].contains("region mapping gone used by the policy is not in the catalog"),
             "{:?}",
             sessions[0].messages
         );
-        let recorded = coffer::executor::session::recent(&executor.catalog(), "orphan", 5).await.unwrap();
+        let recorded = coffer_executor::session::recent(&executor.catalog(), "orphan", 5).await.unwrap();
         assert_eq!(recorded.len(), 1);
         clock.set(at("2026-11-22T02:01:00Z"));
         assert!(agent.tick(&Quiet).await.unwrap().is_empty(), "retried a run that cannot start");
@@ -212,7 +212,7 @@ fn sigterm_lets_the_run_in_progress_finish_then_exits_cleanly() {
 
     block_on(async {
         let executor = executor(&moto, dir.path(), 1).await;
-        let sessions = coffer::executor::session::recent(&executor.catalog(), "often", 5).await.unwrap();
+        let sessions = coffer_executor::session::recent(&executor.catalog(), "often", 5).await.unwrap();
         assert_eq!(sessions.len(), 1);
         assert_eq!(sessions[0].resources.len(), 12);
         let marks = executor.catalog().get::<coffer_model::agent::Marks>("often").await.unwrap();

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
-use coffer::aws::s3_storage::S3Storage;
-use coffer::executor::run::{Quiet, RunRequest};
-use coffer::executor::session::Outcome;
+use coffer_aws::s3_storage::S3Storage;
+use coffer_executor::run::{Quiet, RunRequest};
+use coffer_executor::session::Outcome;
 use coffer_model::policy::ToRepository;
 use coffer_model::repository::RepositoryEntry;
 use coffer_repository::blocks::{BlockError, BlockSink};
@@ -69,7 +69,7 @@ async fn create_repository_of_class(moto: &Moto, storage_class: &str) -> (Arc<S3
 }
 
 /// The repository's catalog entry, as coffer_repository writes it.
-async fn register_repository(executor: &coffer::executor::Executor, repository_id: &str, storage_class: &str) {
+async fn register_repository(executor: &coffer_executor::Executor, repository_id: &str, storage_class: &str) {
     executor
         .catalog()
         .create(

@@ -90,7 +90,7 @@ fn workers_launched_for_rules_due_together_make_one_run() {
     assert_eq!(code, 0, "{stderr}");
     let session: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(session["rules"], serde_json::json!(["daily", "weekly"]));
-    assert_eq!(session["run_id"], coffer::executor::scheduled_run_id(due.with_second(0).unwrap()).as_str());
+    assert_eq!(session["run_id"], coffer_executor::scheduled_run_id(due.with_second(0).unwrap()).as_str());
 
     // The worker launched for the other rule finds the run taken.
     let (code, stdout, stderr) =

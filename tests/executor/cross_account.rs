@@ -13,9 +13,9 @@ use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::Credentials;
 use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
 use aws_smithy_types::error::ErrorMetadata;
-use coffer::executor::Settings;
-use coffer::executor::run::{CopySpec, replicate_ebs, replicate_rds};
-use coffer::executor::snapshots::{CopyEncryption, Service, State, StoredSnapshot};
+use coffer_executor::Settings;
+use coffer_executor::run::{CopySpec, replicate_ebs, replicate_rds};
+use coffer_executor::snapshots::{CopyEncryption, Service, State, StoredSnapshot};
 
 const TARGET_ACCOUNT: &str = "222222222222";
 const TARGET_KEY: &str = "arn:aws:kms:eu-west-1:222222222222:key/0d7c2b3e-aaaa-bbbb-cccc-1234567890ab";

@@ -11,7 +11,7 @@ mod run;
 
 use std::collections::BTreeMap;
 
-use coffer::executor::Executor;
+use coffer_executor::Executor;
 use coffer_model::policy::{Keep, PolicyDocument, Replicate, Retain, Rule, Source};
 use coffer_model::region_mapping::RegionMappingDocument;
 

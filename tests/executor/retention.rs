@@ -2,8 +2,8 @@
 //! exactly the restore points the golden file lists.
 
 use chrono::{DateTime, Datelike, TimeDelta, Utc, Weekday};
-use coffer::executor::run::{Quiet, RunRequest};
-use coffer::executor::scheduled_run_id;
+use coffer_executor::run::{Quiet, RunRequest};
+use coffer_executor::scheduled_run_id;
 
 use super::{count, policy, put_mapping, put_policy, rule};
 use crate::support::estate::{executor, instance, tags};

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ec2::types::Filter;
 use chrono::Utc;
-use coffer::executor::run::{Quiet, RunRequest};
-use coffer::executor::session::Outcome;
+use coffer_executor::run::{Quiet, RunRequest};
+use coffer_executor::session::Outcome;
 
 use super::{count, policy, put_mapping, put_policy, rule};
 use crate::support::aws::CATALOG_BUCKET;
@@ -111,7 +111,7 @@ fn a_run_snapshots_every_resource_in_scope_and_a_missing_one_gives_warning() {
 struct Replicated {
     instance: String,
     key_eu: String,
-    executor: coffer::executor::Executor,
+    executor: coffer_executor::Executor,
 }
 
 async fn replicated_estate(moto: &Moto, dir: &std::path::Path) -> Replicated {
@@ -198,7 +198,7 @@ fn a_rerun_with_the_same_run_id_makes_no_second_snapshot() {
             let first = estate.executor.run(run(policy), &Quiet).await.unwrap();
             let second = estate.executor.run(run(policy), &Quiet).await.unwrap();
             assert_eq!(second.outcome, Outcome::Success, "{second:#?}");
-            let ids = |s: &coffer::executor::session::Session| -> BTreeSet<String> {
+            let ids = |s: &coffer_executor::session::Session| -> BTreeSet<String> {
                 s.resources.iter().flat_map(|r| r.snapshots.iter().map(|s| s.id.clone())).collect()
             };
             assert_eq!(ids(&first), ids(&second), "{policy}: the re-run found the same snapshots and replicas");

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use coffer::aws::ebs_blocks::{EbsSnapshotSink, EbsSnapshotSource};
+use coffer_aws::ebs_blocks::{EbsSnapshotSink, EbsSnapshotSource};
 use coffer_repository::blocks::{BLOCK_SIZE, BlockError, BlockSink, BlockSource};
 
 use crate::support::estate::{instance, tags, volume_ids, write_volume_block, zero_volume_block};

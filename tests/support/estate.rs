@@ -8,8 +8,8 @@ use std::time::Duration;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, InstanceType, ResourceType, Tag, TagSpecification, VolumeType,
 };
-use coffer::aws::{AwsClients, AwsSettings};
-use coffer::executor::{Executor, Settings};
+use coffer_aws::{AwsClients, AwsSettings};
+use coffer_executor::{Executor, Settings};
 use coffer_model::CatalogLocation;
 
 use super::Moto;

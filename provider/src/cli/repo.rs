@@ -13,9 +13,9 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{Global, Tuning, connect, parse_duration};
-use crate::aws::ebs_blocks::{EbsSnapshotSink, EbsSnapshotSource};
-use crate::aws::s3_storage::S3Storage;
-use crate::executor::Executor;
+use coffer_aws::ebs_blocks::{EbsSnapshotSink, EbsSnapshotSource};
+use coffer_aws::s3_storage::S3Storage;
+use coffer_executor::Executor;
 use coffer_repository::blocks::BlockSource;
 use coffer_repository::blocks::file::{FileSink, FileSource};
 use coffer_repository::check;
@@ -139,7 +139,7 @@ pub struct RestoreArgs {
 }
 
 fn password() -> Option<String> {
-    std::env::var("COFFER_REPOSITORY_PASSWORD").ok().filter(|p| !p.is_empty())
+    coffer_executor::repository_password_from_env()
 }
 
 async fn executor(global: &Global) -> Result<Executor> {
@@ -233,7 +233,7 @@ pub async fn repo(global: &Global, command: &RepoCommand) -> Result<ExitCode> {
                     let kms = executor
                         .aws
                         .kms(coffer_model::validation::arn_region(arn).unwrap_or(&executor.aws.home_region));
-                    config.key = crate::aws::kms_keys::KmsKeys::new(kms).wrap(arn, &config, &master).await?;
+                    config.key = coffer_aws::kms_keys::KmsKeys::new(kms).wrap(arn, &config, &master).await?;
                 }
                 None => {
                     let password = password().context("set COFFER_REPOSITORY_PASSWORD (or pass --kms-key-arn)")?;
@@ -395,7 +395,7 @@ pub async fn backup(global: &Global, args: &BackupArgs) -> Result<ExitCode> {
         }
         (None, Some(snapshot)) => {
             let region = args.snapshot_region.clone().unwrap_or_else(|| executor.aws.home_region.clone());
-            let found = crate::executor::snapshots::describe_ebs_snapshots(
+            let found = coffer_executor::snapshots::describe_ebs_snapshots(
                 &executor.aws.ec2(&region),
                 &region,
                 std::slice::from_ref(snapshot),
@@ -482,7 +482,7 @@ pub async fn restore(global: &Global, args: &RestoreArgs) -> Result<ExitCode> {
                 .clone()
                 .or_else(|| (!manifest.source.region.is_empty()).then(|| manifest.source.region.clone()))
                 .unwrap_or_else(|| executor.aws.home_region.clone());
-            let encryption = args.kms_key_arn.clone().map(crate::aws::ebs_blocks::SnapshotEncryption::Key);
+            let encryption = args.kms_key_arn.clone().map(coffer_aws::ebs_blocks::SnapshotEncryption::Key);
             let tags = vec![
                 ("coffer:restored-from".to_string(), manifest.id.clone()),
                 ("coffer:repository".to_string(), repo.config.id.clone()),
@@ -501,9 +501,9 @@ pub async fn restore(global: &Global, args: &RestoreArgs) -> Result<ExitCode> {
             match &args.volume_availability_zone {
                 Some(zone) => {
                     let ec2 = executor.aws.ec2(&region);
-                    crate::executor::snapshots::wait_until_complete(
+                    coffer_executor::snapshots::wait_until_complete(
                         || {
-                            crate::executor::snapshots::describe_ebs_snapshots(
+                            coffer_executor::snapshots::describe_ebs_snapshots(
                                 &ec2,
                                 &region,
                                 std::slice::from_ref(&snapshot),
@@ -520,7 +520,7 @@ pub async fn restore(global: &Global, args: &RestoreArgs) -> Result<ExitCode> {
                         .availability_zone(zone)
                         .send()
                         .await
-                        .map_err(|e| crate::aws::AwsError::from_sdk(e, &[]))
+                        .map_err(|e| coffer_aws::AwsError::from_sdk(e, &[]))
                         .with_context(|| format!("creating a volume from {snapshot} in {zone}"))?;
                     format!("{snapshot} (volume {})", volume.volume_id().unwrap_or_default())
                 }

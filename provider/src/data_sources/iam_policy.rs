@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde_json::json;
 
-use crate::aws::permissions::{Feature, PERMISSIONS, Role, Scope, applies};
-use crate::provider::Coffer;
+use crate::conns::Coffer;
 use crate::resources::backup_policy::SCHEDULE_GROUP;
+use coffer_aws::permissions::{Feature, PERMISSIONS, Role, Scope, applies};
 use coffer_model::validation;
 use coffer_tfplugin::framework::validators::{Each, OneOf, string};
 use coffer_tfplugin::framework::{Attribute, Block, DataSource, Diagnostics, Schema, Value};
@@ -142,7 +142,7 @@ impl DataSource<Coffer> for IamPolicy {
             .map(|(_, f)| *f)
             .collect();
         let narrowing = Narrowing {
-            partition: crate::aws::partition(&data.aws.home_region).to_string(),
+            partition: coffer_aws::partition(&data.aws.home_region).to_string(),
             region: data.aws.home_region.clone(),
             account: data.aws.account_id.clone(),
             catalog_bucket: data.catalog.bucket.clone(),

@@ -7,22 +7,10 @@ pub mod sessions;
 
 use std::collections::BTreeMap;
 
-use crate::executor::{Executor, Settings};
-use crate::provider::Coffer;
+use coffer_executor::Executor;
 use coffer_model::policy::PolicyDocument;
 use coffer_model::region_mapping::RegionMappingDocument;
 use coffer_tfplugin::framework::{Diagnostics, Value};
-
-/// The executor's read side over the provider's clients and catalog.
-/// Password repositories open with `COFFER_REPOSITORY_PASSWORD` from
-/// Terraform's environment, as for the `coffer` command.
-fn executor(data: &Coffer) -> Executor {
-    let settings = Settings {
-        repository_password: std::env::var("COFFER_REPOSITORY_PASSWORD").ok().filter(|p| !p.is_empty()),
-        ..Settings::default()
-    };
-    Executor::new(data.aws.clone(), data.catalog.clone(), settings)
-}
 
 /// One policy (or every policy) with the region mappings its rules use.
 async fn policies(

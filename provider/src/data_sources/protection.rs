@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::{executor, listed, object, policies, strings};
-use crate::executor::agent::latest_due;
-use crate::executor::inventory::{self, PointKind, RestorePoint};
-use crate::executor::scope;
-use crate::provider::Coffer;
+use super::{listed, object, policies, strings};
+use crate::conns::Coffer;
+use coffer_executor::agent::latest_due;
+use coffer_executor::inventory::{self, PointKind, RestorePoint};
+use coffer_executor::scope;
 use coffer_model::policy::PolicyDocument;
 use coffer_tfplugin::framework::{Attribute, Block, DataSource, Diagnostics, Schema, Type, Value};
 
@@ -63,15 +63,15 @@ impl DataSource<Coffer> for Protection {
     }
 
     async fn read(&self, data: &Coffer, config: &Value, diags: &mut Diagnostics) -> Option<Value> {
-        let executor = executor(data);
+        let executor = &data.executor;
         let name = config.get("policy").as_str().unwrap_or_default().to_string();
-        let (policy, mappings) = policies(&executor, Some(&name), diags).await?.pop()?;
+        let (policy, mappings) = policies(executor, Some(&name), diags).await?.pop()?;
         let in_scope = scope::resolve(&executor.aws, &policy).await;
         if let Some((region, error)) = in_scope.failed_regions.first() {
             diags.error(format!("Cannot list the resources of {name} in {region}"), error);
             return None;
         }
-        let (points, errors) = inventory::list(&executor, &policy, &mappings).await;
+        let (points, errors) = inventory::list(executor, &policy, &mappings).await;
         if let Some(error) = errors.first() {
             diags.error(format!("Cannot list the restore points of {name}"), error);
             return None;

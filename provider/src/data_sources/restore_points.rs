@@ -4,9 +4,9 @@
 
 use async_trait::async_trait;
 
-use super::{executor, listed, object, policies, strings};
-use crate::executor::{image, inventory};
-use crate::provider::Coffer;
+use super::{listed, object, policies, strings};
+use crate::conns::Coffer;
+use coffer_executor::{image, inventory};
 use coffer_tfplugin::framework::validators::OneOf;
 use coffer_tfplugin::framework::{Attribute, Block, DataSource, Diagnostics, Schema, Type, Value};
 
@@ -69,13 +69,13 @@ impl DataSource<Coffer> for RestorePoints {
     }
 
     async fn read(&self, data: &Coffer, config: &Value, diags: &mut Diagnostics) -> Option<Value> {
-        let executor = executor(data);
+        let executor = &data.executor;
         let policy = config.get("policy").as_str().map(str::to_string);
         let resource = config.get("resource_id").as_str();
         let kind = config.get("kind").as_str();
         let mut rows = Vec::new();
-        for (policy, mappings) in policies(&executor, policy.as_deref(), diags).await? {
-            let (points, errors) = inventory::list(&executor, &policy, &mappings).await;
+        for (policy, mappings) in policies(executor, policy.as_deref(), diags).await? {
+            let (points, errors) = inventory::list(executor, &policy, &mappings).await;
             if let Some(error) = errors.first() {
                 diags.error(format!("Cannot list the restore points of {}", policy.name), error);
                 return None;
@@ -90,7 +90,7 @@ impl DataSource<Coffer> for RestorePoints {
             if kind.is_some_and(|k| k != "backup" && k != "archive") {
                 continue;
             }
-            let (images, errors) = image::list_points(&executor, &policy).await;
+            let (images, errors) = image::list_points(executor, &policy).await;
             for error in &errors {
                 // Asked for image points: no answer without them. Asked
                 // for everything: the snapshots still answer.

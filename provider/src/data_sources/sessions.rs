@@ -3,9 +3,9 @@
 
 use async_trait::async_trait;
 
-use super::{executor, listed, object, strings};
-use crate::executor::session;
-use crate::provider::Coffer;
+use super::{listed, object, strings};
+use crate::conns::Coffer;
+use coffer_executor::session;
 use coffer_tfplugin::framework::{Attribute, Block, DataSource, Diagnostics, Schema, Type, Value};
 
 pub const TYPE_NAME: &str = "coffer_sessions";
@@ -80,7 +80,7 @@ impl DataSource<Coffer> for Sessions {
     }
 
     async fn read(&self, data: &Coffer, config: &Value, diags: &mut Diagnostics) -> Option<Value> {
-        let executor = executor(data);
+        let executor = &data.executor;
         let policy = config.get("policy").as_str().unwrap_or_default().to_string();
         let limit = config.get("limit").as_i64().unwrap_or(10).clamp(1, 1000) as usize;
         let sessions = match session::recent(&executor.catalog(), &policy, limit).await {

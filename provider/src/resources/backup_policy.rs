@@ -15,10 +15,10 @@ use aws_sdk_scheduler::types::{
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use crate::aws::{AwsError, ec2, scheduler};
-use crate::catalog::{CatalogError, Kind};
-use crate::provider::Coffer;
+use crate::conns::Coffer;
 use crate::resources::{catalog_write_error, check_regions_enabled};
+use coffer_aws::catalog::{CatalogError, Kind};
+use coffer_aws::{AwsError, ec2, scheduler};
 use coffer_model::cron;
 use coffer_model::region_mapping::RegionMappingDocument;
 use coffer_model::repository::RepositoryEntry;
@@ -351,7 +351,7 @@ pub fn schedule_name(policy: &str, rule: &str) -> String {
 pub fn schedule_arn(region: &str, account: &str, policy: &str, rule: &str) -> String {
     format!(
         "arn:{}:scheduler:{region}:{account}:schedule/{SCHEDULE_GROUP}/{}",
-        crate::aws::partition(region),
+        coffer_aws::partition(region),
         schedule_name(policy, rule)
     )
 }

@@ -6,8 +6,8 @@ pub mod repository;
 pub mod tags;
 pub mod worker_configuration;
 
-use crate::catalog::CatalogError;
-use crate::provider::Coffer;
+use crate::conns::Coffer;
+use coffer_aws::catalog::CatalogError;
 use coffer_tfplugin::framework::{AttributePath, Diagnostics};
 
 /// Reports, at their paths, the regions that are not enabled for the
@@ -53,15 +53,15 @@ pub fn import_by_name(
 pub fn catalog_write_error(
     diags: &mut Diagnostics,
     action: &str,
-    kind: crate::catalog::Kind,
+    kind: coffer_aws::catalog::Kind,
     name: &str,
     e: CatalogError,
 ) {
     let hint = match (&e, kind) {
-        (CatalogError::AlreadyExists { .. }, crate::catalog::Kind::Policy) => {
+        (CatalogError::AlreadyExists { .. }, coffer_aws::catalog::Kind::Policy) => {
             format!(" Import it with: terraform import coffer_backup_policy.<address> {name}")
         }
-        (CatalogError::AlreadyExists { .. }, crate::catalog::Kind::RegionMapping) => {
+        (CatalogError::AlreadyExists { .. }, coffer_aws::catalog::Kind::RegionMapping) => {
             format!(" Import it with: terraform import coffer_region_mapping.<address> {name}")
         }
         _ => String::new(),

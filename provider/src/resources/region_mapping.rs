@@ -6,9 +6,9 @@ use async_trait::async_trait;
 use coffer_model::CatalogDocument;
 use coffer_model::region_mapping::RegionMappingDocument;
 
-use crate::catalog::{CatalogError, Kind};
-use crate::provider::Coffer;
+use crate::conns::Coffer;
 use crate::resources::{catalog_write_error, check_regions_enabled};
+use coffer_aws::catalog::{CatalogError, Kind};
 use coffer_model::validation;
 use coffer_tfplugin::framework::validators::{OneOf, string};
 use coffer_tfplugin::framework::{

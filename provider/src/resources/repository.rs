@@ -13,15 +13,13 @@ use async_trait::async_trait;
 use aws_sdk_s3::types::{
     DefaultRetention, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode, ObjectLockRule, Tag, Tagging,
 };
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 
-use crate::aws::AwsError;
-use crate::aws::kms_keys::KmsKeys;
-use crate::aws::s3::{self, Precondition, WriteError};
-use crate::catalog::{CatalogError, Kind};
-use crate::provider::Coffer;
+use crate::conns::Coffer;
 use crate::resources::{check_regions_enabled, tags};
+use coffer_aws::AwsError;
+use coffer_aws::catalog::{CatalogError, Kind};
+use coffer_aws::kms_keys::KmsKeys;
+use coffer_aws::s3::{self, Precondition, WriteError};
 use coffer_model::validation;
 use coffer_repository::KeyService;
 use coffer_repository::{
@@ -276,25 +274,13 @@ async fn seal(
         }
         Secret::Kms(arn) => {
             let kms = data.aws.kms(validation::arn_region(arn).unwrap_or(&data.aws.home_region));
-            let blob = match master {
+            let kms = KmsKeys::new(kms);
+            config.key = match master {
                 // A new key: KMS makes it and returns it wrapped.
-                None => kms
-                    .generate_data_key()
-                    .key_id(arn)
-                    .number_of_bytes(coffer_repository::config::MASTER_KEY_LEN as i32)
-                    .set_encryption_context(Some(config.binding().into_iter().collect()))
-                    .send()
-                    .await
-                    .map_err(|e| format!("KMS GenerateDataKey with {arn}: {}", AwsError::from_sdk(e, &[])))?
-                    .ciphertext_blob
-                    .ok_or_else(|| format!("KMS returned no ciphertext for {arn}"))?,
-                Some(master) => {
-                    config.key = KmsKeys::new(kms).wrap(arn, config, master).await.map_err(|e| e.to_string())?;
-                    return Ok(());
-                }
-            };
-            config.key =
-                KeyEnvelope::Kms { kms_key_arn: arn.clone(), wrapped_master_key: B64.encode(blob.into_inner()) };
+                None => kms.generate(arn, config).await,
+                Some(master) => kms.wrap(arn, config, master).await,
+            }
+            .map_err(|e| e.to_string())?;
             Ok(())
         }
     }

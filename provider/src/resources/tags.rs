@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::Tag;
 
-use crate::aws::AwsError;
+use coffer_aws::AwsError;
 
 /// `defaults` overlaid by `own` (a resource's tags win).
 pub fn merge(defaults: &BTreeMap<String, String>, own: &BTreeMap<String, String>) -> BTreeMap<String, String> {

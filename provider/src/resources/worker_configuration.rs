@@ -15,10 +15,10 @@ use aws_sdk_ec2::types::{
 };
 use base64::Engine;
 
-use crate::aws::ec2::{LAUNCH_TEMPLATE_NOT_FOUND, LaunchTemplateWithData, find_launch_template_by_id};
-use crate::aws::{AwsError, ssm};
-use crate::provider::Coffer;
+use crate::conns::Coffer;
 use crate::resources::tags;
+use coffer_aws::ec2::{LAUNCH_TEMPLATE_NOT_FOUND, LaunchTemplateWithData, find_launch_template_by_id};
+use coffer_aws::{AwsError, ssm};
 use coffer_model::CatalogLocation;
 use coffer_model::validation;
 use coffer_tfplugin::framework::validators::{Each, Keys, string};
@@ -339,7 +339,7 @@ async fn desired(data: &Coffer, planned: &Value, diags: &mut Diagnostics) -> Opt
     let instance_type = planned.get("instance_type").as_str().unwrap_or(DEFAULT_INSTANCE_TYPE).to_string();
     let subnet_id = match planned.get("subnet_id").as_str() {
         Some(subnet) => subnet.to_string(),
-        None => match crate::aws::ec2::find_default_subnet(&ec2, &instance_type).await {
+        None => match coffer_aws::ec2::find_default_subnet(&ec2, &instance_type).await {
             Ok(subnet) => subnet,
             Err(AwsError::NotFound) => {
                 diags.attribute_error(
@@ -398,7 +398,7 @@ enum DefaultAmiError {
 }
 
 async fn default_ami(data: &Coffer, region: &str, instance_type: &str) -> Result<String, DefaultAmiError> {
-    let architectures = crate::aws::ec2::find_instance_type_architectures(&data.aws.ec2(region), instance_type)
+    let architectures = coffer_aws::ec2::find_instance_type_architectures(&data.aws.ec2(region), instance_type)
         .await
         .map_err(|e| match e {
         AwsError::NotFound => DefaultAmiError::NoSuchInstanceType,

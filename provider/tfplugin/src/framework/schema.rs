@@ -2,7 +2,7 @@
 //! validators and plan modifiers. Built with small builder methods:
 //!
 //! ```
-//! use coffer::framework::schema::{Attribute, Block};
+//! use coffer_tfplugin::framework::schema::{Attribute, Block};
 //! let block = Block::new("A thing.")
 //!     .attribute(Attribute::string("name").required().requires_replace().describe("Its name."));
 //! assert!(block.attribute_named("name").is_some());

@@ -26,7 +26,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use crate::aws::AwsError;
+use crate::AwsError;
 use coffer_repository::blocks::{BLOCK_SIZE, BlockError, BlockRef, BlockSink, BlockSource, Listing};
 
 /// Blocks per list page: the most the EBS direct APIs allow.

@@ -10,8 +10,8 @@ use coffer_model::catalog::{self as model, CatalogDocument, DecodeError};
 pub use coffer_model::catalog::{CatalogLocation, Kind};
 use thiserror::Error;
 
-use crate::aws::s3::{self, Precondition, WriteError};
-use crate::aws::{AwsClients, AwsError};
+use crate::s3::{self, Precondition, WriteError};
+use crate::{AwsClients, AwsError};
 
 #[derive(Debug, Error)]
 pub enum CatalogError {
@@ -25,7 +25,7 @@ pub enum CatalogError {
     Changed { bucket: String, key: String },
     /// Not a document this build can read: damaged, or of a newer format.
     #[error("s3://{bucket}/{key}: {cause}")]
-    Unreadable { bucket: String, key: String, cause: DecodeError },
+    Unreadable { bucket: String, key: String, cause: Box<DecodeError> },
     #[error("{0}")]
     Aws(String),
 }
@@ -99,7 +99,7 @@ impl<'a> Catalog<'a> {
         let body = model::decode::<T>(name, &object.body).map_err(|cause| CatalogError::Unreadable {
             bucket: self.location.bucket.clone(),
             key: key.clone(),
-            cause,
+            cause: Box::new(cause),
         })?;
         Ok(Document { body, etag: object.etag })
     }

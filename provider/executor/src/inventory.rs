@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::snapshots::{self, Service, State, StoredSnapshot};
 use super::{Executor, TAG_KIND, TAG_MAPPING, TAG_POLICY, TAG_RULE, TAG_RUN, TAG_SOURCE, TAG_SOURCE_REGION, TAG_TIME};
-use crate::aws::{AwsClients, AwsError, rds};
+use coffer_aws::{AwsClients, AwsError, rds};
 use coffer_model::policy::PolicyDocument;
 use coffer_model::region_mapping::RegionMappingDocument;
 

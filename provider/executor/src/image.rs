@@ -13,11 +13,12 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 
 use super::retention::{self, Retain, Verdict};
+use super::run::Plan;
 use super::scope::Resource;
 use super::snapshots::StoredSnapshot;
 use super::{Executor, TAG_VOLUME};
-use crate::aws::ebs_blocks::EbsSnapshotSource;
-use crate::aws::s3_storage::S3Storage;
+use coffer_aws::ebs_blocks::EbsSnapshotSource;
+use coffer_aws::s3_storage::S3Storage;
 use coffer_model::policy::{PolicyDocument, Retain as RetainDocument, Rule};
 use coffer_model::repository::RepositoryEntry;
 use coffer_model::session::BackupRecord;
@@ -210,7 +211,7 @@ impl Executor {
             KeyEnvelope::Kms { kms_key_arn, .. } => {
                 let kms =
                     self.aws.kms(coffer_model::validation::arn_region(kms_key_arn).unwrap_or(&self.aws.home_region));
-                crate::aws::kms_keys::KmsKeys::new(kms).unwrap(config).await.map_err(|e| e.to_string())
+                coffer_aws::kms_keys::KmsKeys::new(kms).unwrap(config).await.map_err(|e| e.to_string())
             }
             KeyEnvelope::Password { .. } => {
                 let password = self
@@ -239,14 +240,12 @@ impl Executor {
     /// Backs up the volume snapshots of one instance into every target.
     pub(super) async fn image_backups(
         &self,
-        policy: &PolicyDocument,
-        run_id: &str,
-        time: DateTime<Utc>,
-        targets: &[Target],
-        repositories: &Repositories,
+        plan: &Plan<'_>,
         resource: &Resource,
         snapshots: &[StoredSnapshot],
     ) -> (Vec<BackupRecord>, Vec<String>) {
+        let (policy, run_id, time) = (plan.policy, plan.run_id.as_str(), plan.time);
+        let (targets, repositories) = (&plan.targets, &plan.repositories);
         let mut records = Vec::new();
         let mut warnings = Vec::new();
         for target in targets {

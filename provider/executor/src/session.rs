@@ -5,7 +5,7 @@ pub use coffer_model::session::{
     BackupRecord, Outcome, ResourceKind, ResourceRecord, RetentionRecord, Session, SnapshotRecord,
 };
 
-use crate::catalog::{Catalog, CatalogError, Kind};
+use coffer_aws::catalog::{Catalog, CatalogError, Kind};
 
 /// The record of a scheduled firing that could not start.
 pub fn not_started(firing: &super::agent::Firing, why: &str) -> Session {

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use coffer_repository::storage::{ObjectInfo, PutOptions, Storage, StorageError, Thaw};
 use futures::{StreamExt, TryStreamExt};
 
-use crate::aws::AwsError;
+use crate::AwsError;
 
 /// Bodies at least this large go up as a multipart upload.
 pub const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
@@ -49,7 +49,7 @@ impl S3Storage {
             (Some("PreconditionFailed" | "ConditionalRequestConflict"), _) | (_, Some(412)) => {
                 StorageError::Exists(full)
             }
-            _ => match AwsError::from_sdk(e, crate::aws::s3::NOT_FOUND) {
+            _ => match AwsError::from_sdk(e, crate::s3::NOT_FOUND) {
                 AwsError::NotFound => StorageError::NotFound(full),
                 AwsError::Api(message) => StorageError::Other(format!("{action} {full}: {message}")),
             },
@@ -216,21 +216,20 @@ impl Storage for S3Storage {
     }
 
     async fn get_versioned(&self, key: &str) -> Result<(Vec<u8>, String), StorageError> {
-        let stored =
-            crate::aws::s3::find_object(&self.client, &self.bucket, &self.key(key)).await.map_err(|e| match e {
-                AwsError::NotFound => StorageError::NotFound(format!("s3://{}/{}", self.bucket, self.key(key))),
-                AwsError::Api(message) => {
-                    StorageError::Other(format!("reading s3://{}/{}: {message}", self.bucket, self.key(key)))
-                }
-            })?;
+        let stored = crate::s3::find_object(&self.client, &self.bucket, &self.key(key)).await.map_err(|e| match e {
+            AwsError::NotFound => StorageError::NotFound(format!("s3://{}/{}", self.bucket, self.key(key))),
+            AwsError::Api(message) => {
+                StorageError::Other(format!("reading s3://{}/{}: {message}", self.bucket, self.key(key)))
+            }
+        })?;
         Ok((stored.body, stored.etag))
     }
 
     async fn put_versioned(&self, key: &str, body: Vec<u8>, expected: Option<&str>) -> Result<String, StorageError> {
-        use crate::aws::s3::{Precondition, WriteError};
+        use crate::s3::{Precondition, WriteError};
         let precondition = expected.map_or(Precondition::Absent, Precondition::Unchanged);
         let full = format!("s3://{}/{}", self.bucket, self.key(key));
-        crate::aws::s3::put_object(&self.client, &self.bucket, &self.key(key), body, "application/json", precondition)
+        crate::s3::put_object(&self.client, &self.bucket, &self.key(key), body, "application/json", precondition)
             .await
             .map_err(|e| match (e, expected) {
                 (WriteError::PreconditionFailed, None) => StorageError::Exists(full.clone()),

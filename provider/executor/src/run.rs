@@ -13,7 +13,7 @@ use super::scope::{self, Resource};
 use super::session::{self, Outcome, ResourceRecord, RetentionRecord, Session, SnapshotRecord};
 use super::snapshots::{self, CopyEncryption, Service, StoredSnapshot};
 use super::*;
-use crate::aws::{AwsClients, AwsError};
+use coffer_aws::{AwsClients, AwsError};
 use coffer_model::policy::{PolicyDocument, Rule};
 use coffer_model::session::ResourceKind;
 
@@ -44,19 +44,19 @@ impl Progress for Quiet {}
 /// AWS limits a resource's tags to 50; Coffer's and the policy's come first.
 const MAX_TAGS: usize = 50;
 
-struct Plan<'a> {
-    policy: &'a PolicyDocument,
-    run_id: String,
+pub(crate) struct Plan<'a> {
+    pub(crate) policy: &'a PolicyDocument,
+    pub(crate) run_id: String,
     /// The run id was made for this run: nothing an earlier attempt made
     /// can exist, so the lookups that make re-runs idempotent are skipped.
     fresh: bool,
-    time: DateTime<Utc>,
+    pub(crate) time: DateTime<Utc>,
     rules: Vec<&'a Rule>,
     mappings: BTreeMap<String, RegionMappingDocument>,
     limits: Limits,
     /// Repositories the rules' `backup` / `archive` blocks write to (EC2).
-    targets: Vec<image::Target>,
-    repositories: image::Repositories,
+    pub(crate) targets: Vec<image::Target>,
+    pub(crate) repositories: image::Repositories,
 }
 
 impl Plan<'_> {
@@ -291,17 +291,7 @@ impl Executor {
                         }
                     }
                     if !plan.targets.is_empty() && resource.kind == ResourceKind::Ec2Instance {
-                        let (backups, warnings) = self
-                            .image_backups(
-                                plan.policy,
-                                &plan.run_id,
-                                plan.time,
-                                &plan.targets,
-                                &plan.repositories,
-                                resource,
-                                &made,
-                            )
-                            .await;
+                        let (backups, warnings) = self.image_backups(plan, resource, &made).await;
                         record.backups = backups;
                         if !warnings.is_empty() {
                             record.outcome = record.outcome.max(Outcome::Warning);

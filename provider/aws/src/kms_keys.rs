@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use coffer_repository::config::MASTER_KEY_LEN;
 use coffer_repository::{KeyEnvelope, KeyError, KeyService, MasterKey, RepositoryConfig};
 
-use crate::aws::AwsError;
+use crate::AwsError;
 
 /// KMS in one region: the region of the repository's key.
 pub struct KmsKeys {
@@ -18,6 +18,23 @@ pub struct KmsKeys {
 impl KmsKeys {
     pub fn new(client: aws_sdk_kms::Client) -> Self {
         Self { client }
+    }
+
+    /// A new master key for `config`, made by KMS under the key `arn` and
+    /// returned only wrapped: the plaintext never leaves KMS.
+    pub async fn generate(&self, arn: &str, config: &RepositoryConfig) -> Result<KeyEnvelope, KeyError> {
+        let blob = self
+            .client
+            .generate_data_key()
+            .key_id(arn)
+            .number_of_bytes(MASTER_KEY_LEN as i32)
+            .set_encryption_context(Some(config.binding().into_iter().collect()))
+            .send()
+            .await
+            .map_err(|e| KeyError::Service(format!("KMS GenerateDataKey with {arn}: {}", AwsError::from_sdk(e, &[]))))?
+            .ciphertext_blob
+            .ok_or_else(|| KeyError::Service(format!("KMS returned no ciphertext for {arn}")))?;
+        Ok(KeyEnvelope::Kms { kms_key_arn: arn.to_string(), wrapped_master_key: B64.encode(blob.into_inner()) })
     }
 
     /// Wraps `master` with the KMS key `arn`, bound to `config`.

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use super::run::{Progress, RunRequest};
 use super::session::{self, Session};
 use super::{Executor, ExecutorError, scheduled_run_id};
-use crate::catalog::CatalogError;
+use coffer_aws::catalog::CatalogError;
 use coffer_model::agent::Marks;
 use coffer_model::policy::Rule;
 

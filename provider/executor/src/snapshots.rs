@@ -12,7 +12,7 @@ use aws_sdk_ec2::types::{
     TagSpecification,
 };
 
-use crate::aws::{AwsError, ec2, rds};
+use coffer_aws::{AwsError, ec2, rds};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]

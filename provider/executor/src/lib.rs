@@ -27,8 +27,8 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::Mutex;
 
-use crate::aws::{AssumeRole, AwsClients};
-use crate::catalog::{Catalog, CatalogError, Kind};
+use coffer_aws::catalog::{Catalog, CatalogError, Kind};
+use coffer_aws::{AssumeRole, AwsClients};
 use coffer_model::CatalogLocation;
 use coffer_model::policy::PolicyDocument;
 use coffer_model::region_mapping::RegionMappingDocument;
@@ -104,6 +104,16 @@ impl Default for Settings {
             repository_password: None,
         }
     }
+}
+
+/// The environment variable that opens password repositories, for the
+/// `coffer` command and for the provider's data sources alike.
+pub const REPOSITORY_PASSWORD_ENV: &str = "COFFER_REPOSITORY_PASSWORD";
+
+/// The repository password from [`REPOSITORY_PASSWORD_ENV`], when set and
+/// not empty.
+pub fn repository_password_from_env() -> Option<String> {
+    std::env::var(REPOSITORY_PASSWORD_ENV).ok().filter(|p| !p.is_empty())
 }
 
 /// The AWS clients and catalog a run works with.

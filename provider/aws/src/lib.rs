@@ -1,7 +1,12 @@
 //! AWS access: one credential chain and endpoint set from the provider
 //! configuration, SDK clients built lazily per region, and `find_*` lookups
-//! that return a typed [`AwsError::NotFound`].
+//! that return a typed [`AwsError::NotFound`]; on top of them the catalog
+//! store ([`catalog`]), the repository's storage on S3 ([`s3_storage`]), its
+//! EBS direct block source and sink ([`ebs_blocks`]) and KMS key wrapping
+//! ([`kms_keys`]). The executor (snapshots, copies) and the resources
+//! (schedules, launch templates, buckets) still call the SDK directly too.
 
+pub mod catalog;
 pub mod ebs_blocks;
 pub mod ec2;
 pub mod kms_keys;

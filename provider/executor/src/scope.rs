@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::aws::{AwsClients, AwsError, ec2, rds};
+use coffer_aws::{AwsClients, AwsError, ec2, rds};
 use coffer_model::policy::PolicyDocument;
 pub use coffer_model::session::ResourceKind;
 
