@@ -111,3 +111,51 @@ fn coffer_publish_puts_the_binary_where_workers_fetch_it() {
     let uploaded = crate::support::aws::Aws::new(&moto).get(crate::support::aws::CATALOG_BUCKET, &key).unwrap();
     assert_eq!(uploaded.len() as u64, std::fs::metadata(env!("CARGO_BIN_EXE_coffer")).unwrap().len());
 }
+
+/// A worker of an older build must not run a policy a newer provider
+/// wrote: serde would drop the fields it does not know and the run would
+/// quietly do less than the policy says.
+#[test]
+fn a_policy_of_a_newer_format_is_refused_by_an_older_worker_and_nothing_is_snapshotted() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config("us-east-1").await);
+        instance(&ec2, &tags(&[("Backup", "daily")]), 0, None).await;
+        let executor = executor(&moto, dir.path(), 4).await;
+        let doc = policy(
+            "web",
+            "ec2",
+            &["us-east-1"],
+            &[("Backup", "daily")],
+            vec![rule("daily", "0 2 * * *", Some(count(7)), None)],
+        );
+        let mut newer = serde_json::to_value(&doc).unwrap();
+        newer["format_version"] = 2.into();
+        newer["written_by"] = "coffer 9.0.0".into();
+        newer["quiesce"] = serde_json::json!({"script": "/usr/local/bin/freeze"});
+        let catalog = executor.catalog();
+        catalog.ensure_bucket().await.unwrap();
+        let s3 = aws_sdk_s3::Client::new(&moto.sdk_config("us-east-1").await);
+        s3.put_object()
+            .bucket(catalog.bucket())
+            .key(catalog.key(coffer_model::Kind::Policy, "web"))
+            .body(serde_json::to_vec_pretty(&newer).unwrap().into())
+            .send()
+            .await
+            .unwrap();
+    });
+
+    let (code, stdout, stderr) = coffer(&moto, &["run", "--policy", "web"]);
+    assert_ne!(code, 0, "{stdout}");
+    for part in
+        ["backup policy web has format_version 2", "written by coffer 9.0.0", "Upgrade terraform-provider-coffer"]
+    {
+        assert!(stderr.contains(part), "{part:?} missing from: {stderr}");
+    }
+    block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config("us-east-1").await);
+        let snapshots = ec2.describe_snapshots().owner_ids("self").send().await.unwrap();
+        assert!(snapshots.snapshots().is_empty(), "a refused policy was run: {:?}", snapshots.snapshots());
+    });
+}
