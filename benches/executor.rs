@@ -43,7 +43,7 @@ use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, InstanceType, ResourceType, Tag, TagSpecification, VolumeType,
 };
 use coffer_model::policy::{Keep, PolicyDocument, Replicate, Retain, Rule, Source};
-use coffer_model::region_mapping::RegionMappingDocument;
+use coffer_model::region_mapping::{Encrypt, RegionMappingDocument};
 use support::Moto;
 
 #[path = "measure.rs"]
@@ -112,7 +112,7 @@ fn policy(name: &str, kind: &str) -> PolicyDocument {
     PolicyDocument {
         format_version: 1,
         name: name.into(),
-        kind: kind.into(),
+        kind: kind.parse().expect("ec2 or rds"),
         description: None,
         enabled: true,
         source: Source {
@@ -141,7 +141,7 @@ async fn write_catalog(moto: &Moto) {
         target_region: REGIONS[1].into(),
         target_role_arn: None,
         kms_key_arn: None,
-        encrypt: "encrypted_only".into(),
+        encrypt: Encrypt::EncryptedOnly,
     };
     catalog.create(MAPPING, &mapping).await.expect("write the region mapping");
     for (name, kind) in [("bench-ec2", "ec2"), ("bench-rds", "rds")] {

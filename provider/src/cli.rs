@@ -20,6 +20,7 @@ use coffer_executor::session::{self, Outcome, ResourceRecord, Session};
 use coffer_executor::{Executor, Settings};
 use coffer_model::CatalogLocation;
 use coffer_model::agent::RunClaim;
+use coffer_model::session::SnapshotKind;
 
 mod repo;
 
@@ -163,6 +164,16 @@ pub struct SessionsArgs {
 }
 
 /// The CLI's durations: the provider's grammar (`90m`, `1h30m`), checked.
+/// A flag taking one of a model enum's names: clap lists them in `--help`
+/// and in its error, and hands over the enum.
+fn enum_parser<T>() -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr<Err = strum::ParseError> + strum::VariantNames + Clone + Send + Sync + 'static,
+{
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(T::VARIANTS).try_map(|name| name.parse::<T>())
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     coffer_model::validation::parse_duration(text.trim())
 }
@@ -226,7 +237,7 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
                     images
                         .into_iter()
                         .filter(|p| args.resource.as_ref().is_none_or(|r| &p.resource_id == r))
-                        .filter(|p| args.kind.as_ref().is_none_or(|k| p.kind == k))
+                        .filter(|p| args.kind.as_ref().is_none_or(|k| p.kind.as_str() == k))
                         .collect()
                 }
             };
@@ -516,7 +527,7 @@ fn print_session(session: &Session, json: bool) -> Result<()> {
             .snapshots
             .iter()
             .map(|s| {
-                let place = if s.kind == "replica" { format!(" → {}", s.region) } else { String::new() };
+                let place = if s.kind == SnapshotKind::Replica { format!(" → {}", s.region) } else { String::new() };
                 format!("{}{}{}", s.id, place, if s.reused { " (reused)" } else { "" })
             })
             .collect();

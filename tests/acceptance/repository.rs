@@ -1,7 +1,7 @@
 //! coffer_repository: bucket, config object with a wrapped master key,
 //! catalog entry; passwords (sensitive and write-only), KMS, Object Lock.
 
-use coffer_repository::RepositoryConfig;
+use coffer_repository::{Encryption, RepositoryConfig};
 use serde_json::json;
 
 use super::{planned_actions, provider, state_of};
@@ -56,7 +56,7 @@ fn lifecycle(tf: &Terraform) {
     assert_eq!(config.id, id);
     assert_eq!(config.format_version, 1);
     assert_eq!(state["format_version"], 1);
-    assert_eq!(config.key.kind(), "password");
+    assert_eq!(config.key.kind(), Encryption::Password);
     assert!(config.open_with_password("correct horse battery").is_ok());
     assert!(config.open_with_password("wrong password").is_err());
     assert!(aws.versioning_enabled(BUCKET), "a created bucket is versioned");
@@ -239,7 +239,7 @@ resource "coffer_repository" "locked" {{
     wd.init();
     wd.apply();
     let config: RepositoryConfig = serde_json::from_slice(&aws.get("coffer-locked", "config").unwrap()).unwrap();
-    assert_eq!(config.key.kind(), "kms");
+    assert_eq!(config.key.kind(), Encryption::Kms);
     assert_eq!(config.immutability.as_ref().map(|i| i.days), Some(30));
     let lock = block_on(aws.s3.get_object_lock_configuration().bucket("coffer-locked").send()).unwrap();
     let rule = lock.object_lock_configuration().unwrap().rule().unwrap().default_retention().unwrap();

@@ -11,7 +11,8 @@ use coffer_aws::s3_storage::S3Storage;
 use coffer_executor::run::{Quiet, RunRequest};
 use coffer_executor::session::Outcome;
 use coffer_model::policy::ToRepository;
-use coffer_model::repository::RepositoryEntry;
+use coffer_model::repository::{Encryption, RepositoryEntry};
+use coffer_model::session::BackupKind;
 use coffer_repository::blocks::{BlockError, BlockSink};
 use coffer_repository::{FORMAT_VERSION, KeyEnvelope, MasterKey, Repository, RepositoryConfig, Unlock};
 
@@ -57,7 +58,7 @@ async fn create_repository_of_class(moto: &Moto, storage_class: &str) -> (Arc<S3
         format_version: FORMAT_VERSION,
         id: uuid::Uuid::new_v4().to_string(),
         created_at: "2026-11-23T00:00:00Z".into(),
-        storage_class: storage_class.into(),
+        storage_class: storage_class.parse().expect("a storage class"),
         immutability: None,
         key: KeyEnvelope::Kms { kms_key_arn: String::new(), wrapped_master_key: String::new() },
     };
@@ -81,8 +82,8 @@ async fn register_repository(executor: &coffer_executor::Executor, repository_id
                 bucket: "coffer-images".into(),
                 prefix: "main/".into(),
                 region: "us-east-1".into(),
-                storage_class: storage_class.into(),
-                encryption: "password".into(),
+                storage_class: storage_class.parse().expect("a storage class"),
+                encryption: Encryption::Password,
             },
         )
         .await
@@ -203,7 +204,7 @@ fn archives_keep_data_in_glacier_list_without_a_thaw_and_restore_after_one() {
         assert_eq!(session.outcome, Outcome::Success, "{session:#?}");
         let made = &session.resources[0].backups;
         assert_eq!(made.len(), 1, "{session:#?}");
-        assert_eq!(made[0].kind, "archive");
+        assert_eq!(made[0].kind, BackupKind::Archive);
 
         // Data packs went to GLACIER; what listing and check read did not.
         let s3 = aws_sdk_s3::Client::from_conf(

@@ -16,6 +16,7 @@ use aws_smithy_types::error::ErrorMetadata;
 use coffer_executor::Settings;
 use coffer_executor::run::{CopySpec, replicate_ebs, replicate_rds};
 use coffer_executor::snapshots::{CopyEncryption, Service, State, StoredSnapshot};
+use coffer_model::region_mapping::Encrypt;
 
 const TARGET_ACCOUNT: &str = "222222222222";
 const TARGET_KEY: &str = "arn:aws:kms:eu-west-1:222222222222:key/0d7c2b3e-aaaa-bbbb-cccc-1234567890ab";
@@ -126,7 +127,7 @@ fn an_ebs_snapshot_is_shared_with_the_target_account_before_that_account_copies_
         volume_id: Some("vol-1".into()),
         tags: BTreeMap::new(),
     };
-    let encryption = CopyEncryption::for_mapping("encrypted_only", Some(TARGET_KEY), true);
+    let encryption = CopyEncryption::for_mapping(Encrypt::EncryptedOnly, Some(TARGET_KEY), true);
     let tags = run_tags();
     let spec = CopySpec {
         target_region: "eu-west-1",
@@ -207,7 +208,7 @@ fn a_db_snapshot_is_shared_then_copied_by_arn_into_the_target_account() {
         volume_id: None,
         tags: BTreeMap::new(),
     };
-    let encryption = CopyEncryption::for_mapping("all", Some(TARGET_KEY), false);
+    let encryption = CopyEncryption::for_mapping(Encrypt::All, Some(TARGET_KEY), false);
     let tags = run_tags();
     let spec = CopySpec {
         target_region: "eu-west-1",

@@ -37,7 +37,7 @@ pub fn policy(name: &str, kind: &str, regions: &[&str], tags: &[(&str, &str)], r
     PolicyDocument {
         format_version: 1,
         name: name.into(),
-        kind: kind.into(),
+        kind: kind.parse().expect("ec2 or rds"),
         description: None,
         enabled: true,
         source: Source {
@@ -72,7 +72,7 @@ pub async fn put_mapping(
         target_region: target.into(),
         target_role_arn: None,
         kms_key_arn: kms_key_arn.map(str::to_string),
-        encrypt: encrypt.into(),
+        encrypt: encrypt.parse().expect("all or encrypted_only"),
     };
     executor.catalog().create(name, &mapping).await.expect("write mapping");
 }

@@ -7,6 +7,7 @@ use aws_sdk_ec2::types::Filter;
 use chrono::Utc;
 use coffer_executor::run::{Quiet, RunRequest};
 use coffer_executor::session::Outcome;
+use coffer_model::session::SnapshotKind;
 
 use super::{count, policy, put_mapping, put_policy, rule};
 use crate::support::aws::CATALOG_BUCKET;
@@ -146,8 +147,12 @@ fn replicas_land_in_the_target_region_under_the_mapping_key() {
         let ec2_eu = aws_sdk_ec2::Client::new(&moto.sdk_config("eu-west-1").await);
         let replicas = snapshots_tagged(&ec2_eu, "coffer:run", &ec2_session.run_id).await;
         assert_eq!(replicas.len(), 2, "one copy per volume");
-        let sources: BTreeSet<String> =
-            ec2_session.resources[0].snapshots.iter().filter(|s| s.kind == "snapshot").map(|s| s.id.clone()).collect();
+        let sources: BTreeSet<String> = ec2_session.resources[0]
+            .snapshots
+            .iter()
+            .filter(|s| s.kind == SnapshotKind::Snapshot)
+            .map(|s| s.id.clone())
+            .collect();
         for replica in &replicas {
             let tags = tag_map(replica.tags());
             assert_eq!(tags["coffer:kind"], "replica");

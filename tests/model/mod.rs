@@ -10,12 +10,13 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use coffer_model::CatalogLocation;
 use coffer_model::agent::{Marks, RunClaim};
-use coffer_model::policy::{Keep, PolicyDocument, Replicate, Retain, Rule, Source, ToRepository};
-use coffer_model::region_mapping::RegionMappingDocument;
-use coffer_model::repository::RepositoryEntry;
-use coffer_model::session::BackupRecord;
-use coffer_model::session::ResourceKind;
-use coffer_model::session::{Outcome, ResourceRecord, RetentionRecord, Session, SnapshotRecord};
+use coffer_model::policy::{Keep, PolicyDocument, PolicyType, Replicate, Retain, Rule, Source, ToRepository};
+use coffer_model::region_mapping::{Encrypt, RegionMappingDocument};
+use coffer_model::repository::{Encryption, RepositoryEntry, StorageClass};
+use coffer_model::session::{
+    BackupKind, BackupRecord, Outcome, ResourceKind, ResourceRecord, RetentionRecord, Session, SnapshotKind,
+    SnapshotRecord,
+};
 
 fn at(hour: u32, minute: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 30, hour, minute, 0).unwrap()
@@ -34,7 +35,7 @@ fn full_policy() -> PolicyDocument {
     PolicyDocument {
         format_version: 1,
         name: "prod".into(),
-        kind: "ec2".into(),
+        kind: PolicyType::Ec2,
         description: Some("Production instances".into()),
         enabled: true,
         source: Source {
@@ -88,7 +89,7 @@ fn policy_document_minimal() {
     let policy = PolicyDocument {
         format_version: 1,
         name: "db".into(),
-        kind: "rds".into(),
+        kind: PolicyType::Rds,
         description: None,
         enabled: false,
         source: Source { regions: vec!["us-east-1".into()], ids: vec![], tags: BTreeMap::new(), exclude_ids: vec![] },
@@ -117,12 +118,12 @@ fn region_mapping_document() {
         target_region: "us-east-1".into(),
         target_role_arn: Some("arn:aws:iam::210987654321:role/coffer-dr".into()),
         kms_key_arn: Some("arn:aws:kms:us-east-1:210987654321:key/1234abcd-12ab-34cd-56ef-1234567890ab".into()),
-        encrypt: "all".into(),
+        encrypt: Encrypt::All,
     };
     let minimal = RegionMappingDocument {
         target_role_arn: None,
         kms_key_arn: None,
-        encrypt: "encrypted_only".into(),
+        encrypt: Encrypt::EncryptedOnly,
         ..full.clone()
     };
     insta::assert_snapshot!("region_mapping_document", format!("{}\n{}", pretty(&full), pretty(&minimal)));
@@ -137,8 +138,8 @@ fn repository_entry() {
         bucket: "coffer-backups".into(),
         prefix: "team/".into(),
         region: "eu-west-1".into(),
-        storage_class: "STANDARD_IA".into(),
-        encryption: "kms".into(),
+        storage_class: StorageClass::StandardIa,
+        encryption: Encryption::Kms,
     };
     insta::assert_snapshot!("repository_entry", pretty(&entry));
 }
@@ -167,7 +168,7 @@ fn session() {
                     SnapshotRecord {
                         id: "snap-0123456789abcdef0".into(),
                         region: "eu-west-1".into(),
-                        kind: "snapshot".into(),
+                        kind: SnapshotKind::Snapshot,
                         volume_id: Some("vol-0123456789abcdef0".into()),
                         mapping: None,
                         account: None,
@@ -177,7 +178,7 @@ fn session() {
                     SnapshotRecord {
                         id: "snap-0fedcba9876543210".into(),
                         region: "us-east-1".into(),
-                        kind: "replica".into(),
+                        kind: SnapshotKind::Replica,
                         volume_id: Some("vol-0123456789abcdef0".into()),
                         mapping: Some("eu-to-us".into()),
                         account: Some("210987654321".into()),
@@ -186,7 +187,7 @@ fn session() {
                     },
                 ],
                 backups: vec![BackupRecord {
-                    kind: "backup".into(),
+                    kind: BackupKind::Backup,
                     repository_id: "0a1b2c3d".into(),
                     point_id: "5f3c2a1b".into(),
                     volume_id: "vol-0123456789abcdef0".into(),

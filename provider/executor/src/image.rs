@@ -21,7 +21,7 @@ use coffer_aws::ebs_blocks::EbsSnapshotSource;
 use coffer_aws::s3_storage::S3Storage;
 use coffer_model::policy::{PolicyDocument, Retain as RetainDocument, Rule};
 use coffer_model::repository::RepositoryEntry;
-use coffer_model::session::BackupRecord;
+use coffer_model::session::{BackupKind, BackupRecord};
 use coffer_repository::KeyService;
 use coffer_repository::lock::Lock;
 use coffer_repository::manifest::{Manifest, Source};
@@ -62,8 +62,7 @@ pub struct ImagePoint {
     pub resource_id: String,
     /// The resource's region.
     pub region: String,
-    /// `backup` or `archive`.
-    pub kind: &'static str,
+    pub kind: BackupKind,
     pub repository_id: String,
     pub run_id: String,
     pub time: DateTime<Utc>,
@@ -88,7 +87,7 @@ pub async fn list_points(executor: &Executor, policy: &PolicyDocument) -> (Vec<I
         }
     }
     // One point per resource, time and run, region, kind and repository: oldest first per resource.
-    type PointKey = (String, DateTime<Utc>, String, String, &'static str, String);
+    type PointKey = (String, DateTime<Utc>, String, String, BackupKind, String);
     let mut points: BTreeMap<PointKey, ImagePoint> = BTreeMap::new();
     let mut errors = Vec::new();
     for (repository_id, archiving) in &repositories {
@@ -104,7 +103,8 @@ pub async fn list_points(executor: &Executor, policy: &PolicyDocument) -> (Vec<I
             }
         };
         for m in manifests.into_iter().filter(|m| m.policy == policy.name) {
-            let kind = if m.rules.iter().any(|r| archiving.contains(r)) { "archive" } else { "backup" };
+            let kind =
+                if m.rules.iter().any(|r| archiving.contains(r)) { BackupKind::Archive } else { BackupKind::Backup };
             let key = (
                 m.source.resource_id.clone(),
                 m.time,
@@ -286,7 +286,7 @@ impl Executor {
         volume: &str,
     ) -> Result<BackupRecord, String> {
         let clock = Instant::now();
-        let kind = if target.archive { "archive" } else { "backup" };
+        let kind = if target.archive { BackupKind::Archive } else { BackupKind::Backup };
         let mut open = open.lock().await;
         let same_volume = |m: &&Manifest| {
             m.source.volume_id == volume && m.source.resource_id == resource.id && m.source.region == resource.region
@@ -382,7 +382,7 @@ impl Executor {
 }
 
 fn record(
-    kind: &str,
+    kind: BackupKind,
     target: &Target,
     m: &Manifest,
     snapshot: &StoredSnapshot,
@@ -391,7 +391,7 @@ fn record(
     reused: bool,
 ) -> BackupRecord {
     BackupRecord {
-        kind: kind.into(),
+        kind,
         repository_id: target.repository_id.clone(),
         point_id: m.id.clone(),
         volume_id: m.source.volume_id.clone(),

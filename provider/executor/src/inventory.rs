@@ -10,24 +10,9 @@ use chrono::{DateTime, Utc};
 use super::snapshots::{self, Service, State, StoredSnapshot};
 use super::{Executor, TAG_KIND, TAG_MAPPING, TAG_POLICY, TAG_RULE, TAG_RUN, TAG_SOURCE, TAG_SOURCE_REGION, TAG_TIME};
 use coffer_aws::{AwsClients, AwsError, rds};
-use coffer_model::policy::PolicyDocument;
+use coffer_model::policy::{PolicyDocument, PolicyType};
 use coffer_model::region_mapping::RegionMappingDocument;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PointKind {
-    Snapshot,
-    Replica,
-}
-
-impl PointKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PointKind::Snapshot => "snapshot",
-            PointKind::Replica => "replica",
-        }
-    }
-}
+pub use coffer_model::session::SnapshotKind;
 
 /// One restore point: what one run made of one resource in one place.
 #[derive(Debug, Clone)]
@@ -36,7 +21,7 @@ pub struct RestorePoint {
     pub resource_id: String,
     /// Where the resource is (RDS identifiers are unique per region only).
     pub resource_region: String,
-    pub kind: PointKind,
+    pub kind: SnapshotKind,
     pub region: String,
     /// The account holding it (another one for cross-account replicas).
     pub account: String,
@@ -55,7 +40,7 @@ impl RestorePoint {
     }
 
     /// Points of one series share this: retention decides per series.
-    pub fn series(&self) -> (String, PointKind, String, String, Option<String>) {
+    pub fn series(&self) -> (String, SnapshotKind, String, String, Option<String>) {
         (self.resource_id.clone(), self.kind, self.account.clone(), self.region.clone(), self.mapping.clone())
     }
 }
@@ -105,8 +90,8 @@ pub async fn list(
 
 async fn list_place(aws: &AwsClients, policy: &PolicyDocument, place: &Place) -> Result<Vec<RestorePoint>, AwsError> {
     let region = place.region.as_str();
-    let found: Vec<StoredSnapshot> = match policy.kind.as_str() {
-        "rds" => {
+    let found: Vec<StoredSnapshot> = match policy.kind {
+        PolicyType::Rds => {
             let client = aws.rds(region);
             let (instances, clusters) = tokio::try_join!(
                 rds::list_manual_db_snapshots(&client),
@@ -119,7 +104,9 @@ async fn list_place(aws: &AwsClients, policy: &PolicyDocument, place: &Place) ->
                 .filter(|s| s.tags.get(TAG_POLICY) == Some(&policy.name))
                 .collect()
         }
-        _ => snapshots::find_ebs_snapshots(&aws.ec2(region), region, &[(TAG_POLICY, &policy.name)]).await?,
+        PolicyType::Ec2 => {
+            snapshots::find_ebs_snapshots(&aws.ec2(region), region, &[(TAG_POLICY, &policy.name)]).await?
+        }
     };
     Ok(group(found, &policy.name, &aws.account_id, place.role.as_deref()))
 }
@@ -127,7 +114,7 @@ async fn list_place(aws: &AwsClients, policy: &PolicyDocument, place: &Place) ->
 /// Groups snapshots into points: an instance's volume snapshots from one
 /// run are one point. Snapshots without Coffer's tags are not points.
 fn group(found: Vec<StoredSnapshot>, policy: &str, account: &str, role: Option<&str>) -> Vec<RestorePoint> {
-    let mut points: BTreeMap<(String, String, String, Option<String>), RestorePoint> = BTreeMap::new();
+    let mut points: BTreeMap<(String, String, SnapshotKind, Option<String>), RestorePoint> = BTreeMap::new();
     for snapshot in found {
         let tag = |k: &str| snapshot.tags.get(k).cloned();
         let (Some(source), Some(run), Some(kind), Some(time)) =
@@ -135,16 +122,12 @@ fn group(found: Vec<StoredSnapshot>, policy: &str, account: &str, role: Option<&
         else {
             continue;
         };
-        let kind = match kind.as_str() {
-            "snapshot" => PointKind::Snapshot,
-            "replica" => PointKind::Replica,
-            _ => continue,
-        };
+        let Ok(kind) = kind.parse::<SnapshotKind>() else { continue };
         let Ok(time) = DateTime::parse_from_rfc3339(&time) else { continue };
         let rules = tag(TAG_RULE).unwrap_or_default().split_whitespace().map(str::to_string).collect();
         let mapping = tag(TAG_MAPPING);
         let resource_region = tag(TAG_SOURCE_REGION).unwrap_or_else(|| snapshot.region.clone());
-        let key = (source.clone(), run.clone(), kind.as_str().to_string(), mapping.clone());
+        let key = (source.clone(), run.clone(), kind, mapping.clone());
         points
             .entry(key)
             .or_insert_with(|| RestorePoint {

@@ -63,12 +63,45 @@ pub struct Point {
 /// What retention says about one point.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Kept; the reasons name the rules (e.g. "daily: one of the newest 7", "weekly: younger
-    /// than 28 days"), or "newest complete point", "incomplete", "unmanaged: rules monthly not
-    /// in the policy". Several reasons may apply; all are given, so a report can say why.
-    Keep(Vec<String>),
+    /// Kept, for every reason that applies, so a report can say why.
+    Keep(Vec<KeepReason>),
     /// No rule that made it wants it any more and no safety rule protects it.
     Delete,
+}
+
+/// Why a point is kept; displayed as a report says it ("daily: one of the newest 7").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeepReason {
+    /// One of the newest `count` complete points of `rule`.
+    AmongNewest { rule: String, count: u32 },
+    /// Younger than `rule`'s `days`.
+    YoungerThan { rule: String, days: u32 },
+    /// Made by rules the policy no longer has (none at all when `rules` is empty): kept for good.
+    Unmanaged { rules: Vec<String> },
+    /// The newest complete point of the series.
+    NewestComplete,
+    /// Pending or in error.
+    Incomplete,
+}
+
+impl KeepReason {
+    /// Kept only because configuration that managed it is gone.
+    pub fn is_unmanaged(&self) -> bool {
+        matches!(self, KeepReason::Unmanaged { .. })
+    }
+}
+
+impl std::fmt::Display for KeepReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeepReason::AmongNewest { rule, count } => write!(f, "{rule}: one of the newest {count}"),
+            KeepReason::YoungerThan { rule, days } => write!(f, "{rule}: younger than {days} days"),
+            KeepReason::Unmanaged { rules } if rules.is_empty() => f.write_str("unmanaged: made by no rule"),
+            KeepReason::Unmanaged { rules } => write!(f, "unmanaged: rules {} not in the policy", rules.join(", ")),
+            KeepReason::NewestComplete => f.write_str("newest complete point"),
+            KeepReason::Incomplete => f.write_str("incomplete"),
+        }
+    }
 }
 
 /// Decides, for every point of one series, whether retention keeps or deletes it (see the
@@ -106,35 +139,30 @@ pub fn decide(points: &[Point], retain: &BTreeMap<String, Retain>, now: DateTime
             let mut unmanaged_rules = Vec::new();
             for rule in &point.rules {
                 match retain.get(rule) {
-                    None => unmanaged_rules.push(rule.as_str()),
+                    None => unmanaged_rules.push(rule.clone()),
                     Some(Retain::Count(count)) => {
                         let among_newest = kept_by_count.get(rule.as_str()).is_some_and(|kept| kept.contains(&index));
                         if among_newest {
-                            reasons.push(format!("{rule}: one of the newest {count}"));
+                            reasons.push(KeepReason::AmongNewest { rule: rule.clone(), count: *count });
                         }
                     }
                     Some(Retain::Days(days)) => {
                         if is_younger_than(point.time, now, *days) {
-                            reasons.push(format!("{rule}: younger than {days} days"));
+                            reasons.push(KeepReason::YoungerThan { rule: rule.clone(), days: *days });
                         }
                     }
                 }
             }
             // Unmanaged is reported only when no rule wants the point: a rule that still keeps
             // it is the better explanation; "unmanaged" takes over once that rule lets go.
-            if reasons.is_empty() {
-                if point.rules.is_empty() {
-                    reasons.push("unmanaged: made by no rule".to_string());
-                } else if !unmanaged_rules.is_empty() {
-                    let names = unmanaged_rules.join(", ");
-                    reasons.push(format!("unmanaged: rules {names} not in the policy"));
-                }
+            if reasons.is_empty() && (point.rules.is_empty() || !unmanaged_rules.is_empty()) {
+                reasons.push(KeepReason::Unmanaged { rules: unmanaged_rules });
             }
             if newest_complete == Some(index) {
-                reasons.push("newest complete point".to_string());
+                reasons.push(KeepReason::NewestComplete);
             }
             if !point.complete {
-                reasons.push("incomplete".to_string());
+                reasons.push(KeepReason::Incomplete);
             }
             if reasons.is_empty() { Verdict::Delete } else { Verdict::Keep(reasons) }
         })
@@ -245,6 +273,7 @@ mod tests {
         for (point, verdict) in points.iter().zip(decide(&points, &retain, now)) {
             let Verdict::Keep(reasons) = verdict else { panic!("survivor deleted on re-check") };
             let rules = point.rules.iter().cloned().collect::<Vec<_>>().join(", ");
+            let reasons: Vec<String> = reasons.iter().map(KeepReason::to_string).collect();
             text += &format!("{:<22}{:<23}{}\n", format_time(point.time), rules, reasons.join("; "));
         }
         text += "\ndeleted by the last run:";
@@ -391,6 +420,40 @@ mod tests {
         assert!(kept.contains(&&"tie-b".to_string()) && !kept.contains(&&"tie-a".to_string()));
     }
 
+    fn among_newest(rule: &str, count: u32) -> KeepReason {
+        KeepReason::AmongNewest { rule: rule.into(), count }
+    }
+
+    fn younger_than(rule: &str, days: u32) -> KeepReason {
+        KeepReason::YoungerThan { rule: rule.into(), days }
+    }
+
+    #[test]
+    fn reasons_read_as_a_report_says_them() {
+        let said: Vec<String> = [
+            among_newest("daily", 7),
+            younger_than("weekly", 28),
+            KeepReason::Unmanaged { rules: vec!["monthly".into(), "yearly".into()] },
+            KeepReason::Unmanaged { rules: Vec::new() },
+            KeepReason::NewestComplete,
+            KeepReason::Incomplete,
+        ]
+        .iter()
+        .map(KeepReason::to_string)
+        .collect();
+        assert_eq!(
+            said,
+            [
+                "daily: one of the newest 7",
+                "weekly: younger than 28 days",
+                "unmanaged: rules monthly, yearly not in the policy",
+                "unmanaged: made by no rule",
+                "newest complete point",
+                "incomplete",
+            ]
+        );
+    }
+
     #[test]
     fn count_never_deletes_incomplete_points_nor_counts_them() {
         let points = vec![
@@ -402,15 +465,12 @@ mod tests {
             point("ancient-failed", 400, &["daily"], false),
         ];
         let verdicts = decide(&points, &retain(&[("daily", Retain::Count(2))]), now());
-        assert_eq!(verdicts[0], Verdict::Keep(vec!["incomplete".into()]));
-        assert_eq!(verdicts[1], Verdict::Keep(vec!["incomplete".into()]));
-        assert_eq!(
-            verdicts[2],
-            Verdict::Keep(vec!["daily: one of the newest 2".into(), "newest complete point".into()])
-        );
-        assert_eq!(verdicts[3], Verdict::Keep(vec!["daily: one of the newest 2".into()]));
+        assert_eq!(verdicts[0], Verdict::Keep(vec![KeepReason::Incomplete]));
+        assert_eq!(verdicts[1], Verdict::Keep(vec![KeepReason::Incomplete]));
+        assert_eq!(verdicts[2], Verdict::Keep(vec![among_newest("daily", 2), KeepReason::NewestComplete]));
+        assert_eq!(verdicts[3], Verdict::Keep(vec![among_newest("daily", 2)]));
         assert_eq!(verdicts[4], Verdict::Delete);
-        assert_eq!(verdicts[5], Verdict::Keep(vec!["incomplete".into()]));
+        assert_eq!(verdicts[5], Verdict::Keep(vec![KeepReason::Incomplete]));
     }
 
     #[test]
@@ -421,7 +481,7 @@ mod tests {
         let exactly = point("exactly", 7, &["daily"], true);
         let policy = retain(&[("daily", Retain::Days(7))]);
         let verdicts = decide(&[newest, just_younger, exactly], &policy, now());
-        assert_eq!(verdicts[1], Verdict::Keep(vec!["daily: younger than 7 days".into()]));
+        assert_eq!(verdicts[1], Verdict::Keep(vec![younger_than("daily", 7)]));
         assert_eq!(verdicts[2], Verdict::Delete);
     }
 
@@ -429,7 +489,7 @@ mod tests {
     fn newest_complete_point_survives_days_retention() {
         let points = vec![point("old-good", 30, &["daily"], true), point("older", 31, &["daily"], true)];
         let verdicts = decide(&points, &retain(&[("daily", Retain::Days(7))]), now());
-        assert_eq!(verdicts, vec![Verdict::Keep(vec!["newest complete point".into()]), Verdict::Delete]);
+        assert_eq!(verdicts, vec![Verdict::Keep(vec![KeepReason::NewestComplete]), Verdict::Delete]);
     }
 
     #[test]
@@ -442,10 +502,10 @@ mod tests {
             point("no-rules", 42, &[], true),
         ];
         let verdicts = decide(&points, &retain(&[("daily", Retain::Days(7))]), now());
-        assert_eq!(verdicts[1], Verdict::Keep(vec!["daily: younger than 7 days".into()]));
-        assert_eq!(verdicts[2], Verdict::Keep(vec!["unmanaged: rules monthly not in the policy".into()]));
+        assert_eq!(verdicts[1], Verdict::Keep(vec![younger_than("daily", 7)]));
+        assert_eq!(verdicts[2], Verdict::Keep(vec![KeepReason::Unmanaged { rules: vec!["monthly".into()] }]));
         assert_eq!(verdicts[3], Verdict::Delete);
-        assert_eq!(verdicts[4], Verdict::Keep(vec!["unmanaged: made by no rule".into()]));
+        assert_eq!(verdicts[4], Verdict::Keep(vec![KeepReason::Unmanaged { rules: Vec::new() }]));
     }
 
     #[test]
@@ -453,8 +513,8 @@ mod tests {
         let points = vec![point("a", 0, &["x"], true), point("b", 5000, &["x", "y"], true)];
         let policy = retain(&[("x", Retain::Count(0)), ("y", Retain::Days(u32::MAX))]);
         let verdicts = decide(&points, &policy, now());
-        assert_eq!(verdicts[0], Verdict::Keep(vec!["newest complete point".into()]));
-        assert_eq!(verdicts[1], Verdict::Keep(vec![format!("y: younger than {} days", u32::MAX)]));
+        assert_eq!(verdicts[0], Verdict::Keep(vec![KeepReason::NewestComplete]));
+        assert_eq!(verdicts[1], Verdict::Keep(vec![younger_than("y", u32::MAX)]));
         assert_eq!(decide(&[], &policy, now()), Vec::<Verdict>::new());
     }
 }

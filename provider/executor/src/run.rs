@@ -6,15 +6,15 @@ use std::time::Instant;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::inventory::{self, PointKind, RestorePoint};
+use super::inventory::{self, RestorePoint, SnapshotKind};
 use super::limits::{Api, Limits};
-use super::retention::{self, Retain, Verdict};
+use super::retention::{self, KeepReason, Retain, Verdict};
 use super::scope::{self, Resource};
 use super::session::{self, Outcome, ResourceRecord, RetentionRecord, Session, SnapshotRecord};
 use super::snapshots::{self, CopyEncryption, Service, StoredSnapshot};
 use super::*;
 use coffer_aws::{AwsClients, AwsError};
-use coffer_model::policy::{PolicyDocument, Rule};
+use coffer_model::policy::{PolicyDocument, PolicyType, Rule};
 use coffer_model::session::ResourceKind;
 
 /// What to run.
@@ -84,7 +84,7 @@ impl Plan<'_> {
 
     fn tags(
         &self,
-        kind: PointKind,
+        kind: SnapshotKind,
         resource: &Resource,
         rules: &[String],
         extra: &[(&str, String)],
@@ -162,7 +162,7 @@ impl Executor {
             rules,
             mappings,
             limits: Limits::new(self.settings.concurrency),
-            targets: if policy.kind == "ec2" { image::targets(&rules_for_targets) } else { Vec::new() },
+            targets: if policy.kind == PolicyType::Ec2 { image::targets(&rules_for_targets) } else { Vec::new() },
             repositories: image::Repositories::default(),
         };
         tracing::info!(policy = %policy.name, run = %plan.run_id, rules = ?plan.rule_names(|_| true), "run started");
@@ -180,7 +180,7 @@ impl Executor {
                 policy.source.regions.join(", ")
             ));
         }
-        if policy.kind != "ec2" && plan.rules.iter().any(|r| r.backup.is_some() || r.archive.is_some()) {
+        if policy.kind != PolicyType::Ec2 && plan.rules.iter().any(|r| r.backup.is_some() || r.archive.is_some()) {
             messages.push(format!(
                 "image-level backup and archive read EC2 volumes; the backup and archive blocks of this {} policy's rules were skipped",
                 policy.kind
@@ -199,7 +199,11 @@ impl Executor {
             let record = ResourceRecord {
                 id: id.clone(),
                 region: String::new(),
-                kind: if policy.kind == "rds" { ResourceKind::RdsInstance } else { ResourceKind::Ec2Instance },
+                kind: if policy.kind == PolicyType::Rds {
+                    ResourceKind::RdsInstance
+                } else {
+                    ResourceKind::Ec2Instance
+                },
                 outcome: Outcome::Failed,
                 started_at: now,
                 finished_at: now,
@@ -274,14 +278,14 @@ impl Executor {
         if !rules.is_empty() {
             match self.snapshot(plan, resource, &rules).await {
                 Ok((made, reused)) => {
-                    record.snapshots.extend(made.iter().map(|s| snapshot_record(s, "snapshot", None, None, reused)));
+                    record
+                        .snapshots
+                        .extend(made.iter().map(|s| snapshot_record(s, SnapshotKind::Snapshot, None, None, reused)));
                     for (mapping_id, mapping) in plan.mappings_from(&resource.region) {
                         match self.replicate(plan, resource, &made, mapping_id, mapping).await {
-                            Ok((copies, reused, account)) => record.snapshots.extend(
-                                copies
-                                    .iter()
-                                    .map(|s| snapshot_record(s, "replica", Some(mapping_id), account.clone(), reused)),
-                            ),
+                            Ok((copies, reused, account)) => record.snapshots.extend(copies.iter().map(|s| {
+                                snapshot_record(s, SnapshotKind::Replica, Some(mapping_id), account.clone(), reused)
+                            })),
                             Err(e) => {
                                 record.outcome = Outcome::Warning;
                                 record
@@ -320,12 +324,16 @@ impl Executor {
         rules: &[String],
     ) -> Result<(Vec<StoredSnapshot>, bool), String> {
         let region = resource.region.as_str();
-        let tags = plan.tags(PointKind::Snapshot, resource, rules, &[]);
+        let tags = plan.tags(SnapshotKind::Snapshot, resource, rules, &[]);
         let settings = &self.settings;
         match resource.kind {
             ResourceKind::Ec2Instance => {
                 let ec2 = self.aws.ec2(region);
-                let key = [(TAG_RUN, plan.run_id.as_str()), (TAG_SOURCE, resource.id.as_str()), (TAG_KIND, "snapshot")];
+                let key = [
+                    (TAG_RUN, plan.run_id.as_str()),
+                    (TAG_SOURCE, resource.id.as_str()),
+                    (TAG_KIND, SnapshotKind::Snapshot.as_str()),
+                ];
                 // The slot covers starting the snapshots, not waiting for
                 // them: AWS makes them in parallel, however long they take.
                 let slot = plan.limits.acquire(region, Api::Start).await;
@@ -421,9 +429,9 @@ impl Executor {
             if let Some(volume) = &snapshot.volume_id {
                 extra.push((TAG_VOLUME, volume.clone()));
             }
-            let tags = plan.tags(PointKind::Replica, resource, &rules, &extra);
+            let tags = plan.tags(SnapshotKind::Replica, resource, &rules, &extra);
             let encryption =
-                CopyEncryption::for_mapping(&mapping.encrypt, mapping.kms_key_arn.as_deref(), snapshot.encrypted);
+                CopyEncryption::for_mapping(mapping.encrypt, mapping.kms_key_arn.as_deref(), snapshot.encrypted);
             let spec = CopySpec {
                 target_region: &mapping.target_region,
                 target_account: other_account.as_deref(),
@@ -497,7 +505,7 @@ impl Executor {
                 match verdict {
                     Verdict::Keep(reasons) => {
                         record.kept += 1;
-                        if reasons.iter().any(|r| r.starts_with("unmanaged")) {
+                        if reasons.iter().any(KeepReason::is_unmanaged) {
                             record.unmanaged += 1;
                         }
                     }
@@ -529,19 +537,19 @@ impl Executor {
 }
 
 /// Each rule's retention for one kind of point.
-pub fn retention_of(policy: &PolicyDocument, kind: PointKind) -> BTreeMap<String, Retain> {
+pub fn retention_of(policy: &PolicyDocument, kind: SnapshotKind) -> BTreeMap<String, Retain> {
     policy
         .rules
         .iter()
         .filter_map(|rule| {
             let retain = match (kind, &rule.snapshot) {
-                (PointKind::Snapshot, Some(keep)) => image::to_retain(&keep.retain)?,
+                (SnapshotKind::Snapshot, Some(keep)) => image::to_retain(&keep.retain)?,
                 // A rule that snapshots only to read the volume for its
                 // backup keeps the newest snapshot: the next backup lists
                 // the blocks changed since it.
-                (PointKind::Snapshot, None) if rule.backup.is_some() || rule.archive.is_some() => Retain::Count(1),
-                (PointKind::Snapshot, None) => return None,
-                (PointKind::Replica, _) => image::to_retain(&rule.replicate.as_ref()?.retain)?,
+                (SnapshotKind::Snapshot, None) if rule.backup.is_some() || rule.archive.is_some() => Retain::Count(1),
+                (SnapshotKind::Snapshot, None) => return None,
+                (SnapshotKind::Replica, _) => image::to_retain(&rule.replicate.as_ref()?.retain)?,
             };
             Some((rule.name.clone(), retain))
         })
@@ -550,7 +558,7 @@ pub fn retention_of(policy: &PolicyDocument, kind: PointKind) -> BTreeMap<String
 
 fn snapshot_record(
     s: &StoredSnapshot,
-    kind: &str,
+    kind: SnapshotKind,
     mapping: Option<&str>,
     account: Option<String>,
     reused: bool,
@@ -558,7 +566,7 @@ fn snapshot_record(
     SnapshotRecord {
         id: s.id.clone(),
         region: s.region.clone(),
-        kind: kind.to_string(),
+        kind,
         volume_id: s.tags.get(TAG_VOLUME).cloned().or_else(|| s.volume_id.clone()),
         mapping: mapping.map(str::to_string),
         account,
@@ -598,7 +606,7 @@ pub async fn replicate_ebs(
     let key = [
         (TAG_RUN, copy.tags.get(TAG_RUN).map(String::as_str).unwrap_or_default()),
         (TAG_SOURCE_SNAPSHOT, snapshot.id.as_str()),
-        (TAG_KIND, "replica"),
+        (TAG_KIND, SnapshotKind::Replica.as_str()),
     ];
     let earlier = if copy.look_for_earlier {
         snapshots::find_ebs_snapshots(target, region, &key)

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use coffer_aws::{AwsClients, AwsError, ec2, rds};
-use coffer_model::policy::PolicyDocument;
+use coffer_model::policy::{PolicyDocument, PolicyType};
 pub use coffer_model::session::ResourceKind;
 
 /// One protected resource.
@@ -31,9 +31,9 @@ pub struct Scope {
 
 pub async fn resolve(aws: &AwsClients, policy: &PolicyDocument) -> Scope {
     let lookups = policy.source.regions.iter().map(|region| async move {
-        let found = match policy.kind.as_str() {
-            "rds" => rds_candidates(aws, region).await,
-            _ => ec2_candidates(aws, region, policy).await,
+        let found = match policy.kind {
+            PolicyType::Rds => rds_candidates(aws, region).await,
+            PolicyType::Ec2 => ec2_candidates(aws, region, policy).await,
         };
         (region.clone(), found)
     });

@@ -13,6 +13,7 @@ use aws_sdk_ec2::types::{
 };
 
 use coffer_aws::{AwsError, ec2, rds};
+use coffer_model::region_mapping::Encrypt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -56,9 +57,9 @@ pub struct CopyEncryption {
 impl CopyEncryption {
     /// `encrypt = "all"` puts every copy under the key; `encrypted_only`
     /// only copies of encrypted sources (the others stay unencrypted).
-    pub fn for_mapping(encrypt: &str, kms_key_arn: Option<&str>, source_encrypted: bool) -> Self {
+    pub fn for_mapping(encrypt: Encrypt, kms_key_arn: Option<&str>, source_encrypted: bool) -> Self {
         match kms_key_arn {
-            Some(key) if encrypt == "all" || source_encrypted => {
+            Some(key) if encrypt == Encrypt::All || source_encrypted => {
                 Self { encrypted: true, kms_key_id: Some(key.to_string()) }
             }
             _ => Self { encrypted: source_encrypted, kms_key_id: None },
@@ -443,15 +444,15 @@ mod tests {
     #[test]
     fn copies_take_the_mapping_key_per_encrypt() {
         let key = Some("arn:aws:kms:eu-west-1:1:key/k");
-        assert_eq!(CopyEncryption::for_mapping("all", key, false).kms_key_id.as_deref(), key);
-        assert!(CopyEncryption::for_mapping("all", key, false).encrypted);
+        assert_eq!(CopyEncryption::for_mapping(Encrypt::All, key, false).kms_key_id.as_deref(), key);
+        assert!(CopyEncryption::for_mapping(Encrypt::All, key, false).encrypted);
         assert_eq!(
-            CopyEncryption::for_mapping("encrypted_only", key, false),
+            CopyEncryption::for_mapping(Encrypt::EncryptedOnly, key, false),
             CopyEncryption { encrypted: false, kms_key_id: None }
         );
-        assert_eq!(CopyEncryption::for_mapping("encrypted_only", key, true).kms_key_id.as_deref(), key);
+        assert_eq!(CopyEncryption::for_mapping(Encrypt::EncryptedOnly, key, true).kms_key_id.as_deref(), key);
         assert_eq!(
-            CopyEncryption::for_mapping("all", None, true),
+            CopyEncryption::for_mapping(Encrypt::All, None, true),
             CopyEncryption { encrypted: true, kms_key_id: None }
         );
     }

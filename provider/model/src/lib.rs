@@ -13,6 +13,7 @@
 pub mod agent;
 pub mod catalog;
 pub mod cron;
+pub mod names;
 pub mod policy;
 pub mod region_mapping;
 pub mod repository;

@@ -7,13 +7,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{CatalogDocument, Kind};
 
+crate::names! {
+    /// What a policy protects: the `type` attribute, one service per policy.
+    pub enum PolicyType as "lowercase" {
+        /// EC2 instances: EBS snapshots of their volumes, replicas, image-level backups.
+        Ec2,
+        /// DB instances and clusters: DB (cluster) snapshots and replicas.
+        Rds,
+    }
+}
+
 /// The catalog document workers run from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyDocument {
     pub format_version: u32,
     pub name: String,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: PolicyType,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     pub enabled: bool,

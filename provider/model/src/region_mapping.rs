@@ -6,6 +6,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{CatalogDocument, Kind};
 
+crate::names! {
+    /// Which copies a mapping puts under its `kms_key_arn`.
+    #[derive(Default)]
+    pub enum Encrypt as "snake_case" {
+        /// Every copy, unencrypted sources included.
+        All,
+        /// Only copies of encrypted sources; the others stay unencrypted.
+        #[default]
+        EncryptedOnly,
+    }
+}
+
 /// How snapshots of `source_region` are replicated to `target_region`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegionMappingDocument {
@@ -17,8 +29,7 @@ pub struct RegionMappingDocument {
     pub target_role_arn: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kms_key_arn: Option<String>,
-    /// `all` or `encrypted_only`: which source snapshots get `kms_key_arn`.
-    pub encrypt: String,
+    pub encrypt: Encrypt,
 }
 
 impl CatalogDocument for RegionMappingDocument {

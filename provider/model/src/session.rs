@@ -6,6 +6,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{CatalogDocument, Kind};
 
+crate::names! {
+    /// A snapshot in the policy's own region, or a replica a region mapping made of one.
+    pub enum SnapshotKind as "lowercase" {
+        Snapshot,
+        Replica,
+    }
+}
+
+crate::names! {
+    /// An image-level restore point: by the rule's `backup` block or its `archive` block.
+    pub enum BackupKind as "lowercase" {
+        Backup,
+        Archive,
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ResourceKind {
@@ -51,8 +67,7 @@ impl std::fmt::Display for Outcome {
 pub struct SnapshotRecord {
     pub id: String,
     pub region: String,
-    /// `snapshot` or `replica`.
-    pub kind: String,
+    pub kind: SnapshotKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_id: Option<String>,
     /// Replicas: the region mapping, and the account when it is another one.
@@ -171,8 +186,7 @@ impl CatalogDocument for Session {
 /// One restore point made (or found from an earlier attempt) by a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupRecord {
-    /// `backup` or `archive`.
-    pub kind: String,
+    pub kind: BackupKind,
     pub repository_id: String,
     pub point_id: String,
     pub volume_id: String,

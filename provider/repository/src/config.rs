@@ -12,6 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use coffer_model::repository::{Encryption, StorageClass};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -49,8 +50,8 @@ pub struct RepositoryConfig {
     pub id: String,
     /// RFC 3339, UTC.
     pub created_at: String,
-    /// `STANDARD`, `STANDARD_IA`, `GLACIER` or `DEEP_ARCHIVE`: where packs go.
-    pub storage_class: String,
+    /// Where packs go.
+    pub storage_class: StorageClass,
     /// Object Lock retention writers put on every object they add.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub immutability: Option<Immutability>,
@@ -60,8 +61,17 @@ pub struct RepositoryConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Immutability {
     pub days: i64,
-    /// `COMPLIANCE` or `GOVERNANCE`.
-    pub mode: String,
+    pub mode: LockMode,
+}
+
+coffer_model::names! {
+    /// S3 Object Lock's retention modes.
+    pub enum LockMode as "SCREAMING_SNAKE_CASE" {
+        /// Nobody, the root user included, can shorten or remove the retention.
+        Compliance,
+        /// Users with `s3:BypassGovernanceRetention` can.
+        Governance,
+    }
 }
 
 /// The key prefixes (under the repository prefix) that belong to a
@@ -122,10 +132,10 @@ pub enum KeyEnvelope {
 }
 
 impl KeyEnvelope {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> Encryption {
         match self {
-            KeyEnvelope::Password { .. } => "password",
-            KeyEnvelope::Kms { .. } => "kms",
+            KeyEnvelope::Password { .. } => Encryption::Password,
+            KeyEnvelope::Kms { .. } => Encryption::Kms,
         }
     }
 }
@@ -160,7 +170,7 @@ impl RepositoryConfig {
         BTreeMap::from([
             ("coffer:repository".to_string(), self.id.clone()),
             ("coffer:format_version".to_string(), self.format_version.to_string()),
-            ("coffer:storage_class".to_string(), self.storage_class.clone()),
+            ("coffer:storage_class".to_string(), self.storage_class.to_string()),
             ("coffer:created_at".to_string(), self.created_at.clone()),
         ])
     }
@@ -221,7 +231,7 @@ mod tests {
             format_version: FORMAT_VERSION,
             id: "5f0c3c0e-0000-4000-8000-000000000001".into(),
             created_at: "2026-11-23T10:00:00Z".into(),
-            storage_class: "STANDARD".into(),
+            storage_class: StorageClass::Standard,
             immutability: None,
             key: KeyEnvelope::Kms { kms_key_arn: String::new(), wrapped_master_key: String::new() },
         }
@@ -244,7 +254,7 @@ mod tests {
         let json = serde_json::to_string(&config).unwrap();
         let mut edited: RepositoryConfig = serde_json::from_str(&json.replace("STANDARD", "GLACIER")).unwrap();
         assert_eq!(edited.open_with_password("pw"), Err(KeyError::WrongPassword));
-        edited.storage_class = "STANDARD".into();
+        edited.storage_class = StorageClass::Standard;
         assert_eq!(edited.open_with_password("pw").unwrap(), master);
     }
 

@@ -20,8 +20,9 @@ pub mod repair;
 pub mod repo;
 pub mod storage;
 
+pub use coffer_model::repository::{Encryption, StorageClass};
 pub use config::{
-    CONFIG_KEY, FORMAT_VERSION, Immutability, KeyEnvelope, KeyError, KeyService, MasterKey, OWNED_FOLDERS,
+    CONFIG_KEY, FORMAT_VERSION, Immutability, KeyEnvelope, KeyError, KeyService, LockMode, MasterKey, OWNED_FOLDERS,
     RepositoryConfig,
 };
 pub use repo::{PointMeta, RepoError, Repository, Unlock};

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use coffer_model::repository::StorageClass;
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use thiserror::Error;
@@ -197,7 +198,7 @@ impl Repository {
     }
 
     pub fn is_archive(&self) -> bool {
-        matches!(self.config.storage_class.as_str(), "GLACIER" | "DEEP_ARCHIVE")
+        self.config.storage_class.is_archive()
     }
 
     /// Loads every index file that opens; one that is damaged is set aside
@@ -257,8 +258,8 @@ impl Repository {
     }
 
     fn pack_options(&self) -> PutOptions {
-        let class = self.config.storage_class.as_str();
-        PutOptions { create_only: false, storage_class: (class != "STANDARD").then(|| class.to_string()) }
+        let class = self.config.storage_class;
+        PutOptions { create_only: false, storage_class: (class != StorageClass::Standard).then_some(class) }
     }
 
     /// Every restore point's manifest, oldest first.

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use coffer_model::repository::StorageClass;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -39,7 +40,7 @@ pub struct PutOptions {
     /// Fail with [`StorageError::Exists`] when the key exists (If-None-Match).
     pub create_only: bool,
     /// S3 storage class; `None` is STANDARD.
-    pub storage_class: Option<String>,
+    pub storage_class: Option<StorageClass>,
 }
 
 /// Where an archived object's thaw stands.
@@ -159,7 +160,7 @@ impl Storage for MemoryStorage {
         if options.create_only && objects.contains_key(key) {
             return Err(StorageError::Exists(key.into()));
         }
-        let archived = matches!(options.storage_class.as_deref(), Some("GLACIER" | "DEEP_ARCHIVE"));
+        let archived = options.storage_class.is_some_and(StorageClass::is_archive);
         let version = self.writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         objects
             .insert(key.into(), MemoryObject { version, body, modified: Utc::now(), retained_until: None, archived });

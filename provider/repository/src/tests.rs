@@ -12,10 +12,13 @@ use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, TimeDelta, Utc};
+use coffer_model::repository::StorageClass;
 
 use super::blocks::{BLOCK_SIZE, BlockError, BlockRef, BlockSink, BlockSource, Listing};
 use super::check::{self, CheckReport};
-use super::config::{Argon2Params, FORMAT_VERSION, Immutability, KeyEnvelope, KeyError, MasterKey, RepositoryConfig};
+use super::config::{
+    Argon2Params, FORMAT_VERSION, Immutability, KeyEnvelope, KeyError, LockMode, MasterKey, RepositoryConfig,
+};
 use super::crypto::{BlobId, Keys, NONCE_LEN, SEAL_OVERHEAD, TAG_LEN, hex};
 use super::index::{INDEX_AAD, IndexFile, IndexedPack};
 use super::lock::{EXCLUSIVE_KEY, Lock, LockError, LockRecord, ProcessSpace};
@@ -192,7 +195,7 @@ fn test_config() -> RepositoryConfig {
         format_version: FORMAT_VERSION,
         id: "5f0c3c0e-0000-4000-8000-000000000001".into(),
         created_at: "2026-11-23T10:00:00Z".into(),
-        storage_class: "STANDARD".into(),
+        storage_class: StorageClass::Standard,
         immutability: None,
         key: KeyEnvelope::Kms {
             kms_key_arn: "arn:aws:kms:eu-west-1:111111111111:key/test".into(),
@@ -1021,8 +1024,8 @@ async fn golden_config() {
         format_version: FORMAT_VERSION,
         id: "5f0c3c0e-0000-4000-8000-000000000001".into(),
         created_at: "2026-11-23T10:00:00Z".into(),
-        storage_class: "DEEP_ARCHIVE".into(),
-        immutability: Some(Immutability { days: 30, mode: "COMPLIANCE".into() }),
+        storage_class: StorageClass::DeepArchive,
+        immutability: Some(Immutability { days: 30, mode: LockMode::Compliance }),
         key: KeyEnvelope::Kms { kms_key_arn: String::new(), wrapped_master_key: String::new() },
     };
     // Built here from the specification, independently of config.rs.

@@ -12,7 +12,7 @@ use chrono::Utc;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{Global, Tuning, connect, parse_duration};
+use super::{Global, Tuning, connect, enum_parser, parse_duration};
 use coffer_aws::ebs_blocks::{EbsSnapshotSink, EbsSnapshotSource};
 use coffer_aws::s3_storage::S3Storage;
 use coffer_executor::Executor;
@@ -22,7 +22,7 @@ use coffer_repository::check;
 use coffer_repository::manifest::{Manifest, Source};
 use coffer_repository::prune;
 use coffer_repository::storage::Storage;
-use coffer_repository::{KeyEnvelope, MasterKey, PointMeta, Repository, RepositoryConfig};
+use coffer_repository::{KeyEnvelope, MasterKey, PointMeta, Repository, RepositoryConfig, StorageClass};
 
 #[derive(Debug, Args)]
 pub struct RepositoryArg {
@@ -62,8 +62,8 @@ pub struct InitArgs {
     /// Wrap the master key with this KMS key instead of a password.
     #[arg(long)]
     pub kms_key_arn: Option<String>,
-    #[arg(long, default_value = "STANDARD", value_parser = ["STANDARD", "STANDARD_IA", "GLACIER", "DEEP_ARCHIVE"])]
-    pub storage_class: String,
+    #[arg(long, default_value = "STANDARD", value_parser = enum_parser::<StorageClass>())]
+    pub storage_class: StorageClass,
 }
 
 #[derive(Debug, Args)]
@@ -223,7 +223,7 @@ pub async fn repo(global: &Global, command: &RepoCommand) -> Result<ExitCode> {
                 format_version: coffer_repository::FORMAT_VERSION,
                 id: uuid::Uuid::new_v4().to_string(),
                 created_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                storage_class: args.storage_class.clone(),
+                storage_class: args.storage_class,
                 immutability: None,
                 key: KeyEnvelope::Kms { kms_key_arn: String::new(), wrapped_master_key: String::new() },
             };

@@ -9,7 +9,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::{listed, object, policies, strings};
 use crate::conns::Coffer;
 use coffer_executor::agent::latest_due;
-use coffer_executor::inventory::{self, PointKind, RestorePoint};
+use coffer_executor::inventory::{self, RestorePoint, SnapshotKind};
 use coffer_executor::scope;
 use coffer_model::policy::PolicyDocument;
 use coffer_tfplugin::framework::{Attribute, Block, DataSource, Diagnostics, Schema, Type, Value};
@@ -135,7 +135,7 @@ fn unmet_rules(policy: &PolicyDocument, points: &[&RestorePoint], now: DateTime<
             let Some(due) = latest_due(rule, now - TimeDelta::days(366), now - GRACE) else {
                 return false;
             };
-            !points.iter().any(|p| p.kind == PointKind::Snapshot && p.rules.contains(&rule.name) && p.time >= due)
+            !points.iter().any(|p| p.kind == SnapshotKind::Snapshot && p.rules.contains(&rule.name) && p.time >= due)
         })
         .map(|rule| rule.name.clone())
         .collect()

@@ -104,7 +104,7 @@ impl DataSource<Coffer> for RestorePoints {
                 images
                     .iter()
                     .filter(|p| resource.is_none_or(|r| p.resource_id == r))
-                    .filter(|p| kind.is_none_or(|k| p.kind == k))
+                    .filter(|p| kind.is_none_or(|k| p.kind.as_str() == k))
                     .map(|p| image_point_value(p, &executor.aws.account_id)),
             );
         }
@@ -141,7 +141,7 @@ pub fn image_point_value(p: &image::ImagePoint, account: &str) -> Value {
     object(vec![
         ("policy", Value::from(p.policy.as_str())),
         ("resource_id", p.resource_id.as_str().into()),
-        ("kind", p.kind.into()),
+        ("kind", p.kind.as_str().into()),
         ("region", p.region.as_str().into()),
         ("account_id", account.into()),
         ("region_mapping_id", Value::Null),

@@ -5,7 +5,7 @@
 //! configuration with user data that runs `coffer run --policy P --rule R --scheduled`.
 
 use coffer_model::CatalogDocument;
-use coffer_model::policy::{Keep, PolicyDocument, Replicate, Retain, Rule, Source, ToRepository};
+use coffer_model::policy::{Keep, PolicyDocument, PolicyType, Replicate, Retain, Rule, Source, ToRepository};
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
@@ -16,18 +16,19 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use crate::conns::Coffer;
-use crate::resources::{catalog_write_error, check_regions_enabled};
+use crate::resources::{catalog_write_error, check_regions_enabled, expand_enum};
 use coffer_aws::catalog::{CatalogError, Kind};
 use coffer_aws::{AwsError, ec2, scheduler};
 use coffer_model::cron;
 use coffer_model::region_mapping::RegionMappingDocument;
-use coffer_model::repository::RepositoryEntry;
+use coffer_model::repository::{RepositoryEntry, StorageClass};
 use coffer_model::validation;
 use coffer_tfplugin::framework::validators::{Each, IntBetween, Keys, OneOf, string};
 use coffer_tfplugin::framework::{
     Attribute, AttributePath, Block, Diagnostics, Import, ModifyPlan, NestedBlock, PlanRequest, Private, Resource,
     Schema, Value,
 };
+use strum::VariantNames;
 
 pub const TYPE_NAME: &str = "coffer_backup_policy";
 /// The schedule group every Coffer schedule lives in.
@@ -37,11 +38,8 @@ pub const RUN_INSTANCES_TARGET: &str = "arn:aws:scheduler:::aws-sdk:ec2:runInsta
 const ETAG: &str = "etag";
 /// The home-region launch template the schedules launch, as last resolved.
 const LAUNCH_TEMPLATE: &str = "launch_template_id";
-const TYPES: &[&str] = &["ec2", "rds"];
 /// EventBridge Scheduler names: 1-64 of `[0-9a-zA-Z-_.]`.
 const MAX_SCHEDULE_NAME: usize = 64;
-const BACKUP_STORAGE_CLASSES: &[&str] = &["STANDARD", "STANDARD_IA"];
-const ARCHIVE_STORAGE_CLASSES: &[&str] = &["GLACIER", "DEEP_ARCHIVE"];
 
 // ------------------------------------------------------------------ schema
 
@@ -166,7 +164,7 @@ pub fn schema() -> Schema {
             Attribute::string("type")
                 .required()
                 .describe("`ec2` (instances and their EBS volumes) or `rds` (DB instances and Aurora clusters).")
-                .validate(OneOf(TYPES)),
+                .validate(OneOf(PolicyType::VARIANTS)),
         )
         .attribute(Attribute::string("description").optional().describe("Free text, kept in the policy document."))
         .attribute(Attribute::bool("enabled").default(true).describe("Schedules are `ENABLED` when true (default), `DISABLED` when false."))
@@ -221,7 +219,7 @@ fn retain_value(r: &Retain) -> Value {
     Value::object([("count", number(r.count)), ("days", number(r.days))])
 }
 
-fn rule_from(v: &Value) -> Rule {
+fn expand_rule(v: &Value) -> Rule {
     let keep = |b: &Value| (!b.is_null()).then(|| Keep { retain: retain_from(b.get("retain")) });
     let to_repository = |b: &Value| {
         (!b.is_null()).then(|| ToRepository {
@@ -244,7 +242,7 @@ fn rule_from(v: &Value) -> Rule {
     }
 }
 
-fn rule_value(r: &Rule) -> Value {
+fn flatten_rule(r: &Rule) -> Value {
     let to_repository = |b: &Option<ToRepository>| match b {
         None => Value::Null,
         Some(b) => Value::object([
@@ -277,13 +275,13 @@ fn rule_value(r: &Rule) -> Value {
     ])
 }
 
-fn document_from(planned: &Value) -> PolicyDocument {
+fn expand_policy(planned: &Value, diags: &mut Diagnostics) -> Option<PolicyDocument> {
     let source = planned.get("source");
     let optional = |v: &Value| v.as_str().map(str::to_string);
-    PolicyDocument {
+    Some(PolicyDocument {
         format_version: PolicyDocument::FORMAT_VERSION,
         name: planned.get("name").as_str().unwrap_or_default().to_string(),
-        kind: planned.get("type").as_str().unwrap_or_default().to_string(),
+        kind: expand_enum(planned.get("type"), AttributePath::attr("type"), None, diags)?,
         description: optional(planned.get("description")),
         enabled: planned.get("enabled").as_bool().unwrap_or(true),
         source: Source {
@@ -292,15 +290,15 @@ fn document_from(planned: &Value) -> PolicyDocument {
             tags: source.get("tags").string_map(),
             exclude_ids: sorted(source.get("exclude_ids")),
         },
-        rules: planned.get("rule").as_list().iter().map(rule_from).collect(),
+        rules: planned.get("rule").as_list().iter().map(expand_rule).collect(),
         worker_configuration_ids: sorted(planned.get("worker_configuration_ids")),
         scheduler_role_arn: optional(planned.get("scheduler_role_arn")),
         tags: planned.get("tags").string_map(),
-    }
+    })
 }
 
 /// The state for a document, before the schedules are looked at.
-fn state_from(document: &PolicyDocument, prior: &Value) -> Value {
+fn flatten_policy(document: &PolicyDocument, prior: &Value) -> Value {
     let set = |items: &[String]| {
         if items.is_empty() { Value::Null } else { Value::string_list(items.iter().cloned()) }
     };
@@ -327,7 +325,7 @@ fn state_from(document: &PolicyDocument, prior: &Value) -> Value {
                 ("exclude_ids", set(&s.exclude_ids)),
             ]),
         ),
-        ("rule", Value::List(document.rules.iter().map(rule_value).collect())),
+        ("rule", Value::List(document.rules.iter().map(flatten_rule).collect())),
     ])
 }
 
@@ -569,7 +567,7 @@ async fn read_policy(
     if let Some(enabled) = enabled_drift {
         body.enabled = enabled;
     }
-    let mut state = state_from(&body, prior);
+    let mut state = flatten_policy(&body, prior);
     if let Some(role) = role.or_else(|| body.scheduler_role_arn.clone()).or_else(|| data.scheduler_role_arn.clone()) {
         state.set("scheduler_role_arn", role.as_str());
     }
@@ -596,13 +594,15 @@ type IdCheck = fn(&str) -> Result<(), String>;
 /// Static cross-attribute rules, checked at plan time.
 fn check(config: &Value, diags: &mut Diagnostics) {
     let policy = config.get("name").as_str();
-    let kind = config.get("type").as_str();
+    // An unknown type is reported by the attribute's own validator.
+    let kind: Option<PolicyType> = config.get("type").as_str().and_then(|name| name.parse().ok());
     let source = config.get("source");
     if let Some(kind) = kind {
-        let (check_id, what): (IdCheck, &str) = match kind {
-            "rds" => (validation::db_identifier, "rds"),
-            _ => (validation::instance_id, "ec2"),
+        let check_id: IdCheck = match kind {
+            PolicyType::Rds => validation::db_identifier,
+            PolicyType::Ec2 => validation::instance_id,
         };
+        let what = kind.as_str();
         for attribute in ["ids", "exclude_ids"] {
             for id in source.get(attribute).strings() {
                 if let Err(why) = check_id(&id) {
@@ -674,7 +674,7 @@ fn check(config: &Value, diags: &mut Diagnostics) {
                 );
             }
         }
-        if kind == Some("rds") {
+        if kind == Some(PolicyType::Rds) {
             for action in ["backup", "archive"] {
                 if !rule.get(action).is_null() {
                     error_at(
@@ -741,19 +741,19 @@ async fn check_references(data: &Coffer, config: &Value, at_apply: bool, diags: 
                 }
             }
         }
-        for (action, allowed) in [("backup", BACKUP_STORAGE_CLASSES), ("archive", ARCHIVE_STORAGE_CLASSES)] {
+        for (action, allowed) in [("backup", StorageClass::BACKUP), ("archive", StorageClass::ARCHIVE)] {
             let Some(id) = rule.get(action).get("repository_id").as_str() else {
                 continue;
             };
             let at = path.then_attr(action).then_attr("repository_id");
             match catalog.get::<RepositoryEntry>(id).await {
-                Ok(entry) if !allowed.contains(&entry.body.storage_class.as_str()) => error_at(
+                Ok(entry) if !allowed.contains(&entry.body.storage_class) => error_at(
                     diags,
                     at,
                     "Repository of the wrong storage class",
                     format!(
                         "{action} needs a repository of storage class {}; repository {id:?} ({}) is {}.{}",
-                        allowed.join(" or "),
+                        allowed.iter().map(|class| class.as_str()).collect::<Vec<_>>().join(" or "),
                         entry.body.name,
                         entry.body.storage_class,
                         if action == "backup" { " Use it in archive instead." } else { " Use it in backup instead." }
@@ -856,7 +856,7 @@ impl Resource<Coffer> for BackupPolicy {
         private: &mut Private,
         diags: &mut Diagnostics,
     ) -> Option<Value> {
-        let document = document_from(planned);
+        let document = expand_policy(planned, diags)?;
         let name = document.name.clone();
         let launch_template = check_references(data, planned, true, diags).await;
         let launch_template = launch_template.filter(|_| !diags.has_errors())?;
@@ -891,7 +891,7 @@ impl Resource<Coffer> for BackupPolicy {
         private: &mut Private,
         diags: &mut Diagnostics,
     ) -> Option<Value> {
-        let document = document_from(planned);
+        let document = expand_policy(planned, diags)?;
         let name = document.name.clone();
         let Some(etag) = private.get(ETAG).map(str::to_string) else {
             diags.error(
@@ -1027,7 +1027,7 @@ mod tests {
         let document = PolicyDocument {
             format_version: 1,
             name: "prod".into(),
-            kind: "ec2".into(),
+            kind: PolicyType::Ec2,
             description: Some("d".into()),
             enabled: true,
             source: Source {
@@ -1055,7 +1055,7 @@ mod tests {
             scheduler_role_arn: None,
             tags: BTreeMap::new(),
         };
-        let state = state_from(&document, &Value::Null);
-        assert_eq!(document_from(&state), document);
+        let state = flatten_policy(&document, &Value::Null);
+        assert_eq!(expand_policy(&state, &mut Diagnostics::new()), Some(document));
     }
 }

@@ -6,9 +6,41 @@ pub mod repository;
 pub mod tags;
 pub mod worker_configuration;
 
+use std::str::FromStr;
+
 use crate::conns::Coffer;
 use coffer_aws::catalog::CatalogError;
-use coffer_tfplugin::framework::{AttributePath, Diagnostics};
+use coffer_tfplugin::framework::{AttributePath, Diagnostics, Value};
+use strum::VariantNames;
+
+/// The enum a string attribute names, `default` when it is null. Plan-time
+/// validation (`OneOf(T::VARIANTS)`) lets only those names through, so a
+/// failure here is a plan this build never validated: reported at the
+/// attribute, never guessed.
+pub fn expand_enum<T: FromStr + VariantNames>(
+    value: &Value,
+    path: AttributePath,
+    default: Option<T>,
+    diags: &mut Diagnostics,
+) -> Option<T> {
+    let Some(name) = value.as_str() else {
+        if default.is_none() {
+            diags.attribute_error(path.clone(), "Missing value", format!("{path}: a value is required."));
+        }
+        return default;
+    };
+    match name.parse() {
+        Ok(parsed) => Some(parsed),
+        Err(_) => {
+            diags.attribute_error(
+                path.clone(),
+                "Invalid value",
+                format!("{path}: {name:?} is not one of {}.", T::VARIANTS.join(", ")),
+            );
+            None
+        }
+    }
+}
 
 /// Reports, at their paths, the regions that are not enabled for the
 /// account. A failure to list regions skips the check (the apply will say).

@@ -4,20 +4,20 @@
 
 use async_trait::async_trait;
 use coffer_model::CatalogDocument;
-use coffer_model::region_mapping::RegionMappingDocument;
+use coffer_model::region_mapping::{Encrypt, RegionMappingDocument};
 
 use crate::conns::Coffer;
-use crate::resources::{catalog_write_error, check_regions_enabled};
+use crate::resources::{catalog_write_error, check_regions_enabled, expand_enum};
 use coffer_aws::catalog::{CatalogError, Kind};
 use coffer_model::validation;
 use coffer_tfplugin::framework::validators::{OneOf, string};
 use coffer_tfplugin::framework::{
     Attribute, AttributePath, Block, Diagnostics, Import, ModifyPlan, PlanRequest, Private, Resource, Schema, Value,
 };
+use strum::VariantNames;
 
 pub const TYPE_NAME: &str = "coffer_region_mapping";
 const ETAG: &str = "etag";
-const ENCRYPT_VALUES: &[&str] = &["all", "encrypted_only"];
 
 pub struct RegionMapping;
 
@@ -73,7 +73,7 @@ pub fn schema() -> Schema {
                     "Which source snapshots are re-encrypted with `kms_key_arn`: `encrypted_only` (default: copies of \
                      unencrypted snapshots stay unencrypted) or `all` (every copy is encrypted; needs `kms_key_arn`).",
                 )
-                .validate(OneOf(ENCRYPT_VALUES)),
+                .validate(OneOf(Encrypt::VARIANTS)),
         ),
     )
 }
@@ -82,19 +82,19 @@ fn optional(value: &Value) -> Option<String> {
     value.as_str().map(str::to_string)
 }
 
-fn document_from(planned: &Value) -> RegionMappingDocument {
-    RegionMappingDocument {
+fn expand_mapping(planned: &Value, diags: &mut Diagnostics) -> Option<RegionMappingDocument> {
+    Some(RegionMappingDocument {
         format_version: RegionMappingDocument::FORMAT_VERSION,
         name: planned.get("name").as_str().unwrap_or_default().to_string(),
         source_region: planned.get("source_region").as_str().unwrap_or_default().to_string(),
         target_region: planned.get("target_region").as_str().unwrap_or_default().to_string(),
         target_role_arn: optional(planned.get("target_role_arn")),
         kms_key_arn: optional(planned.get("kms_key_arn")),
-        encrypt: planned.get("encrypt").as_str().unwrap_or("encrypted_only").to_string(),
-    }
+        encrypt: expand_enum(planned.get("encrypt"), AttributePath::attr("encrypt"), Some(Encrypt::default()), diags)?,
+    })
 }
 
-fn state_from(document: &RegionMappingDocument) -> Value {
+fn flatten_mapping(document: &RegionMappingDocument) -> Value {
     let optional = |v: &Option<String>| v.as_deref().map(Value::from).unwrap_or(Value::Null);
     Value::object([
         ("id", Value::from(document.name.as_str())),
@@ -131,7 +131,7 @@ fn check(config: &Value, diags: &mut Diagnostics) {
             format!("kms_key_arn must be a key in target_region {target:?}; {key:?} is in {key_region:?}."),
         );
     }
-    if config.get("encrypt").as_str() == Some("all") && key.is_null() {
+    if config.get("encrypt").as_str() == Some(Encrypt::All.as_str()) && key.is_null() {
         diags.attribute_error(
             AttributePath::attr("encrypt"),
             "Missing kms_key_arn",
@@ -144,7 +144,7 @@ async fn read_document(data: &Coffer, name: &str, private: &mut Private, diags: 
     match data.catalog().get::<RegionMappingDocument>(name).await {
         Ok(document) => {
             private.set(ETAG, Some(&document.etag));
-            Some(state_from(&document.body))
+            Some(flatten_mapping(&document.body))
         }
         Err(CatalogError::NotFound) => None,
         Err(e) => {
@@ -175,7 +175,7 @@ impl Resource<Coffer> for RegionMapping {
         private: &mut Private,
         diags: &mut Diagnostics,
     ) -> Option<Value> {
-        let document = document_from(planned);
+        let document = expand_mapping(planned, diags)?;
         let name = document.name.clone();
         if let Err(e) = data.catalog().create(&name, &document).await {
             catalog_write_error(diags, "creating", Kind::RegionMapping, &name, e);
@@ -204,7 +204,7 @@ impl Resource<Coffer> for RegionMapping {
         private: &mut Private,
         diags: &mut Diagnostics,
     ) -> Option<Value> {
-        let document = document_from(planned);
+        let document = expand_mapping(planned, diags)?;
         let name = document.name.clone();
         let Some(etag) = private.get(ETAG).map(str::to_string) else {
             diags.error(

@@ -6,7 +6,7 @@
 //! find it by id.
 
 use coffer_model::CatalogDocument;
-use coffer_model::repository::RepositoryEntry;
+use coffer_model::repository::{Encryption, RepositoryEntry, StorageClass};
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
@@ -15,7 +15,7 @@ use aws_sdk_s3::types::{
 };
 
 use crate::conns::Coffer;
-use crate::resources::{check_regions_enabled, tags};
+use crate::resources::{check_regions_enabled, expand_enum, tags};
 use coffer_aws::AwsError;
 use coffer_aws::catalog::{CatalogError, Kind};
 use coffer_aws::kms_keys::KmsKeys;
@@ -23,17 +23,16 @@ use coffer_aws::s3::{self, Precondition, WriteError};
 use coffer_model::validation;
 use coffer_repository::KeyService;
 use coffer_repository::{
-    CONFIG_KEY, FORMAT_VERSION, Immutability, KeyEnvelope, MasterKey, OWNED_FOLDERS, RepositoryConfig,
+    CONFIG_KEY, FORMAT_VERSION, Immutability, KeyEnvelope, LockMode, MasterKey, OWNED_FOLDERS, RepositoryConfig,
 };
 use coffer_tfplugin::framework::validators::{IntBetween, Keys, OneOf, string};
 use coffer_tfplugin::framework::{
     Attribute, AttributePath, Block, Diagnostics, Import, ModifyPlan, NestedBlock, PlanRequest, Private, Resource,
     Schema, Value,
 };
+use strum::VariantNames;
 
 pub const TYPE_NAME: &str = "coffer_repository";
-const STORAGE_CLASSES: &[&str] = &["STANDARD", "STANDARD_IA", "GLACIER", "DEEP_ARCHIVE"];
-const LOCK_MODES: &[&str] = &["COMPLIANCE", "GOVERNANCE"];
 const ETAG: &str = "config_etag";
 /// S3 allows ten tags per object; the config object carries the tags.
 const MAX_OBJECT_TAGS: usize = 10;
@@ -88,7 +87,7 @@ pub fn schema() -> Schema {
                 .default("STANDARD")
                 .requires_replace()
                 .describe("Storage class of the repository's data: `STANDARD` (default), `STANDARD_IA`, or `GLACIER` / `DEEP_ARCHIVE`, which make an archive repository (for `archive` rules).")
-                .validate(OneOf(STORAGE_CLASSES)),
+                .validate(OneOf(StorageClass::VARIANTS)),
         )
         .attribute(Attribute::bool("force_destroy").default(false).describe(
             "On destroy, delete the repository's objects (its restore points) too. Default false: destroy only removes \
@@ -142,7 +141,7 @@ pub fn schema() -> Schema {
                     Attribute::string("mode")
                         .required()
                         .describe("`COMPLIANCE` (nobody can shorten it) or `GOVERNANCE` (users with s3:BypassGovernanceRetention can).")
-                        .validate(OneOf(LOCK_MODES)),
+                        .validate(OneOf(LockMode::VARIANTS)),
                 ),
         )),
     )
@@ -214,9 +213,12 @@ fn location(bucket: &str, prefix: &str) -> String {
     format!("s3://{bucket}/{}", normalized_prefix(prefix))
 }
 
-fn immutability_of(value: &Value) -> Option<Immutability> {
+/// The `immutability` block, `None` without one; an invalid mode is reported in `diags`.
+fn expand_immutability(value: &Value, diags: &mut Diagnostics) -> Option<Immutability> {
     let block = value.get("immutability");
-    Some(Immutability { days: block.get("days").as_i64()?, mode: block.get("mode").as_str()?.to_string() })
+    let days = block.get("days").as_i64()?;
+    let mode = expand_enum(block.get("mode"), AttributePath::attr("immutability").then_attr("mode"), None, diags)?;
+    Some(Immutability { days, mode })
 }
 
 fn s3_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
@@ -308,11 +310,11 @@ async fn prepare_bucket(
     data: &Coffer,
     planned: &Value,
     place: &Place,
+    immutability: Option<&Immutability>,
     tags_all: &BTreeMap<String, String>,
 ) -> Result<(), String> {
     let client = place.s3(data);
     let bucket = &place.bucket;
-    let immutability = immutability_of(planned);
     if planned.get("create_bucket").as_bool() == Some(true) {
         match s3::find_bucket(&client, bucket).await {
             // Still there from before (the repository is re-created after
@@ -334,7 +336,7 @@ async fn prepare_bucket(
             .await
             .map_err(|e| format!("setting the lifecycle of bucket {bucket}: {e}"))?;
         put_bucket_tags(&client, bucket, tags_all).await?;
-        if let Some(lock) = &immutability {
+        if let Some(lock) = immutability {
             put_default_retention(&client, bucket, lock).await?;
         }
         tracing::info!(%bucket, region = %place.region, "created repository bucket");
@@ -606,8 +608,8 @@ fn entry_for(planned: &Value, config: &RepositoryConfig, place: &Place) -> Repos
         bucket: place.bucket.clone(),
         prefix: normalized_prefix(&place.prefix),
         region: place.region.clone(),
-        storage_class: config.storage_class.clone(),
-        encryption: config.key.kind().to_string(),
+        storage_class: config.storage_class,
+        encryption: config.key.kind(),
     }
 }
 
@@ -698,8 +700,18 @@ impl Resource<Coffer> for Repository {
             fail(diags, "no encryption.kms_key_arn, password or password_wo".into());
             return None;
         };
+        let storage_class = expand_enum(
+            planned.get("storage_class"),
+            AttributePath::attr("storage_class"),
+            Some(StorageClass::default()),
+            diags,
+        )?;
+        let immutability = expand_immutability(planned, diags);
+        if diags.has_errors() {
+            return None;
+        }
         let tags_all = tags_all_of(data, planned);
-        if let Err(why) = prepare_bucket(data, planned, &place, &tags_all).await {
+        if let Err(why) = prepare_bucket(data, planned, &place, immutability.as_ref(), &tags_all).await {
             fail(diags, why);
             return None;
         }
@@ -713,8 +725,8 @@ impl Resource<Coffer> for Repository {
             format_version: FORMAT_VERSION,
             id: uuid::Uuid::new_v4().to_string(),
             created_at: chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-            storage_class: planned.get("storage_class").as_str().unwrap_or("STANDARD").to_string(),
-            immutability: immutability_of(planned),
+            storage_class,
+            immutability,
             key: KeyEnvelope::Kms { kms_key_arn: String::new(), wrapped_master_key: String::new() },
         };
         if let Err(why) = seal(data, &mut config, None, &secret).await {
@@ -822,7 +834,10 @@ impl Resource<Coffer> for Repository {
                 }
             }
         }
-        let immutability = immutability_of(planned);
+        let immutability = expand_immutability(planned, diags);
+        if diags.has_errors() {
+            return None;
+        }
         if immutability != config.immutability {
             if let Some(lock) = &immutability {
                 let result = if planned.get("create_bucket").as_bool() == Some(true) {
@@ -1086,7 +1101,7 @@ async fn verify_unrecorded_password(data: &Coffer, request: &PlanRequest<'_>, di
     let Some(Secret::Password(password)) = secret_of(config).filter(|_| ce.is_wholly_known()) else { return };
     let place = Place::of(data, prior);
     let Ok(found) = find_repository(data, &place).await else { return };
-    if found.config.key.kind() != "password" {
+    if found.config.key.kind() != Encryption::Password {
         return;
     }
     let attribute = if ce.get("password").is_null() { "password_wo" } else { "password" };
