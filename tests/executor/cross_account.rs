@@ -13,9 +13,9 @@ use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::Credentials;
 use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
 use aws_smithy_types::error::ErrorMetadata;
+use coffer_aws::snapshots::{CopyEncryption, Service, State, StoredSnapshot};
 use coffer_executor::Settings;
 use coffer_executor::run::{CopySpec, replicate_ebs, replicate_rds};
-use coffer_executor::snapshots::{CopyEncryption, Service, State, StoredSnapshot};
 use coffer_model::region_mapping::Encrypt;
 
 const TARGET_ACCOUNT: &str = "222222222222";

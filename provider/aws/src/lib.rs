@@ -3,8 +3,9 @@
 //! that return a typed [`AwsError::NotFound`]; on top of them the catalog
 //! store ([`catalog`]), the repository's storage on S3 ([`s3_storage`]), its
 //! EBS direct block source and sink ([`ebs_blocks`]) and KMS key wrapping
-//! ([`kms_keys`]). The executor (snapshots, copies) and the resources
-//! (schedules, launch templates, buckets) still call the SDK directly too.
+//! ([`kms_keys`]), and the snapshots runs make, copy, share and delete
+//! ([`snapshots`]). The resources call the SDK for the objects they manage
+//! (schedules, launch templates, buckets), as terraform-provider-aws's do.
 
 pub mod catalog;
 pub mod ebs_blocks;
@@ -15,6 +16,7 @@ pub mod rds;
 pub mod s3;
 pub mod s3_storage;
 pub mod scheduler;
+pub mod snapshots;
 pub mod ssm;
 
 use std::collections::{BTreeMap, HashMap};

@@ -15,10 +15,11 @@ use tokio::sync::Mutex;
 use super::retention::{self, Retain, Verdict};
 use super::run::Plan;
 use super::scope::Resource;
-use super::snapshots::StoredSnapshot;
-use super::{Executor, TAG_VOLUME};
+use super::{Executor, REPOSITORY_PASSWORD_ENV, TAG_VOLUME};
+use coffer_aws::catalog::CatalogError;
 use coffer_aws::ebs_blocks::EbsSnapshotSource;
 use coffer_aws::s3_storage::S3Storage;
+use coffer_aws::snapshots::StoredSnapshot;
 use coffer_model::policy::{PolicyDocument, Retain as RetainDocument, Rule};
 use coffer_model::repository::RepositoryEntry;
 use coffer_model::session::{BackupKind, BackupRecord};
@@ -26,7 +27,7 @@ use coffer_repository::KeyService;
 use coffer_repository::lock::Lock;
 use coffer_repository::manifest::{Manifest, Source};
 use coffer_repository::prune;
-use coffer_repository::{KeyEnvelope, MasterKey, PointMeta, Repository, RepositoryConfig};
+use coffer_repository::{KeyEnvelope, KeyError, MasterKey, PointMeta, RepoError, Repository, RepositoryConfig};
 
 /// Blocks read (and processed) at once per volume.
 const BLOCKS_IN_FLIGHT: usize = 16;
@@ -93,7 +94,7 @@ pub async fn list_points(executor: &Executor, policy: &PolicyDocument) -> (Vec<I
     for (repository_id, archiving) in &repositories {
         let manifests = match executor.read_repository(repository_id).await {
             Ok(repo) => repo.manifests().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e),
+            Err(e) => Err(e.to_string()),
         };
         let manifests = match manifests {
             Ok(m) => m,
@@ -157,7 +158,7 @@ impl Repositories {
             return found.clone();
         }
         let opened = async {
-            let (repo, lock) = executor.open_repository(id, "backup").await?;
+            let (repo, lock) = executor.open_repository(id, "backup").await.map_err(|e| e.to_string())?;
             let manifests = repo.manifests().await.map_err(|e| e.to_string())?;
             Ok(Arc::new(Mutex::new(OpenRepository { repo, manifests, lock: Some(lock) })))
         }
@@ -184,57 +185,79 @@ impl Repositories {
     }
 }
 
+/// Why a repository named by id could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenRepositoryError {
+    #[error("reading repository {id} from the catalog: {cause}")]
+    Catalog { id: String, cause: CatalogError },
+    #[error(transparent)]
+    Repository(#[from] RepoError),
+    #[error("repository {name} ({id}): {cause}")]
+    Key { name: String, id: String, cause: RepositoryKeyError },
+}
+
+/// Why a repository's master key could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum RepositoryKeyError {
+    #[error("the repository is encrypted with a password: set {REPOSITORY_PASSWORD_ENV}")]
+    NoPassword,
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
 impl Executor {
     /// A repository's storage, config and master key, by id (the catalog
     /// says where it is): KMS repositories unwrap their key with KMS,
     /// password ones need `COFFER_REPOSITORY_PASSWORD`
     /// (settings.repository_password).
-    async fn unlock_repository(&self, id: &str) -> Result<(Arc<S3Storage>, RepositoryConfig, MasterKey), String> {
+    async fn unlock_repository(
+        &self,
+        id: &str,
+    ) -> Result<(Arc<S3Storage>, RepositoryConfig, MasterKey), OpenRepositoryError> {
         let entry = self
             .catalog()
             .get::<RepositoryEntry>(id)
             .await
-            .map_err(|e| format!("reading repository {id} from the catalog: {e}"))?
+            .map_err(|cause| OpenRepositoryError::Catalog { id: id.to_string(), cause })?
             .body;
         let storage = Arc::new(S3Storage::new(self.aws.s3(&entry.region), &entry.bucket, &entry.prefix));
-        let config = Repository::read_config(storage.as_ref()).await.map_err(|e| e.to_string())?;
-        let master =
-            self.repository_key(&config).await.map_err(|e| format!("repository {} ({id}): {e}", entry.name))?;
+        let config = Repository::read_config(storage.as_ref()).await?;
+        let master = self.repository_key(&config).await.map_err(|cause| OpenRepositoryError::Key {
+            name: entry.name.clone(),
+            id: id.to_string(),
+            cause,
+        })?;
         Ok((storage, config, master))
     }
 
     /// A repository's master key: unwrapped with KMS (the worker's or
     /// caller's credentials), or opened with `COFFER_REPOSITORY_PASSWORD`
     /// (settings.repository_password).
-    pub async fn repository_key(&self, config: &RepositoryConfig) -> Result<MasterKey, String> {
+    pub async fn repository_key(&self, config: &RepositoryConfig) -> Result<MasterKey, RepositoryKeyError> {
         match &config.key {
             KeyEnvelope::Kms { kms_key_arn, .. } => {
                 let kms =
                     self.aws.kms(coffer_model::validation::arn_region(kms_key_arn).unwrap_or(&self.aws.home_region));
-                coffer_aws::kms_keys::KmsKeys::new(kms).unwrap(config).await.map_err(|e| e.to_string())
+                Ok(coffer_aws::kms_keys::KmsKeys::new(kms).unwrap(config).await?)
             }
             KeyEnvelope::Password { .. } => {
-                let password = self
-                    .settings
-                    .repository_password
-                    .as_deref()
-                    .ok_or("the repository is encrypted with a password: set COFFER_REPOSITORY_PASSWORD")?;
-                config.open_with_password(password).map_err(|e| e.to_string())
+                let password = self.settings.repository_password.as_deref().ok_or(RepositoryKeyError::NoPassword)?;
+                Ok(config.open_with_password(password)?)
             }
         }
     }
 
     /// Opens a repository by id, holding a shared lock for `purpose` until
     /// the returned lock is released.
-    pub async fn open_repository(&self, id: &str, purpose: &str) -> Result<(Repository, Lock), String> {
+    pub async fn open_repository(&self, id: &str, purpose: &str) -> Result<(Repository, Lock), OpenRepositoryError> {
         let (storage, config, master) = self.unlock_repository(id).await?;
-        Repository::open_locked(storage, config, &master, purpose).await.map_err(|e| e.to_string())
+        Ok(Repository::open_locked(storage, config, &master, purpose).await?)
     }
 
     /// Opens a repository by id to read it, without a lock (listing points).
-    pub async fn read_repository(&self, id: &str) -> Result<Repository, String> {
+    pub async fn read_repository(&self, id: &str) -> Result<Repository, OpenRepositoryError> {
         let (storage, config, master) = self.unlock_repository(id).await?;
-        Repository::open_with_key(storage, config, &master).await.map_err(|e| e.to_string())
+        Ok(Repository::open_with_key(storage, config, &master).await?)
     }
 
     /// Backs up the volume snapshots of one instance into every target.

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
-use super::snapshots::{self, Service, State, StoredSnapshot};
 use super::{Executor, TAG_KIND, TAG_MAPPING, TAG_POLICY, TAG_RULE, TAG_RUN, TAG_SOURCE, TAG_SOURCE_REGION, TAG_TIME};
+use coffer_aws::snapshots::{self, Service, State, StoredSnapshot};
 use coffer_aws::{AwsClients, AwsError, rds};
 use coffer_model::policy::{PolicyDocument, PolicyType};
 use coffer_model::region_mapping::RegionMappingDocument;

@@ -1,7 +1,7 @@
 //! The executor: what `coffer run` and `coffer agent` do with a backup
 //! policy. A run resolves the policy's scope in every region
 //! ([`scope`]), snapshots each resource and replicates the snapshots
-//! through the rule's region mappings ([`snapshots`], [`run`]), applies
+//! through the rule's region mappings ([`run`], over `coffer_aws::snapshots`), applies
 //! retention ([`retention`], a pure function, over [`inventory`]), and
 //! records a [`session`] in the catalog.
 //!
@@ -18,7 +18,6 @@ pub mod retention;
 pub mod run;
 pub mod scope;
 pub mod session;
-pub mod snapshots;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

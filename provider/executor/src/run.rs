@@ -11,8 +11,8 @@ use super::limits::{Api, Limits};
 use super::retention::{self, KeepReason, Retain, Verdict};
 use super::scope::{self, Resource};
 use super::session::{self, Outcome, ResourceRecord, RetentionRecord, Session, SnapshotRecord};
-use super::snapshots::{self, CopyEncryption, Service, StoredSnapshot};
 use super::*;
+use coffer_aws::snapshots::{self, CopyEncryption, Service, StoredSnapshot, WaitError};
 use coffer_aws::{AwsClients, AwsError};
 use coffer_model::policy::{PolicyDocument, PolicyType, Rule};
 use coffer_model::session::ResourceKind;
@@ -449,11 +449,11 @@ impl Executor {
             let (replica, reused) = match snapshot.service {
                 Service::Ebs => {
                     let (source, target) = (self.aws.ec2(&snapshot.region), target.ec2(&mapping.target_region));
-                    replicate_ebs(&source, &target, &spec, &self.settings).await?
+                    replicate_ebs(&source, &target, &spec, &self.settings).await.map_err(|e| e.to_string())?
                 }
                 service => {
                     let (source, target) = (self.aws.rds(&snapshot.region), target.rds(&mapping.target_region));
-                    replicate_rds(&source, &target, service, &spec, &self.settings).await?
+                    replicate_rds(&source, &target, service, &spec, &self.settings).await.map_err(|e| e.to_string())?
                 }
             };
             all_reused &= reused;
@@ -590,6 +590,24 @@ pub struct CopySpec<'a> {
     pub look_for_earlier: bool,
 }
 
+/// Why a snapshot was not replicated, naming the step and the snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    #[error("looking for an earlier copy of {snapshot}: {cause}")]
+    FindEarlier { snapshot: String, cause: AwsError },
+    #[error("sharing {snapshot} with account {account}: {cause}")]
+    Share { snapshot: String, account: String, cause: AwsError },
+    #[error("snapshot {0} has no ARN")]
+    NoArn(String),
+    /// `to` is the target region (and, for RDS, the copy's identifier).
+    #[error("copying {snapshot} to {to}: {cause}")]
+    Copy { snapshot: String, to: String, cause: AwsError },
+    #[error("waiting for copy {copy}: {cause}")]
+    Wait { copy: String, cause: WaitError },
+    #[error("copy {0} disappeared")]
+    Disappeared(String),
+}
+
 /// Copies one EBS snapshot: found from an earlier attempt of the run, or
 /// shared (another account) and copied; then waited for. The clients are
 /// explicit: the source account's in the source region, the target
@@ -600,7 +618,7 @@ pub async fn replicate_ebs(
     target: &aws_sdk_ec2::Client,
     copy: &CopySpec<'_>,
     settings: &Settings,
-) -> Result<(StoredSnapshot, bool), String> {
+) -> Result<(StoredSnapshot, bool), ReplicationError> {
     let region = copy.target_region;
     let snapshot = copy.snapshot;
     let key = [
@@ -611,7 +629,7 @@ pub async fn replicate_ebs(
     let earlier = if copy.look_for_earlier {
         snapshots::find_ebs_snapshots(target, region, &key)
             .await
-            .map_err(|e| format!("looking for an earlier copy of {}: {e}", snapshot.id))?
+            .map_err(|cause| ReplicationError::FindEarlier { snapshot: snapshot.id.clone(), cause })?
     } else {
         Vec::new()
     };
@@ -621,7 +639,7 @@ pub async fn replicate_ebs(
             if let Some(account) = copy.target_account {
                 snapshots::share_ebs_snapshot(source, &snapshot.id, account)
                     .await
-                    .map_err(|e| format!("sharing {} with account {account}: {e}", snapshot.id))?;
+                    .map_err(|cause| share_error(snapshot, account, cause))?;
             }
             let id = snapshots::copy_ebs_snapshot(
                 target,
@@ -632,7 +650,11 @@ pub async fn replicate_ebs(
                 copy.tags,
             )
             .await
-            .map_err(|e| format!("copying {} to {region}: {e}", snapshot.id))?;
+            .map_err(|cause| ReplicationError::Copy {
+                snapshot: snapshot.id.clone(),
+                to: region.to_string(),
+                cause,
+            })?;
             (id, false)
         }
     };
@@ -643,8 +665,8 @@ pub async fn replicate_ebs(
         settings.wait_timeout,
     )
     .await
-    .map_err(|e| format!("waiting for copy {}: {e}", ids[0]))?;
-    done.pop().map(|s| (s, reused)).ok_or_else(|| format!("copy {} disappeared", ids[0]))
+    .map_err(|cause| ReplicationError::Wait { copy: ids[0].clone(), cause })?;
+    done.pop().map(|s| (s, reused)).ok_or_else(|| ReplicationError::Disappeared(ids[0].clone()))
 }
 
 /// The same for a DB or DB cluster snapshot.
@@ -654,7 +676,7 @@ pub async fn replicate_rds(
     service: Service,
     copy: &CopySpec<'_>,
     settings: &Settings,
-) -> Result<(StoredSnapshot, bool), String> {
+) -> Result<(StoredSnapshot, bool), ReplicationError> {
     let region = copy.target_region;
     let snapshot = copy.snapshot;
     let id = copy.rds_target_id.as_str();
@@ -669,15 +691,19 @@ pub async fn replicate_rds(
             if let Some(account) = copy.target_account {
                 snapshots::share_rds_snapshot(source, service, &snapshot.id, account)
                     .await
-                    .map_err(|e| format!("sharing {} with account {account}: {e}", snapshot.id))?;
+                    .map_err(|cause| share_error(snapshot, account, cause))?;
             }
-            let arn = snapshot.arn.as_deref().ok_or_else(|| format!("snapshot {} has no ARN", snapshot.id))?;
+            let arn = snapshot.arn.as_deref().ok_or_else(|| ReplicationError::NoArn(snapshot.id.clone()))?;
             snapshots::copy_rds_snapshot(target, service, arn, id, copy.encryption.kms_key_id.as_deref(), copy.tags)
                 .await
-                .map_err(|e| format!("copying {} to {region} as {id}: {e}", snapshot.id))?;
+                .map_err(|cause| ReplicationError::Copy {
+                    snapshot: snapshot.id.clone(),
+                    to: format!("{region} as {id}"),
+                    cause,
+                })?;
             false
         }
-        Err(e) => return Err(format!("looking for an earlier copy {id}: {e}")),
+        Err(cause) => return Err(ReplicationError::FindEarlier { snapshot: snapshot.id.clone(), cause }),
     };
     let mut done = snapshots::wait_until_complete(
         || async { snapshots::find_rds_snapshot(target, region, service, id).await.map(|s| vec![s]) },
@@ -685,6 +711,10 @@ pub async fn replicate_rds(
         settings.wait_timeout,
     )
     .await
-    .map_err(|e| format!("waiting for copy {id}: {e}"))?;
-    done.pop().map(|s| (s, reused)).ok_or_else(|| format!("copy {id} disappeared"))
+    .map_err(|cause| ReplicationError::Wait { copy: id.to_string(), cause })?;
+    done.pop().map(|s| (s, reused)).ok_or_else(|| ReplicationError::Disappeared(id.to_string()))
+}
+
+fn share_error(snapshot: &StoredSnapshot, account: &str, cause: AwsError) -> ReplicationError {
+    ReplicationError::Share { snapshot: snapshot.id.clone(), account: account.to_string(), cause }
 }

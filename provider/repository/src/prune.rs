@@ -39,9 +39,7 @@ pub struct PruneReport {
 
 async fn read_marks(storage: &dyn Storage) -> Result<BTreeMap<String, DateTime<Utc>>, RepoError> {
     match storage.get(MARKS_KEY).await {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            RepoError::Other(format!("{MARKS_KEY} is not readable ({e}); delete it to start marking afresh"))
-        }),
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|cause| RepoError::UnreadableMarks { cause }),
         Err(StorageError::NotFound(_)) => Ok(BTreeMap::new()),
         Err(e) => Err(e.into()),
     }
@@ -68,22 +66,21 @@ async fn prune_locked(
     // Packs only a damaged index lists look unused: delete nothing until
     // the index is rebuilt.
     if let Some((key, problem)) = repo.damaged_index_files.first() {
-        return Err(RepoError::Other(format!(
-            "{key} is damaged ({problem}); prune deletes nothing while an index file is unreadable: run `coffer repo repair-index` first"
-        )));
+        return Err(RepoError::IndexDamaged { key: key.clone(), problem: problem.clone() });
     }
 
     // What restore points need. A blob no index lists means damage: stop
     // before deleting anything.
     let mut used: HashSet<String> = HashSet::new();
     for manifest in repo.manifests().await? {
-        let map = manifest.block_map().map_err(|e| RepoError::Other(format!("restore point {}: {e}", manifest.id)))?;
+        let map = manifest
+            .block_map()
+            .map_err(|problem| RepoError::Damaged { object: format!("restore point {}", manifest.id), problem })?;
         for blob in map.values() {
-            let location = repo.index().get(blob).ok_or_else(|| {
-                RepoError::Other(format!(
-                    "restore point {} needs blob {blob}, which no index lists; prune stopped without deleting anything (run `coffer repo check`)",
-                    manifest.id
-                ))
+            let location = repo.index().get(blob).ok_or_else(|| RepoError::MissingBlob {
+                point: manifest.id.clone(),
+                blob: blob.to_string(),
+                advice: "; prune stopped without deleting anything (run `coffer repo check`)".into(),
             })?;
             used.insert(repo.index().pack_id(location).to_string());
         }
@@ -137,7 +134,7 @@ async fn prune_locked(
             let id = object.key.trim_start_matches("index/");
             let bytes = storage.get(&object.key).await?;
             let file = IndexFile::open(repo.keys(), id, &bytes)
-                .map_err(|e| RepoError::Other(format!("{}: {e}", object.key)))?;
+                .map_err(|problem| RepoError::Damaged { object: object.key.clone(), problem })?;
             match storage.retained_until(&object.key).await? {
                 Some(until) if until > now => held_files.push((object.key.clone(), file.clone())),
                 _ => old_files.push(object.key.clone()),

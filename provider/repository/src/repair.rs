@@ -75,11 +75,7 @@ async fn repair_locked(repo: &mut Repository) -> Result<RepairReport, RepoError>
     let problems: Vec<String> = problems.into_iter().filter_map(Result::err).collect();
     if !problems.is_empty() {
         // The damaged index files stay: they may be all that lists those packs.
-        return Err(RepoError::Other(format!(
-            "{} pack(s) could not be indexed, so the damaged index files were kept: {}",
-            problems.len(),
-            problems.join("; ")
-        )));
+        return Err(RepoError::Unindexable { count: problems.len(), problems });
     }
     for (key, _) in std::mem::take(&mut repo.damaged_index_files) {
         storage.delete(&key).await?;

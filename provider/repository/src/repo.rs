@@ -23,6 +23,7 @@ use super::index::{Index, IndexFile, IndexedPack};
 use super::lock::{Lock, LockError, LockGuard};
 use super::manifest::{BlockMap, Manifest, Source, Stats, manifest_key};
 use super::pack::{Pack, PackBuilder, pack_key};
+use super::prune::MARKS_KEY;
 use super::storage::{PutOptions, Storage, StorageError, Thaw};
 
 /// An index file's pack with its decoded entries.
@@ -44,8 +45,36 @@ pub enum RepoError {
     Lock(#[from] LockError),
     #[error(transparent)]
     Block(#[from] BlockError),
-    #[error("{0}")]
-    Other(String),
+    #[error("{location} holds no Coffer repository (no config object)")]
+    NotARepository { location: String },
+    #[error("{location} has repository format {found}; this coffer reads format {FORMAT_VERSION}")]
+    UnsupportedFormat { location: String, found: u32 },
+    #[error("no restore point {id} in {location}")]
+    NoSuchPoint { id: String, location: String },
+    /// A blob a restore point refers to is in no index; `advice` says what to do.
+    #[error("restore point {point} needs blob {blob}, which no index lists{advice}")]
+    MissingBlob { point: String, blob: String, advice: String },
+    #[error(
+        "{key}, uploaded by this backup, is gone (deleted by a prune?); the restore point was not written, run the backup again"
+    )]
+    UploadGone { key: String },
+    #[error(
+        "{packs} archived packs are still being restored from {storage_class} after {waited:?}; run the restore again later"
+    )]
+    StillThawing { packs: usize, storage_class: StorageClass, waited: Duration },
+    #[error(
+        "{key} is damaged ({problem}); prune deletes nothing while an index file is unreadable: run `coffer repo repair-index` first"
+    )]
+    IndexDamaged { key: String, problem: String },
+    #[error("{MARKS_KEY} is not readable ({cause}); delete it to start marking afresh")]
+    UnreadableMarks { cause: serde_json::Error },
+    #[error("{count} pack(s) could not be indexed, so the damaged index files were kept: {}", problems.join("; "))]
+    Unindexable { count: usize, problems: Vec<String> },
+    #[error("encoding the config object: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// A worker task of this process died (a panic): nothing was written past it.
+    #[error("{doing}: {cause}")]
+    Task { doing: &'static str, cause: tokio::task::JoinError },
 }
 
 impl RepoError {
@@ -102,19 +131,13 @@ enum Processed {
 impl Repository {
     pub async fn read_config(storage: &dyn Storage) -> Result<RepositoryConfig, RepoError> {
         let bytes = storage.get(CONFIG_KEY).await.map_err(|e| match e {
-            StorageError::NotFound(_) => {
-                RepoError::Other(format!("{} holds no Coffer repository (no config object)", storage.location()))
-            }
+            StorageError::NotFound(_) => RepoError::NotARepository { location: storage.location() },
             e => e.into(),
         })?;
         let config: RepositoryConfig = serde_json::from_slice(&bytes)
             .map_err(|e| RepoError::damaged("config", CryptoError::Malformed(e.to_string())))?;
         if config.format_version != FORMAT_VERSION {
-            return Err(RepoError::Other(format!(
-                "{} has repository format {}; this coffer reads format {FORMAT_VERSION}",
-                storage.location(),
-                config.format_version
-            )));
+            return Err(RepoError::UnsupportedFormat { location: storage.location(), found: config.format_version });
         }
         Ok(config)
     }
@@ -176,7 +199,7 @@ impl Repository {
         config: RepositoryConfig,
         master: &MasterKey,
     ) -> Result<Repository, RepoError> {
-        let body = serde_json::to_vec_pretty(&config).map_err(|e| RepoError::Other(e.to_string()))?;
+        let body = serde_json::to_vec_pretty(&config)?;
         storage.put(CONFIG_KEY, body, &PutOptions { create_only: true, ..PutOptions::default() }).await?;
         Self::open_with_key(storage, config, master).await
     }
@@ -283,7 +306,7 @@ impl Repository {
     pub async fn manifest(&self, id: &str) -> Result<Manifest, RepoError> {
         self.read_manifest_key(manifest_key(id)).await.map_err(|e| match e {
             RepoError::Storage(StorageError::NotFound(_)) => {
-                RepoError::Other(format!("no restore point {id} in {}", self.storage.location()))
+                RepoError::NoSuchPoint { id: id.to_string(), location: self.storage.location() }
             }
             e => e,
         })
@@ -328,7 +351,7 @@ impl Repository {
                     let read = data.len() as u64;
                     let processed = tokio::task::spawn_blocking(move || process(&keys, &known, &data))
                         .await
-                        .map_err(|e| RepoError::Other(format!("processing a block: {e}")))?;
+                        .map_err(|cause| RepoError::Task { doing: "processing a block", cause })?;
                     Ok::<_, RepoError>((block.index, read, processed))
                 }
             })
@@ -425,9 +448,7 @@ impl Repository {
                 wanted.remove(&object.key);
             }
             if let Some(missing) = wanted.into_iter().next() {
-                return Err(RepoError::Other(format!(
-                    "{missing}, uploaded by this backup, is gone (deleted by a prune?); the restore point was not written, run the backup again"
-                )));
+                return Err(RepoError::UploadGone { key: missing });
             }
         }
         Ok(())
@@ -480,12 +501,11 @@ impl Repository {
                 return Ok(());
             }
             if started.elapsed() >= timeout {
-                return Err(RepoError::Other(format!(
-                    "{} archived packs are still being restored from {} after {:?}; run the restore again later",
-                    still.len(),
-                    self.config.storage_class,
-                    timeout
-                )));
+                return Err(RepoError::StillThawing {
+                    packs: still.len(),
+                    storage_class: self.config.storage_class,
+                    waited: timeout,
+                });
             }
             tracing::info!(packs = still.len(), "waiting for S3 to restore archived packs");
             tokio::time::sleep(poll).await;
@@ -526,12 +546,10 @@ impl Repository {
         }
         let mut located = Vec::with_capacity(targets.len());
         for id in targets.keys() {
-            let location = self.index.get(id).ok_or_else(|| {
-                RepoError::Other(format!(
-                    "restore point {} needs blob {id}, which no index lists ({})",
-                    manifest.id,
-                    self.damaged_index_hint()
-                ))
+            let location = self.index.get(id).ok_or_else(|| RepoError::MissingBlob {
+                point: manifest.id.clone(),
+                blob: id.to_string(),
+                advice: format!(" ({})", self.damaged_index_hint()),
             })?;
             located.push((*id, *location));
         }
@@ -566,7 +584,7 @@ impl Repository {
                     .collect::<Result<Vec<_>, RepoError>>()
             })
             .await
-            .map_err(|e| RepoError::Other(format!("opening blobs: {e}")))??;
+            .map_err(|cause| RepoError::Task { doing: "opening blobs", cause })??;
             for (id, block) in opened {
                 for index in &targets[&id] {
                     sink.write(*index, block.clone()).await?;
@@ -601,7 +619,7 @@ impl Repository {
 }
 
 fn joined(upload: Result<Result<IndexedPack, RepoError>, tokio::task::JoinError>) -> Result<IndexedPack, RepoError> {
-    upload.map_err(|e| RepoError::Other(format!("uploading a pack: {e}")))?
+    upload.map_err(|cause| RepoError::Task { doing: "uploading a pack", cause })?
 }
 
 fn process(keys: &Keys, known: &Index, data: &[u8]) -> Processed {

@@ -169,7 +169,7 @@ async fn storage(executor: &Executor, arg: &RepositoryArg) -> Result<Arc<dyn Sto
 }
 
 async fn unlock_key(executor: &Executor, config: &RepositoryConfig) -> Result<MasterKey> {
-    executor.repository_key(config).await.map_err(anyhow::Error::msg)
+    Ok(executor.repository_key(config).await?)
 }
 
 async fn open(executor: &Executor, arg: &RepositoryArg) -> Result<Repository> {
@@ -395,7 +395,7 @@ pub async fn backup(global: &Global, args: &BackupArgs) -> Result<ExitCode> {
         }
         (None, Some(snapshot)) => {
             let region = args.snapshot_region.clone().unwrap_or_else(|| executor.aws.home_region.clone());
-            let found = coffer_executor::snapshots::describe_ebs_snapshots(
+            let found = coffer_aws::snapshots::describe_ebs_snapshots(
                 &executor.aws.ec2(&region),
                 &region,
                 std::slice::from_ref(snapshot),
@@ -501,9 +501,9 @@ pub async fn restore(global: &Global, args: &RestoreArgs) -> Result<ExitCode> {
             match &args.volume_availability_zone {
                 Some(zone) => {
                     let ec2 = executor.aws.ec2(&region);
-                    coffer_executor::snapshots::wait_until_complete(
+                    coffer_aws::snapshots::wait_until_complete(
                         || {
-                            coffer_executor::snapshots::describe_ebs_snapshots(
+                            coffer_aws::snapshots::describe_ebs_snapshots(
                                 &ec2,
                                 &region,
                                 std::slice::from_ref(&snapshot),

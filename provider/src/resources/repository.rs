@@ -510,7 +510,7 @@ async fn find_repository(data: &Coffer, place: &Place) -> Result<Found, AwsError
     Ok(Found { config, etag: object.etag, tags })
 }
 
-fn state_from(data: &Coffer, place: &Place, found: &Found, prior: &Value, name: Option<String>) -> Value {
+fn flatten_repository(data: &Coffer, place: &Place, found: &Found, prior: &Value, name: Option<String>) -> Value {
     let config = &found.config;
     let encryption = match &config.key {
         KeyEnvelope::Kms { kms_key_arn, .. } => Value::object([("kms_key_arn", Value::from(kms_key_arn.as_str()))]),
@@ -593,14 +593,14 @@ async fn read_repository(
             return None;
         }
     };
-    let mut state = state_from(data, &place, &found, state, name.clone());
+    let mut state = flatten_repository(data, &place, &found, state, name.clone());
     if name.is_none() {
         state.set("name", Value::Null);
     }
     Some(state)
 }
 
-fn entry_for(planned: &Value, config: &RepositoryConfig, place: &Place) -> RepositoryEntry {
+fn expand_entry(planned: &Value, config: &RepositoryConfig, place: &Place) -> RepositoryEntry {
     RepositoryEntry {
         format_version: RepositoryEntry::FORMAT_VERSION,
         id: config.id.clone(),
@@ -742,7 +742,7 @@ impl Resource<Coffer> for Repository {
         if let Err(why) = put_config_tags(&client, &place, &tags_all).await {
             problems.push(why);
         }
-        if let Err(e) = put_entry(data, &entry_for(planned, &config, &place)).await {
+        if let Err(e) = put_entry(data, &expand_entry(planned, &config, &place)).await {
             problems.push(format!("recording it in the catalog: {e}"));
         }
         for why in problems {
@@ -874,7 +874,7 @@ impl Resource<Coffer> for Repository {
                 fail(diags, why);
             }
         }
-        if let Err(e) = put_entry(data, &entry_for(planned, &config, &place)).await {
+        if let Err(e) = put_entry(data, &expand_entry(planned, &config, &place)).await {
             fail(diags, format!("recording it in the catalog: {e}"));
         }
         let mut state = read_repository(data, planned, private, diags).await?;

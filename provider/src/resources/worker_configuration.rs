@@ -412,7 +412,7 @@ async fn default_ami(data: &Coffer, region: &str, instance_type: &str) -> Result
 /// The state that describes `found`. `prior` decides how tags split between
 /// `tags` and the provider's defaults, and keeps empty collections empty
 /// where the configuration wrote them so.
-fn state_from(data: &Coffer, region: &str, found: &LaunchTemplateWithData, prior: &Value) -> Value {
+fn flatten_launch_template(data: &Coffer, region: &str, found: &LaunchTemplateWithData, prior: &Value) -> Value {
     let template = &found.template;
     let lt_data = &found.data;
     let interface = lt_data.network_interfaces().first();
@@ -481,7 +481,7 @@ async fn read_back(
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         match find_launch_template_by_id(&ec2, id, version).await {
-            Ok(found) => return Some(state_from(data, region, &found, planned)),
+            Ok(found) => return Some(flatten_launch_template(data, region, &found, planned)),
             Err(AwsError::NotFound) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(std::time::Duration::from_secs(5));
@@ -584,7 +584,7 @@ impl Resource<Coffer> for WorkerConfiguration {
         let id = state.get("id").as_str()?.to_string();
         let region = region_of(data, state);
         match find_launch_template_by_id(&data.aws.ec2(&region), &id, None).await {
-            Ok(found) => Some(state_from(data, &region, &found, state)),
+            Ok(found) => Some(flatten_launch_template(data, &region, &found, state)),
             Err(AwsError::NotFound) => None,
             Err(e) => {
                 diags.error(

@@ -12,7 +12,7 @@ use aws_sdk_ec2::types::{
     TagSpecification,
 };
 
-use coffer_aws::{AwsError, ec2, rds};
+use crate::{AwsError, ec2, rds};
 use coffer_model::region_mapping::Encrypt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -395,13 +395,24 @@ pub fn rds_snapshot_id(policy: &str, run_id: &str, source_id: &str) -> String {
     id.trim_end_matches('-').to_string()
 }
 
+/// Why snapshots did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error("snapshot {id} failed: {why}")]
+    Failed { id: String, why: String },
+    #[error("{} still pending after {}s", pending.join(", "), waited.as_secs())]
+    StillPending { pending: Vec<String>, waited: Duration },
+}
+
 /// Polls `check` until every snapshot is complete, one fails, or `timeout`
 /// passes; the delay between checks doubles from `first` up to a minute.
 pub async fn wait_until_complete<F, Fut>(
     mut check: F,
     first: Duration,
     timeout: Duration,
-) -> Result<Vec<StoredSnapshot>, String>
+) -> Result<Vec<StoredSnapshot>, WaitError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Vec<StoredSnapshot>, AwsError>>,
@@ -409,9 +420,9 @@ where
     let deadline = tokio::time::Instant::now() + timeout;
     let mut delay = first;
     loop {
-        let snapshots = check().await.map_err(|e| e.to_string())?;
+        let snapshots = check().await?;
         if let Some(failed) = snapshots.iter().find_map(|s| match &s.state {
-            State::Failed(why) => Some(format!("snapshot {} failed: {why}", s.id)),
+            State::Failed(why) => Some(WaitError::Failed { id: s.id.clone(), why: why.clone() }),
             _ => None,
         }) {
             return Err(failed);
@@ -420,9 +431,8 @@ where
             return Ok(snapshots);
         }
         if tokio::time::Instant::now() + delay > deadline {
-            let pending: Vec<&str> =
-                snapshots.iter().filter(|s| s.state != State::Complete).map(|s| s.id.as_str()).collect();
-            return Err(format!("{} still pending after {}s", pending.join(", "), timeout.as_secs()));
+            let pending = snapshots.iter().filter(|s| s.state != State::Complete).map(|s| s.id.clone()).collect();
+            return Err(WaitError::StillPending { pending, waited: timeout });
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(60));
