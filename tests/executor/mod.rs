@@ -6,6 +6,7 @@ mod agent;
 mod backup;
 mod cli;
 mod cross_account;
+mod rds_presign;
 mod retention;
 mod run;
 

@@ -13,6 +13,7 @@ pub mod ec2;
 pub mod kms_keys;
 pub mod permissions;
 pub mod rds;
+pub mod rds_presign;
 pub mod s3;
 pub mod s3_storage;
 pub mod scheduler;
