@@ -1,8 +1,12 @@
-//! Cross-account replication with mocked clients: moto does not let a
-//! second account see a snapshot shared with it (AWS does), so the
-//! sequence — share from the source account, copy as the target account,
-//! wait — is checked call by call here. The same-account path runs against
-//! moto in `run.rs`.
+//! Replication sequences the emulator cannot show, with mocked clients: moto
+//! does not let a second account see a snapshot shared with it (AWS does),
+//! and ignores the key and presigned URL an encrypted cross-region RDS copy
+//! needs on AWS. So the sequences — share from the source account, copy as
+//! the target account, wait, revoke the share (after success and after
+//! failure); an encrypted RDS copy into another region with its destination
+//! key and presigned URL, or refused before anything is shared when the
+//! mapping has no key — are checked call by call here. The same-account
+//! paths run against moto in `run.rs`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,6 +15,7 @@ use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
 use aws_smithy_types::error::ErrorMetadata;
 use coffer_aws::snapshots::{CopyEncryption, Service, State, StoredSnapshot};
@@ -47,6 +52,66 @@ fn rds_client(region: &str, rules: &[&Rule]) -> aws_sdk_rds::Client {
             .http_client(create_mock_http_client())
             .build(),
     )
+}
+
+fn credentials() -> Option<SharedCredentialsProvider> {
+    Some(SharedCredentialsProvider::new(Credentials::new(
+        "AKIDTARGET",
+        "target-secret",
+        Some("token".into()),
+        None,
+        "t",
+    )))
+}
+
+/// The revoke of a share with the target account, recorded by `revoked`.
+fn ebs_revoke(revoked: &Arc<AtomicBool>) -> Rule {
+    let revoked = revoked.clone();
+    mock!(aws_sdk_ec2::Client::modify_snapshot_attribute)
+        .match_requests(|r| {
+            r.snapshot_id() == Some("snap-source")
+                && r.user_ids() == [TARGET_ACCOUNT]
+                && r.operation_type() == Some(&aws_sdk_ec2::types::OperationType::Remove)
+        })
+        .then_output(move || {
+            revoked.store(true, Ordering::SeqCst);
+            aws_sdk_ec2::operation::modify_snapshot_attribute::ModifySnapshotAttributeOutput::builder().build()
+        })
+}
+
+fn rds_revoke(snapshot_id: &'static str, revoked: &Arc<AtomicBool>) -> Rule {
+    let revoked = revoked.clone();
+    mock!(aws_sdk_rds::Client::modify_db_snapshot_attribute)
+        .match_requests(move |r| {
+            r.db_snapshot_identifier() == Some(snapshot_id)
+                && r.attribute_name() == Some("restore")
+                && r.values_to_remove() == [TARGET_ACCOUNT]
+                && r.values_to_add().is_empty()
+        })
+        .then_output(move || {
+            revoked.store(true, Ordering::SeqCst);
+            aws_sdk_rds::operation::modify_db_snapshot_attribute::ModifyDbSnapshotAttributeOutput::builder().build()
+        })
+}
+
+/// A copy of `snapshot` to eu-west-1 as `coffer-prod-copy` (`account`: into another account).
+fn rds_spec<'a>(
+    snapshot: &'a StoredSnapshot,
+    encryption: &'a CopyEncryption,
+    tags: &'a BTreeMap<String, String>,
+    account: Option<&'a str>,
+) -> CopySpec<'a> {
+    CopySpec {
+        target_region: "eu-west-1",
+        target_account: account,
+        snapshot,
+        encryption,
+        tags,
+        description: String::new(),
+        rds_target_id: "coffer-prod-copy".into(),
+        look_for_earlier: true,
+        credentials: credentials(),
+    }
 }
 
 fn settings() -> Settings {
@@ -113,7 +178,9 @@ fn an_ebs_snapshot_is_shared_with_the_target_account_before_that_account_copies_
                 )
                 .build()
         });
-    let source = ec2_client("us-east-1", &[&share]);
+    let revoked = Arc::new(AtomicBool::new(false));
+    let revoke = ebs_revoke(&revoked);
+    let source = ec2_client("us-east-1", &[&share, &revoke]);
     let target = ec2_client("eu-west-1", &[&no_earlier_copy, &copy, &completed]);
 
     let snapshot = StoredSnapshot {
@@ -138,13 +205,17 @@ fn an_ebs_snapshot_is_shared_with_the_target_account_before_that_account_copies_
         description: "Coffer policy prod".into(),
         rds_target_id: String::new(),
         look_for_earlier: true,
+        credentials: credentials(),
     };
-    let (replica, reused) = crate::support::block_on(replicate_ebs(&source, &target, &spec, &settings())).unwrap();
-    assert_eq!(replica.id, "snap-copy");
-    assert_eq!(replica.kms_key_id.as_deref(), Some(TARGET_KEY));
-    assert!(!reused);
+    let replica = crate::support::block_on(replicate_ebs(&source, &target, &spec, &settings())).unwrap();
+    assert_eq!(replica.snapshot.id, "snap-copy");
+    assert_eq!(replica.snapshot.kms_key_id.as_deref(), Some(TARGET_KEY));
+    assert!(!replica.reused);
     assert_eq!(share.num_calls(), 1);
     assert_eq!(copy.num_calls(), 1, "CopySnapshot must come after the share");
+    assert_eq!(completed.num_calls(), 1);
+    assert!(revoked.load(Ordering::SeqCst), "the share is revoked once the copy completed");
+    assert_eq!(replica.share_left, None);
 }
 
 #[test]
@@ -164,13 +235,7 @@ fn a_db_snapshot_is_shared_then_copied_by_arn_into_the_target_account() {
                 aws_sdk_rds::operation::modify_db_snapshot_attribute::ModifyDbSnapshotAttributeOutput::builder().build()
             })
     };
-    let not_yet = mock!(aws_sdk_rds::Client::describe_db_snapshots).then_error(|| {
-        aws_sdk_rds::operation::describe_db_snapshots::DescribeDBSnapshotsError::DbSnapshotNotFoundFault(
-            aws_sdk_rds::types::error::DbSnapshotNotFoundFault::builder()
-                .meta(ErrorMetadata::builder().code("DBSnapshotNotFound").build())
-                .build(),
-        )
-    });
+    let not_yet = db_snapshot_not_found();
     let copy = {
         let shared = shared.clone();
         mock!(aws_sdk_rds::Client::copy_db_snapshot)
@@ -182,19 +247,10 @@ fn a_db_snapshot_is_shared_then_copied_by_arn_into_the_target_account() {
             })
             .then_output(|| aws_sdk_rds::operation::copy_db_snapshot::CopyDbSnapshotOutput::builder().build())
     };
-    let available = mock!(aws_sdk_rds::Client::describe_db_snapshots).then_output(|| {
-        aws_sdk_rds::operation::describe_db_snapshots::DescribeDbSnapshotsOutput::builder()
-            .db_snapshots(
-                aws_sdk_rds::types::DbSnapshot::builder()
-                    .db_snapshot_identifier("coffer-prod-copy")
-                    .status("available")
-                    .encrypted(true)
-                    .kms_key_id(TARGET_KEY)
-                    .build(),
-            )
-            .build()
-    });
-    let source = rds_client("us-east-1", &[&share]);
+    let available = copy_available();
+    let revoked = Arc::new(AtomicBool::new(false));
+    let revoke = rds_revoke("coffer-prod-20261123-0200-orders-db", &revoked);
+    let source = rds_client("us-east-1", &[&share, &revoke]);
     let target = rds_client("eu-west-1", &[&not_yet, &copy, &available]);
 
     let snapshot = StoredSnapshot {
@@ -210,21 +266,166 @@ fn a_db_snapshot_is_shared_then_copied_by_arn_into_the_target_account() {
     };
     let encryption = CopyEncryption::for_mapping(Encrypt::All, Some(TARGET_KEY), false);
     let tags = run_tags();
+    let spec = rds_spec(&snapshot, &encryption, &tags, Some(TARGET_ACCOUNT));
+    let replica =
+        crate::support::block_on(replicate_rds(&source, &target, Service::RdsInstance, &spec, &settings())).unwrap();
+    assert_eq!(replica.snapshot.id, "coffer-prod-copy");
+    assert_eq!(replica.snapshot.kms_key_id.as_deref(), Some(TARGET_KEY));
+    assert!(!replica.reused);
+    assert_eq!(share.num_calls(), 1);
+    assert_eq!(copy.num_calls(), 1, "CopyDBSnapshot must come after the share");
+    assert!(revoked.load(Ordering::SeqCst), "the share is revoked once the copy is available");
+}
+
+fn encrypted_db_snapshot(arn: &str) -> StoredSnapshot {
+    StoredSnapshot {
+        id: "coffer-prod-20261123-0200-orders-db".into(),
+        region: "us-east-1".into(),
+        service: Service::RdsInstance,
+        state: State::Complete,
+        encrypted: true,
+        kms_key_id: Some("arn:aws:kms:us-east-1:123456789012:key/source".into()),
+        arn: Some(arn.into()),
+        volume_id: None,
+        tags: BTreeMap::new(),
+    }
+}
+
+/// The copy `coffer-prod-copy`, available and encrypted with the target key.
+fn copy_available() -> Rule {
+    mock!(aws_sdk_rds::Client::describe_db_snapshots).then_output(|| {
+        aws_sdk_rds::operation::describe_db_snapshots::DescribeDbSnapshotsOutput::builder()
+            .db_snapshots(
+                aws_sdk_rds::types::DbSnapshot::builder()
+                    .db_snapshot_identifier("coffer-prod-copy")
+                    .status("available")
+                    .encrypted(true)
+                    .kms_key_id(TARGET_KEY)
+                    .build(),
+            )
+            .build()
+    })
+}
+
+fn db_snapshot_not_found() -> Rule {
+    mock!(aws_sdk_rds::Client::describe_db_snapshots).then_error(|| {
+        aws_sdk_rds::operation::describe_db_snapshots::DescribeDBSnapshotsError::DbSnapshotNotFoundFault(
+            aws_sdk_rds::types::error::DbSnapshotNotFoundFault::builder()
+                .meta(ErrorMetadata::builder().code("DBSnapshotNotFound").build())
+                .build(),
+        )
+    })
+}
+
+/// AWS: "If you copy an encrypted snapshot to a different AWS Region, then you must specify a
+/// KMS key for the destination AWS Region", and the request carries a PreSignedUrl for
+/// CopyDBSnapshot in the source region with DestinationRegion and KmsKeyId (RDS API reference,
+/// CopyDBSnapshot). moto accepts the copy without either.
+#[test]
+fn an_encrypted_db_snapshot_goes_to_another_region_with_the_destination_key_and_a_presigned_url() {
+    let source_arn = "arn:aws:rds:us-east-1:123456789012:snapshot:coffer-prod-20261123-0200-orders-db";
+    let copy = mock!(aws_sdk_rds::Client::copy_db_snapshot)
+        .match_requests(move |r| {
+            let Some(url) = r.pre_signed_url() else { return false };
+            let (base, query) = url.split_once('?').unwrap_or_default();
+            let query: BTreeMap<String, String> =
+                form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+            let param = |name: &str| query.get(name).map(String::as_str);
+            r.kms_key_id() == Some(TARGET_KEY)
+                && r.source_db_snapshot_identifier() == Some(source_arn)
+                && base == "https://rds.us-east-1.amazonaws.com/"
+                && param("Action") == Some("CopyDBSnapshot")
+                && param("SourceDBSnapshotIdentifier") == Some(source_arn)
+                && param("TargetDBSnapshotIdentifier") == Some("coffer-prod-copy")
+                && param("KmsKeyId") == Some(TARGET_KEY)
+                && param("DestinationRegion") == Some("eu-west-1")
+                && param("X-Amz-Credential")
+                    .is_some_and(|c| c.starts_with("AKIDTARGET/") && c.contains("/us-east-1/rds/"))
+                && param("X-Amz-Signature").is_some()
+        })
+        .then_output(|| aws_sdk_rds::operation::copy_db_snapshot::CopyDbSnapshotOutput::builder().build());
+    let available = copy_available();
+    let not_yet = db_snapshot_not_found();
+    let source = rds_client("us-east-1", &[]);
+    let target = rds_client("eu-west-1", &[&not_yet, &copy, &available]);
+    let snapshot = encrypted_db_snapshot(source_arn);
+    let encryption = CopyEncryption::for_mapping(Encrypt::EncryptedOnly, Some(TARGET_KEY), true);
+    let tags = run_tags();
+    let spec = rds_spec(&snapshot, &encryption, &tags, None);
+    let replica =
+        crate::support::block_on(replicate_rds(&source, &target, Service::RdsInstance, &spec, &settings())).unwrap();
+    assert_eq!(replica.snapshot.id, "coffer-prod-copy");
+    assert_eq!(copy.num_calls(), 1, "CopyDBSnapshot with the destination key and the presigned URL");
+}
+
+#[test]
+fn an_encrypted_db_snapshot_through_a_mapping_without_a_key_is_refused_before_anything_is_made() {
+    let source_arn = "arn:aws:rds:us-east-1:123456789012:snapshot:coffer-prod-20261123-0200-orders-db";
+    let copy = mock!(aws_sdk_rds::Client::copy_db_snapshot)
+        .then_output(|| aws_sdk_rds::operation::copy_db_snapshot::CopyDbSnapshotOutput::builder().build());
+    let not_yet = db_snapshot_not_found();
+    let source = rds_client("us-east-1", &[]);
+    let target = rds_client("eu-west-1", &[&not_yet, &copy]);
+    let snapshot = encrypted_db_snapshot(source_arn);
+    // The default mapping: encrypt = "encrypted_only", no kms_key_arn.
+    let encryption = CopyEncryption::for_mapping(Encrypt::EncryptedOnly, None, true);
+    let tags = run_tags();
+    let spec = rds_spec(&snapshot, &encryption, &tags, None);
+    let error = crate::support::block_on(replicate_rds(&source, &target, Service::RdsInstance, &spec, &settings()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("coffer-prod-20261123-0200-orders-db is encrypted")
+            && error.contains("needs a KMS key of eu-west-1 (kms_key_arn of the region mapping)"),
+        "{error}"
+    );
+    assert_eq!(copy.num_calls(), 0, "no copy AWS would refuse");
+}
+
+#[test]
+fn a_failed_ebs_copy_still_revokes_the_share() {
+    let share = mock!(aws_sdk_ec2::Client::modify_snapshot_attribute)
+        .match_requests(|r| r.operation_type() == Some(&aws_sdk_ec2::types::OperationType::Add))
+        .then_output(|| {
+            aws_sdk_ec2::operation::modify_snapshot_attribute::ModifySnapshotAttributeOutput::builder().build()
+        });
+    let revoked = Arc::new(AtomicBool::new(false));
+    let revoke = ebs_revoke(&revoked);
+    let no_earlier_copy = mock!(aws_sdk_ec2::Client::describe_snapshots)
+        .then_output(|| aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput::builder().build());
+    let refused = mock!(aws_sdk_ec2::Client::copy_snapshot).then_error(|| {
+        aws_sdk_ec2::operation::copy_snapshot::CopySnapshotError::generic(
+            ErrorMetadata::builder().code("ResourceLimitExceeded").message("too many copies in progress").build(),
+        )
+    });
+    let source = ec2_client("us-east-1", &[&share, &revoke]);
+    let target = ec2_client("eu-west-1", &[&no_earlier_copy, &refused]);
+    let snapshot = StoredSnapshot {
+        id: "snap-source".into(),
+        region: "us-east-1".into(),
+        service: Service::Ebs,
+        state: State::Complete,
+        encrypted: false,
+        kms_key_id: None,
+        arn: None,
+        volume_id: Some("vol-1".into()),
+        tags: BTreeMap::new(),
+    };
+    let encryption = CopyEncryption::for_mapping(Encrypt::EncryptedOnly, None, false);
+    let tags = run_tags();
     let spec = CopySpec {
         target_region: "eu-west-1",
         target_account: Some(TARGET_ACCOUNT),
         snapshot: &snapshot,
         encryption: &encryption,
         tags: &tags,
-        description: String::new(),
-        rds_target_id: "coffer-prod-copy".into(),
+        description: "Coffer policy prod".into(),
+        rds_target_id: String::new(),
         look_for_earlier: true,
+        credentials: credentials(),
     };
-    let (replica, reused) =
-        crate::support::block_on(replicate_rds(&source, &target, Service::RdsInstance, &spec, &settings())).unwrap();
-    assert_eq!(replica.id, "coffer-prod-copy");
-    assert_eq!(replica.kms_key_id.as_deref(), Some(TARGET_KEY));
-    assert!(!reused);
+    let error = crate::support::block_on(replicate_ebs(&source, &target, &spec, &settings())).unwrap_err().to_string();
+    assert!(error.starts_with("copying snap-source to eu-west-1: "), "{error}");
     assert_eq!(share.num_calls(), 1);
-    assert_eq!(copy.num_calls(), 1, "CopyDBSnapshot must come after the share");
+    assert!(revoked.load(Ordering::SeqCst), "the share is revoked after the failed copy");
 }

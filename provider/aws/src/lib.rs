@@ -264,6 +264,11 @@ impl AwsClients {
         })
     }
 
+    /// The credentials these clients sign with (to presign requests the SDK does not make).
+    pub fn credentials(&self) -> Option<aws_credential_types::provider::SharedCredentialsProvider> {
+        self.base.credentials_provider()
+    }
+
     /// The same credentials and endpoints acting through `role` (a region
     /// mapping's target role in another account).
     pub async fn assuming(&self, role: AssumeRole) -> Result<AwsClients, ConnectError> {

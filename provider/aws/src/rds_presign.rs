@@ -17,6 +17,7 @@ use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -47,6 +48,18 @@ pub struct CrossRegionCopy<'a> {
 pub enum PresignError {
     #[error("presigning the {action} request for {region}: {cause}")]
     Sign { action: &'static str, region: String, cause: String },
+    #[error("getting the credentials to presign with: {0}")]
+    Credentials(String),
+}
+
+/// [`presigned_copy_url`] signed now with credentials from `provider`: those of the account
+/// that calls the copy (the SDK client does not hand out its own).
+pub async fn presigned_copy_url_with(
+    provider: &SharedCredentialsProvider,
+    copy: &CrossRegionCopy<'_>,
+) -> Result<String, PresignError> {
+    let credentials = provider.provide_credentials().await.map_err(|e| PresignError::Credentials(e.to_string()))?;
+    presigned_copy_url(copy, &credentials, SystemTime::now())
 }
 
 /// The regional RDS endpoint of `region` (the China regions live under `amazonaws.com.cn`).

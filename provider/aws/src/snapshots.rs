@@ -189,11 +189,29 @@ pub async fn share_ebs_snapshot(
     snapshot_id: &str,
     account: &str,
 ) -> Result<(), AwsError> {
+    modify_ebs_share(client, snapshot_id, account, OperationType::Add).await
+}
+
+/// Takes back what [`share_ebs_snapshot`] gave, once the copy is done or failed: production
+/// snapshots do not stay shared with the other account. A snapshot already gone is no error.
+pub async fn revoke_ebs_share(client: &aws_sdk_ec2::Client, snapshot_id: &str, account: &str) -> Result<(), AwsError> {
+    match modify_ebs_share(client, snapshot_id, account, OperationType::Remove).await {
+        Err(AwsError::NotFound) => Ok(()),
+        other => other,
+    }
+}
+
+async fn modify_ebs_share(
+    client: &aws_sdk_ec2::Client,
+    snapshot_id: &str,
+    account: &str,
+    operation: OperationType,
+) -> Result<(), AwsError> {
     client
         .modify_snapshot_attribute()
         .snapshot_id(snapshot_id)
         .attribute(SnapshotAttributeName::CreateVolumePermission)
-        .operation_type(OperationType::Add)
+        .operation_type(operation)
         .user_ids(account)
         .send()
         .await
@@ -287,12 +305,39 @@ pub async fn share_rds_snapshot(
     snapshot_id: &str,
     account: &str,
 ) -> Result<(), AwsError> {
+    modify_rds_share(client, service, snapshot_id, account, true).await
+}
+
+/// Takes back what [`share_rds_snapshot`] gave (see [`revoke_ebs_share`]).
+pub async fn revoke_rds_share(
+    client: &aws_sdk_rds::Client,
+    service: Service,
+    snapshot_id: &str,
+    account: &str,
+) -> Result<(), AwsError> {
+    match modify_rds_share(client, service, snapshot_id, account, false).await {
+        Err(AwsError::NotFound) => Ok(()),
+        other => other,
+    }
+}
+
+/// The `restore` attribute names the accounts that may restore or copy the snapshot.
+async fn modify_rds_share(
+    client: &aws_sdk_rds::Client,
+    service: Service,
+    snapshot_id: &str,
+    account: &str,
+    add: bool,
+) -> Result<(), AwsError> {
+    let (to_add, to_remove) =
+        if add { (Some(vec![account.to_string()]), None) } else { (None, Some(vec![account.to_string()])) };
     match service {
         Service::RdsCluster => client
             .modify_db_cluster_snapshot_attribute()
             .db_cluster_snapshot_identifier(snapshot_id)
             .attribute_name("restore")
-            .values_to_add(account)
+            .set_values_to_add(to_add)
+            .set_values_to_remove(to_remove)
             .send()
             .await
             .map(|_| ())
@@ -301,7 +346,8 @@ pub async fn share_rds_snapshot(
             .modify_db_snapshot_attribute()
             .db_snapshot_identifier(snapshot_id)
             .attribute_name("restore")
-            .values_to_add(account)
+            .set_values_to_add(to_add)
+            .set_values_to_remove(to_remove)
             .send()
             .await
             .map(|_| ())
@@ -310,14 +356,15 @@ pub async fn share_rds_snapshot(
 }
 
 /// Copies the snapshot `source_arn` into the target client's region (and
-/// account) as `target_id`. Outside GovCloud, RDS needs no pre-signed URL
-/// for a cross-region copy: the source ARN says where it comes from.
+/// account) as `target_id`. An encrypted snapshot from another region takes
+/// the destination key and a presigned URL ([`crate::rds_presign`]).
 pub async fn copy_rds_snapshot(
     target: &aws_sdk_rds::Client,
     service: Service,
     source_arn: &str,
     target_id: &str,
     kms_key_id: Option<&str>,
+    pre_signed_url: Option<String>,
     tags: &BTreeMap<String, String>,
 ) -> Result<(), AwsError> {
     match service {
@@ -326,6 +373,7 @@ pub async fn copy_rds_snapshot(
             .source_db_cluster_snapshot_identifier(source_arn)
             .target_db_cluster_snapshot_identifier(target_id)
             .set_kms_key_id(kms_key_id.map(str::to_string))
+            .set_pre_signed_url(pre_signed_url.clone())
             .set_tags(Some(rds_tags(tags)))
             .send()
             .await
@@ -336,6 +384,7 @@ pub async fn copy_rds_snapshot(
             .source_db_snapshot_identifier(source_arn)
             .target_db_snapshot_identifier(target_id)
             .set_kms_key_id(kms_key_id.map(str::to_string))
+            .set_pre_signed_url(pre_signed_url.clone())
             .set_tags(Some(rds_tags(tags)))
             .send()
             .await

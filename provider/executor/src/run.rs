@@ -12,6 +12,8 @@ use super::retention::{self, KeepReason, Retain, Verdict};
 use super::scope::{self, Resource};
 use super::session::{self, Outcome, ResourceRecord, RetentionRecord, Session, SnapshotRecord};
 use super::*;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use coffer_aws::rds_presign::{self, CrossRegionCopy, PresignError};
 use coffer_aws::snapshots::{self, CopyEncryption, Service, StoredSnapshot, WaitError};
 use coffer_aws::{AwsClients, AwsError};
 use coffer_model::policy::{PolicyDocument, PolicyType, Rule};
@@ -283,9 +285,22 @@ impl Executor {
                         .extend(made.iter().map(|s| snapshot_record(s, SnapshotKind::Snapshot, None, None, reused)));
                     for (mapping_id, mapping) in plan.mappings_from(&resource.region) {
                         match self.replicate(plan, resource, &made, mapping_id, mapping).await {
-                            Ok((copies, reused, account)) => record.snapshots.extend(copies.iter().map(|s| {
-                                snapshot_record(s, SnapshotKind::Replica, Some(mapping_id), account.clone(), reused)
-                            })),
+                            Ok(replicas) => {
+                                record.snapshots.extend(replicas.copies.iter().map(|s| {
+                                    let account = replicas.account.clone();
+                                    snapshot_record(
+                                        s,
+                                        SnapshotKind::Replica,
+                                        Some(mapping_id),
+                                        account,
+                                        replicas.reused,
+                                    )
+                                }));
+                                if !replicas.warnings.is_empty() {
+                                    record.outcome = Outcome::Warning;
+                                    record.warnings.extend(replicas.warnings);
+                                }
+                            }
                             Err(e) => {
                                 record.outcome = Outcome::Warning;
                                 record
@@ -412,14 +427,13 @@ impl Executor {
         made: &[StoredSnapshot],
         mapping_id: &str,
         mapping: &RegionMappingDocument,
-    ) -> Result<(Vec<StoredSnapshot>, bool, Option<String>), String> {
+    ) -> Result<Replicas, String> {
         let assumed = self.clients_for(mapping.target_role_arn.as_deref()).await.map_err(|e| e.to_string())?;
         let target: &AwsClients = assumed.as_deref().unwrap_or(&self.aws);
         let other_account = (target.account_id != self.aws.account_id).then(|| target.account_id.clone());
         let rules = plan.replica_rules(mapping_id);
         let _slot = plan.limits.acquire(&mapping.target_region, Api::Copy).await;
-        let mut copies = Vec::new();
-        let mut all_reused = true;
+        let mut replicas = Replicas { account: other_account.clone(), reused: true, ..Replicas::default() };
         for snapshot in made {
             let mut extra = vec![
                 (TAG_SOURCE_SNAPSHOT, snapshot.id.clone()),
@@ -445,8 +459,9 @@ impl Executor {
                     &format!("{}-{}-copy", resource.id, resource.region),
                 ),
                 look_for_earlier: !plan.fresh,
+                credentials: target.credentials(),
             };
-            let (replica, reused) = match snapshot.service {
+            let replica = match snapshot.service {
                 Service::Ebs => {
                     let (source, target) = (self.aws.ec2(&snapshot.region), target.ec2(&mapping.target_region));
                     replicate_ebs(&source, &target, &spec, &self.settings).await.map_err(|e| e.to_string())?
@@ -456,10 +471,11 @@ impl Executor {
                     replicate_rds(&source, &target, service, &spec, &self.settings).await.map_err(|e| e.to_string())?
                 }
             };
-            all_reused &= reused;
-            copies.push(replica);
+            replicas.reused &= replica.reused;
+            replicas.warnings.extend(replica.share_left);
+            replicas.copies.push(replica.snapshot);
         }
-        Ok((copies, all_reused, other_account))
+        Ok(replicas)
     }
 
     /// Retention over every restore point of the policy, rule by rule.
@@ -588,6 +604,8 @@ pub struct CopySpec<'a> {
     pub rds_target_id: String,
     /// Look for a copy an earlier attempt of the run made (re-runs).
     pub look_for_earlier: bool,
+    /// The target account's credentials, to presign a cross-region RDS copy with.
+    pub credentials: Option<SharedCredentialsProvider>,
 }
 
 /// Why a snapshot was not replicated, naming the step and the snapshot.
@@ -606,6 +624,68 @@ pub enum ReplicationError {
     Wait { copy: String, cause: WaitError },
     #[error("copy {0} disappeared")]
     Disappeared(String),
+    #[error(
+        "snapshot {snapshot} is encrypted: a copy {reason} needs a KMS key of {region} (kms_key_arn of the region mapping); nothing was copied"
+    )]
+    NoDestinationKey { snapshot: String, region: String, reason: &'static str },
+    #[error(transparent)]
+    Presign(#[from] PresignError),
+    #[error("revoking the share of {snapshot} with account {account}: {cause}; it stays shared")]
+    Revoke { snapshot: String, account: String, cause: AwsError },
+    #[error("{cause}; and {revoke}")]
+    AndRevoke { cause: Box<ReplicationError>, revoke: Box<ReplicationError> },
+}
+
+/// What one mapping made of a resource's snapshots.
+#[derive(Debug, Default)]
+struct Replicas {
+    copies: Vec<StoredSnapshot>,
+    /// Every copy was made by an earlier attempt of the run.
+    reused: bool,
+    /// The target account, when it is another one.
+    account: Option<String>,
+    /// Shares left in place, with why.
+    warnings: Vec<String>,
+}
+
+/// A copy [`replicate_ebs`] or [`replicate_rds`] made, or found from an earlier attempt.
+#[derive(Debug)]
+pub struct Replica {
+    pub snapshot: StoredSnapshot,
+    pub reused: bool,
+    /// Why the source is still shared with the target account, if it is: the revoke failed,
+    /// or the copy is still running (revoked by the attempt that sees it complete).
+    pub share_left: Option<String>,
+}
+
+/// Ends a cross-account copy: the share is revoked once the copy is complete or has failed,
+/// so production snapshots do not stay readable by the other account. A copy still pending
+/// (the wait timed out) keeps its share: taking it away could fail the copy, and a re-run of
+/// the run finds the copy and revokes then.
+async fn end_share<Fut>(
+    copied: Result<(StoredSnapshot, bool), ReplicationError>,
+    copy: &CopySpec<'_>,
+    revoke: impl FnOnce(String) -> Fut,
+) -> Result<Replica, ReplicationError>
+where
+    Fut: std::future::Future<Output = Result<(), AwsError>>,
+{
+    let still_copying = matches!(&copied, Err(ReplicationError::Wait { cause: WaitError::StillPending { .. }, .. }));
+    let revoked = match copy.target_account {
+        Some(account) if !still_copying => revoke(account.to_string()).await.map_err(|cause| {
+            ReplicationError::Revoke { snapshot: copy.snapshot.id.clone(), account: account.to_string(), cause }
+        }),
+        _ => Ok(()),
+    };
+    match (copied, revoked) {
+        (Ok((snapshot, reused)), revoked) => {
+            Ok(Replica { snapshot, reused, share_left: revoked.err().map(|e| e.to_string()) })
+        }
+        (Err(cause), Ok(())) => Err(cause),
+        (Err(cause), Err(revoke)) => {
+            Err(ReplicationError::AndRevoke { cause: Box::new(cause), revoke: Box::new(revoke) })
+        }
+    }
 }
 
 /// Copies one EBS snapshot: found from an earlier attempt of the run, or
@@ -614,6 +694,21 @@ pub enum ReplicationError {
 /// account's in the target region (tested with mocked clients for the
 /// cross-account case the emulator cannot show).
 pub async fn replicate_ebs(
+    source: &aws_sdk_ec2::Client,
+    target: &aws_sdk_ec2::Client,
+    copy: &CopySpec<'_>,
+    settings: &Settings,
+) -> Result<Replica, ReplicationError> {
+    let copied = copy_ebs(source, target, copy, settings).await;
+    end_share(
+        copied,
+        copy,
+        |account| async move { snapshots::revoke_ebs_share(source, &copy.snapshot.id, &account).await },
+    )
+    .await
+}
+
+async fn copy_ebs(
     source: &aws_sdk_ec2::Client,
     target: &aws_sdk_ec2::Client,
     copy: &CopySpec<'_>,
@@ -676,6 +771,68 @@ pub async fn replicate_rds(
     service: Service,
     copy: &CopySpec<'_>,
     settings: &Settings,
+) -> Result<Replica, ReplicationError> {
+    let copied = copy_rds(source, target, service, copy, settings).await;
+    end_share(copied, copy, |account| async move {
+        snapshots::revoke_rds_share(source, service, &copy.snapshot.id, &account).await
+    })
+    .await
+}
+
+/// What an RDS copy of an encrypted snapshot needs besides the source: AWS requires a key of
+/// the destination region for a copy into another region, and a key for a copy of a snapshot
+/// shared from another account (RDS API reference, CopyDBSnapshot and CopyDBClusterSnapshot,
+/// `KmsKeyId`); a cross-region copy also takes the presigned URL ([`rds_presign`]). Checked
+/// before anything is shared, so a copy that cannot be made leaves nothing behind.
+async fn rds_copy_encryption(
+    service: Service,
+    copy: &CopySpec<'_>,
+) -> Result<(Option<String>, Option<String>), ReplicationError> {
+    let snapshot = copy.snapshot;
+    let cross_region = snapshot.region != copy.target_region;
+    let key = copy.encryption.kms_key_id.clone();
+    if !snapshot.encrypted {
+        return Ok((key, None));
+    }
+    let reason = match (cross_region, copy.target_account.is_some()) {
+        (false, false) => return Ok((key, None)),
+        (true, _) => "into another region",
+        (false, true) => "into another account",
+    };
+    let Some(key) = key else {
+        return Err(ReplicationError::NoDestinationKey {
+            snapshot: snapshot.id.clone(),
+            region: copy.target_region.to_string(),
+            reason,
+        });
+    };
+    let url = if cross_region {
+        let source_arn = snapshot.arn.as_deref().ok_or_else(|| ReplicationError::NoArn(snapshot.id.clone()))?;
+        let request = CrossRegionCopy {
+            service,
+            source_region: &snapshot.region,
+            destination_region: copy.target_region,
+            source_arn,
+            target_id: &copy.rds_target_id,
+            kms_key_id: &key,
+        };
+        let credentials = copy
+            .credentials
+            .as_ref()
+            .ok_or_else(|| PresignError::Credentials("no credentials for the target account".into()))?;
+        Some(rds_presign::presigned_copy_url_with(credentials, &request).await?)
+    } else {
+        None
+    };
+    Ok((Some(key), url))
+}
+
+async fn copy_rds(
+    source: &aws_sdk_rds::Client,
+    target: &aws_sdk_rds::Client,
+    service: Service,
+    copy: &CopySpec<'_>,
+    settings: &Settings,
 ) -> Result<(StoredSnapshot, bool), ReplicationError> {
     let region = copy.target_region;
     let snapshot = copy.snapshot;
@@ -688,13 +845,14 @@ pub async fn replicate_rds(
     let reused = match earlier {
         Ok(_) => true,
         Err(AwsError::NotFound) => {
+            let (key, pre_signed_url) = rds_copy_encryption(service, copy).await?;
             if let Some(account) = copy.target_account {
                 snapshots::share_rds_snapshot(source, service, &snapshot.id, account)
                     .await
                     .map_err(|cause| share_error(snapshot, account, cause))?;
             }
             let arn = snapshot.arn.as_deref().ok_or_else(|| ReplicationError::NoArn(snapshot.id.clone()))?;
-            snapshots::copy_rds_snapshot(target, service, arn, id, copy.encryption.kms_key_id.as_deref(), copy.tags)
+            snapshots::copy_rds_snapshot(target, service, arn, id, key.as_deref(), pre_signed_url, copy.tags)
                 .await
                 .map_err(|cause| ReplicationError::Copy {
                     snapshot: snapshot.id.clone(),

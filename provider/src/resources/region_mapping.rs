@@ -63,7 +63,10 @@ pub fn schema() -> Schema {
         .attribute(
             Attribute::string("kms_key_arn")
                 .optional()
-                .describe("KMS key in `target_region` that copies are encrypted with. Omit to keep the source's encryption.")
+                .describe(
+                    "KMS key in `target_region` that copies are encrypted with. Omit to keep the source's encryption. \
+                     Required to copy encrypted RDS snapshots into another region or account.",
+                )
                 .validate(string(validation::kms_key_arn)),
         )
         .attribute(
