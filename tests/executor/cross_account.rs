@@ -40,6 +40,20 @@ fn ec2_client(region: &str, rules: &[&Rule]) -> aws_sdk_ec2::Client {
     )
 }
 
+fn kms_client(region: &str, rules: &[&Rule]) -> aws_sdk_kms::Client {
+    let interceptor =
+        rules.iter().fold(MockResponseInterceptor::new().rule_mode(RuleMode::Sequential), |i, r| i.with_rule(r));
+    aws_sdk_kms::Client::from_conf(
+        aws_sdk_kms::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region.to_string()))
+            .credentials_provider(Credentials::new("mock", "mock", None, None, "mock"))
+            .interceptor(interceptor)
+            .http_client(create_mock_http_client())
+            .build(),
+    )
+}
+
 fn rds_client(region: &str, rules: &[&Rule]) -> aws_sdk_rds::Client {
     let interceptor =
         rules.iter().fold(MockResponseInterceptor::new().rule_mode(RuleMode::Sequential), |i, r| i.with_rule(r));
@@ -111,6 +125,7 @@ fn rds_spec<'a>(
         rds_target_id: "coffer-prod-copy".into(),
         look_for_earlier: true,
         credentials: credentials(),
+        source_kms: None,
     }
 }
 
@@ -206,6 +221,7 @@ fn an_ebs_snapshot_is_shared_with_the_target_account_before_that_account_copies_
         rds_target_id: String::new(),
         look_for_earlier: true,
         credentials: credentials(),
+        source_kms: None,
     };
     let replica = crate::support::block_on(replicate_ebs(&source, &target, &spec, &settings())).unwrap();
     assert_eq!(replica.snapshot.id, "snap-copy");
@@ -423,9 +439,75 @@ fn a_failed_ebs_copy_still_revokes_the_share() {
         rds_target_id: String::new(),
         look_for_earlier: true,
         credentials: credentials(),
+        source_kms: None,
     };
     let error = crate::support::block_on(replicate_ebs(&source, &target, &spec, &settings())).unwrap_err().to_string();
     assert!(error.starts_with("copying snap-source to eu-west-1: "), "{error}");
     assert_eq!(share.num_calls(), 1);
     assert!(revoked.load(Ordering::SeqCst), "the share is revoked after the failed copy");
+}
+
+/// AWS refuses to share a snapshot under an AWS managed key (EC2 and RDS user guides on
+/// sharing snapshots); moto shares it. Coffer says so before sharing anything.
+#[test]
+fn a_snapshot_under_the_aws_managed_key_is_not_shared_and_the_warning_says_what_to_do() {
+    let aws_managed = "arn:aws:kms:us-east-1:123456789012:key/aws-ebs-default";
+    let described = mock!(aws_sdk_kms::Client::describe_key)
+        .match_requests(move |r| r.key_id() == Some(aws_managed))
+        .then_output(move || {
+            aws_sdk_kms::operation::describe_key::DescribeKeyOutput::builder()
+                .key_metadata(
+                    aws_sdk_kms::types::KeyMetadata::builder()
+                        .key_id(aws_managed)
+                        .key_manager(aws_sdk_kms::types::KeyManagerType::Aws)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+        });
+    let share = mock!(aws_sdk_ec2::Client::modify_snapshot_attribute).then_output(|| {
+        aws_sdk_ec2::operation::modify_snapshot_attribute::ModifySnapshotAttributeOutput::builder().build()
+    });
+    let no_earlier_copy = mock!(aws_sdk_ec2::Client::describe_snapshots)
+        .then_output(|| aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput::builder().build());
+    let copy = mock!(aws_sdk_ec2::Client::copy_snapshot)
+        .then_output(|| aws_sdk_ec2::operation::copy_snapshot::CopySnapshotOutput::builder().snapshot_id("x").build());
+    let kms = kms_client("us-east-1", &[&described]);
+    let source = ec2_client("us-east-1", &[&share]);
+    let target = ec2_client("eu-west-1", &[&no_earlier_copy, &copy]);
+    let snapshot = StoredSnapshot {
+        id: "snap-source".into(),
+        region: "us-east-1".into(),
+        service: Service::Ebs,
+        state: State::Complete,
+        encrypted: true,
+        kms_key_id: Some(aws_managed.into()),
+        arn: None,
+        volume_id: Some("vol-1".into()),
+        tags: BTreeMap::new(),
+    };
+    let encryption = CopyEncryption::for_mapping(Encrypt::EncryptedOnly, Some(TARGET_KEY), true);
+    let tags = run_tags();
+    let spec = CopySpec {
+        target_region: "eu-west-1",
+        target_account: Some(TARGET_ACCOUNT),
+        snapshot: &snapshot,
+        encryption: &encryption,
+        tags: &tags,
+        description: "Coffer policy prod".into(),
+        rds_target_id: String::new(),
+        look_for_earlier: true,
+        credentials: credentials(),
+        source_kms: Some(&kms),
+    };
+    let error = crate::support::block_on(replicate_ebs(&source, &target, &spec, &settings())).unwrap_err().to_string();
+    assert!(
+        error.contains("snap-source is encrypted with the AWS managed key")
+            && error.contains("nothing was shared or copied")
+            && error.contains("customer managed key whose key policy lets account 222222222222 use it"),
+        "{error}"
+    );
+    assert_eq!(described.num_calls(), 1);
+    assert_eq!(share.num_calls(), 0, "nothing shared, nothing to revoke");
+    assert_eq!(copy.num_calls(), 0);
 }

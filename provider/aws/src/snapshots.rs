@@ -192,6 +192,17 @@ pub async fn share_ebs_snapshot(
     modify_ebs_share(client, snapshot_id, account, OperationType::Add).await
 }
 
+/// Whether the KMS key `key_id` is AWS managed (`aws/ebs`, `aws/rds`). No other account may
+/// use such a key, so AWS refuses to share a snapshot encrypted with it (EC2 user guide, "Share
+/// an Amazon EBS snapshot": snapshots encrypted with the default AWS managed key can't be
+/// shared; RDS user guide, "Sharing a DB snapshot": a snapshot encrypted with the default AWS
+/// KMS key can't be shared).
+pub async fn is_aws_managed_key(kms: &aws_sdk_kms::Client, key_id: &str) -> Result<bool, AwsError> {
+    let out =
+        kms.describe_key().key_id(key_id).send().await.map_err(|e| AwsError::from_sdk(e, &["NotFoundException"]))?;
+    Ok(out.key_metadata().and_then(|m| m.key_manager()) == Some(&aws_sdk_kms::types::KeyManagerType::Aws))
+}
+
 /// Takes back what [`share_ebs_snapshot`] gave, once the copy is done or failed: production
 /// snapshots do not stay shared with the other account. A snapshot already gone is no error.
 pub async fn revoke_ebs_share(client: &aws_sdk_ec2::Client, snapshot_id: &str, account: &str) -> Result<(), AwsError> {

@@ -435,6 +435,7 @@ impl Executor {
         let _slot = plan.limits.acquire(&mapping.target_region, Api::Copy).await;
         let mut replicas = Replicas { account: other_account.clone(), reused: true, ..Replicas::default() };
         for snapshot in made {
+            let source_kms = self.aws.kms(&snapshot.region);
             let mut extra = vec![
                 (TAG_SOURCE_SNAPSHOT, snapshot.id.clone()),
                 (TAG_SOURCE_REGION, snapshot.region.clone()),
@@ -460,6 +461,7 @@ impl Executor {
                 ),
                 look_for_earlier: !plan.fresh,
                 credentials: target.credentials(),
+                source_kms: Some(&source_kms),
             };
             let replica = match snapshot.service {
                 Service::Ebs => {
@@ -606,6 +608,32 @@ pub struct CopySpec<'a> {
     pub look_for_earlier: bool,
     /// The target account's credentials, to presign a cross-region RDS copy with.
     pub credentials: Option<SharedCredentialsProvider>,
+    /// KMS in the source region, to see whether the source's key can be shared at all.
+    pub source_kms: Option<&'a aws_sdk_kms::Client>,
+}
+
+/// Refuses, before anything is shared, a cross-account copy of a snapshot under an AWS
+/// managed key (see [`snapshots::is_aws_managed_key`]). When the key cannot be described (no
+/// `kms:DescribeKey` on it), the share goes ahead and AWS's answer is what the session shows.
+async fn check_shareable(copy: &CopySpec<'_>) -> Result<(), ReplicationError> {
+    let snapshot = copy.snapshot;
+    let (Some(account), Some(kms), Some(key), true) =
+        (copy.target_account, copy.source_kms, snapshot.kms_key_id.as_deref(), snapshot.encrypted)
+    else {
+        return Ok(());
+    };
+    match snapshots::is_aws_managed_key(kms, key).await {
+        Ok(true) => Err(ReplicationError::AwsManagedKey {
+            snapshot: snapshot.id.clone(),
+            key: key.to_string(),
+            account: account.to_string(),
+        }),
+        Ok(false) => Ok(()),
+        Err(e) => {
+            tracing::warn!(snapshot = %snapshot.id, key, error = %e, "describing the source key; sharing anyway");
+            Ok(())
+        }
+    }
 }
 
 /// Why a snapshot was not replicated, naming the step and the snapshot.
@@ -630,10 +658,27 @@ pub enum ReplicationError {
     NoDestinationKey { snapshot: String, region: String, reason: &'static str },
     #[error(transparent)]
     Presign(#[from] PresignError),
+    #[error(
+        "snapshot {snapshot} is encrypted with the AWS managed key {key}, which no other account may use, so AWS does not let it be shared with account {account}; nothing was shared or copied. Encrypt the source with a customer managed key whose key policy lets account {account} use it (kms:Decrypt, kms:DescribeKey, kms:CreateGrant)"
+    )]
+    AwsManagedKey { snapshot: String, key: String, account: String },
     #[error("revoking the share of {snapshot} with account {account}: {cause}; it stays shared")]
     Revoke { snapshot: String, account: String, cause: AwsError },
     #[error("{cause}; and {revoke}")]
     AndRevoke { cause: Box<ReplicationError>, revoke: Box<ReplicationError> },
+}
+
+impl ReplicationError {
+    /// Raised before the source was shared: there is no share to take back.
+    fn before_share(&self) -> bool {
+        matches!(
+            self,
+            ReplicationError::FindEarlier { .. }
+                | ReplicationError::NoDestinationKey { .. }
+                | ReplicationError::AwsManagedKey { .. }
+                | ReplicationError::Presign(_)
+        )
+    }
 }
 
 /// What one mapping made of a resource's snapshots.
@@ -671,8 +716,9 @@ where
     Fut: std::future::Future<Output = Result<(), AwsError>>,
 {
     let still_copying = matches!(&copied, Err(ReplicationError::Wait { cause: WaitError::StillPending { .. }, .. }));
+    let nothing_shared = matches!(&copied, Err(e) if e.before_share());
     let revoked = match copy.target_account {
-        Some(account) if !still_copying => revoke(account.to_string()).await.map_err(|cause| {
+        Some(account) if !still_copying && !nothing_shared => revoke(account.to_string()).await.map_err(|cause| {
             ReplicationError::Revoke { snapshot: copy.snapshot.id.clone(), account: account.to_string(), cause }
         }),
         _ => Ok(()),
@@ -731,6 +777,7 @@ async fn copy_ebs(
     let (id, reused) = match earlier.into_iter().next() {
         Some(found) => (found.id, true),
         None => {
+            check_shareable(copy).await?;
             if let Some(account) = copy.target_account {
                 snapshots::share_ebs_snapshot(source, &snapshot.id, account)
                     .await
@@ -846,6 +893,7 @@ async fn copy_rds(
         Ok(_) => true,
         Err(AwsError::NotFound) => {
             let (key, pre_signed_url) = rds_copy_encryption(service, copy).await?;
+            check_shareable(copy).await?;
             if let Some(account) = copy.target_account {
                 snapshots::share_rds_snapshot(source, service, &snapshot.id, account)
                     .await
