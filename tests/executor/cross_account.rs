@@ -129,6 +129,42 @@ fn rds_spec<'a>(
     }
 }
 
+/// The EBS snapshot `snap-source` in us-east-1, encrypted with `key` when there is one.
+fn ebs_snapshot(key: Option<&str>) -> StoredSnapshot {
+    StoredSnapshot {
+        id: "snap-source".into(),
+        region: "us-east-1".into(),
+        service: Service::Ebs,
+        state: State::Complete,
+        encrypted: key.is_some(),
+        kms_key_id: key.map(str::to_string),
+        arn: None,
+        volume_id: Some("vol-1".into()),
+        tags: BTreeMap::new(),
+    }
+}
+
+/// A copy of `snapshot` into the target account in eu-west-1.
+fn ebs_spec<'a>(
+    snapshot: &'a StoredSnapshot,
+    encryption: &'a CopyEncryption,
+    tags: &'a BTreeMap<String, String>,
+    source_kms: Option<&'a aws_sdk_kms::Client>,
+) -> CopySpec<'a> {
+    CopySpec {
+        target_region: "eu-west-1",
+        target_account: Some(TARGET_ACCOUNT),
+        snapshot,
+        encryption,
+        tags,
+        description: "Coffer policy prod".into(),
+        rds_target_id: String::new(),
+        look_for_earlier: true,
+        credentials: credentials(),
+        source_kms,
+    }
+}
+
 fn settings() -> Settings {
     Settings {
         concurrency: 1,
@@ -211,18 +247,7 @@ fn an_ebs_snapshot_is_shared_with_the_target_account_before_that_account_copies_
     };
     let encryption = CopyEncryption::for_mapping(Encrypt::EncryptedOnly, Some(TARGET_KEY), true);
     let tags = run_tags();
-    let spec = CopySpec {
-        target_region: "eu-west-1",
-        target_account: Some(TARGET_ACCOUNT),
-        snapshot: &snapshot,
-        encryption: &encryption,
-        tags: &tags,
-        description: "Coffer policy prod".into(),
-        rds_target_id: String::new(),
-        look_for_earlier: true,
-        credentials: credentials(),
-        source_kms: None,
-    };
+    let spec = ebs_spec(&snapshot, &encryption, &tags, None);
     let replica = crate::support::block_on(replicate_ebs(&source, &target, &spec, &settings())).unwrap();
     assert_eq!(replica.snapshot.id, "snap-copy");
     assert_eq!(replica.snapshot.kms_key_id.as_deref(), Some(TARGET_KEY));
@@ -416,31 +441,10 @@ fn a_failed_ebs_copy_still_revokes_the_share() {
     });
     let source = ec2_client("us-east-1", &[&share, &revoke]);
     let target = ec2_client("eu-west-1", &[&no_earlier_copy, &refused]);
-    let snapshot = StoredSnapshot {
-        id: "snap-source".into(),
-        region: "us-east-1".into(),
-        service: Service::Ebs,
-        state: State::Complete,
-        encrypted: false,
-        kms_key_id: None,
-        arn: None,
-        volume_id: Some("vol-1".into()),
-        tags: BTreeMap::new(),
-    };
+    let snapshot = ebs_snapshot(None);
     let encryption = CopyEncryption::for_mapping(Encrypt::EncryptedOnly, None, false);
     let tags = run_tags();
-    let spec = CopySpec {
-        target_region: "eu-west-1",
-        target_account: Some(TARGET_ACCOUNT),
-        snapshot: &snapshot,
-        encryption: &encryption,
-        tags: &tags,
-        description: "Coffer policy prod".into(),
-        rds_target_id: String::new(),
-        look_for_earlier: true,
-        credentials: credentials(),
-        source_kms: None,
-    };
+    let spec = ebs_spec(&snapshot, &encryption, &tags, None);
     let error = crate::support::block_on(replicate_ebs(&source, &target, &spec, &settings())).unwrap_err().to_string();
     assert!(error.starts_with("copying snap-source to eu-west-1: "), "{error}");
     assert_eq!(share.num_calls(), 1);
@@ -475,31 +479,10 @@ fn a_snapshot_under_the_aws_managed_key_is_not_shared_and_the_warning_says_what_
     let kms = kms_client("us-east-1", &[&described]);
     let source = ec2_client("us-east-1", &[&share]);
     let target = ec2_client("eu-west-1", &[&no_earlier_copy, &copy]);
-    let snapshot = StoredSnapshot {
-        id: "snap-source".into(),
-        region: "us-east-1".into(),
-        service: Service::Ebs,
-        state: State::Complete,
-        encrypted: true,
-        kms_key_id: Some(aws_managed.into()),
-        arn: None,
-        volume_id: Some("vol-1".into()),
-        tags: BTreeMap::new(),
-    };
+    let snapshot = ebs_snapshot(Some(aws_managed));
     let encryption = CopyEncryption::for_mapping(Encrypt::EncryptedOnly, Some(TARGET_KEY), true);
     let tags = run_tags();
-    let spec = CopySpec {
-        target_region: "eu-west-1",
-        target_account: Some(TARGET_ACCOUNT),
-        snapshot: &snapshot,
-        encryption: &encryption,
-        tags: &tags,
-        description: "Coffer policy prod".into(),
-        rds_target_id: String::new(),
-        look_for_earlier: true,
-        credentials: credentials(),
-        source_kms: Some(&kms),
-    };
+    let spec = ebs_spec(&snapshot, &encryption, &tags, Some(&kms));
     let error = crate::support::block_on(replicate_ebs(&source, &target, &spec, &settings())).unwrap_err().to_string();
     assert!(
         error.contains("snap-source is encrypted with the AWS managed key")
