@@ -18,7 +18,7 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
 use aws_smithy_types::error::ErrorMetadata;
-use coffer_aws::snapshots::{CopyEncryption, Service, State, StoredSnapshot};
+use coffer_aws::snapshots::{CopyEncryption, Engine, Service, State, StoredSnapshot};
 use coffer_executor::Settings;
 use coffer_executor::run::{CopySpec, replicate_ebs, replicate_rds};
 use coffer_model::region_mapping::Encrypt;
@@ -140,6 +140,7 @@ fn ebs_snapshot(key: Option<&str>) -> StoredSnapshot {
         kms_key_id: key.map(str::to_string),
         arn: None,
         volume_id: Some("vol-1".into()),
+        engine: None,
         tags: BTreeMap::new(),
     }
 }
@@ -243,6 +244,7 @@ fn an_ebs_snapshot_is_shared_with_the_target_account_before_that_account_copies_
         kms_key_id: Some("arn:aws:kms:us-east-1:123456789012:key/source".into()),
         arn: None,
         volume_id: Some("vol-1".into()),
+        engine: None,
         tags: BTreeMap::new(),
     };
     let encryption = CopyEncryption::for_mapping(Encrypt::EncryptedOnly, Some(TARGET_KEY), true);
@@ -303,6 +305,7 @@ fn a_db_snapshot_is_shared_then_copied_by_arn_into_the_target_account() {
         kms_key_id: None,
         arn: Some(source_arn.into()),
         volume_id: None,
+        engine: None,
         tags: BTreeMap::new(),
     };
     let encryption = CopyEncryption::for_mapping(Encrypt::All, Some(TARGET_KEY), false);
@@ -328,6 +331,7 @@ fn encrypted_db_snapshot(arn: &str) -> StoredSnapshot {
         kms_key_id: Some("arn:aws:kms:us-east-1:123456789012:key/source".into()),
         arn: Some(arn.into()),
         volume_id: None,
+        engine: None,
         tags: BTreeMap::new(),
     }
 }
@@ -492,5 +496,52 @@ fn a_snapshot_under_the_aws_managed_key_is_not_shared_and_the_warning_says_what_
     );
     assert_eq!(described.num_calls(), 1);
     assert_eq!(share.num_calls(), 0, "nothing shared, nothing to revoke");
+    assert_eq!(copy.num_calls(), 0);
+}
+
+/// AWS copies an Aurora cluster snapshot only to a region that offers its engine version
+/// (Aurora user guide, "DB cluster snapshot copying"); moto has no engine versions at all.
+#[test]
+fn a_cluster_snapshot_of_an_engine_version_the_target_region_lacks_is_not_copied() {
+    let versions_there = mock!(aws_sdk_rds::Client::describe_db_engine_versions)
+        .match_requests(|r| r.engine() == Some("aurora-postgresql") && r.engine_version() == Some("11.9"))
+        .then_output(|| {
+            aws_sdk_rds::operation::describe_db_engine_versions::DescribeDbEngineVersionsOutput::builder().build()
+        });
+    let not_yet = mock!(aws_sdk_rds::Client::describe_db_cluster_snapshots).then_error(|| {
+        aws_sdk_rds::operation::describe_db_cluster_snapshots::DescribeDBClusterSnapshotsError::DbClusterSnapshotNotFoundFault(
+            aws_sdk_rds::types::error::DbClusterSnapshotNotFoundFault::builder()
+                .meta(ErrorMetadata::builder().code("DBClusterSnapshotNotFoundFault").build())
+                .build(),
+        )
+    });
+    let copy = mock!(aws_sdk_rds::Client::copy_db_cluster_snapshot).then_output(|| {
+        aws_sdk_rds::operation::copy_db_cluster_snapshot::CopyDbClusterSnapshotOutput::builder().build()
+    });
+    let source = rds_client("us-east-1", &[]);
+    let target = rds_client("eu-west-1", &[&not_yet, &versions_there, &copy]);
+    let snapshot = StoredSnapshot {
+        id: "coffer-prod-20261123-0200-ledger".into(),
+        region: "us-east-1".into(),
+        service: Service::RdsCluster,
+        state: State::Complete,
+        encrypted: false,
+        kms_key_id: None,
+        arn: Some("arn:aws:rds:us-east-1:123456789012:cluster-snapshot:coffer-prod-20261123-0200-ledger".into()),
+        volume_id: None,
+        engine: Some(Engine { name: "aurora-postgresql".into(), version: "11.9".into() }),
+        tags: BTreeMap::new(),
+    };
+    let encryption = CopyEncryption::for_mapping(Encrypt::EncryptedOnly, None, false);
+    let tags = run_tags();
+    let spec = rds_spec(&snapshot, &encryption, &tags, None);
+    let error = crate::support::block_on(replicate_rds(&source, &target, Service::RdsCluster, &spec, &settings()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("coffer-prod-20261123-0200-ledger is of aurora-postgresql 11.9, which eu-west-1 does not offer"),
+        "{error}"
+    );
+    assert_eq!(versions_there.num_calls(), 1);
     assert_eq!(copy.num_calls(), 0);
 }

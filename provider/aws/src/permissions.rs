@@ -214,6 +214,7 @@ pub const PERMISSIONS: &[Permission] = &[
     p(Backup, Rds, "add_tags_to_resource", "rds:AddTagsToResource", Any),
     p(Backup, Rds, "list_tags_for_resource", "rds:ListTagsForResource", Any),
     p(Backup, Rds, "copy_db_snapshot", "rds:CopyDBSnapshot", Any),
+    p(Backup, Rds, "describe_db_engine_versions", "rds:DescribeDBEngineVersions", Any),
     p(Backup, Rds, "copy_db_cluster_snapshot", "rds:CopyDBClusterSnapshot", Any),
     p(Backup, Kms, "create_grant", "kms:CreateGrant", Any),
     p(Backup, Kms, "describe_key", "kms:DescribeKey", Any),

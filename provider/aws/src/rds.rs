@@ -29,6 +29,20 @@ pub async fn list_db_clusters(client: &Client) -> Result<Vec<DbCluster>, AwsErro
     Ok(all)
 }
 
+/// Whether `engine` at `version` is offered in the client's region. An Aurora cluster
+/// snapshot can be copied only to a region that offers its engine version (Aurora user guide,
+/// "DB cluster snapshot copying": the target Region must support the engine version).
+pub async fn engine_version_offered(client: &Client, engine: &str, version: &str) -> Result<bool, AwsError> {
+    let out = client
+        .describe_db_engine_versions()
+        .engine(engine)
+        .engine_version(version)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk(e, &[]))?;
+    Ok(!out.db_engine_versions().is_empty())
+}
+
 pub async fn find_db_snapshot(client: &Client, id: &str) -> Result<DbSnapshot, AwsError> {
     let out = client
         .describe_db_snapshots()

@@ -43,7 +43,21 @@ pub struct StoredSnapshot {
     pub arn: Option<String>,
     /// EBS: the volume it is of.
     pub volume_id: Option<String>,
+    /// RDS: the engine and its version the snapshot was taken with.
+    pub engine: Option<Engine>,
     pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Engine {
+    pub name: String,
+    pub version: String,
+}
+
+impl Engine {
+    fn of(name: Option<&str>, version: Option<&str>) -> Option<Engine> {
+        Some(Engine { name: name?.to_string(), version: version?.to_string() })
+    }
 }
 
 /// How a copy is encrypted, from the region mapping.
@@ -95,6 +109,7 @@ fn from_ebs(region: &str, s: &aws_sdk_ec2::types::Snapshot) -> StoredSnapshot {
         kms_key_id: s.kms_key_id().map(str::to_string),
         arn: None,
         volume_id: s.volume_id().map(str::to_string),
+        engine: None,
         tags: s
             .tags()
             .iter()
@@ -125,6 +140,7 @@ pub fn from_db_snapshot(region: &str, s: &aws_sdk_rds::types::DbSnapshot) -> Sto
         kms_key_id: s.kms_key_id().filter(|_| s.encrypted() == Some(true)).map(str::to_string),
         arn: s.db_snapshot_arn().map(str::to_string),
         volume_id: None,
+        engine: Engine::of(s.engine(), s.engine_version()),
         tags: rds_tag_map(s.tag_list()),
     }
 }
@@ -139,6 +155,7 @@ pub fn from_db_cluster_snapshot(region: &str, s: &aws_sdk_rds::types::DbClusterS
         kms_key_id: s.kms_key_id().filter(|_| s.storage_encrypted() == Some(true)).map(str::to_string),
         arn: s.db_cluster_snapshot_arn().map(str::to_string),
         volume_id: None,
+        engine: Engine::of(s.engine(), s.engine_version()),
         tags: rds_tag_map(s.tag_list()),
     }
 }

@@ -15,7 +15,7 @@ use super::*;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use coffer_aws::rds_presign::{self, CrossRegionCopy, PresignError};
 use coffer_aws::snapshots::{self, CopyEncryption, Service, StoredSnapshot, WaitError};
-use coffer_aws::{AwsClients, AwsError};
+use coffer_aws::{AwsClients, AwsError, rds};
 use coffer_model::policy::{PolicyDocument, PolicyType, Rule};
 use coffer_model::session::ResourceKind;
 
@@ -612,6 +612,33 @@ pub struct CopySpec<'a> {
     pub source_kms: Option<&'a aws_sdk_kms::Client>,
 }
 
+/// Refuses, before anything is shared, a cluster snapshot whose engine version the target
+/// region does not offer (see [`rds::engine_version_offered`]). When the versions cannot be
+/// listed, the copy goes ahead and AWS's answer is what the session shows.
+async fn check_engine_offered(
+    target: &aws_sdk_rds::Client,
+    service: Service,
+    copy: &CopySpec<'_>,
+) -> Result<(), ReplicationError> {
+    let snapshot = copy.snapshot;
+    let Some(engine) = snapshot.engine.as_ref().filter(|_| service == Service::RdsCluster) else {
+        return Ok(());
+    };
+    match rds::engine_version_offered(target, &engine.name, &engine.version).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ReplicationError::EngineVersionNotOffered {
+            snapshot: snapshot.id.clone(),
+            engine: engine.name.clone(),
+            version: engine.version.clone(),
+            region: copy.target_region.to_string(),
+        }),
+        Err(e) => {
+            tracing::warn!(snapshot = %snapshot.id, error = %e, "listing engine versions in {}; copying anyway", copy.target_region);
+            Ok(())
+        }
+    }
+}
+
 /// Refuses, before anything is shared, a cross-account copy of a snapshot under an AWS
 /// managed key (see [`snapshots::is_aws_managed_key`]). When the key cannot be described (no
 /// `kms:DescribeKey` on it), the share goes ahead and AWS's answer is what the session shows.
@@ -656,6 +683,10 @@ pub enum ReplicationError {
         "snapshot {snapshot} is encrypted: a copy {reason} needs a KMS key of {region} (kms_key_arn of the region mapping); nothing was copied"
     )]
     NoDestinationKey { snapshot: String, region: String, reason: &'static str },
+    #[error(
+        "cluster snapshot {snapshot} is of {engine} {version}, which {region} does not offer (DescribeDBEngineVersions there), so AWS cannot copy it there; nothing was copied. Upgrade the cluster to a version both regions offer, or replicate to another region"
+    )]
+    EngineVersionNotOffered { snapshot: String, engine: String, version: String, region: String },
     #[error(transparent)]
     Presign(#[from] PresignError),
     #[error(
@@ -676,6 +707,7 @@ impl ReplicationError {
             ReplicationError::FindEarlier { .. }
                 | ReplicationError::NoDestinationKey { .. }
                 | ReplicationError::AwsManagedKey { .. }
+                | ReplicationError::EngineVersionNotOffered { .. }
                 | ReplicationError::Presign(_)
         )
     }
@@ -893,6 +925,7 @@ async fn copy_rds(
         Ok(_) => true,
         Err(AwsError::NotFound) => {
             let (key, pre_signed_url) = rds_copy_encryption(service, copy).await?;
+            check_engine_offered(target, service, copy).await?;
             check_shareable(copy).await?;
             if let Some(account) = copy.target_account {
                 snapshots::share_rds_snapshot(source, service, &snapshot.id, account)
