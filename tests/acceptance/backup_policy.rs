@@ -224,3 +224,68 @@ fn backup_policy_lifecycle_on_every_terraform() {
         lifecycle(&tf);
     }
 }
+
+fn replicating_policy(kind: &str) -> String {
+    format!(
+        r#"
+resource "coffer_backup_policy" "dbs" {{
+  name = "dbs"
+  type = "{kind}"
+
+  source {{
+    regions = ["us-east-1"]
+    tags    = {{ Backup = "daily" }}
+  }}
+
+  rule {{
+    name = "daily"
+    cron = "0 2 * * *"
+    snapshot {{
+      retain {{
+        count = 7
+      }}
+    }}
+    replicate {{
+      region_mapping_ids = ["dr"]
+      retain {{
+        count = 3
+      }}
+    }}
+  }}
+
+  worker_configuration_ids = [coffer_worker_configuration.use1.id]
+}}
+"#
+    )
+}
+
+/// AWS copies an encrypted DB snapshot into another region only with a key of that region;
+/// whether the databases are encrypted is known at run time only, so the plan warns.
+#[test]
+fn an_rds_policy_replicating_through_a_mapping_without_a_key_is_warned_about_at_plan() {
+    let moto = Moto::start();
+    let tf = crate::support::terraform::oldest_terraform();
+    let wd = Workdir::new(&tf, &provider_binary());
+    let base = provider(&moto) + DEPENDENCIES;
+    wd.write("main.tf", &base);
+    wd.init();
+    wd.apply();
+
+    const WARNING: &str = "Warning: Encrypted databases will not be replicated";
+    wd.write("main.tf", &(base.clone() + &replicating_policy("ec2")));
+    let (code, output) = wd.plan_exit_code();
+    assert_eq!(code, 2, "{output}");
+    assert!(!output.contains(WARNING), "EBS copies need no key:\n{output}");
+
+    wd.write("main.tf", &(base + &replicating_policy("rds")));
+    let (code, output) = wd.plan_exit_code();
+    assert_eq!(code, 2, "{output}");
+    assert!(output.contains(WARNING), "{output}");
+    // Terraform wraps the detail to the terminal's width.
+    let detail = output.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        detail.contains("region mapping \"dr\" has no kms_key_arn")
+            && detail.contains("into eu-west-1 only with a KMS key of that region"),
+        "{output}"
+    );
+}

@@ -715,6 +715,19 @@ async fn check_references(data: &Coffer, config: &Value, at_apply: bool, diags: 
                 let at = path.then_attr("replicate").then_attr("region_mapping_ids");
                 match catalog.get::<RegionMappingDocument>(&id).await {
                     Ok(mapping) => {
+                        // AWS copies an encrypted DB snapshot into another region only with a
+                        // key of that region (RDS API reference, CopyDBSnapshot, KmsKeyId).
+                        // Whether the databases are encrypted is known only at run time.
+                        let rds = config.get("type").as_str() == Some(PolicyType::Rds.as_str());
+                        if rds && mapping.body.kms_key_arn.is_none() && !at_apply {
+                            let detail = format!(
+                                "{at}: region mapping {id:?} has no kms_key_arn. AWS copies an encrypted DB snapshot \
+                                 into {} only with a KMS key of that region, so runs will copy unencrypted databases \
+                                 and report each encrypted one as a warning. Set kms_key_arn on the mapping.",
+                                mapping.body.target_region
+                            );
+                            diags.attribute_warning(at.clone(), "Encrypted databases will not be replicated", detail);
+                        }
                         let from = &mapping.body.source_region;
                         if source_regions.is_wholly_known() && !source_regions.strings().contains(from) {
                             error_at(

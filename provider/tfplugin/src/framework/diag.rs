@@ -92,6 +92,10 @@ impl Diagnostics {
         self.push(Severity::Warning, summary, detail, None);
     }
 
+    pub fn attribute_warning(&mut self, path: AttributePath, summary: impl Into<String>, detail: impl Into<String>) {
+        self.push(Severity::Warning, summary, detail, Some(path));
+    }
+
     fn push(
         &mut self,
         severity: Severity,
