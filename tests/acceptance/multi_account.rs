@@ -3,10 +3,8 @@
 //! `arn:aws:iam::<account>:role/…` act as that account, so each account's
 //! objects can be looked for where they belong, and not elsewhere.
 
-use aws_credential_types::provider::SharedCredentialsProvider;
-
 use crate::docs_and_examples::copy_configuration;
-use crate::support::aws::ACCOUNT;
+use crate::support::aws::{ACCOUNT, assumed_config};
 use crate::support::terraform::oldest_terraform;
 use crate::support::tools::repo_root;
 use crate::support::{Moto, Workdir, block_on, provider_binary, terraform_versions};
@@ -20,27 +18,10 @@ struct Account {
 
 impl Account {
     fn assume(moto: &Moto, account: &str) -> Self {
-        let base = block_on(moto.sdk_config("us-east-1"));
         let config = if account == ACCOUNT {
-            base
+            block_on(moto.sdk_config("us-east-1"))
         } else {
-            let sts = aws_sdk_sts::Client::new(&base);
-            let out = block_on(
-                sts.assume_role()
-                    .role_arn(format!("arn:aws:iam::{account}:role/coffer"))
-                    .role_session_name("coffer-test")
-                    .send(),
-            )
-            .unwrap();
-            let c = out.credentials().unwrap();
-            let credentials = aws_credential_types::Credentials::new(
-                c.access_key_id(),
-                c.secret_access_key(),
-                Some(c.session_token().to_string()),
-                None,
-                "assumed",
-            );
-            base.into_builder().credentials_provider(SharedCredentialsProvider::new(credentials)).build()
+            assumed_config(moto, &format!("arn:aws:iam::{account}:role/coffer"), "us-east-1")
         };
         Self {
             s3: aws_sdk_s3::Client::from_conf(

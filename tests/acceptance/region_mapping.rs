@@ -3,22 +3,24 @@
 use serde_json::json;
 
 use super::{planned_actions, provider, state_of};
-use crate::support::aws::{Aws, CATALOG_BUCKET};
+use crate::support::aws::{Aws, CATALOG_BUCKET, kms_key_of};
 use crate::support::terraform::Terraform;
 use crate::support::{Moto, Workdir, provider_binary, terraform_versions};
 
 const ADDRESS: &str = "coffer_region_mapping.dr";
 const KEY: &str = "region-mappings/dr.json";
 
-fn mapping(target: &str, encrypt: &str) -> String {
+const TARGET_ROLE: &str = "arn:aws:iam::222222222222:role/coffer-copy";
+
+fn mapping(target: &str, key: &str, encrypt: &str) -> String {
     format!(
         r#"
 resource "coffer_region_mapping" "dr" {{
   name            = "dr"
   source_region   = "us-east-1"
   target_region   = "{target}"
-  target_role_arn = "arn:aws:iam::222222222222:role/coffer-copy"
-  kms_key_arn     = "arn:aws:kms:{target}:222222222222:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+  target_role_arn = "{TARGET_ROLE}"
+  kms_key_arn     = "{key}"
   encrypt         = "{encrypt}"
 }}
 "#
@@ -29,8 +31,21 @@ fn lifecycle(tf: &Terraform) {
     let moto = Moto::start();
     let aws = Aws::new(&moto);
     let wd = Workdir::new(tf, &provider_binary());
-    wd.write("main.tf", &(provider(&moto) + &mapping("eu-west-1", "all")));
+    // The copies' keys, in the target account (the one target_role_arn is in).
+    let key_euw1 = kms_key_of(&moto, TARGET_ROLE, "eu-west-1");
+    let key_euc1 = kms_key_of(&moto, TARGET_ROLE, "eu-central-1");
+
+    // A key the target role cannot find fails the plan, before anything is written.
+    let missing = "arn:aws:kms:eu-west-1:222222222222:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    wd.write("main.tf", &(provider(&moto) + &mapping("eu-west-1", missing, "all")));
     wd.init();
+    let (code, output) = wd.plan_exit_code();
+    let detail = output.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(code, 1, "{output}");
+    assert!(detail.contains("Unusable KMS key"), "{output}");
+    assert!(detail.contains(&format!("role {TARGET_ROLE} finds no KMS key {missing} in eu-west-1")), "{output}");
+
+    wd.write("main.tf", &(provider(&moto) + &mapping("eu-west-1", &key_euw1, "all")));
 
     // Create: the catalog bucket appears (versioned, encrypted) with the document.
     assert!(!aws.bucket_exists(CATALOG_BUCKET));
@@ -55,7 +70,7 @@ fn lifecycle(tf: &Terraform) {
     drop(imported);
 
     // Update in place.
-    wd.write("main.tf", &(provider(&moto) + &mapping("eu-central-1", "encrypted_only")));
+    wd.write("main.tf", &(provider(&moto) + &mapping("eu-central-1", &key_euc1, "encrypted_only")));
     assert_eq!(planned_actions(&wd, ADDRESS), json!(["update"]));
     wd.apply();
     assert_eq!(aws.get_json(CATALOG_BUCKET, KEY).unwrap()["target_region"], "eu-central-1");
@@ -73,7 +88,7 @@ fn lifecycle(tf: &Terraform) {
 
     // Written by someone else between plan and apply: the conditional write
     // refuses and says so; the other write survives.
-    wd.write("main.tf", &(provider(&moto) + &mapping("eu-west-1", "encrypted_only")));
+    wd.write("main.tf", &(provider(&moto) + &mapping("eu-west-1", &key_euw1, "encrypted_only")));
     wd.run(&["plan", "-input=false", "-no-color", "-out=race.tfplan"]);
     let mut theirs = aws.get_json(CATALOG_BUCKET, KEY).unwrap();
     theirs["encrypt"] = json!("all");

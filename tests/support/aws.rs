@@ -98,3 +98,29 @@ impl Aws {
         out.key_metadata().unwrap().arn().unwrap().to_string()
     }
 }
+
+/// The SDK configuration of `role` (in another account), assumed with the test's credentials:
+/// moto gives each account its own resources, as AWS does.
+pub fn assumed_config(moto: &Moto, role: &str, region: &str) -> aws_config::SdkConfig {
+    let base = block_on(moto.sdk_config(region));
+    let sts = aws_sdk_sts::Client::new(&base);
+    let out = block_on(sts.assume_role().role_arn(role).role_session_name("coffer-test").send()).unwrap();
+    let c = out.credentials().unwrap();
+    let credentials = aws_credential_types::Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_string()),
+        None,
+        "assumed",
+    );
+    base.into_builder()
+        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(credentials))
+        .build()
+}
+
+/// A new KMS key in `region` of the account `role` is in.
+pub fn kms_key_of(moto: &Moto, role: &str, region: &str) -> String {
+    let kms = aws_sdk_kms::Client::new(&assumed_config(moto, role, region));
+    let out = block_on(kms.create_key().description("coffer test, other account").send()).unwrap();
+    out.key_metadata().unwrap().arn().unwrap().to_string()
+}

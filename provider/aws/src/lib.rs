@@ -10,6 +10,7 @@
 pub mod catalog;
 pub mod ebs_blocks;
 pub mod ec2;
+pub mod kms;
 pub mod kms_keys;
 pub mod permissions;
 pub mod rds;

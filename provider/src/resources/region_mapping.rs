@@ -8,7 +8,9 @@ use coffer_model::region_mapping::{Encrypt, RegionMappingDocument};
 
 use crate::conns::Coffer;
 use crate::resources::{catalog_write_error, check_regions_enabled, expand_enum};
+use coffer_aws::AssumeRole;
 use coffer_aws::catalog::{CatalogError, Kind};
+use coffer_aws::kms::{self, KeyAccess};
 use coffer_model::validation;
 use coffer_tfplugin::framework::validators::{OneOf, string};
 use coffer_tfplugin::framework::{
@@ -108,6 +110,76 @@ fn flatten_mapping(document: &RegionMappingDocument) -> Value {
         ("kms_key_arn", optional(&document.kms_key_arn)),
         ("encrypt", Value::from(document.encrypt.as_str())),
     ])
+}
+
+/// The mapping's key as the copies' maker sees it — through `target_role_arn` when there is
+/// one — checked at plan when the key, the role or the region changes: a key that is missing,
+/// not enabled, or that the target role may not use would fail every copy at run time. The
+/// provider's own credentials are not the workers', so what they cannot do is a warning.
+async fn check_key(data: &Coffer, request: &PlanRequest<'_>, diags: &mut Diagnostics) {
+    let (config, prior) = (request.config, request.prior);
+    let (Some(key), Some(region)) = (config.get("kms_key_arn").as_str(), config.get("target_region").as_str()) else {
+        return;
+    };
+    let role = config.get("target_role_arn");
+    let unchanged =
+        ["kms_key_arn", "target_role_arn", "target_region"].iter().all(|a| config.get(a).same_as(prior.get(a)));
+    if role.is_unknown() || unchanged {
+        return;
+    }
+    let at = AttributePath::attr("kms_key_arn");
+    let assumed;
+    let (clients, who) = match role.as_str() {
+        None => (data.aws.as_ref(), "the provider's credentials".to_string()),
+        Some(role_arn) => {
+            let assume = AssumeRole {
+                role_arn: role_arn.to_string(),
+                external_id: None,
+                session_name: Some("coffer-plan".into()),
+                duration: None,
+            };
+            match data.aws.assuming(assume).await {
+                Ok(clients) => {
+                    assumed = clients;
+                    (&assumed, format!("role {role_arn}"))
+                }
+                Err(e) => {
+                    diags.attribute_warning(
+                        AttributePath::attr("target_role_arn"),
+                        "Key not checked",
+                        format!(
+                            "target_role_arn: the provider's credentials could not assume {role_arn} to check \
+                             kms_key_arn ({e}). The workers assume it at run time; a key it may not use fails the copies then."
+                        ),
+                    );
+                    return;
+                }
+            }
+        }
+    };
+    let problem = match kms::key_access(&clients.kms(region), key).await {
+        Ok(KeyAccess::Usable) => return,
+        Ok(KeyAccess::Missing) => format!("{who} finds no KMS key {key} in {region}."),
+        Ok(KeyAccess::NotEnabled(state)) => format!("key {key} is {state}; copies need an enabled key."),
+        Ok(KeyAccess::Denied(why)) => {
+            let fix = "its key policy must let the role use the key for copies (kms:DescribeKey, kms:CreateGrant, \
+                       kms:Encrypt, kms:Decrypt, kms:ReEncrypt*, kms:GenerateDataKeyWithoutPlaintext)";
+            if role.is_null() {
+                let detail = format!(
+                    "kms_key_arn: the provider's credentials may not describe key {key} ({why}); the workers' role \
+                     makes the copies, and {fix}."
+                );
+                diags.attribute_warning(at, "Key not checked", detail);
+                return;
+            }
+            format!("{who} may not use key {key} ({why}); {fix}.")
+        }
+        Err(e) => {
+            tracing::warn!(key, error = %e, "describing the mapping's key; skipping its check");
+            return;
+        }
+    };
+    diags.attribute_error(at, "Unusable KMS key", format!("kms_key_arn: {problem}"));
 }
 
 /// Cross-attribute rules, checked at plan time.
@@ -267,5 +339,6 @@ impl ModifyPlan<Coffer> for RegionMapping {
             .filter_map(|a| request.config.get(a).as_str().map(|r| (AttributePath::attr(a), r.to_string())))
             .collect();
         check_regions_enabled(data, &regions, diags).await;
+        check_key(data, &request, diags).await;
     }
 }
