@@ -863,6 +863,12 @@ pub async fn replicate_rds(
 /// shared from another account (RDS API reference, CopyDBSnapshot and CopyDBClusterSnapshot,
 /// `KmsKeyId`); a cross-region copy also takes the presigned URL ([`rds_presign`]). Checked
 /// before anything is shared, so a copy that cannot be made leaves nothing behind.
+///
+/// Into another account *and* region, the shared snapshot is copied by the target account in
+/// one `Copy…Snapshot` called in the target region: "You can copy snapshots to another AWS
+/// Region or account in a single step" (RDS user guide, "Copying a DB snapshot"; Aurora user
+/// guide, "DB cluster snapshot copying"), with the key of the target region and the URL
+/// presigned by the target account, as the AWS CLI would send it from that account.
 async fn rds_copy_encryption(
     service: Service,
     copy: &CopySpec<'_>,
