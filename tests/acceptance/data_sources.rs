@@ -135,3 +135,43 @@ fn an_unknown_policy_is_a_clear_error() {
     let error = wd.try_apply().unwrap_err();
     assert!(error.contains("backup policy nope is not in the catalog"), "{error}");
 }
+
+/// What `coffer_iam_policy` gives for cross-account copies, read by Terraform: key policy
+/// statements naming the target roles (as a JSON string, to merge with `jsondecode`), and
+/// null when there is no role to name.
+#[test]
+fn the_iam_policy_gives_source_key_statements_for_the_target_roles() {
+    let moto = Moto::start();
+    let tf = crate::support::terraform::oldest_terraform();
+    let wd = Workdir::new(&tf, &provider_binary());
+    let config = r#"
+data "coffer_iam_policy" "dr" {
+  features         = ["ec2", "replicate", "kms", "cross_account"]
+  target_role_arns = ["arn:aws:iam::222222222222:role/coffer-copy"]
+}
+
+data "coffer_iam_policy" "no_roles" {
+  features = ["ec2", "replicate", "kms", "cross_account"]
+}
+
+output "statements" {
+  value = jsondecode(data.coffer_iam_policy.dr.source_key_policy_statements_json)
+}
+
+output "without_roles" {
+  value = data.coffer_iam_policy.no_roles.source_key_policy_statements_json
+}
+"#;
+    wd.write("main.tf", &(provider(&moto) + config));
+    wd.init();
+    wd.apply();
+    let outputs = wd.output_json();
+    let statements = outputs["statements"]["value"].as_array().expect("a list of statements").clone();
+    assert_eq!(statements.len(), 2, "{statements:#?}");
+    for statement in &statements {
+        assert_eq!(statement["Principal"]["AWS"], "arn:aws:iam::222222222222:role/coffer-copy");
+    }
+    assert!(statements[0]["Action"].as_array().unwrap().iter().any(|a| a == "kms:Decrypt"));
+    assert_eq!(statements[1]["Condition"]["Bool"]["kms:GrantIsForAWSResource"], "true");
+    assert!(outputs["without_roles"]["value"].is_null(), "{outputs:#?}");
+}

@@ -32,3 +32,8 @@ output "backup_policy_json" {
   description = "For the workers' role and the target_role_arn roles of region mappings."
   value       = data.coffer_iam_policy.ec2.backup_policy_json
 }
+
+output "source_key_policy_statements_json" {
+  description = "Statements to merge into the key policies of the keys encrypting protected volumes and databases."
+  value       = data.coffer_iam_policy.ec2.source_key_policy_statements_json
+}

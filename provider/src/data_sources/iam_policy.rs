@@ -57,7 +57,46 @@ pub fn schema() -> Schema {
         .attribute(Attribute::string("scheduler_policy_json").computed().describe("For `scheduler_role_arn`: launches workers."))
         .attribute(Attribute::string("worker_policy_json").computed().describe("For the workers' instance-profile role: catalog, repositories, EBS direct APIs, KMS."))
         .attribute(Attribute::string("backup_policy_json").computed().describe("Snapshots, copies and retention of EC2 and RDS resources."))
+        .attribute(
+            Attribute::string("source_key_policy_statements_json").computed().describe(
+                "Key policy statements (a JSON array) to add to the customer managed KMS keys that encrypt \
+                 protected volumes and databases: they let the `target_role_arns` copy snapshots shared with their \
+                 accounts. Null unless `cross_account` is among the features and `target_role_arns` is set.",
+            ),
+        )
     )
+}
+
+/// What the target roles do with a source key while copying a snapshot shared with their
+/// account: an encrypted snapshot can be copied by another account only when that account may
+/// use the key (EC2 user guide, "Share an Amazon EBS snapshot" → "Share the KMS key"; RDS user
+/// guide, "Sharing encrypted snapshots"). Two statements, as AWS's own examples of a key
+/// shared with another account: the key's use, and grants for the AWS services that copy on
+/// the roles' behalf (`kms:GrantIsForAWSResource` is present on grant requests only, so it
+/// cannot condition the first).
+pub fn source_key_statements(target_roles: &[String]) -> Option<serde_json::Value> {
+    if target_roles.is_empty() {
+        return None;
+    }
+    let principal =
+        json!({ "AWS": if target_roles.len() == 1 { json!(target_roles[0]) } else { json!(target_roles) } });
+    Some(json!([
+        {
+            "Sid": "CofferCrossAccountCopiesUseTheKey",
+            "Effect": "Allow",
+            "Principal": principal,
+            "Action": ["kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncrypt*"],
+            "Resource": "*",
+        },
+        {
+            "Sid": "CofferCrossAccountCopiesGrantToAwsServices",
+            "Effect": "Allow",
+            "Principal": principal,
+            "Action": "kms:CreateGrant",
+            "Resource": "*",
+            "Condition": { "Bool": { "kms:GrantIsForAWSResource": "true" } },
+        },
+    ]))
 }
 
 /// What the documents are narrowed to.
@@ -163,6 +202,13 @@ impl DataSource<Coffer> for IamPolicy {
             all.push_str(&json);
             state.set(attribute, json.as_str());
         }
+        let statements = features
+            .contains(&Feature::CrossAccount)
+            .then(|| source_key_statements(&narrowing.target_roles))
+            .flatten()
+            .map(|s| s.to_string());
+        all.push_str(statements.as_deref().unwrap_or_default());
+        state.set("source_key_policy_statements_json", statements.as_deref().map(Value::from).unwrap_or(Value::Null));
         use sha2::Digest;
         let id: String = sha2::Sha256::digest(all.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
         state.set("id", id.as_str());
@@ -206,6 +252,19 @@ mod tests {
                 assert!(listed.iter().any(|a| a == p.action), "{:?} lacks {}", role, p.action);
             }
         }
+    }
+
+    #[test]
+    fn source_keys_let_the_target_roles_copy_and_grant_only_to_aws_services() {
+        assert_eq!(source_key_statements(&[]), None, "no principal to name");
+        let role = "arn:aws:iam::222222222222:role/coffer-copy".to_string();
+        let statements = source_key_statements(std::slice::from_ref(&role)).unwrap();
+        let [usage, grants] = statements.as_array().unwrap().as_slice() else { panic!("two statements") };
+        assert_eq!(usage["Principal"]["AWS"], role.as_str());
+        assert!(usage.get("Condition").is_none(), "Decrypt and DescribeKey carry no grant condition");
+        assert!(usage["Action"].as_array().unwrap().iter().any(|a| a == "kms:ReEncrypt*"));
+        assert_eq!(grants["Action"], "kms:CreateGrant");
+        assert_eq!(grants["Condition"]["Bool"]["kms:GrantIsForAWSResource"], "true");
     }
 
     #[test]
