@@ -545,3 +545,41 @@ fn a_cluster_snapshot_of_an_engine_version_the_target_region_lacks_is_not_copied
     assert_eq!(versions_there.num_calls(), 1);
     assert_eq!(copy.num_calls(), 0);
 }
+
+/// Into another account in the same region, an encrypted DB snapshot is shared and copied
+/// with a key (RDS API reference, CopyDBSnapshot: a key is required for an encrypted snapshot
+/// shared from another account) and without a presigned URL ("Don't specify PreSignedUrl
+/// when copying an encrypted DB snapshot in the same AWS Region"); the share is revoked after.
+#[test]
+fn an_encrypted_db_snapshot_goes_to_another_account_in_its_region_with_a_key_and_no_presigned_url() {
+    let source_arn = "arn:aws:rds:us-east-1:123456789012:snapshot:coffer-prod-20261123-0200-orders-db";
+    let same_region_key = "arn:aws:kms:us-east-1:222222222222:key/0d7c2b3e-aaaa-bbbb-cccc-1234567890ab";
+    let share = mock!(aws_sdk_rds::Client::modify_db_snapshot_attribute)
+        .match_requests(|r| r.values_to_add() == [TARGET_ACCOUNT])
+        .then_output(|| {
+            aws_sdk_rds::operation::modify_db_snapshot_attribute::ModifyDbSnapshotAttributeOutput::builder().build()
+        });
+    let revoked = Arc::new(AtomicBool::new(false));
+    let revoke = rds_revoke("coffer-prod-20261123-0200-orders-db", &revoked);
+    let copy = mock!(aws_sdk_rds::Client::copy_db_snapshot)
+        .match_requests(move |r| {
+            r.kms_key_id() == Some(same_region_key)
+                && r.pre_signed_url().is_none()
+                && r.source_db_snapshot_identifier() == Some(source_arn)
+        })
+        .then_output(|| aws_sdk_rds::operation::copy_db_snapshot::CopyDbSnapshotOutput::builder().build());
+    let not_yet = db_snapshot_not_found();
+    let available = copy_available();
+    let source = rds_client("us-east-1", &[&share, &revoke]);
+    let target = rds_client("us-east-1", &[&not_yet, &copy, &available]);
+    let snapshot = encrypted_db_snapshot(source_arn);
+    let encryption = CopyEncryption::for_mapping(Encrypt::EncryptedOnly, Some(same_region_key), true);
+    let tags = run_tags();
+    let spec = CopySpec { target_region: "us-east-1", ..rds_spec(&snapshot, &encryption, &tags, Some(TARGET_ACCOUNT)) };
+    let replica =
+        crate::support::block_on(replicate_rds(&source, &target, Service::RdsInstance, &spec, &settings())).unwrap();
+    assert_eq!(replica.snapshot.id, "coffer-prod-copy");
+    assert_eq!(share.num_calls(), 1);
+    assert_eq!(copy.num_calls(), 1, "CopyDBSnapshot with the key and no presigned URL");
+    assert!(revoked.load(Ordering::SeqCst));
+}
