@@ -730,8 +730,7 @@ struct Replicas {
 pub struct Replica {
     pub snapshot: StoredSnapshot,
     pub reused: bool,
-    /// Why the source is still shared with the target account, if it is: the revoke failed,
-    /// or the copy is still running (revoked by the attempt that sees it complete).
+    /// Why the source is still shared with the target account, if it is: the revoke failed.
     pub share_left: Option<String>,
 }
 
