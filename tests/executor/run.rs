@@ -217,3 +217,37 @@ fn a_rerun_with_the_same_run_id_makes_no_second_snapshot() {
         assert_eq!(manual.db_snapshots().len(), 1);
     });
 }
+
+/// A mapping whose key the copies' maker cannot find (deleted, or in another account it may
+/// not see) would fail every copy: the run starts none, and the resource's warning names the
+/// key, whose view and the region. The snapshot itself is made.
+#[test]
+fn a_mapping_key_that_cannot_be_found_stops_its_copies_with_a_warning_naming_the_key() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let use1 = moto.sdk_config("us-east-1").await;
+        let ec2 = aws_sdk_ec2::Client::new(&use1);
+        instance(&ec2, &tags(&[("Backup", "dr")]), 1, None).await;
+        let executor = executor(&moto, dir.path(), 4).await;
+        let gone = "arn:aws:kms:eu-west-1:123456789012:key/0d7c2b3e-aaaa-bbbb-cccc-1234567890ab";
+        put_mapping(&executor, "use1-to-euw1", "us-east-1", "eu-west-1", Some(gone), "all").await;
+        let rules = vec![rule("daily", "0 2 * * *", Some(count(3)), Some((&["use1-to-euw1"][..], count(2))))];
+        put_policy(&executor, &policy("ec2-dr", "ec2", &["us-east-1"], &[("Backup", "dr")], rules)).await;
+
+        let request = RunRequest { policy: "ec2-dr".into(), rules: vec![], run_id: None, time: Utc::now() };
+        let session = executor.run(request, &Quiet).await.unwrap();
+        assert_eq!(session.outcome, Outcome::Warning, "{session:#?}");
+        let resource = &session.resources[0];
+        assert!(resource.snapshots.iter().all(|s| s.kind == SnapshotKind::Snapshot), "{resource:#?}");
+        assert!(!resource.snapshots.is_empty(), "the snapshot is still made");
+        let warning = resource.warnings.join("\n");
+        assert!(
+            warning.contains(&format!("the workers' role finds no KMS key {gone} (kms_key_arn) in eu-west-1"))
+                && warning.contains("nothing was copied"),
+            "{warning}"
+        );
+        let ec2_eu = aws_sdk_ec2::Client::new(&moto.sdk_config("eu-west-1").await);
+        assert!(snapshots_tagged(&ec2_eu, "coffer:run", &session.run_id).await.is_empty(), "no copy started");
+    });
+}

@@ -13,6 +13,7 @@ use super::scope::{self, Resource};
 use super::session::{self, Outcome, ResourceRecord, RetentionRecord, Session, SnapshotRecord};
 use super::*;
 use aws_credential_types::provider::SharedCredentialsProvider;
+use coffer_aws::kms::KeyAccess;
 use coffer_aws::rds_presign::{self, CrossRegionCopy, PresignError};
 use coffer_aws::snapshots::{self, CopyEncryption, Service, StoredSnapshot, WaitError};
 use coffer_aws::{AwsClients, AwsError, rds};
@@ -59,6 +60,8 @@ pub(crate) struct Plan<'a> {
     /// Repositories the rules' `backup` / `archive` blocks write to (EC2).
     pub(crate) targets: Vec<image::Target>,
     pub(crate) repositories: image::Repositories,
+    /// Per mapping with a key: what is wrong with the key, found once per run.
+    key_problems: tokio::sync::Mutex<BTreeMap<String, Option<String>>>,
 }
 
 impl Plan<'_> {
@@ -166,6 +169,7 @@ impl Executor {
             limits: Limits::new(self.settings.concurrency),
             targets: if policy.kind == PolicyType::Ec2 { image::targets(&rules_for_targets) } else { Vec::new() },
             repositories: image::Repositories::default(),
+            key_problems: Default::default(),
         };
         tracing::info!(policy = %policy.name, run = %plan.run_id, rules = ?plan.rule_names(|_| true), "run started");
 
@@ -431,6 +435,14 @@ impl Executor {
         let assumed = self.clients_for(mapping.target_role_arn.as_deref()).await.map_err(|e| e.to_string())?;
         let target: &AwsClients = assumed.as_deref().unwrap_or(&self.aws);
         let other_account = (target.account_id != self.aws.account_id).then(|| target.account_id.clone());
+        let uses_key = made.iter().any(|s| {
+            CopyEncryption::for_mapping(mapping.encrypt, mapping.kms_key_arn.as_deref(), s.encrypted)
+                .kms_key_id
+                .is_some()
+        });
+        if uses_key && let Some(problem) = mapping_key_problem(plan, mapping_id, mapping, target).await {
+            return Err(problem);
+        }
         let rules = plan.replica_rules(mapping_id);
         let _slot = plan.limits.acquire(&mapping.target_region, Api::Copy).await;
         let mut replicas = Replicas { account: other_account.clone(), reused: true, ..Replicas::default() };
@@ -610,6 +622,44 @@ pub struct CopySpec<'a> {
     pub credentials: Option<SharedCredentialsProvider>,
     /// KMS in the source region, to see whether the source's key can be shared at all.
     pub source_kms: Option<&'a aws_sdk_kms::Client>,
+}
+
+/// The mapping's key as whoever makes the copies sees it (the target role, or the workers'
+/// own role), asked once per run: a key that is missing, not enabled or that they may not use
+/// fails every copy, so no copy is started and the resource says which key, whose view, and
+/// what to grant. A copy that names a key needs `kms:DescribeKey` on it anyway (EBS user guide,
+/// "Permissions for IAM users" under encryption; RDS user guide, "Key management"), so a refused
+/// `DescribeKey` is a copy that would fail. A key that cannot be asked about for another reason
+/// is left to the copies.
+async fn mapping_key_problem(
+    plan: &Plan<'_>,
+    mapping_id: &str,
+    mapping: &RegionMappingDocument,
+    target: &AwsClients,
+) -> Option<String> {
+    let key = mapping.kms_key_arn.as_deref()?;
+    let mut problems = plan.key_problems.lock().await;
+    if let Some(known) = problems.get(mapping_id) {
+        return known.clone();
+    }
+    let region = &mapping.target_region;
+    let who = mapping.target_role_arn.as_deref().map_or("the workers' role".to_string(), |r| format!("role {r}"));
+    let problem = match coffer_aws::kms::key_access(&target.kms(region), key).await {
+        Ok(KeyAccess::Usable) => None,
+        Ok(KeyAccess::Missing) => Some(format!("{who} finds no KMS key {key} (kms_key_arn) in {region}")),
+        Ok(KeyAccess::NotEnabled(state)) => Some(format!("the KMS key {key} (kms_key_arn) is {state}")),
+        Ok(KeyAccess::Denied(why)) => Some(format!(
+            "{who} may not use the KMS key {key} (kms_key_arn): {why}. Its key policy must allow kms:DescribeKey, \
+             kms:CreateGrant, kms:Encrypt, kms:Decrypt, kms:ReEncrypt* and kms:GenerateDataKeyWithoutPlaintext"
+        )),
+        Err(e) => {
+            tracing::warn!(key, error = %e, "describing the mapping's key; leaving it to the copies");
+            None
+        }
+    };
+    let problem = problem.map(|p| format!("{p}; nothing was copied"));
+    problems.insert(mapping_id.to_string(), problem.clone());
+    problem
 }
 
 /// Refuses, before anything is shared, a cluster snapshot whose engine version the target
