@@ -26,46 +26,33 @@ use coffer_model::region_mapping::Encrypt;
 const TARGET_ACCOUNT: &str = "222222222222";
 const TARGET_KEY: &str = "arn:aws:kms:eu-west-1:222222222222:key/0d7c2b3e-aaaa-bbbb-cccc-1234567890ab";
 
+/// A client of `$sdk` in `$region` that answers from `$rules`, in order, and sends nothing.
+macro_rules! mock_client_in {
+    ($sdk:ident, $region:expr, $rules:expr) => {{
+        let interceptor =
+            $rules.iter().fold(MockResponseInterceptor::new().rule_mode(RuleMode::Sequential), |i, r| i.with_rule(r));
+        $sdk::Client::from_conf(
+            $sdk::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new($region.to_string()))
+                .credentials_provider(Credentials::new("mock", "mock", None, None, "mock"))
+                .interceptor(interceptor)
+                .http_client(create_mock_http_client())
+                .build(),
+        )
+    }};
+}
+
 fn ec2_client(region: &str, rules: &[&Rule]) -> aws_sdk_ec2::Client {
-    let interceptor =
-        rules.iter().fold(MockResponseInterceptor::new().rule_mode(RuleMode::Sequential), |i, r| i.with_rule(r));
-    aws_sdk_ec2::Client::from_conf(
-        aws_sdk_ec2::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(region.to_string()))
-            .credentials_provider(Credentials::new("mock", "mock", None, None, "mock"))
-            .interceptor(interceptor)
-            .http_client(create_mock_http_client())
-            .build(),
-    )
+    mock_client_in!(aws_sdk_ec2, region, rules)
 }
 
 fn kms_client(region: &str, rules: &[&Rule]) -> aws_sdk_kms::Client {
-    let interceptor =
-        rules.iter().fold(MockResponseInterceptor::new().rule_mode(RuleMode::Sequential), |i, r| i.with_rule(r));
-    aws_sdk_kms::Client::from_conf(
-        aws_sdk_kms::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(region.to_string()))
-            .credentials_provider(Credentials::new("mock", "mock", None, None, "mock"))
-            .interceptor(interceptor)
-            .http_client(create_mock_http_client())
-            .build(),
-    )
+    mock_client_in!(aws_sdk_kms, region, rules)
 }
 
 fn rds_client(region: &str, rules: &[&Rule]) -> aws_sdk_rds::Client {
-    let interceptor =
-        rules.iter().fold(MockResponseInterceptor::new().rule_mode(RuleMode::Sequential), |i, r| i.with_rule(r));
-    aws_sdk_rds::Client::from_conf(
-        aws_sdk_rds::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(region.to_string()))
-            .credentials_provider(Credentials::new("mock", "mock", None, None, "mock"))
-            .interceptor(interceptor)
-            .http_client(create_mock_http_client())
-            .build(),
-    )
+    mock_client_in!(aws_sdk_rds, region, rules)
 }
 
 fn credentials() -> Option<SharedCredentialsProvider> {

@@ -401,7 +401,7 @@ pub async fn copy_rds_snapshot(
             .source_db_cluster_snapshot_identifier(source_arn)
             .target_db_cluster_snapshot_identifier(target_id)
             .set_kms_key_id(kms_key_id.map(str::to_string))
-            .set_pre_signed_url(pre_signed_url.clone())
+            .set_pre_signed_url(pre_signed_url)
             .set_tags(Some(rds_tags(tags)))
             .send()
             .await
@@ -412,7 +412,7 @@ pub async fn copy_rds_snapshot(
             .source_db_snapshot_identifier(source_arn)
             .target_db_snapshot_identifier(target_id)
             .set_kms_key_id(kms_key_id.map(str::to_string))
-            .set_pre_signed_url(pre_signed_url.clone())
+            .set_pre_signed_url(pre_signed_url)
             .set_tags(Some(rds_tags(tags)))
             .send()
             .await
