@@ -161,6 +161,10 @@ output "statements" {
 output "without_roles" {
   value = data.coffer_iam_policy.no_roles.source_key_policy_statements_json
 }
+
+output "mapping_key_statements" {
+  value = jsondecode(data.coffer_iam_policy.no_roles.target_key_policy_statements_json)
+}
 "#;
     wd.write("main.tf", &(provider(&moto) + config));
     wd.init();
@@ -174,4 +178,8 @@ output "without_roles" {
     assert!(statements[0]["Action"].as_array().unwrap().iter().any(|a| a == "kms:Decrypt"));
     assert_eq!(statements[1]["Condition"]["Bool"]["kms:GrantIsForAWSResource"], "true");
     assert!(outputs["without_roles"]["value"].is_null(), "{outputs:#?}");
+    // The mapping keys let this (moto's) account make staging copies, roles or not.
+    let mapping_key = outputs["mapping_key_statements"]["value"].as_array().expect("statements").clone();
+    assert_eq!(mapping_key[0]["Principal"]["AWS"], "arn:aws:iam::123456789012:root", "{mapping_key:#?}");
+    assert!(mapping_key[0]["Action"].as_array().unwrap().iter().any(|a| a == "kms:Encrypt"));
 }

@@ -43,7 +43,7 @@ fn lifecycle(tf: &Terraform) {
     let detail = output.split_whitespace().collect::<Vec<_>>().join(" ");
     assert_eq!(code, 1, "{output}");
     assert!(detail.contains("Unusable KMS key"), "{output}");
-    assert!(detail.contains(&format!("role {TARGET_ROLE} finds no KMS key {missing} in eu-west-1")), "{output}");
+    assert!(detail.contains(&format!("no KMS key {missing} in eu-west-1, as seen by role {TARGET_ROLE}")), "{output}");
 
     wd.write("main.tf", &(provider(&moto) + &mapping("eu-west-1", &key_euw1, "all")));
 

@@ -197,6 +197,23 @@ resource "coffer_region_mapping" "bad" {
             vec!["kms_key_arn must be a key in target_region"],
         ),
         (
+            // KMS DescribeKey in target_region answers NotFoundException: every copy would fail.
+            "mapping KMS key that does not exist",
+            r#"
+resource "coffer_region_mapping" "bad" {
+  name          = "bad"
+  source_region = "us-east-1"
+  target_region = "eu-west-1"
+  kms_key_arn   = "arn:aws:kms:eu-west-1:123456789012:key/0d7c2b3e-aaaa-bbbb-cccc-1234567890ab"
+}
+"#
+            .to_string(),
+            vec![
+                "Unusable KMS key",
+                "kms_key_arn: there is no KMS key arn:aws:kms:eu-west-1:123456789012:key/0d7c2b3e-aaaa-bbbb-cccc-1234567890ab in eu-west-1, as seen by the provider's credentials",
+            ],
+        ),
+        (
             "mapping encrypt value",
             r#"
 resource "coffer_region_mapping" "bad" {

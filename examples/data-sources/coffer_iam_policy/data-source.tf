@@ -37,3 +37,8 @@ output "source_key_policy_statements_json" {
   description = "Statements to merge into the key policies of the keys encrypting protected volumes and databases."
   value       = data.coffer_iam_policy.ec2.source_key_policy_statements_json
 }
+
+output "target_key_policy_statements_json" {
+  description = "Statements to merge into the key policies of the kms_key_arn keys of cross-account region mappings."
+  value       = data.coffer_iam_policy.ec2.target_key_policy_statements_json
+}

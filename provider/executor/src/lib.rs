@@ -1,7 +1,7 @@
 //! The executor: what `coffer run` and `coffer agent` do with a backup
 //! policy. A run resolves the policy's scope in every region
 //! ([`scope`]), snapshots each resource and replicates the snapshots
-//! through the rule's region mappings ([`run`], over `coffer_aws::snapshots`), applies
+//! through the rule's region mappings ([`run`], [`replication`], over `coffer_aws::snapshots`), applies
 //! retention ([`retention`], a pure function, over [`inventory`]), and
 //! records a [`session`] in the catalog.
 //!
@@ -14,6 +14,7 @@ pub mod agent;
 pub mod image;
 pub mod inventory;
 pub mod limits;
+pub mod replication;
 pub mod retention;
 pub mod run;
 pub mod scope;

@@ -8,15 +8,14 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::inventory::{self, RestorePoint, SnapshotKind};
 use super::limits::{Api, Limits};
+use super::replication::{CopyClients, CopySpec, replicate_ebs, replicate_rds};
 use super::retention::{self, KeepReason, Retain, Verdict};
 use super::scope::{self, Resource};
 use super::session::{self, Outcome, ResourceRecord, RetentionRecord, Session, SnapshotRecord};
 use super::*;
-use aws_credential_types::provider::SharedCredentialsProvider;
 use coffer_aws::kms::KeyAccess;
-use coffer_aws::rds_presign::{self, CrossRegionCopy, PresignError};
-use coffer_aws::snapshots::{self, CopyEncryption, Service, StoredSnapshot, WaitError};
-use coffer_aws::{AwsClients, AwsError, rds};
+use coffer_aws::snapshots::{self, CopyEncryption, Service, StoredSnapshot};
+use coffer_aws::{AwsClients, AwsError};
 use coffer_model::policy::{PolicyDocument, PolicyType, Rule};
 use coffer_model::session::ResourceKind;
 
@@ -466,25 +465,29 @@ impl Executor {
                 encryption: &encryption,
                 tags: &tags,
                 description: plan.description(&rules),
-                rds_target_id: snapshots::rds_snapshot_id(
-                    &plan.policy.name,
-                    &plan.run_id,
-                    &format!("{}-{}-copy", resource.id, resource.region),
-                ),
+                rds_target_id: rds_copy_id(plan, resource, "copy"),
+                rds_staging_id: rds_copy_id(plan, resource, "stage"),
                 look_for_earlier: !plan.fresh,
-                credentials: target.credentials(),
+                target_credentials: target.credentials(),
+                source_credentials: self.aws.credentials(),
                 source_kms: Some(&source_kms),
             };
+            let region = &mapping.target_region;
             let replica = match snapshot.service {
                 Service::Ebs => {
-                    let (source, target) = (self.aws.ec2(&snapshot.region), target.ec2(&mapping.target_region));
-                    replicate_ebs(&source, &target, &spec, &self.settings).await.map_err(|e| e.to_string())?
+                    let (source, staging, target) =
+                        (self.aws.ec2(&snapshot.region), self.aws.ec2(region), target.ec2(region));
+                    let clients = CopyClients { source: &source, staging: &staging, target: &target };
+                    replicate_ebs(&clients, &spec, &self.settings).await
                 }
-                service => {
-                    let (source, target) = (self.aws.rds(&snapshot.region), target.rds(&mapping.target_region));
-                    replicate_rds(&source, &target, service, &spec, &self.settings).await.map_err(|e| e.to_string())?
+                _ => {
+                    let (source, staging, target) =
+                        (self.aws.rds(&snapshot.region), self.aws.rds(region), target.rds(region));
+                    let clients = CopyClients { source: &source, staging: &staging, target: &target };
+                    replicate_rds(&clients, &spec, &self.settings).await
                 }
-            };
+            }
+            .map_err(|e| e.to_string())?;
             replicas.reused &= replica.reused;
             replicas.warnings.extend(replica.share_left);
             replicas.copies.push(replica.snapshot);
@@ -586,6 +589,12 @@ pub fn retention_of(policy: &PolicyDocument, kind: SnapshotKind) -> BTreeMap<Str
         .collect()
 }
 
+/// The identifier of an RDS copy of the resource's snapshot in this run (`what`: the copy, or
+/// its staging copy): readable, and the same on a re-run.
+fn rds_copy_id(plan: &Plan<'_>, resource: &Resource, what: &str) -> String {
+    snapshots::rds_snapshot_id(&plan.policy.name, &plan.run_id, &format!("{}-{}-{what}", resource.id, resource.region))
+}
+
 fn snapshot_record(
     s: &StoredSnapshot,
     kind: SnapshotKind,
@@ -603,25 +612,6 @@ fn snapshot_record(
         kms_key_id: s.kms_key_id.clone(),
         reused,
     }
-}
-
-/// One snapshot to copy through a mapping.
-pub struct CopySpec<'a> {
-    pub target_region: &'a str,
-    /// Set when the target is another account: the snapshot is shared first.
-    pub target_account: Option<&'a str>,
-    pub snapshot: &'a StoredSnapshot,
-    pub encryption: &'a CopyEncryption,
-    pub tags: &'a BTreeMap<String, String>,
-    pub description: String,
-    /// RDS: the copy's identifier (the same on a re-run).
-    pub rds_target_id: String,
-    /// Look for a copy an earlier attempt of the run made (re-runs).
-    pub look_for_earlier: bool,
-    /// The target account's credentials, to presign a cross-region RDS copy with.
-    pub credentials: Option<SharedCredentialsProvider>,
-    /// KMS in the source region, to see whether the source's key can be shared at all.
-    pub source_kms: Option<&'a aws_sdk_kms::Client>,
 }
 
 /// The mapping's key as whoever makes the copies sees it (the target role, or the workers'
@@ -662,107 +652,6 @@ async fn mapping_key_problem(
     problem
 }
 
-/// Refuses, before anything is shared, a cluster snapshot whose engine version the target
-/// region does not offer (see [`rds::engine_version_offered`]). When the versions cannot be
-/// listed, the copy goes ahead and AWS's answer is what the session shows.
-async fn check_engine_offered(
-    target: &aws_sdk_rds::Client,
-    service: Service,
-    copy: &CopySpec<'_>,
-) -> Result<(), ReplicationError> {
-    let snapshot = copy.snapshot;
-    let Some(engine) = snapshot.engine.as_ref().filter(|_| service == Service::RdsCluster) else {
-        return Ok(());
-    };
-    match rds::engine_version_offered(target, &engine.name, &engine.version).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(ReplicationError::EngineVersionNotOffered {
-            snapshot: snapshot.id.clone(),
-            engine: engine.name.clone(),
-            version: engine.version.clone(),
-            region: copy.target_region.to_string(),
-        }),
-        Err(e) => {
-            tracing::warn!(snapshot = %snapshot.id, error = %e, "listing engine versions in {}; copying anyway", copy.target_region);
-            Ok(())
-        }
-    }
-}
-
-/// Refuses, before anything is shared, a cross-account copy of a snapshot under an AWS
-/// managed key (see [`snapshots::is_aws_managed_key`]). When the key cannot be described (no
-/// `kms:DescribeKey` on it), the share goes ahead and AWS's answer is what the session shows.
-async fn check_shareable(copy: &CopySpec<'_>) -> Result<(), ReplicationError> {
-    let snapshot = copy.snapshot;
-    let (Some(account), Some(kms), Some(key), true) =
-        (copy.target_account, copy.source_kms, snapshot.kms_key_id.as_deref(), snapshot.encrypted)
-    else {
-        return Ok(());
-    };
-    match snapshots::is_aws_managed_key(kms, key).await {
-        Ok(true) => Err(ReplicationError::AwsManagedKey {
-            snapshot: snapshot.id.clone(),
-            key: key.to_string(),
-            account: account.to_string(),
-        }),
-        Ok(false) => Ok(()),
-        Err(e) => {
-            tracing::warn!(snapshot = %snapshot.id, key, error = %e, "describing the source key; sharing anyway");
-            Ok(())
-        }
-    }
-}
-
-/// Why a snapshot was not replicated, naming the step and the snapshot.
-#[derive(Debug, thiserror::Error)]
-pub enum ReplicationError {
-    #[error("looking for an earlier copy of {snapshot}: {cause}")]
-    FindEarlier { snapshot: String, cause: AwsError },
-    #[error("sharing {snapshot} with account {account}: {cause}")]
-    Share { snapshot: String, account: String, cause: AwsError },
-    #[error("snapshot {0} has no ARN")]
-    NoArn(String),
-    /// `to` is the target region (and, for RDS, the copy's identifier).
-    #[error("copying {snapshot} to {to}: {cause}")]
-    Copy { snapshot: String, to: String, cause: AwsError },
-    #[error("waiting for copy {copy}: {cause}")]
-    Wait { copy: String, cause: WaitError },
-    #[error("copy {0} disappeared")]
-    Disappeared(String),
-    #[error(
-        "snapshot {snapshot} is encrypted: a copy {reason} needs a KMS key of {region} (kms_key_arn of the region mapping); nothing was copied"
-    )]
-    NoDestinationKey { snapshot: String, region: String, reason: &'static str },
-    #[error(
-        "cluster snapshot {snapshot} is of {engine} {version}, which {region} does not offer (DescribeDBEngineVersions there), so AWS cannot copy it there; nothing was copied. Upgrade the cluster to a version both regions offer, or replicate to another region"
-    )]
-    EngineVersionNotOffered { snapshot: String, engine: String, version: String, region: String },
-    #[error(transparent)]
-    Presign(#[from] PresignError),
-    #[error(
-        "snapshot {snapshot} is encrypted with the AWS managed key {key}, which no other account may use, so AWS does not let it be shared with account {account}; nothing was shared or copied. Encrypt the source with a customer managed key whose key policy lets account {account} use it (kms:Decrypt, kms:DescribeKey, kms:CreateGrant)"
-    )]
-    AwsManagedKey { snapshot: String, key: String, account: String },
-    #[error("revoking the share of {snapshot} with account {account}: {cause}; it stays shared")]
-    Revoke { snapshot: String, account: String, cause: AwsError },
-    #[error("{cause}; and {revoke}")]
-    AndRevoke { cause: Box<ReplicationError>, revoke: Box<ReplicationError> },
-}
-
-impl ReplicationError {
-    /// Raised before the source was shared: there is no share to take back.
-    fn before_share(&self) -> bool {
-        matches!(
-            self,
-            ReplicationError::FindEarlier { .. }
-                | ReplicationError::NoDestinationKey { .. }
-                | ReplicationError::AwsManagedKey { .. }
-                | ReplicationError::EngineVersionNotOffered { .. }
-                | ReplicationError::Presign(_)
-        )
-    }
-}
-
 /// What one mapping made of a resource's snapshots.
 #[derive(Debug, Default)]
 struct Replicas {
@@ -773,242 +662,4 @@ struct Replicas {
     account: Option<String>,
     /// Shares left in place, with why.
     warnings: Vec<String>,
-}
-
-/// A copy [`replicate_ebs`] or [`replicate_rds`] made, or found from an earlier attempt.
-#[derive(Debug)]
-pub struct Replica {
-    pub snapshot: StoredSnapshot,
-    pub reused: bool,
-    /// Why the source is still shared with the target account, if it is: the revoke failed.
-    pub share_left: Option<String>,
-}
-
-/// Ends a cross-account copy: the share is revoked once the copy is complete or has failed,
-/// so production snapshots do not stay readable by the other account. A copy still pending
-/// (the wait timed out) keeps its share: taking it away could fail the copy, and a re-run of
-/// the run finds the copy and revokes then.
-async fn end_share<Fut>(
-    copied: Result<(StoredSnapshot, bool), ReplicationError>,
-    copy: &CopySpec<'_>,
-    revoke: impl FnOnce(String) -> Fut,
-) -> Result<Replica, ReplicationError>
-where
-    Fut: std::future::Future<Output = Result<(), AwsError>>,
-{
-    let still_copying = matches!(&copied, Err(ReplicationError::Wait { cause: WaitError::StillPending { .. }, .. }));
-    let nothing_shared = matches!(&copied, Err(e) if e.before_share());
-    let revoked = match copy.target_account {
-        Some(account) if !still_copying && !nothing_shared => revoke(account.to_string()).await.map_err(|cause| {
-            ReplicationError::Revoke { snapshot: copy.snapshot.id.clone(), account: account.to_string(), cause }
-        }),
-        _ => Ok(()),
-    };
-    match (copied, revoked) {
-        (Ok((snapshot, reused)), revoked) => {
-            Ok(Replica { snapshot, reused, share_left: revoked.err().map(|e| e.to_string()) })
-        }
-        (Err(cause), Ok(())) => Err(cause),
-        (Err(cause), Err(revoke)) => {
-            Err(ReplicationError::AndRevoke { cause: Box::new(cause), revoke: Box::new(revoke) })
-        }
-    }
-}
-
-/// Copies one EBS snapshot: found from an earlier attempt of the run, or
-/// shared (another account) and copied; then waited for. The clients are
-/// explicit: the source account's in the source region, the target
-/// account's in the target region (tested with mocked clients for the
-/// cross-account case the emulator cannot show).
-pub async fn replicate_ebs(
-    source: &aws_sdk_ec2::Client,
-    target: &aws_sdk_ec2::Client,
-    copy: &CopySpec<'_>,
-    settings: &Settings,
-) -> Result<Replica, ReplicationError> {
-    let copied = copy_ebs(source, target, copy, settings).await;
-    end_share(
-        copied,
-        copy,
-        |account| async move { snapshots::revoke_ebs_share(source, &copy.snapshot.id, &account).await },
-    )
-    .await
-}
-
-async fn copy_ebs(
-    source: &aws_sdk_ec2::Client,
-    target: &aws_sdk_ec2::Client,
-    copy: &CopySpec<'_>,
-    settings: &Settings,
-) -> Result<(StoredSnapshot, bool), ReplicationError> {
-    let region = copy.target_region;
-    let snapshot = copy.snapshot;
-    let key = [
-        (TAG_RUN, copy.tags.get(TAG_RUN).map(String::as_str).unwrap_or_default()),
-        (TAG_SOURCE_SNAPSHOT, snapshot.id.as_str()),
-        (TAG_KIND, SnapshotKind::Replica.as_str()),
-    ];
-    let earlier = if copy.look_for_earlier {
-        snapshots::find_ebs_snapshots(target, region, &key)
-            .await
-            .map_err(|cause| ReplicationError::FindEarlier { snapshot: snapshot.id.clone(), cause })?
-    } else {
-        Vec::new()
-    };
-    let (id, reused) = match earlier.into_iter().next() {
-        Some(found) => (found.id, true),
-        None => {
-            check_shareable(copy).await?;
-            if let Some(account) = copy.target_account {
-                snapshots::share_ebs_snapshot(source, &snapshot.id, account)
-                    .await
-                    .map_err(|cause| share_error(snapshot, account, cause))?;
-            }
-            let id = snapshots::copy_ebs_snapshot(
-                target,
-                &snapshot.region,
-                &snapshot.id,
-                copy.encryption,
-                &copy.description,
-                copy.tags,
-            )
-            .await
-            .map_err(|cause| ReplicationError::Copy {
-                snapshot: snapshot.id.clone(),
-                to: region.to_string(),
-                cause,
-            })?;
-            (id, false)
-        }
-    };
-    let ids = [id];
-    let mut done = snapshots::wait_until_complete(
-        || snapshots::describe_ebs_snapshots(target, region, &ids),
-        settings.poll_interval,
-        settings.wait_timeout,
-    )
-    .await
-    .map_err(|cause| ReplicationError::Wait { copy: ids[0].clone(), cause })?;
-    done.pop().map(|s| (s, reused)).ok_or_else(|| ReplicationError::Disappeared(ids[0].clone()))
-}
-
-/// The same for a DB or DB cluster snapshot.
-pub async fn replicate_rds(
-    source: &aws_sdk_rds::Client,
-    target: &aws_sdk_rds::Client,
-    service: Service,
-    copy: &CopySpec<'_>,
-    settings: &Settings,
-) -> Result<Replica, ReplicationError> {
-    let copied = copy_rds(source, target, service, copy, settings).await;
-    end_share(copied, copy, |account| async move {
-        snapshots::revoke_rds_share(source, service, &copy.snapshot.id, &account).await
-    })
-    .await
-}
-
-/// What an RDS copy of an encrypted snapshot needs besides the source: AWS requires a key of
-/// the destination region for a copy into another region, and a key for a copy of a snapshot
-/// shared from another account (RDS API reference, CopyDBSnapshot and CopyDBClusterSnapshot,
-/// `KmsKeyId`); a cross-region copy also takes the presigned URL ([`rds_presign`]). Checked
-/// before anything is shared, so a copy that cannot be made leaves nothing behind.
-///
-/// Into another account *and* region, the shared snapshot is copied by the target account in
-/// one `Copy…Snapshot` called in the target region: "You can copy snapshots to another AWS
-/// Region or account in a single step" (RDS user guide, "Copying a DB snapshot"; Aurora user
-/// guide, "DB cluster snapshot copying"), with the key of the target region and the URL
-/// presigned by the target account, as the AWS CLI would send it from that account.
-async fn rds_copy_encryption(
-    service: Service,
-    copy: &CopySpec<'_>,
-) -> Result<(Option<String>, Option<String>), ReplicationError> {
-    let snapshot = copy.snapshot;
-    let cross_region = snapshot.region != copy.target_region;
-    let key = copy.encryption.kms_key_id.clone();
-    if !snapshot.encrypted {
-        return Ok((key, None));
-    }
-    let reason = match (cross_region, copy.target_account.is_some()) {
-        (false, false) => return Ok((key, None)),
-        (true, _) => "into another region",
-        (false, true) => "into another account",
-    };
-    let Some(key) = key else {
-        return Err(ReplicationError::NoDestinationKey {
-            snapshot: snapshot.id.clone(),
-            region: copy.target_region.to_string(),
-            reason,
-        });
-    };
-    let url = if cross_region {
-        let source_arn = snapshot.arn.as_deref().ok_or_else(|| ReplicationError::NoArn(snapshot.id.clone()))?;
-        let request = CrossRegionCopy {
-            service,
-            source_region: &snapshot.region,
-            destination_region: copy.target_region,
-            source_arn,
-            target_id: &copy.rds_target_id,
-            kms_key_id: &key,
-        };
-        let credentials = copy
-            .credentials
-            .as_ref()
-            .ok_or_else(|| PresignError::Credentials("no credentials for the target account".into()))?;
-        Some(rds_presign::presigned_copy_url_with(credentials, &request).await?)
-    } else {
-        None
-    };
-    Ok((Some(key), url))
-}
-
-async fn copy_rds(
-    source: &aws_sdk_rds::Client,
-    target: &aws_sdk_rds::Client,
-    service: Service,
-    copy: &CopySpec<'_>,
-    settings: &Settings,
-) -> Result<(StoredSnapshot, bool), ReplicationError> {
-    let region = copy.target_region;
-    let snapshot = copy.snapshot;
-    let id = copy.rds_target_id.as_str();
-    let earlier = if copy.look_for_earlier {
-        snapshots::find_rds_snapshot(target, region, service, id).await
-    } else {
-        Err(AwsError::NotFound)
-    };
-    let reused = match earlier {
-        Ok(_) => true,
-        Err(AwsError::NotFound) => {
-            let (key, pre_signed_url) = rds_copy_encryption(service, copy).await?;
-            check_engine_offered(target, service, copy).await?;
-            check_shareable(copy).await?;
-            if let Some(account) = copy.target_account {
-                snapshots::share_rds_snapshot(source, service, &snapshot.id, account)
-                    .await
-                    .map_err(|cause| share_error(snapshot, account, cause))?;
-            }
-            let arn = snapshot.arn.as_deref().ok_or_else(|| ReplicationError::NoArn(snapshot.id.clone()))?;
-            snapshots::copy_rds_snapshot(target, service, arn, id, key.as_deref(), pre_signed_url, copy.tags)
-                .await
-                .map_err(|cause| ReplicationError::Copy {
-                    snapshot: snapshot.id.clone(),
-                    to: format!("{region} as {id}"),
-                    cause,
-                })?;
-            false
-        }
-        Err(cause) => return Err(ReplicationError::FindEarlier { snapshot: snapshot.id.clone(), cause }),
-    };
-    let mut done = snapshots::wait_until_complete(
-        || async { snapshots::find_rds_snapshot(target, region, service, id).await.map(|s| vec![s]) },
-        settings.poll_interval,
-        settings.wait_timeout,
-    )
-    .await
-    .map_err(|cause| ReplicationError::Wait { copy: id.to_string(), cause })?;
-    done.pop().map(|s| (s, reused)).ok_or_else(|| ReplicationError::Disappeared(id.to_string()))
-}
-
-fn share_error(snapshot: &StoredSnapshot, account: &str, cause: AwsError) -> ReplicationError {
-    ReplicationError::Share { snapshot: snapshot.id.clone(), account: account.to_string(), cause }
 }

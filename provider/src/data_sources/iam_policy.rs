@@ -64,6 +64,14 @@ pub fn schema() -> Schema {
                  accounts. Null unless `cross_account` is among the features and `target_role_arns` is set.",
             ),
         )
+        .attribute(
+            Attribute::string("target_key_policy_statements_json").computed().describe(
+                "Key policy statements (a JSON array) to add to the `kms_key_arn` keys of cross-account region \
+                 mappings: they let this account's workers make the staging copies that snapshots under the AWS \
+                 managed `aws/ebs` / `aws/rds` keys need before they can be shared. Null unless `cross_account` is \
+                 among the features.",
+            ),
+        )
     )
 }
 
@@ -97,6 +105,33 @@ pub fn source_key_statements(target_roles: &[String]) -> Option<serde_json::Valu
             "Condition": { "Bool": { "kms:GrantIsForAWSResource": "true" } },
         },
     ]))
+}
+
+/// What this account's workers do with a mapping's key (in the target account) while making
+/// a staging copy: a snapshot under an AWS managed key reaches another account only as a copy
+/// under a key both accounts may use (RDS user guide, "Sharing encrypted snapshots"). The key
+/// policy names this account, whose IAM policies (`backup_policy_json`) then pass the use on to
+/// the workers' role — the delegation AWS documents for keys used by other accounts (KMS
+/// developer guide, "Allowing users in other accounts to use a KMS key").
+pub fn target_key_statements(partition: &str, account: &str) -> serde_json::Value {
+    let principal = json!({ "AWS": format!("arn:{partition}:iam::{account}:root") });
+    json!([
+        {
+            "Sid": "CofferStagingCopiesUseTheKey",
+            "Effect": "Allow",
+            "Principal": principal,
+            "Action": ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncrypt*"],
+            "Resource": "*",
+        },
+        {
+            "Sid": "CofferStagingCopiesGrantToAwsServices",
+            "Effect": "Allow",
+            "Principal": principal,
+            "Action": "kms:CreateGrant",
+            "Resource": "*",
+            "Condition": { "Bool": { "kms:GrantIsForAWSResource": "true" } },
+        },
+    ])
 }
 
 /// What the documents are narrowed to.
@@ -209,6 +244,14 @@ impl DataSource<Coffer> for IamPolicy {
             .map(|s| s.to_string());
         all.push_str(statements.as_deref().unwrap_or_default());
         state.set("source_key_policy_statements_json", statements.as_deref().map(Value::from).unwrap_or(Value::Null));
+        let target_statements = features
+            .contains(&Feature::CrossAccount)
+            .then(|| target_key_statements(&narrowing.partition, &narrowing.account).to_string());
+        all.push_str(target_statements.as_deref().unwrap_or_default());
+        state.set(
+            "target_key_policy_statements_json",
+            target_statements.as_deref().map(Value::from).unwrap_or(Value::Null),
+        );
         use sha2::Digest;
         let id: String = sha2::Sha256::digest(all.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
         state.set("id", id.as_str());
@@ -264,6 +307,15 @@ mod tests {
         assert!(usage.get("Condition").is_none(), "Decrypt and DescribeKey carry no grant condition");
         assert!(usage["Action"].as_array().unwrap().iter().any(|a| a == "kms:ReEncrypt*"));
         assert_eq!(grants["Action"], "kms:CreateGrant");
+        assert_eq!(grants["Condition"]["Bool"]["kms:GrantIsForAWSResource"], "true");
+    }
+
+    #[test]
+    fn mapping_keys_let_this_account_make_staging_copies() {
+        let statements = target_key_statements("aws", "123456789012");
+        let [usage, grants] = statements.as_array().unwrap().as_slice() else { panic!("two statements") };
+        assert_eq!(usage["Principal"]["AWS"], "arn:aws:iam::123456789012:root");
+        assert!(usage["Action"].as_array().unwrap().iter().any(|a| a == "kms:Encrypt"), "{usage}");
         assert_eq!(grants["Condition"]["Bool"]["kms:GrantIsForAWSResource"], "true");
     }
 

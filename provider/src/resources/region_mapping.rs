@@ -159,7 +159,7 @@ async fn check_key(data: &Coffer, request: &PlanRequest<'_>, diags: &mut Diagnos
     };
     let problem = match kms::key_access(&clients.kms(region), key).await {
         Ok(KeyAccess::Usable) => return,
-        Ok(KeyAccess::Missing) => format!("{who} finds no KMS key {key} in {region}."),
+        Ok(KeyAccess::Missing) => format!("there is no KMS key {key} in {region}, as seen by {who}."),
         Ok(KeyAccess::NotEnabled(state)) => format!("key {key} is {state}; copies need an enabled key."),
         Ok(KeyAccess::Denied(why)) => {
             let fix = "its key policy must let the role use the key for copies (kms:DescribeKey, kms:CreateGrant, \
