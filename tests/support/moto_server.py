@@ -91,6 +91,35 @@ def _describe_live_versions(self, *args, **kwargs):
 LaunchTemplateBackend.describe_launch_template_versions = _describe_live_versions
 
 
+from moto.ec2.responses.instances import InstanceResponse
+
+_run_instances = InstanceResponse.run_instances
+
+
+# AWS: RunInstances with a launch template launches the instance with the
+# template's IamInstanceProfile unless the request names one (EC2 user guide,
+# "Launch an instance from a launch template": request parameters override the
+# template's). moto applies the template's user data, type, key and security
+# groups, but not its instance profile.
+def _run_instances_with_template_profile(self):
+    result = _run_instances(self)
+    template_arg = self._get_param("LaunchTemplate", {})
+    named = self._get_param("IamInstanceProfile.Name") or self._get_param("IamInstanceProfile.Arn")
+    if template_arg and not named:
+        profile = self.ec2_backend._get_template_from_args(template_arg).data.get("IamInstanceProfile") or {}
+        if profile.get("Name") or profile.get("Arn"):
+            for instance in result.result.instances:
+                self.ec2_backend.associate_iam_instance_profile(
+                    instance_id=instance.id,
+                    iam_instance_profile_name=profile.get("Name"),
+                    iam_instance_profile_arn=profile.get("Arn"),
+                )
+    return result
+
+
+InstanceResponse.run_instances = _run_instances_with_template_profile
+
+
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore
 
 _copy_snapshot = ElasticBlockStore.copy_snapshot

@@ -1,0 +1,180 @@
+//! A rule's schedule fired by hand, and the worker it launches booted in a sandbox that
+//! looks like an EC2 instance (`support::sandbox`): the real terraform applies the policy,
+//! `coffer publish` puts the binary in the catalog, the schedule's RunInstances input goes
+//! through the real AWS CLI (botocore checks it against the EC2 service model, as Scheduler's
+//! universal target passes it to the EC2 API), and the instance's user data runs as the
+//! instance's first boot would, with only IMDS credentials.
+
+use base64::Engine;
+
+use crate::support::aws::{ACCOUNT, Aws, CATALOG_BUCKET};
+use crate::support::estate;
+use crate::support::sandbox::{Instance, Sandbox};
+use crate::support::terraform::oldest_terraform;
+use crate::support::{Moto, Workdir, block_on, provider_binary, provider_block};
+
+/// A snapshot-only policy over instances tagged `Backup = hourly`, due at the top of every
+/// hour, so a `--scheduled` run at any time finds the firing of the last hour.
+const POLICY: &str = r#"
+resource "coffer_worker_configuration" "use1" {
+  name             = "use1"
+  instance_profile = "coffer-worker"
+}
+
+resource "coffer_backup_policy" "prod" {
+  name = "prod"
+  type = "ec2"
+  source {
+    regions = ["us-east-1"]
+    tags    = { Backup = "hourly" }
+  }
+  rule {
+    name = "hourly"
+    cron = "0 * * * *"
+    snapshot {
+      retain {
+        count = 3
+      }
+    }
+  }
+  worker_configuration_ids = [coffer_worker_configuration.use1.id]
+  scheduler_role_arn       = "arn:aws:iam::123456789012:role/coffer-scheduler"
+}
+"#;
+
+/// The environment a worker on AWS does not need and the sandbox does: the emulator's
+/// endpoint, and path-style S3 (moto on 127.0.0.1 has no bucket host names).
+fn emulator_env(moto: &Moto) -> Vec<(&'static str, String)> {
+    vec![("AWS_ENDPOINT_URL", moto.endpoint.clone()), ("COFFER_S3_USE_PATH_STYLE", "true".into())]
+}
+
+struct Fired {
+    sandbox: Sandbox,
+    moto: Moto,
+    instance_id: String,
+    user_data: String,
+    _wd: Workdir,
+}
+
+/// Applies [`POLICY`], publishes `coffer` when `publish`, seeds one instance to protect and
+/// fires the rule's schedule: RunInstances with the schedule's input, as Scheduler would.
+fn fire(publish: bool) -> Option<Fired> {
+    let sandbox = Sandbox::enter()?;
+    let moto = Moto::start();
+    let aws = Aws::new(&moto);
+    block_on(estate::instance(&aws.ec2, &estate::tags(&[("Backup", "hourly")]), 0, None));
+    // The workers' instance profile, as the user's IAM configuration makes it (RunInstances
+    // refuses a profile that does not exist).
+    for args in [
+        &["iam", "create-role", "--role-name", "coffer-worker", "--assume-role-policy-document", "{}"][..],
+        &["iam", "create-instance-profile", "--instance-profile-name", "coffer-worker"],
+        &[
+            "iam",
+            "add-role-to-instance-profile",
+            "--instance-profile-name",
+            "coffer-worker",
+            "--role-name",
+            "coffer-worker",
+        ],
+    ] {
+        let made = sandbox.aws_cli(&moto.endpoint, args);
+        assert!(made.status.success(), "{args:?}: {}", String::from_utf8_lossy(&made.stderr));
+    }
+    let tf = oldest_terraform();
+    let wd = Workdir::new(&tf, &provider_binary());
+    wd.write("main.tf", &(provider_block(&moto, "us-east-1") + POLICY));
+    wd.init();
+    wd.apply();
+    if publish {
+        let published = estate::coffer_command(&moto.endpoint).arg("publish").output().unwrap();
+        assert!(published.status.success(), "{}", String::from_utf8_lossy(&published.stderr));
+    }
+
+    let schedule = aws.schedule("coffer-prod-hourly").expect("the rule's schedule");
+    let target = schedule.target().expect("a target");
+    assert_eq!(target.arn(), "arn:aws:scheduler:::aws-sdk:ec2:runInstances");
+    let input = target.input().expect("the RunInstances input");
+    // Scheduler passes Input to the EC2 API as it is, UserData already base64 as the API wants
+    // it; botocore base64-encodes UserData itself (its RunInstances handler), so the CLI is
+    // given the decoded script and sends the API exactly the Input's value.
+    let mut as_cli: serde_json::Value = serde_json::from_str(input).unwrap();
+    let encoded = as_cli["UserData"].as_str().expect("the input carries user data").to_string();
+    let script = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(&encoded).unwrap()).unwrap();
+    as_cli["UserData"] = script.into();
+    let launched = sandbox.aws_cli(&moto.endpoint, &["ec2", "run-instances", "--cli-input-json", &as_cli.to_string()]);
+    assert!(
+        launched.status.success(),
+        "RunInstances refused the schedule's input: {}",
+        String::from_utf8_lossy(&launched.stderr)
+    );
+    let launched: serde_json::Value = serde_json::from_slice(&launched.stdout).unwrap();
+    let instance_id = launched["Instances"][0]["InstanceId"].as_str().unwrap().to_string();
+    let associations = sandbox.aws_cli(
+        &moto.endpoint,
+        &[
+            "ec2",
+            "describe-iam-instance-profile-associations",
+            "--filters",
+            &format!("Name=instance-id,Values={instance_id}"),
+        ],
+    );
+    let associations: serde_json::Value = serde_json::from_slice(&associations.stdout).unwrap();
+    assert_eq!(
+        associations["IamInstanceProfileAssociations"][0]["IamInstanceProfile"]["Arn"],
+        format!("arn:aws:iam::{ACCOUNT}:instance-profile/coffer-worker"),
+        "the instance profile comes from the launch template: {associations:#}"
+    );
+    let attribute = sandbox.aws_cli(
+        &moto.endpoint,
+        &["ec2", "describe-instance-attribute", "--instance-id", &instance_id, "--attribute", "userData"],
+    );
+    let attribute: serde_json::Value = serde_json::from_slice(&attribute.stdout).unwrap();
+    let got = attribute["UserData"]["Value"].as_str().expect("the instance has user data");
+    assert_eq!(got, encoded, "the instance has the schedule's user data");
+    let user_data = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(got).unwrap()).unwrap();
+    sandbox.imds.set_instance(Instance {
+        id: instance_id.clone(),
+        region: "us-east-1".into(),
+        role: Some("coffer-worker".into()),
+        ..Instance::default()
+    });
+    Some(Fired { sandbox, moto, instance_id, user_data, _wd: wd })
+}
+
+#[test]
+fn a_fired_schedule_boots_a_worker_that_runs_its_rule_reports_and_shuts_down() {
+    let Some(fired) = fire(true) else { return };
+    let (moto, sandbox) = (&fired.moto, &fired.sandbox);
+    let env = emulator_env(moto);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let boot = sandbox.boot(&fired.user_data, &env);
+    let aws = Aws::new(moto);
+
+    assert_eq!(boot.shutdown_calls, ["-h now"], "the worker shuts down once: {}", boot.describe());
+    let fetched = std::fs::read(boot.bin_dir.join("coffer")).expect("the worker fetched coffer");
+    assert!(fetched == std::fs::read(env!("CARGO_BIN_EXE_coffer")).unwrap(), "it runs the published binary");
+    assert!(
+        sandbox
+            .imds
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("GET /latest/meta-data/iam/security-credentials/coffer-worker")),
+        "the worker's credentials came from the instance profile: {:?}",
+        sandbox.imds.requests()
+    );
+
+    let sessions = aws.keys(CATALOG_BUCKET, "sessions/prod/");
+    assert_eq!(sessions.len(), 1, "one session: {sessions:?}\n{}", boot.describe());
+    let session = aws.get_json(CATALOG_BUCKET, &sessions[0]).unwrap();
+    assert_eq!(session["outcome"], "Success", "{session:#}\n{}", boot.describe());
+    let snapshots = block_on(
+        aws.ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(aws_sdk_ec2::types::Filter::builder().name("tag:coffer:policy").values("prod").build())
+            .send(),
+    )
+    .unwrap();
+    assert_eq!(snapshots.snapshots().len(), 1, "the rule's snapshot of the instance's volume");
+    let _ = fired.instance_id;
+}
