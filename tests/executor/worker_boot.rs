@@ -176,5 +176,38 @@ fn a_fired_schedule_boots_a_worker_that_runs_its_rule_reports_and_shuts_down() {
     )
     .unwrap();
     assert_eq!(snapshots.snapshots().len(), 1, "the rule's snapshot of the instance's volume");
-    let _ = fired.instance_id;
+    let log = aws
+        .get(CATALOG_BUCKET, &format!("worker-logs/{}.log", fired.instance_id))
+        .expect("the worker's log in the catalog");
+    let log = String::from_utf8_lossy(&log);
+    assert!(
+        log.contains(&format!(
+            "coffer-worker: instance {}, task: run --policy prod --rule hourly --scheduled",
+            fired.instance_id
+        )),
+        "{log}"
+    );
+    assert!(log.contains("exit status 0"), "{log}");
+    assert!(boot.logged.starts_with("logger -t coffer -f "), "and the system log has it: {}", boot.describe());
+}
+
+/// A worker that cannot start its task (here: nothing was published) still shuts down, and
+/// its log in the catalog says why.
+#[test]
+fn a_worker_without_a_published_binary_shuts_down_and_leaves_its_reason_in_the_catalog() {
+    let Some(fired) = fire(false) else { return };
+    let env = emulator_env(&fired.moto);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let boot = fired.sandbox.boot(&fired.user_data, &env);
+    assert_eq!(boot.shutdown_calls, ["-h now"], "{}", boot.describe());
+    let aws = Aws::new(&fired.moto);
+    let log = aws
+        .get(CATALOG_BUCKET, &format!("worker-logs/{}.log", fired.instance_id))
+        .expect("the worker's log in the catalog");
+    let log = String::from_utf8_lossy(&log);
+    assert!(
+        log.contains("coffer-worker: cannot fetch s3://coffer-catalog-123456789012-us-east-1/bin/coffer-linux-x86_64 (run coffer publish"),
+        "{log}"
+    );
+    assert!(log.contains("exit status 1"), "{log}");
 }

@@ -194,7 +194,15 @@ impl Boot {
 }
 
 const SHUTDOWN_SHIM: &str = "#!/bin/sh\necho \"$*\" >> \"$SANDBOX_DIR/shutdown.calls\"\n";
-const LOGGER_SHIM: &str = "#!/bin/sh\n{ echo \"logger $*\"; [ -t 0 ] || cat; } >> \"$SANDBOX_DIR/logger.out\"\n";
+/// `logger [-t TAG] [-f FILE]`: the arguments on a line, then the file or standard input.
+const LOGGER_SHIM: &str = r#"#!/bin/sh
+echo "logger $*" >> "$SANDBOX_DIR/logger.out"
+while [ $# -gt 0 ]; do
+    if [ "$1" = "-f" ]; then cat "$2" >> "$SANDBOX_DIR/logger.out"; exit 0; fi
+    shift
+done
+cat >> "$SANDBOX_DIR/logger.out"
+"#;
 
 impl Sandbox {
     /// Moves this thread into a fresh network namespace with IMDS on its loopback; `None`
