@@ -74,6 +74,12 @@ if ! moto_ok; then
     sha256sum "$MOTO_REQUIREMENTS" | cut -d' ' -f1 >"$MOTO_STAMP"
 fi
 
+# The worker sandbox (tests/support/sandbox.rs) needs `ip` and `unshare`; the boot script it
+# runs needs `curl` and `logger` (all on Amazon Linux). Debian's packages carry them.
+for tool in ip:iproute2 unshare:util-linux curl:curl logger:bsdutils; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || apt_install "${tool#*:}"
+done
+
 # The AWS CLI a worker's boot script calls, pinned by tests/support/awscli-requirements.txt,
 # in its own .venv-awscli/ (the worker sandbox puts only it on PATH).
 AWSCLI_REQUIREMENTS="$ROOT/tests/support/awscli-requirements.txt"
