@@ -273,7 +273,8 @@ async fn scheduled_request(executor: &Executor, args: &RunArgs) -> Result<Option
         .iter()
         .find(|r| &r.name == rule)
         .with_context(|| format!("backup policy {} has no rule {rule}", policy.name))?;
-    let due = latest_due(launched_for, now - chrono::TimeDelta::hours(1), now).with_context(|| {
+    let window = chrono::TimeDelta::seconds(coffer_model::worker::SCHEDULED_START_WINDOW_SECS);
+    let due = latest_due(launched_for, now - window, now).with_context(|| {
         format!("rule {rule} of {} was not due in the last hour; run it without --scheduled", policy.name)
     })?;
     let rules: Vec<String> = policy

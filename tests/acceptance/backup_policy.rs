@@ -29,6 +29,8 @@ resource "coffer_region_mapping" "dr" {
 }
 "#;
 
+const DEAD_LETTERS: &str = "arn:aws:sqs:us-east-1:123456789012:coffer-launch-failures";
+
 fn policy(enabled: bool, daily_cron: &str, extra_rule: &str) -> String {
     format!(
         r#"
@@ -61,6 +63,7 @@ resource "coffer_backup_policy" "prod" {{
   }}
 {extra_rule}
   worker_configuration_ids = [coffer_worker_configuration.euw1.id, coffer_worker_configuration.use1.id]
+  dead_letter_queue_arn    = "{DEAD_LETTERS}"
   tags                     = {{ Team = "platform" }}
 }}
 "#
@@ -116,6 +119,12 @@ fn lifecycle(tf: &Terraform) {
     assert_eq!(input["LaunchTemplate"]["LaunchTemplateId"], home_template.as_str());
     assert_eq!(input["MinCount"], 1);
     assert!(decoded_user_data(target.input().unwrap()).contains("TASK='run --policy prod --rule daily --scheduled'"));
+    // A failed launch is retried for as long as its worker would still run the firing, then
+    // goes to the dead-letter queue.
+    let retry = target.retry_policy().expect("a retry policy");
+    assert_eq!((retry.maximum_retry_attempts(), retry.maximum_event_age_in_seconds()), (Some(20), Some(3600)));
+    assert_eq!(target.dead_letter_config().and_then(|d| d.arn()), Some(DEAD_LETTERS));
+    assert_eq!(state["dead_letter_queue_arn"], DEAD_LETTERS);
     wd.assert_no_changes();
 
     // Import everything into a fresh state (the policy by name): nothing to change.

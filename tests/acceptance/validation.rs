@@ -69,6 +69,14 @@ fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             vec!["source.regions", "not an AWS region name", "us-east-1"],
         ),
         (
+            "dead-letter queue ARN",
+            policy("ec2", r#"["us-east-1"]"#, &rule("0 2 * * *", "UTC", SNAPSHOT_7)).replace(
+                "  worker_configuration_ids",
+                "  dead_letter_queue_arn = \"arn:aws:sns:us-east-1:123456789012:alerts\"\n  worker_configuration_ids",
+            ),
+            vec!["dead_letter_queue_arn", "is not an SQS queue ARN"],
+        ),
+        (
             "region not enabled",
             policy("ec2", r#"["xx-nowhere-1"]"#, &rule("0 2 * * *", "UTC", SNAPSHOT_7)),
             vec!["source.regions", "is not enabled for this account", "enabled regions:"],

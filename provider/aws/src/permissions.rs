@@ -164,6 +164,8 @@ pub const PERMISSIONS: &[Permission] = &[
     p(Scheduler, Core, "run_instances", "ec2:RunInstances", Any),
     p(Scheduler, Core, "-", "ec2:CreateTags", Any),
     p(Scheduler, Core, "-", "iam:PassRole", PassedRoles),
+    // Launches that failed every retry go to the policy's dead_letter_queue_arn.
+    p(Scheduler, Core, "-", "sqs:SendMessage", Any),
     // Workers: the catalog and the executor's own binary in it.
     p(Worker, Core, "get_object", "s3:GetObject", CatalogObjects),
     p(Worker, Core, "put_object", "s3:PutObject", CatalogObjects),

@@ -82,6 +82,22 @@ pub fn role_arn(s: &str) -> Result<(), String> {
     iam_arn(s, "role")
 }
 
+/// An SQS queue ARN: `arn:<partition>:sqs:<region>:<12-digit account>:<queue name>`.
+pub fn sqs_queue_arn(s: &str) -> Result<(), String> {
+    let parts: Vec<&str> = s.splitn(6, ':').collect();
+    let ok = matches!(parts.as_slice(), ["arn", partition, "sqs", region, account, name]
+        if partition.starts_with("aws")
+            && self::region(region).is_ok()
+            && account.len() == 12 && account.chars().all(|c| c.is_ascii_digit())
+            && !name.is_empty() && name.len() <= 80
+            && name.trim_end_matches(".fifo").chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{s:?} is not an SQS queue ARN (arn:aws:sqs:<region>:<12-digit account>:<queue name>)"))
+    }
+}
+
 /// An instance profile name or ARN.
 pub fn instance_profile(s: &str) -> Result<(), String> {
     if s.starts_with("arn:") {
@@ -276,6 +292,20 @@ pub fn db_identifier(s: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn sqs_queue_arns() {
+        assert!(sqs_queue_arn("arn:aws:sqs:us-east-1:123456789012:coffer-launch-failures").is_ok());
+        assert!(sqs_queue_arn("arn:aws:sqs:us-east-1:123456789012:failures.fifo").is_ok());
+        for bad in [
+            "arn:aws:sns:us-east-1:123456789012:q",
+            "arn:aws:sqs:us-east-1:1234:q",
+            "arn:aws:sqs:useast1:123456789012:q",
+            "arn:aws:sqs:us-east-1:123456789012:a/b",
+        ] {
+            assert!(sqs_queue_arn(bad).unwrap_err().contains("is not an SQS queue ARN"), "{bad}");
+        }
+    }
     use super::*;
 
     #[test]

@@ -5,6 +5,11 @@
 
 use crate::catalog::CatalogLocation;
 
+/// How late after a rule's due time a scheduled worker may start and still run that firing
+/// (`coffer run --scheduled` looks back this far). A schedule's RetryPolicy gives up on a
+/// launch after the same time: a worker started later would find nothing to run.
+pub const SCHEDULED_START_WINDOW_SECS: i64 = 3600;
+
 /// The worker's boot script. The task comes from the instance's
 /// `coffer:task` tag (set by whoever launches it), so one launch template
 /// serves every policy and rule.

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use aws_sdk_scheduler::types::{
-    ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, ScheduleState, Target,
+    ActionAfterCompletion, DeadLetterConfig, FlexibleTimeWindow, FlexibleTimeWindowMode, RetryPolicy, ScheduleState,
+    Target,
 };
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -180,6 +181,16 @@ pub fn schema() -> Schema {
                 .computed()
                 .describe("IAM role EventBridge Scheduler assumes to launch workers. Default: the provider's `scheduler_role_arn`.")
                 .validate(string(validation::role_arn)),
+        )
+        .attribute(
+            Attribute::string("dead_letter_queue_arn")
+                .optional()
+                .describe(
+                    "SQS queue that EventBridge Scheduler sends a rule's launch to when RunInstances failed on every \
+                     retry (capacity, vCPU quota, a role it may not pass): alarm on its depth. The scheduler role \
+                     needs `sqs:SendMessage` on it. Default: none.",
+                )
+                .validate(string(validation::sqs_queue_arn)),
         )
         .attribute(
             Attribute::string_map("tags")
@@ -370,10 +381,10 @@ fn run_instances_input(data: &Coffer, launch_template_id: &str, policy: &str, ru
 
 /// What a schedule launches, per rule, hashed: the part of a schedule no
 /// argument shows.
-fn fingerprint<'a>(targets: impl Iterator<Item = (&'a str, &'a str, &'a str)>) -> String {
+fn fingerprint<'a>(targets: impl Iterator<Item = (&'a str, &'a str, &'a str, &'a str)>) -> String {
     let mut hash = Sha256::new();
-    for (rule, arn, input) in targets {
-        for part in [rule, arn, input] {
+    for (rule, arn, input, retry) in targets {
+        for part in [rule, arn, input, retry] {
             hash.update(part.as_bytes());
             hash.update([0]);
         }
@@ -384,7 +395,32 @@ fn fingerprint<'a>(targets: impl Iterator<Item = (&'a str, &'a str, &'a str)>) -
 fn expected_fingerprint(data: &Coffer, launch_template_id: &str, policy: &str, rules: &[String]) -> String {
     let inputs: Vec<(String, String)> =
         rules.iter().map(|rule| (rule.clone(), run_instances_input(data, launch_template_id, policy, rule))).collect();
-    fingerprint(inputs.iter().map(|(rule, input)| (rule.as_str(), RUN_INSTANCES_TARGET, input.as_str())))
+    let retry = retry_description(Some(&launch_retry_policy()));
+    fingerprint(
+        inputs.iter().map(|(rule, input)| (rule.as_str(), RUN_INSTANCES_TARGET, input.as_str(), retry.as_str())),
+    )
+}
+
+/// How many times Scheduler retries a failed launch (RunInstances throttled, out of capacity).
+const LAUNCH_RETRY_ATTEMPTS: i32 = 20;
+
+/// Scheduler retries a failed launch with backoff, but only as long as the worker it starts
+/// would still run the firing (`coffer run --scheduled` looks back
+/// [`SCHEDULED_START_WINDOW_SECS`](coffer_model::worker::SCHEDULED_START_WINDOW_SECS)); after
+/// that the launch goes to the dead-letter queue, if the policy names one.
+fn launch_retry_policy() -> RetryPolicy {
+    RetryPolicy::builder()
+        .maximum_retry_attempts(LAUNCH_RETRY_ATTEMPTS)
+        .maximum_event_age_in_seconds(coffer_model::worker::SCHEDULED_START_WINDOW_SECS as i32)
+        .build()
+}
+
+/// A schedule's retry policy, as it enters the fingerprint.
+fn retry_description(retry: Option<&RetryPolicy>) -> String {
+    match retry {
+        Some(r) => format!("retry {:?} {:?}", r.maximum_retry_attempts(), r.maximum_event_age_in_seconds()),
+        None => "retry default".to_string(),
+    }
 }
 
 /// Finds which of the policy's worker configurations is in the home region.
@@ -432,6 +468,8 @@ async fn put_schedules(
             .arn(RUN_INSTANCES_TARGET)
             .role_arn(role_arn)
             .input(run_instances_input(data, launch_template_id, &document.name, &rule.name))
+            .retry_policy(launch_retry_policy())
+            .set_dead_letter_config(write.dead_letter_queue.map(|arn| DeadLetterConfig::builder().arn(arn).build()))
             .build()
             .map_err(|e| e.to_string())?;
         let window =
@@ -524,6 +562,7 @@ async fn read_policy(
     let mut arns = BTreeMap::new();
     let mut targets = Vec::new();
     let mut role = None;
+    let mut dead_letter_queue = None;
     let mut enabled_drift = None;
     let mut rules = Vec::new();
     for mut rule in std::mem::take(&mut body.rules) {
@@ -559,7 +598,11 @@ async fn read_policy(
             rule.name.clone(),
             target.map(|t| t.arn().to_string()).unwrap_or_default(),
             target.and_then(|t| t.input()).unwrap_or_default().to_string(),
+            retry_description(target.and_then(|t| t.retry_policy())),
         ));
+        if dead_letter_queue.is_none() {
+            dead_letter_queue = target.and_then(|t| t.dead_letter_config()).and_then(|d| d.arn()).map(str::to_string);
+        }
         arns.insert(rule.name.clone(), schedule.arn().unwrap_or_default().to_string());
         rules.push(rule);
     }
@@ -574,8 +617,9 @@ async fn read_policy(
     state.set("schedule_arns", Value::Map(arns.into_iter().map(|(k, v)| (k, Value::from(v))).collect()));
     state.set(
         "schedules_fingerprint",
-        fingerprint(targets.iter().map(|(r, a, i)| (r.as_str(), a.as_str(), i.as_str()))).as_str(),
+        fingerprint(targets.iter().map(|(r, a, i, t)| (r.as_str(), a.as_str(), i.as_str(), t.as_str()))).as_str(),
     );
+    state.set("dead_letter_queue_arn", dead_letter_queue.as_deref().map(Value::from).unwrap_or(Value::Null));
     Some(state)
 }
 
@@ -819,6 +863,8 @@ pub struct BackupPolicy;
 /// (resolved by `check_references`) and the rules the prior state had.
 struct ScheduleWrite<'a> {
     launch_template: &'a str,
+    /// The policy's `dead_letter_queue_arn`.
+    dead_letter_queue: Option<&'a str>,
     prior_rules: &'a [String],
     removed_rules: &'a [String],
 }
@@ -880,7 +926,12 @@ impl Resource<Coffer> for BackupPolicy {
         tracing::info!(%name, rules = document.rules.len(), "created backup policy document");
         // A failure now leaves the document: return what exists so Terraform
         // keeps it (tainted) and can replace or destroy it.
-        let write = ScheduleWrite { launch_template: &launch_template, prior_rules: &[], removed_rules: &[] };
+        let write = ScheduleWrite {
+            launch_template: &launch_template,
+            dead_letter_queue: planned.get("dead_letter_queue_arn").as_str(),
+            prior_rules: &[],
+            removed_rules: &[],
+        };
         write_schedules(data, planned, &document, write, private, "creating", diags).await;
         read_policy(data, &name, planned, private, diags).await
     }
@@ -923,8 +974,12 @@ impl Resource<Coffer> for BackupPolicy {
         let prior_rules: Vec<String> =
             prior.get("rule").as_list().iter().filter_map(|r| r.get("name").as_str()).map(str::to_string).collect();
         let removed: Vec<String> = prior_rules.iter().filter(|r| !kept.contains(&r.as_str())).cloned().collect();
-        let write =
-            ScheduleWrite { launch_template: &launch_template, prior_rules: &prior_rules, removed_rules: &removed };
+        let write = ScheduleWrite {
+            launch_template: &launch_template,
+            dead_letter_queue: planned.get("dead_letter_queue_arn").as_str(),
+            prior_rules: &prior_rules,
+            removed_rules: &removed,
+        };
         write_schedules(data, planned, &document, write, private, "updating", diags).await;
         read_policy(data, &name, planned, private, diags).await
     }
