@@ -3,7 +3,8 @@
 //!
 //! [`Sandbox::enter`] moves the *calling test thread* into a network namespace of its own
 //! (`unshare(CLONE_NEWNET)` acts on the calling thread only, and every thread and process it
-//! starts afterwards inherits it): inside there is nothing but a loopback, so the moto server
+//! starts afterwards inherits it; libtest runs every test on a thread of its own, so other
+//! tests never see the namespace): inside there is nothing but a loopback, so the moto server
 //! the test then starts, terraform, the AWS CLI and the worker reach only 127.0.0.1 and
 //! 169.254.169.254 — the instance metadata address, put on that loopback and answered by
 //! [`Imds`] as IMDSv2 does (a token first; instance id, tags, instance-profile credentials).
