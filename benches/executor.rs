@@ -125,6 +125,7 @@ fn policy(name: &str, kind: &str) -> PolicyDocument {
         worker_configuration_ids: Vec::new(),
         scheduler_role_arn: None,
         tags: BTreeMap::new(),
+        max_run_time: None,
     }
 }
 

@@ -16,7 +16,7 @@ use coffer_aws::{AssumeRole, AwsClients, AwsSettings};
 use coffer_executor::agent::{Agent, SystemClock};
 use coffer_executor::inventory::{self, RestorePoint};
 use coffer_executor::run::{Progress, Quiet, RunRequest};
-use coffer_executor::session::{self, Outcome, ResourceRecord, Session};
+use coffer_executor::session::{Outcome, ResourceRecord, Session};
 use coffer_executor::{Executor, Settings};
 use coffer_model::CatalogLocation;
 use coffer_model::agent::RunClaim;
@@ -247,10 +247,8 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
         Command::Sessions(args) => {
             let executor = connect(&cli.global, &Tuning { concurrency: 16, wait_timeout: Duration::ZERO }).await?;
             // A policy that does not exist is an error, as for `points` and `run`.
-            executor.policy(&args.policy).await?;
-            let sessions = session::recent(&executor.catalog(), &args.policy, args.limit)
-                .await
-                .with_context(|| format!("reading the sessions of {}", args.policy))?;
+            let policy = executor.policy(&args.policy).await?;
+            let sessions = coffer_executor::history::history(&executor, &policy, args.limit, Utc::now()).await?;
             print_sessions(&sessions, cli.global.json)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -376,7 +374,7 @@ pub fn exit_code(outcome: Outcome) -> ExitCode {
     match outcome {
         Outcome::Success => ExitCode::SUCCESS,
         Outcome::Warning => ExitCode::from(3),
-        Outcome::Failed => ExitCode::FAILURE,
+        Outcome::Failed | Outcome::Missed => ExitCode::FAILURE,
     }
 }
 
@@ -681,6 +679,12 @@ fn print_sessions(sessions: &[Session], json: bool) -> Result<()> {
             s.resources.len(),
             failed
         );
+        // What a Failed or Missed entry without resources has to say is all in its messages.
+        if s.resources.is_empty() && s.outcome >= Outcome::Failed {
+            for message in &s.messages {
+                println!("      {message}");
+            }
+        }
     }
     Ok(())
 }

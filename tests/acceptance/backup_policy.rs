@@ -118,7 +118,12 @@ fn lifecycle(tf: &Terraform) {
     let input: serde_json::Value = serde_json::from_str(target.input().unwrap()).unwrap();
     assert_eq!(input["LaunchTemplate"]["LaunchTemplateId"], home_template.as_str());
     assert_eq!(input["MinCount"], 1);
-    assert!(decoded_user_data(target.input().unwrap()).contains("TASK='run --policy prod --rule daily --scheduled'"));
+    // The worker runs the rule, bounded by the default max_run_time (12h).
+    assert!(
+        decoded_user_data(target.input().unwrap()).contains("POLICY='prod' RULE='daily' MAX_RUN_SECS=43200\n"),
+        "{}",
+        decoded_user_data(target.input().unwrap())
+    );
     // A failed launch is retried for as long as its worker would still run the firing, then
     // goes to the dead-letter queue.
     let retry = target.retry_policy().expect("a retry policy");
@@ -141,8 +146,11 @@ fn lifecycle(tf: &Terraform) {
     imported.assert_no_changes();
     drop(imported);
 
-    // Update in place: a changed cron, a new rule, disabled.
-    wd.write("main.tf", &(base.clone() + &policy(false, "15 3 * * *", WEEKLY)));
+    // Update in place: a changed cron, a new rule, disabled, a shorter time limit.
+    let updated = policy(false, "15 3 * * *", WEEKLY)
+        .replace("  dead_letter_queue_arn", "  max_run_time             = \"3h\"\n  dead_letter_queue_arn");
+    assert!(updated.contains("max_run_time"));
+    wd.write("main.tf", &(base.clone() + &updated));
     assert_eq!(planned_actions(&wd, ADDRESS), json!(["update"]));
     wd.apply();
     assert_eq!(aws.schedule_names(), vec!["coffer-prod-daily", "coffer-prod-weekly"]);
@@ -152,6 +160,9 @@ fn lifecycle(tf: &Terraform) {
     let weekly = aws.schedule("coffer-prod-weekly").unwrap();
     assert_eq!(weekly.schedule_expression(), Some("cron(30 4 ? * MON,TUE,WED,THU,FRI *)"));
     assert_eq!(weekly.schedule_expression_timezone(), Some("UTC"));
+    let user_data = decoded_user_data(daily.target().unwrap().input().unwrap());
+    assert!(user_data.contains("MAX_RUN_SECS=10800\n"), "the boot script has the new limit: {user_data}");
+    assert_eq!(aws.get_json(CATALOG_BUCKET, KEY).unwrap()["max_run_time"], "3h");
     wd.assert_no_changes();
 
     // Removing a rule deletes its schedule.

@@ -77,6 +77,12 @@ fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             vec!["dead_letter_queue_arn", "is not an SQS queue ARN"],
         ),
         (
+            "max run time out of range",
+            policy("ec2", r#"["us-east-1"]"#, &rule("0 2 * * *", "UTC", SNAPSHOT_7))
+                .replace("  worker_configuration_ids", "  max_run_time = \"200h\"\n  worker_configuration_ids"),
+            vec!["max_run_time", "\"200h\" is outside the allowed 1m to 168h (7 days)."],
+        ),
+        (
             "region not enabled",
             policy("ec2", r#"["xx-nowhere-1"]"#, &rule("0 2 * * *", "UTC", SNAPSHOT_7)),
             vec!["source.regions", "is not enabled for this account", "enabled regions:"],

@@ -52,6 +52,7 @@ pub fn policy(name: &str, kind: &str, regions: &[&str], tags: &[(&str, &str)], r
         worker_configuration_ids: Vec::new(),
         scheduler_role_arn: None,
         tags: BTreeMap::new(),
+        max_run_time: None,
     }
 }
 

@@ -39,6 +39,7 @@ resource "coffer_backup_policy" "prod" {
   }
   worker_configuration_ids = [coffer_worker_configuration.use1.id]
   scheduler_role_arn       = "arn:aws:iam::123456789012:role/coffer-scheduler"
+  max_run_time             = "MAX_RUN_TIME"
 }
 "#;
 
@@ -56,9 +57,20 @@ struct Fired {
     _wd: Workdir,
 }
 
-/// Applies [`POLICY`], publishes `coffer` when `publish`, seeds one instance to protect and
+/// How a test's worker is set up.
+struct Setup {
+    publish: bool,
+    /// The policy's `max_run_time`.
+    max_run_time: &'static str,
+    /// The instance profile's role in instance metadata (none: no credentials).
+    role: Option<&'static str>,
+}
+
+const NORMAL: Setup = Setup { publish: true, max_run_time: "2h", role: Some("coffer-worker") };
+
+/// Applies [`POLICY`], publishes `coffer` when asked, seeds one instance to protect and
 /// fires the rule's schedule: RunInstances with the schedule's input, as Scheduler would.
-fn fire(publish: bool) -> Option<Fired> {
+fn fire(setup: Setup) -> Option<Fired> {
     let sandbox = Sandbox::enter()?;
     let moto = Moto::start();
     let aws = Aws::new(&moto);
@@ -82,10 +94,10 @@ fn fire(publish: bool) -> Option<Fired> {
     }
     let tf = oldest_terraform();
     let wd = Workdir::new(&tf, &provider_binary());
-    wd.write("main.tf", &(provider_block(&moto, "us-east-1") + POLICY));
+    wd.write("main.tf", &(provider_block(&moto, "us-east-1") + &POLICY.replace("MAX_RUN_TIME", setup.max_run_time)));
     wd.init();
     wd.apply();
-    if publish {
+    if setup.publish {
         let published = estate::coffer_command(&moto.endpoint).arg("publish").output().unwrap();
         assert!(published.status.success(), "{}", String::from_utf8_lossy(&published.stderr));
     }
@@ -135,7 +147,7 @@ fn fire(publish: bool) -> Option<Fired> {
     sandbox.imds.set_instance(Instance {
         id: instance_id.clone(),
         region: "us-east-1".into(),
-        role: Some("coffer-worker".into()),
+        role: setup.role.map(str::to_string),
         ..Instance::default()
     });
     Some(Fired { sandbox, moto, instance_id, user_data, _wd: wd })
@@ -143,7 +155,7 @@ fn fire(publish: bool) -> Option<Fired> {
 
 #[test]
 fn a_fired_schedule_boots_a_worker_that_runs_its_rule_reports_and_shuts_down() {
-    let Some(fired) = fire(true) else { return };
+    let Some(fired) = fire(NORMAL) else { return };
     let (moto, sandbox) = (&fired.moto, &fired.sandbox);
     let env = emulator_env(moto);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -189,13 +201,36 @@ fn a_fired_schedule_boots_a_worker_that_runs_its_rule_reports_and_shuts_down() {
     );
     assert!(log.contains("exit status 0"), "{log}");
     assert!(boot.logged.starts_with("logger -t coffer -f "), "and the system log has it: {}", boot.describe());
+
+    let record = worker_record(&aws, &fired.instance_id);
+    assert_eq!(record["policy"], "prod");
+    assert_eq!(record["rule"], "hourly");
+    assert_eq!(record["exit_status"], 0, "{record:#}");
+    assert_eq!(record["log_key"], format!("worker-logs/{}.log", fired.instance_id));
+    assert!(record["ended_at"].as_str() >= record["started_at"].as_str(), "{record:#}");
 }
 
-/// A worker that cannot start its task (here: nothing was published) still shuts down, and
-/// its log in the catalog says why.
+/// The one worker record of the test's policy, as the boot script left it.
+fn worker_record(aws: &Aws, instance_id: &str) -> serde_json::Value {
+    let keys = aws.keys(CATALOG_BUCKET, "workers/prod/");
+    assert_eq!(keys.len(), 1, "one worker record: {keys:?}");
+    assert!(keys[0].ends_with(&format!("-{instance_id}.json")), "{keys:?}");
+    aws.get_json(CATALOG_BUCKET, &keys[0]).unwrap()
+}
+
+/// `coffer sessions --policy prod`, as a user would read it.
+fn sessions_table(moto: &Moto) -> String {
+    let out = estate::coffer_command(&moto.endpoint).args(["sessions", "--policy", "prod"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A worker that cannot start its task (here: nothing was published) still shuts down, its
+/// log in the catalog says why, and `coffer sessions` shows the firing as Failed with that
+/// reason.
 #[test]
 fn a_worker_without_a_published_binary_shuts_down_and_leaves_its_reason_in_the_catalog() {
-    let Some(fired) = fire(false) else { return };
+    let Some(fired) = fire(Setup { publish: false, ..NORMAL }) else { return };
     let env = emulator_env(&fired.moto);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let boot = fired.sandbox.boot(&fired.user_data, &env);
@@ -210,4 +245,98 @@ fn a_worker_without_a_published_binary_shuts_down_and_leaves_its_reason_in_the_c
         "{log}"
     );
     assert!(log.contains("exit status 1"), "{log}");
+    let record = worker_record(&aws, &fired.instance_id);
+    assert_eq!(record["exit_status"], 1, "{record:#}");
+    let table = sessions_table(&fired.moto);
+    let table = table.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(table.contains(" hourly "), "{table}");
+    assert!(table.contains(" Failed "), "{table}");
+    assert!(
+        table.contains(&format!(
+            "worker {} (launched for rule hourly) ended before its run recorded a session: cannot fetch \
+             s3://coffer-catalog-123456789012-us-east-1/bin/coffer-linux-x86_64 (run coffer publish, and check the \
+             instance profile); its log: s3://coffer-catalog-123456789012-us-east-1/worker-logs/{}.log",
+            fired.instance_id, fired.instance_id
+        )),
+        "{table}"
+    );
+}
+
+/// A run that goes on past the policy's `max_run_time` (here its EC2 calls never get an
+/// answer) is stopped: its session says it timed out, and the worker still shuts down.
+#[test]
+fn a_run_past_its_max_run_time_is_recorded_as_timed_out_and_the_worker_shuts_down() {
+    let Some(fired) = fire(Setup { max_run_time: "1m", ..NORMAL }) else { return };
+    // An endpoint that accepts connections and never answers, for EC2 only.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let mut env = emulator_env(&fired.moto);
+    env.push(("AWS_ENDPOINT_URL_EC2", silent_url));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let boot = fired.sandbox.boot(&fired.user_data, &env);
+    assert_eq!(boot.shutdown_calls, ["-h now"], "{}", boot.describe());
+    let aws = Aws::new(&fired.moto);
+    let sessions = aws.keys(CATALOG_BUCKET, "sessions/prod/");
+    assert_eq!(sessions.len(), 1, "the run recorded its session: {sessions:?}\n{}", boot.describe());
+    let session = aws.get_json(CATALOG_BUCKET, &sessions[0]).unwrap();
+    assert_eq!(session["outcome"], "Failed", "{session:#}");
+    let message = session["messages"][0].as_str().unwrap_or_default();
+    assert!(message.starts_with("timed out: the run was stopped at the policy's max_run_time of 1m"), "{session:#}");
+    assert!(message.contains("coffer run --policy prod --run-id "), "{message}");
+    assert_eq!(worker_record(&aws, &fired.instance_id)["exit_status"], 1);
+    let table = sessions_table(&fired.moto);
+    assert!(table.contains("timed out: the run was stopped"), "{table}");
+}
+
+/// A worker without credentials can write nothing to the catalog: it shuts down, its log
+/// goes to the serial console, and a firing no worker recorded shows as Missed once its
+/// grace has passed, saying where to look.
+#[test]
+fn a_worker_without_credentials_shuts_down_logs_to_the_console_and_its_firing_shows_as_missed() {
+    let Some(fired) = fire(Setup { role: None, ..NORMAL }) else { return };
+    let env = emulator_env(&fired.moto);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let boot = fired.sandbox.boot(&fired.user_data, &env);
+    assert_eq!(boot.shutdown_calls, ["-h now"], "{}", boot.describe());
+    let aws = Aws::new(&fired.moto);
+    assert!(aws.keys(CATALOG_BUCKET, "workers/").is_empty(), "nothing could be written");
+    assert!(aws.keys(CATALOG_BUCKET, "worker-logs/").is_empty());
+    if std::path::Path::new("/dev/console").exists() {
+        for said in ["coffer-worker: cannot fetch", "coffer-worker: the log could not be uploaded"] {
+            assert!(boot.console.contains(said), "{said:?} on the console: {}", boot.describe());
+        }
+    } else {
+        eprintln!("this machine has no /dev/console: the console output was not checked");
+    }
+    assert!(boot.logged.contains("cannot fetch"), "{}", boot.describe());
+
+    // The firing this worker ran for came before the policy was written (it is the last top
+    // of the hour), and due times before a policy's last change are not judged; the next
+    // firing, whose worker would fail the same way, is.
+    use chrono::Timelike;
+    let next = chrono::Utc::now().with_minute(0).unwrap().with_second(0).unwrap().with_nanosecond(0).unwrap()
+        + chrono::TimeDelta::hours(1);
+    let dir = tempfile::tempdir().unwrap();
+    let history = block_on(async {
+        let executor = estate::executor(&fired.moto, dir.path(), 1).await;
+        let policy = executor.policy("prod").await.unwrap();
+        let grace = coffer_executor::history::missed_grace(&policy);
+        assert_eq!(grace.num_minutes(), 70);
+        coffer_executor::history::history(&executor, &policy, 10, next + grace).await.unwrap()
+    });
+    assert_eq!(history.len(), 1, "{history:#?}");
+    assert_eq!(history[0].outcome, coffer_executor::session::Outcome::Missed);
+    assert_eq!(history[0].rules, ["hourly"]);
+    assert_eq!(history[0].run_id, coffer_executor::scheduled_run_id(next));
+    assert!(
+        history[0].messages[0].contains("no worker recorded its start: check the rule's schedule"),
+        "{:?}",
+        history[0].messages
+    );
 }

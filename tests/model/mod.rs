@@ -76,6 +76,7 @@ fn full_policy() -> PolicyDocument {
         worker_configuration_ids: vec!["lt-0123456789abcdef0".into()],
         scheduler_role_arn: Some("arn:aws:iam::123456789012:role/coffer-scheduler".into()),
         tags: BTreeMap::from([("team".into(), "platform".into())]),
+        max_run_time: Some("6h".into()),
     }
 }
 
@@ -105,6 +106,7 @@ fn policy_document_minimal() {
         worker_configuration_ids: vec![],
         scheduler_role_arn: None,
         tags: BTreeMap::new(),
+        max_run_time: None,
     };
     insta::assert_snapshot!("policy_document_minimal", pretty(&policy));
 }
@@ -267,7 +269,12 @@ fn run_claim() {
 #[test]
 fn worker_boot_script_and_task() {
     let catalog = CatalogLocation::new(Some("coffer-catalog"), Some("team"), "123456789012", "eu-west-1");
-    let script =
-        coffer_model::worker::user_data_for_task(&catalog, "eu-west-1", "run --policy prod --rule daily --scheduled");
+    let script = coffer_model::worker::user_data_for_rule(
+        &catalog,
+        "eu-west-1",
+        "prod",
+        "daily",
+        std::time::Duration::from_secs(6 * 3600),
+    );
     insta::assert_snapshot!("worker_boot_script", script);
 }

@@ -173,6 +173,8 @@ pub struct Boot {
     pub shutdown_calls: Vec<String>,
     /// What was sent to `logger`, with its arguments first on each call's line.
     pub logged: String,
+    /// What was written to the serial console.
+    pub console: String,
     /// The instance's `/usr/local/bin` after the boot.
     pub bin_dir: PathBuf,
 }
@@ -261,7 +263,12 @@ impl Sandbox {
         let mut command = Command::new("unshare");
         command
             .args(["--mount", "--propagation", "private", "--", "bash", "-c"])
-            .arg(r#"mount --bind "$1" /usr/local/bin && exec timeout "$3" bash "$2""#)
+            // The serial console, which EC2 keeps (GetConsoleOutput): a file of the sandbox's.
+            .arg(concat!(
+                r#"mount --bind "$1" /usr/local/bin && touch "$SANDBOX_DIR/console" "#,
+                r#"&& { [ ! -e /dev/console ] || mount --bind "$SANDBOX_DIR/console" /dev/console; } "#,
+                r#"&& exec timeout "$3" bash "$2""#
+            ))
             .args([std::ffi::OsStr::new("boot"), bin_dir.as_os_str(), script.as_os_str()])
             .arg(BOOT_TIMEOUT.as_secs().to_string())
             .env_clear()
@@ -277,6 +284,7 @@ impl Sandbox {
             output,
             shutdown_calls: read("shutdown.calls").lines().map(str::to_string).collect(),
             logged: read("logger.out"),
+            console: read("console"),
             bin_dir,
         }
     }

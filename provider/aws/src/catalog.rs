@@ -44,6 +44,8 @@ impl From<AwsError> for CatalogError {
 pub struct Document<T> {
     pub body: T,
     pub etag: String,
+    /// When it was last written (S3's Last-Modified).
+    pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 pub struct Catalog<'a> {
@@ -101,7 +103,7 @@ impl<'a> Catalog<'a> {
             key: key.clone(),
             cause: Box::new(cause),
         })?;
-        Ok(Document { body, etag: object.etag })
+        Ok(Document { body, etag: object.etag, last_modified: object.last_modified })
     }
 
     /// Writes a new document; fails if one exists under that name.

@@ -46,6 +46,7 @@ where
 pub struct StoredObject {
     pub body: Vec<u8>,
     pub etag: String,
+    pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 pub async fn find_bucket(client: &Client, bucket: &str) -> Result<(), AwsError> {
@@ -55,6 +56,7 @@ pub async fn find_bucket(client: &Client, bucket: &str) -> Result<(), AwsError> 
 pub async fn find_object(client: &Client, bucket: &str, key: &str) -> Result<StoredObject, AwsError> {
     let out = client.get_object().bucket(bucket).key(key).send().await.map_err(|e| AwsError::from_sdk(e, NOT_FOUND))?;
     let etag = out.e_tag().unwrap_or_default().to_string();
+    let last_modified = out.last_modified().and_then(|t| chrono::DateTime::from_timestamp(t.secs(), 0));
     let body = out
         .body
         .collect()
@@ -62,7 +64,7 @@ pub async fn find_object(client: &Client, bucket: &str, key: &str) -> Result<Sto
         .map_err(|e| AwsError::Api(format!("reading the body of s3://{bucket}/{key}: {e}")))?
         .into_bytes()
         .to_vec();
-    Ok(StoredObject { body, etag })
+    Ok(StoredObject { body, etag, last_modified })
 }
 
 /// What a write must find in place.

@@ -201,6 +201,19 @@ pub fn latest_due(rule: &Rule, mark: DateTime<Utc>, now: DateTime<Utc>) -> Optio
     latest
 }
 
+/// Every occurrence of the rule's schedule after `after` and at or before `until`, oldest
+/// first (at most 10 000: a minute-by-minute rule over a week).
+pub fn due_times(rule: &Rule, after: DateTime<Utc>, until: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+    let (Ok(cron), Ok(zone)) = (croner::Cron::new(&rule.cron).parse(), rule.timezone.parse::<chrono_tz::Tz>()) else {
+        return Vec::new();
+    };
+    cron.iter_after(after.with_timezone(&zone))
+        .map(|o| o.with_timezone(&Utc))
+        .take_while(|o| *o <= until)
+        .take(10_000)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@
 //! attempt made) all read them back from AWS.
 
 pub mod agent;
+pub mod history;
 pub mod image;
 pub mod inventory;
 pub mod limits;

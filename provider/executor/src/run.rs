@@ -43,6 +43,26 @@ pub trait Progress: Send + Sync {
 pub struct Quiet;
 impl Progress for Quiet {}
 
+/// Passes progress on and keeps the records of the resources finished, for a run stopped
+/// at its time limit.
+struct Finished<'a> {
+    inner: &'a dyn Progress,
+    records: std::sync::Mutex<Vec<ResourceRecord>>,
+}
+
+impl Progress for Finished<'_> {
+    fn scope_resolved(&self, resources: usize) {
+        self.inner.scope_resolved(resources);
+    }
+    fn resource_done(&self, record: &ResourceRecord) {
+        self.records.lock().unwrap_or_else(|e| e.into_inner()).push(record.clone());
+        self.inner.resource_done(record);
+    }
+    fn step(&self, what: &str) {
+        self.inner.step(what);
+    }
+}
+
 /// AWS limits a resource's tags to 50; Coffer's and the policy's come first.
 const MAX_TAGS: usize = 50;
 
@@ -120,6 +140,29 @@ impl Plan<'_> {
         coffer
     }
 
+    /// The run's session, finished now.
+    fn session(
+        &self,
+        started: DateTime<Utc>,
+        outcome: Outcome,
+        messages: Vec<String>,
+        resources: Vec<ResourceRecord>,
+        retention: RetentionRecord,
+    ) -> Session {
+        Session {
+            format_version: Session::FORMAT_VERSION,
+            policy: self.policy.name.clone(),
+            run_id: self.run_id.clone(),
+            rules: self.rule_names(|_| true),
+            started_at: started,
+            finished_at: Utc::now(),
+            outcome,
+            messages,
+            resources,
+            retention,
+        }
+    }
+
     fn description(&self, rules: &[String]) -> String {
         format!("Coffer policy {} rule {} run {}", self.policy.name, rules.join("+"), self.run_id)
     }
@@ -171,10 +214,45 @@ impl Executor {
             key_problems: Default::default(),
         };
         tracing::info!(policy = %policy.name, run = %plan.run_id, rules = ?plan.rule_names(|_| true), "run started");
+        let limit = policy.max_run_time();
+        let finished = Finished { inner: progress, records: std::sync::Mutex::new(Vec::new()) };
+        let session = match tokio::time::timeout(limit, self.execute(&plan, started, &finished)).await {
+            Ok(session) => session,
+            Err(_) => {
+                // What the run held: the repositories' shared locks.
+                plan.repositories.release().await;
+                let resources = finished.records.into_inner().unwrap_or_else(|e| e.into_inner());
+                tracing::error!(policy = %policy.name, run = %plan.run_id, ?limit, "run stopped at its max_run_time");
+                let messages = vec![format!(
+                    "timed out: the run was stopped at the policy's max_run_time of {} with {} resource(s) finished \
+                         (listed); what it made is kept, and `coffer run --policy {} --run-id {}` resumes it",
+                    policy.max_run_time.as_deref().unwrap_or(coffer_model::policy::DEFAULT_MAX_RUN_TIME),
+                    resources.len(),
+                    policy.name,
+                    plan.run_id
+                )];
+                plan.session(started, Outcome::Failed, messages, resources, RetentionRecord::default())
+            }
+        };
+        if let Err(e) = session::save(&session, &self.catalog()).await {
+            // The snapshots exist whatever happens to the record; say so.
+            tracing::error!(run = %session.run_id, "writing the session record: {e}");
+            let mut session = session;
+            session.messages.push(format!("the session record could not be written to the catalog: {e}"));
+            session.outcome = session.outcome.max(Outcome::Warning);
+            return Ok(session);
+        }
+        tracing::info!(policy = %policy.name, run = %session.run_id, outcome = %session.outcome, "run finished");
+        Ok(session)
+    }
+
+    /// A run's work after its plan: scope, resources, retention; the session to record.
+    async fn execute(&self, plan: &Plan<'_>, started: DateTime<Utc>, progress: &dyn Progress) -> Session {
+        let policy = plan.policy;
 
         let mut messages = Vec::new();
         progress.step("resolving the scope");
-        let scope = scope::resolve(&self.aws, &policy).await;
+        let scope = scope::resolve(&self.aws, policy).await;
         for (region, error) in &scope.failed_regions {
             messages.push(format!("listing the {} resources in {region}: {error}", policy.kind));
         }
@@ -194,7 +272,7 @@ impl Executor {
         progress.scope_resolved(scope.resources.len() + scope.missing_ids.len());
 
         let work = scope.resources.iter().map(|resource| async {
-            let record = self.protect(&plan, resource).await;
+            let record = self.protect(plan, resource).await;
             progress.resource_done(&record);
             record
         });
@@ -226,40 +304,19 @@ impl Executor {
         }
 
         progress.step("applying retention");
-        let mut retention = self.apply_retention(&policy, plan.time, &plan.mappings).await;
+        let mut retention = self.apply_retention(policy, plan.time, &plan.mappings).await;
         // Restore points in repositories: retention, then prune, once the
         // run's shared locks are released.
         for (id, open) in plan.repositories.release().await {
             for archive in plan.targets.iter().filter(|t| t.repository_id == id).map(|t| t.archive) {
-                let (deleted, errors) = self.repository_retention(&policy, archive, &open, plan.time).await;
+                let (deleted, errors) = self.repository_retention(policy, archive, &open, plan.time).await;
                 retention.deleted.extend(deleted);
                 retention.errors.extend(errors.into_iter().map(|e| format!("repository {id}: {e}")));
             }
         }
 
         let outcome = Session::decide_outcome(&resources, &messages, &retention, !scope.failed_regions.is_empty());
-        let session = Session {
-            format_version: Session::FORMAT_VERSION,
-            policy: policy.name.clone(),
-            run_id: plan.run_id.clone(),
-            rules: plan.rule_names(|_| true),
-            started_at: started,
-            finished_at: Utc::now(),
-            outcome,
-            messages,
-            resources,
-            retention,
-        };
-        if let Err(e) = session::save(&session, &self.catalog()).await {
-            // The snapshots exist whatever happens to the record; say so.
-            tracing::error!(run = %session.run_id, "writing the session record: {e}");
-            let mut session = session;
-            session.messages.push(format!("the session record could not be written to the catalog: {e}"));
-            session.outcome = session.outcome.max(Outcome::Warning);
-            return Ok(session);
-        }
-        tracing::info!(policy = %policy.name, run = %session.run_id, outcome = %session.outcome, "run finished");
-        Ok(session)
+        plan.session(started, outcome, messages, resources, retention)
     }
 
     /// Snapshots one resource and replicates the snapshots.

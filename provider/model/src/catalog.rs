@@ -51,6 +51,9 @@ pub enum Kind {
     AgentMarks,
     /// `runs/<policy>/<run id>.json`: which worker took a scheduled run.
     RunClaim,
+    /// `workers/<policy>/<started>-<instance id>.json`: a scheduled worker's start and end,
+    /// written by its boot script.
+    WorkerRecord,
 }
 
 impl Kind {
@@ -62,6 +65,7 @@ impl Kind {
             Kind::Session => "sessions",
             Kind::AgentMarks => "agent",
             Kind::RunClaim => "runs",
+            Kind::WorkerRecord => "workers",
         }
     }
 
@@ -73,6 +77,7 @@ impl Kind {
             Kind::Session => "session",
             Kind::AgentMarks => "agent marks",
             Kind::RunClaim => "run claim",
+            Kind::WorkerRecord => "worker record",
         }
     }
 }
@@ -218,6 +223,9 @@ mod tests {
             "region": "eu-west-1", "storage_class": "STANDARD", "encryption": "kms"}"#;
         let marks = r#"{"format_version": 1, "rules": {}}"#;
         let claim = r#"{"claimed_at": "2026-11-30T03:00:00Z", "launched_for": "d", "rules": ["d"], "run_id": "r"}"#;
+        let worker = r#"{"format_version": 1, "instance_id": "i-0abc", "policy": "p", "rule": "d",
+            "task": "run --policy p --rule d --scheduled", "started_at": "2026-11-30T03:04:05Z",
+            "log_key": "worker-logs/i-0abc.log"}"#;
         fn check<T: CatalogDocument + std::fmt::Debug>(document: &str) {
             decode::<T>("x", document.as_bytes()).unwrap_or_else(|e| panic!("{}: {e}", T::KIND.noun()));
             let err = decode::<T>("x", &newer(document, u64::from(T::FORMAT_VERSION) + 1)).unwrap_err();
@@ -228,6 +236,7 @@ mod tests {
         check::<RepositoryEntry>(entry);
         check::<Marks>(marks);
         check::<RunClaim>(claim);
+        check::<crate::worker::WorkerRecord>(worker);
         check::<PolicyDocument>(POLICY);
     }
 

@@ -34,6 +34,29 @@ pub struct PolicyDocument {
     pub scheduler_role_arn: Option<String>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// How long a run may take before it is stopped and recorded as Failed, as the user
+    /// wrote it (`6h`, `90m`); absent: [`DEFAULT_MAX_RUN_TIME`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_run_time: Option<String>,
+}
+
+/// A run's time limit when the policy sets none.
+pub const DEFAULT_MAX_RUN_TIME: &str = "12h";
+
+impl PolicyDocument {
+    /// The policy's run time limit. A document whose text does not parse (written by hand)
+    /// gets the default rather than no limit.
+    pub fn max_run_time(&self) -> std::time::Duration {
+        self.max_run_time
+            .as_deref()
+            .and_then(|t| crate::validation::parse_duration(t).ok())
+            .unwrap_or_else(Self::default_max_run_time)
+    }
+
+    /// [`DEFAULT_MAX_RUN_TIME`] as a duration.
+    pub fn default_max_run_time() -> std::time::Duration {
+        crate::validation::parse_duration(DEFAULT_MAX_RUN_TIME).expect("the default parses")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

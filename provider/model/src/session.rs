@@ -49,6 +49,9 @@ pub enum Outcome {
     /// replica was not made, retention could not delete).
     Warning,
     Failed,
+    /// The run never happened: nothing started it by its due time and the grace after.
+    /// Never written by a run; the session history shows it in place of the missing record.
+    Missed,
 }
 
 impl std::fmt::Display for Outcome {
@@ -57,6 +60,7 @@ impl std::fmt::Display for Outcome {
             Outcome::Success => "Success",
             Outcome::Warning => "Warning",
             Outcome::Failed => "Failed",
+            Outcome::Missed => "Missed",
         })
     }
 }

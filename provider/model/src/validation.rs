@@ -231,6 +231,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
+/// A policy's `max_run_time`: 1 minute to 7 days.
+pub fn max_run_time(s: &str) -> Result<(), String> {
+    let d = parse_duration(s)?;
+    if (60..=7 * 86400).contains(&d.as_secs()) {
+        Ok(())
+    } else {
+        Err(format!("{s:?} is outside the allowed 1m to 168h (7 days)."))
+    }
+}
+
 /// An STS session duration: 15 minutes to 12 hours.
 pub fn session_duration(s: &str) -> Result<(), String> {
     let d = parse_duration(s)?;

@@ -9,8 +9,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::{listed, object, policies, strings};
 use crate::conns::Coffer;
 use coffer_executor::agent::latest_due;
+use coffer_executor::history;
 use coffer_executor::inventory::{self, RestorePoint, SnapshotKind};
 use coffer_executor::scope;
+use coffer_executor::session::Outcome;
 use coffer_model::policy::PolicyDocument;
 use coffer_tfplugin::framework::{Attribute, Block, DataSource, Diagnostics, Schema, Type, Value};
 
@@ -18,6 +20,9 @@ pub const TYPE_NAME: &str = "coffer_protection";
 /// How long after a rule falls due its run may take before the rule counts
 /// as unmet.
 const GRACE: TimeDelta = TimeDelta::hours(1);
+
+/// How many entries of the history are read for `missed_runs`.
+const MISSED_LISTED: usize = 100;
 
 pub struct Protection;
 
@@ -31,7 +36,12 @@ pub fn schema() -> Schema {
         )
         .attribute(Attribute::string("id").computed().describe("The policy name."))
         .attribute(Attribute::string("policy").required().describe("The backup policy's name."))
-        .attribute(Attribute::bool("all_rules_met").computed().describe("True when every resource in scope meets every rule."))
+        .attribute(Attribute::bool("all_rules_met").computed().describe("True when every resource in scope meets every rule and no due run was missed."))
+        .attribute(
+            Attribute::object_list("missed_runs", &[("run_id", Type::String), ("rules", Type::List(Box::new(Type::String))), ("due_at", Type::String), ("message", Type::String)])
+                .computed()
+                .describe("Due firings of the last 7 days that nothing ran (the `Missed` entries of `coffer_sessions`), newest first: `run_id` (the due minute), `rules`, `due_at`, `message` (what to check)."),
+        )
         .attribute(
             Attribute::object_list(
                 "resources",
@@ -116,9 +126,29 @@ impl DataSource<Coffer> for Protection {
                 ])
             })
             .collect();
+        let history = match history::history(executor, &policy, MISSED_LISTED, now).await {
+            Ok(history) => history,
+            Err(e) => {
+                diags.error(format!("Cannot read the sessions of {name}"), e.to_string());
+                return None;
+            }
+        };
+        let missed: Vec<Value> = history
+            .iter()
+            .filter(|s| s.outcome == Outcome::Missed)
+            .map(|s| {
+                object(vec![
+                    ("run_id", Value::from(s.run_id.as_str())),
+                    ("rules", strings(s.rules.iter())),
+                    ("due_at", s.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into()),
+                    ("message", s.messages.first().map(|m| Value::from(m.as_str())).unwrap_or(Value::Null)),
+                ])
+            })
+            .collect();
         let mut value = listed(config, name, "resources", rows);
         if let Value::Map(fields) = &mut value {
-            fields.insert("all_rules_met".into(), all_met.into());
+            fields.insert("all_rules_met".into(), (all_met && missed.is_empty()).into());
+            fields.insert("missed_runs".into(), Value::List(missed));
         }
         Some(value)
     }

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 
 use super::{listed, object, strings};
 use crate::conns::Coffer;
-use coffer_executor::session;
+use coffer_executor::{history, session};
 use coffer_tfplugin::framework::{Attribute, Block, DataSource, Diagnostics, Schema, Type, Value};
 
 pub const TYPE_NAME: &str = "coffer_sessions";
@@ -33,7 +33,7 @@ fn resource_type() -> Type {
 pub fn schema() -> Schema {
     Schema::new(
         0,
-        Block::new("The recent sessions (runs) of a backup policy, newest first, with each resource's outcome.")
+        Block::new("The recent sessions (runs) of a backup policy, newest first, with each resource's outcome; a scheduled worker that ended before its run recorded a session is a `Failed` entry with the worker's reason, and a due firing nothing started in time is a `Missed` one.")
             .attribute(Attribute::string("id").computed().describe("The policy name."))
             .attribute(Attribute::string("policy").required().describe("The backup policy's name."))
             .attribute(Attribute::number("limit").optional().describe("How many sessions, newest first. Default 10."))
@@ -52,7 +52,7 @@ pub fn schema() -> Schema {
                     ],
                 )
                 .computed()
-                .describe("`run_id`, `rules`, `started_at`, `finished_at`, `outcome` (`Success`, `Warning` or `Failed`), `messages`, `resources` (each: `id`, `region`, `kind`, `outcome`, `error`, `warnings`, `duration_ms`, `snapshot_ids` of its snapshots and replicas), `snapshots_deleted` by retention."),
+                .describe("`run_id`, `rules`, `started_at`, `finished_at`, `outcome` (`Success`, `Warning`, `Failed`, or `Missed` for a due firing nothing ran), `messages`, `resources` (each: `id`, `region`, `kind`, `outcome`, `error`, `warnings`, `duration_ms`, `snapshot_ids` of its snapshots and replicas), `snapshots_deleted` by retention."),
             ),
     )
 }
@@ -83,7 +83,14 @@ impl DataSource<Coffer> for Sessions {
         let executor = &data.executor;
         let policy = config.get("policy").as_str().unwrap_or_default().to_string();
         let limit = config.get("limit").as_i64().unwrap_or(10).clamp(1, 1000) as usize;
-        let sessions = match session::recent(&executor.catalog(), &policy, limit).await {
+        let document = match executor.policy(&policy).await {
+            Ok(document) => document,
+            Err(e) => {
+                diags.error(format!("Cannot read backup policy {policy}"), e.to_string());
+                return None;
+            }
+        };
+        let sessions = match history::history(executor, &document, limit, chrono::Utc::now()).await {
             Ok(sessions) => sessions,
             Err(e) => {
                 diags.error(format!("Cannot read the sessions of {policy}"), e.to_string());

@@ -193,6 +193,16 @@ pub fn schema() -> Schema {
                 .validate(string(validation::sqs_queue_arn)),
         )
         .attribute(
+            Attribute::string("max_run_time")
+                .optional()
+                .describe(
+                    "How long one run may take, e.g. `6h`, `90m` (1m to 168h). A run still going then is stopped and \
+                     recorded as Failed (timed out) with the resources it finished, and its worker terminates. \
+                     Default: `12h`.",
+                )
+                .validate(string(validation::max_run_time)),
+        )
+        .attribute(
             Attribute::string_map("tags")
                 .optional()
                 .describe("Tags put on every snapshot, replica and restore point the policy makes.")
@@ -305,6 +315,7 @@ fn expand_policy(planned: &Value, diags: &mut Diagnostics) -> Option<PolicyDocum
         worker_configuration_ids: sorted(planned.get("worker_configuration_ids")),
         scheduler_role_arn: optional(planned.get("scheduler_role_arn")),
         tags: planned.get("tags").string_map(),
+        max_run_time: optional(planned.get("max_run_time")),
     })
 }
 
@@ -326,6 +337,7 @@ fn flatten_policy(document: &PolicyDocument, prior: &Value) -> Value {
         ("enabled", Value::from(document.enabled)),
         ("worker_configuration_ids", Value::string_list(document.worker_configuration_ids.iter().cloned())),
         ("scheduler_role_arn", document.scheduler_role_arn.as_deref().map(Value::from).unwrap_or(Value::Null)),
+        ("max_run_time", document.max_run_time.as_deref().map(Value::from).unwrap_or(Value::Null)),
         ("tags", map_like_prior(&document.tags, prior.get("tags"))),
         (
             "source",
@@ -367,9 +379,15 @@ pub fn schedule_arn(region: &str, account: &str, policy: &str, rule: &str) -> St
 
 /// The RunInstances input of a rule's schedule: the launch template's
 /// default version, one instance, a boot script that runs the rule.
-fn run_instances_input(data: &Coffer, launch_template_id: &str, policy: &str, rule: &str) -> String {
-    let task = format!("run --policy {policy} --rule {rule} --scheduled");
-    let user_data = coffer_model::worker::user_data_for_task(&data.catalog, &data.aws.home_region, &task);
+fn run_instances_input(
+    data: &Coffer,
+    launch_template_id: &str,
+    policy: &str,
+    rule: &str,
+    max_run_time: std::time::Duration,
+) -> String {
+    let user_data =
+        coffer_model::worker::user_data_for_rule(&data.catalog, &data.aws.home_region, policy, rule, max_run_time);
     serde_json::json!({
         "LaunchTemplate": { "LaunchTemplateId": launch_template_id, "Version": "$Default" },
         "MinCount": 1,
@@ -392,9 +410,17 @@ fn fingerprint<'a>(targets: impl Iterator<Item = (&'a str, &'a str, &'a str, &'a
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn expected_fingerprint(data: &Coffer, launch_template_id: &str, policy: &str, rules: &[String]) -> String {
-    let inputs: Vec<(String, String)> =
-        rules.iter().map(|rule| (rule.clone(), run_instances_input(data, launch_template_id, policy, rule))).collect();
+fn expected_fingerprint(
+    data: &Coffer,
+    launch_template_id: &str,
+    policy: &str,
+    rules: &[String],
+    max_run_time: std::time::Duration,
+) -> String {
+    let inputs: Vec<(String, String)> = rules
+        .iter()
+        .map(|rule| (rule.clone(), run_instances_input(data, launch_template_id, policy, rule, max_run_time)))
+        .collect();
     let retry = retry_description(Some(&launch_retry_policy()));
     fingerprint(
         inputs.iter().map(|(rule, input)| (rule.as_str(), RUN_INSTANCES_TARGET, input.as_str(), retry.as_str())),
@@ -467,7 +493,7 @@ async fn put_schedules(
         let target = Target::builder()
             .arn(RUN_INSTANCES_TARGET)
             .role_arn(role_arn)
-            .input(run_instances_input(data, launch_template_id, &document.name, &rule.name))
+            .input(run_instances_input(data, launch_template_id, &document.name, &rule.name, document.max_run_time()))
             .retry_policy(launch_retry_policy())
             .set_dead_letter_config(write.dead_letter_queue.map(|arn| DeadLetterConfig::builder().arn(arn).build()))
             .build()
@@ -1068,9 +1094,19 @@ impl ModifyPlan<Coffer> for BackupPolicy {
             Some(id) if unchanged => Some(id.to_string()),
             _ => check_references(data, config, false, diags).await,
         };
-        let fingerprint = match launch_template {
-            Some(id) => Value::from(expected_fingerprint(data, &id, &name, &rule_names).as_str()),
-            None => Value::Unknown,
+        // The boot script carries the time limit: unknown until the limit is.
+        let max_run_time = match planned.get("max_run_time") {
+            Value::Unknown => None,
+            limit => Some(
+                limit
+                    .as_str()
+                    .and_then(|t| validation::parse_duration(t).ok())
+                    .unwrap_or_else(PolicyDocument::default_max_run_time),
+            ),
+        };
+        let fingerprint = match (launch_template, max_run_time) {
+            (Some(id), Some(limit)) => Value::from(expected_fingerprint(data, &id, &name, &rule_names, limit).as_str()),
+            _ => Value::Unknown,
         };
         planned.set("schedules_fingerprint", fingerprint);
     }
@@ -1122,6 +1158,7 @@ mod tests {
             worker_configuration_ids: vec!["lt-0123456789abcdef0".into()],
             scheduler_role_arn: None,
             tags: BTreeMap::new(),
+            max_run_time: Some("6h".into()),
         };
         let state = flatten_policy(&document, &Value::Null);
         assert_eq!(expand_policy(&state, &mut Diagnostics::new()), Some(document));
