@@ -25,6 +25,12 @@ variable "repository_password" {
   default     = "coffer-quickstart-demo-only"
 }
 
+variable "worker_kms_key_arn" {
+  description = "KMS key (full ARN) that also wraps the repository's master key, so scheduled workers open it without the password; their role needs kms:Decrypt on it. Null: workers cannot run this repository's backup rules."
+  type        = string
+  default     = null
+}
+
 provider "coffer" {
   region            = "us-east-1"
   endpoint_url      = var.endpoint_url
@@ -62,6 +68,8 @@ resource "coffer_repository" "main" {
   name          = "main"
   bucket        = "coffer-quickstart-repo"
   create_bucket = true
+
+  worker_kms_key_arn = var.worker_kms_key_arn
 
   encryption {
     password = var.repository_password

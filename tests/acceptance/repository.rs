@@ -354,3 +354,104 @@ fn an_apply_whose_config_write_lost_its_response_succeeds() {
     assert_eq!(state_of(&wd, ADDRESS)["id"].as_str().unwrap(), config_of(&aws).id);
     wd.assert_no_changes();
 }
+
+/// `worker_kms_key_arn` gives a password repository a second envelope of its master key,
+/// wrapped by KMS: a worker without the password opens it, and the envelope follows the
+/// argument (made at create, added, removed).
+#[test]
+fn workers_open_a_password_repository_with_its_kms_envelope() {
+    let moto = Moto::start();
+    let aws = Aws::new(&moto);
+    let key = aws.kms_key();
+    let born_with = format!(
+        r#"
+resource "coffer_repository" "born" {{
+  name               = "born"
+  bucket             = "coffer-born"
+  create_bucket      = true
+  force_destroy      = true
+  worker_kms_key_arn = "{key}"
+  encryption {{
+    password = "long enough password"
+  }}
+}}
+"#
+    );
+    let tf = crate::support::terraform::oldest_terraform();
+    let wd = Workdir::new(&tf, &provider_binary());
+    wd.write("main.tf", &(provider(&moto) + &repository("correct horse battery", "a") + &born_with));
+    wd.init();
+    wd.apply();
+    assert!(config_of(&aws).worker_key.is_none(), "no envelope unless asked for");
+    let born: RepositoryConfig = serde_json::from_slice(&aws.get("coffer-born", "config").unwrap()).unwrap();
+    assert_eq!(born.worker_key.as_ref().map(|k| k.kms_key_arn.as_str()), Some(key.as_str()));
+    assert_eq!(state_of(&wd, "coffer_repository.born")["worker_kms_key_arn"], key.as_str());
+    let dir = tempfile::tempdir().unwrap();
+    // What a worker does: no password in its settings, the envelope opened with KMS.
+    let worker_opens = |config: &RepositoryConfig| {
+        block_on(async {
+            let executor = crate::support::estate::executor(&moto, dir.path(), 1).await;
+            executor.repository_key(config).await.map_err(|e| e.to_string())
+        })
+    };
+    assert_eq!(
+        worker_opens(&born).unwrap(),
+        born.open_with_password("long enough password").unwrap(),
+        "the envelope holds the repository's own master key"
+    );
+    let without = worker_opens(&config_of(&aws)).unwrap_err();
+    assert!(
+        without.contains("set COFFER_REPOSITORY_PASSWORD, or worker_kms_key_arn on its coffer_repository"),
+        "{without}"
+    );
+    wd.assert_no_changes();
+
+    // Added to an existing repository: the same master key, wrapped for workers.
+    let with_key = repository("correct horse battery", "a")
+        .replace("  encryption {", &format!("  worker_kms_key_arn = \"{key}\"\n  encryption {{"));
+    wd.write("main.tf", &(provider(&moto) + &with_key + &born_with));
+    assert_eq!(planned_actions(&wd, ADDRESS), json!(["update"]));
+    wd.apply();
+    let config = config_of(&aws);
+    assert_eq!(worker_opens(&config).unwrap(), config.open_with_password("correct horse battery").unwrap());
+    assert!(!aws.get(BUCKET, "backups/config").unwrap().windows(7).any(|w| w == b"correct"));
+    wd.assert_no_changes();
+
+    // The envelope cannot stand in for the main one: KMS refuses it under the main binding.
+    let mut swapped = config.clone();
+    if let Some(worker) = &config.worker_key {
+        swapped.key = coffer_repository::KeyEnvelope::Kms {
+            kms_key_arn: worker.kms_key_arn.clone(),
+            wrapped_master_key: worker.wrapped_master_key.clone(),
+        };
+    }
+    swapped.worker_key = None;
+    assert!(worker_opens(&swapped).is_err(), "the worker envelope is bound to its own context");
+
+    // Removed: the envelope goes, the password still opens it.
+    wd.write("main.tf", &(provider(&moto) + &repository("correct horse battery", "a") + &born_with));
+    wd.apply();
+    let config = config_of(&aws);
+    assert!(config.worker_key.is_none());
+    assert!(config.open_with_password("correct horse battery").is_ok());
+    wd.assert_no_changes();
+
+    // On a KMS repository it is refused at plan, naming the attribute.
+    let kms_with_worker_key = format!(
+        r#"
+resource "coffer_repository" "kms" {{
+  name               = "kms"
+  bucket             = "coffer-kms"
+  create_bucket      = true
+  worker_kms_key_arn = "{key}"
+  encryption {{
+    kms_key_arn = "{key}"
+  }}
+}}
+"#
+    );
+    wd.write("main.tf", &(provider(&moto) + &kms_with_worker_key));
+    let error = wd.try_plan().expect_err("worker_kms_key_arn on a KMS repository");
+    let error = error.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(error.contains("worker_kms_key_arn is for password repositories"), "{error}");
+}

@@ -61,6 +61,7 @@ async fn create_repository_of_class(moto: &Moto, storage_class: &str) -> (Arc<S3
         storage_class: storage_class.parse().expect("a storage class"),
         immutability: None,
         key: KeyEnvelope::Kms { kms_key_arn: String::new(), wrapped_master_key: String::new() },
+        worker_key: None,
     };
     let master = MasterKey::random();
     config.seal_with_password(&master, PASSWORD).unwrap();
@@ -323,7 +324,7 @@ fn image_points_are_listed_by_coffer_points_and_coffer_restore_points() {
     // everything, the snapshots and a note of what was left out.
     let (code, _, stderr) = points(Some("backup"), None);
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("is encrypted with a password: set COFFER_REPOSITORY_PASSWORD"), "{stderr}");
+    assert!(stderr.contains("is encrypted with a password and has no workers' key: set COFFER_REPOSITORY_PASSWORD, or worker_kms_key_arn"), "{stderr}");
     let (code, stdout, stderr) = points(None, None);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("image-level restore points left out"), "{stderr}");

@@ -199,7 +199,9 @@ pub enum OpenRepositoryError {
 /// Why a repository's master key could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum RepositoryKeyError {
-    #[error("the repository is encrypted with a password: set {REPOSITORY_PASSWORD_ENV}")]
+    #[error(
+        "the repository is encrypted with a password and has no workers' key: set {REPOSITORY_PASSWORD_ENV}, or worker_kms_key_arn on its coffer_repository so workers open it with KMS"
+    )]
     NoPassword,
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -232,7 +234,8 @@ impl Executor {
 
     /// A repository's master key: unwrapped with KMS (the worker's or
     /// caller's credentials), or opened with `COFFER_REPOSITORY_PASSWORD`
-    /// (settings.repository_password).
+    /// (settings.repository_password), or — a password repository without the password —
+    /// unwrapped from its workers' envelope with KMS.
     pub async fn repository_key(&self, config: &RepositoryConfig) -> Result<MasterKey, RepositoryKeyError> {
         match &config.key {
             KeyEnvelope::Kms { kms_key_arn, .. } => {
@@ -240,10 +243,17 @@ impl Executor {
                     self.aws.kms(coffer_model::validation::arn_region(kms_key_arn).unwrap_or(&self.aws.home_region));
                 Ok(coffer_aws::kms_keys::KmsKeys::new(kms).unwrap(config).await?)
             }
-            KeyEnvelope::Password { .. } => {
-                let password = self.settings.repository_password.as_deref().ok_or(RepositoryKeyError::NoPassword)?;
-                Ok(config.open_with_password(password)?)
-            }
+            KeyEnvelope::Password { .. } => match (&self.settings.repository_password, &config.worker_key) {
+                (Some(password), _) => Ok(config.open_with_password(password)?),
+                // Workers: the envelope a KMS key their role may use wraps.
+                (None, Some(envelope)) => {
+                    let region =
+                        coffer_model::validation::arn_region(&envelope.kms_key_arn).unwrap_or(&self.aws.home_region);
+                    let kms = coffer_aws::kms_keys::KmsKeys::new(self.aws.kms(region));
+                    Ok(kms.unwrap_for_workers(config, envelope).await?)
+                }
+                (None, None) => Err(RepositoryKeyError::NoPassword),
+            },
         }
     }
 

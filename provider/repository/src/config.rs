@@ -56,6 +56,20 @@ pub struct RepositoryConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub immutability: Option<Immutability>,
     pub key: KeyEnvelope,
+    /// A second wrapping of a password repository's master key, by a KMS key the workers'
+    /// role may use, so scheduled workers open the repository without the password (restic
+    /// and kopia likewise keep several keys per repository). Its encryption context is
+    /// [`RepositoryConfig::worker_binding`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_key: Option<KmsWrappedKey>,
+}
+
+/// A master key wrapped by AWS KMS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KmsWrappedKey {
+    pub kms_key_arn: String,
+    /// Base64 KMS CiphertextBlob.
+    pub wrapped_master_key: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +189,14 @@ impl RepositoryConfig {
         ])
     }
 
+    /// The encryption context of [`RepositoryConfig::worker_key`]: the binding, and which
+    /// envelope it is (so the worker key's ciphertext cannot stand in for the main one's).
+    pub fn worker_binding(&self) -> BTreeMap<String, String> {
+        let mut binding = self.binding();
+        binding.insert("coffer:envelope".to_string(), "worker".to_string());
+        binding
+    }
+
     fn associated_data(&self) -> Vec<u8> {
         let mut ad = b"coffer repository master key".to_vec();
         for (k, v) in self.binding() {
@@ -234,7 +256,20 @@ mod tests {
             storage_class: StorageClass::Standard,
             immutability: None,
             key: KeyEnvelope::Kms { kms_key_arn: String::new(), wrapped_master_key: String::new() },
+            worker_key: None,
         }
+    }
+
+    #[test]
+    fn a_config_without_a_worker_key_reads_and_writes_as_before() {
+        let json = serde_json::to_string(&config()).unwrap();
+        assert!(!json.contains("worker_key"), "{json}");
+        let mut with = config();
+        with.worker_key = Some(KmsWrappedKey { kms_key_arn: "arn".into(), wrapped_master_key: "AA==".into() });
+        let back: RepositoryConfig = serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back, with);
+        assert_eq!(with.worker_binding().get("coffer:envelope").map(String::as_str), Some("worker"));
+        assert_eq!(with.worker_binding().len(), with.binding().len() + 1);
     }
 
     #[test]

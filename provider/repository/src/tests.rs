@@ -201,6 +201,7 @@ fn test_config() -> RepositoryConfig {
             kms_key_arn: "arn:aws:kms:eu-west-1:111111111111:key/test".into(),
             wrapped_master_key: String::new(),
         },
+        worker_key: None,
     }
 }
 
@@ -1027,6 +1028,7 @@ async fn golden_config() {
         storage_class: StorageClass::DeepArchive,
         immutability: Some(Immutability { days: 30, mode: LockMode::Compliance }),
         key: KeyEnvelope::Kms { kms_key_arn: String::new(), wrapped_master_key: String::new() },
+        worker_key: None,
     };
     // Built here from the specification, independently of config.rs.
     let kdf = Argon2Params { memory_kib: 65536, iterations: 3, parallelism: 1, salt: B64.encode(salt) };

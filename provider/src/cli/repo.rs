@@ -226,6 +226,7 @@ pub async fn repo(global: &Global, command: &RepoCommand) -> Result<ExitCode> {
                 storage_class: args.storage_class,
                 immutability: None,
                 key: KeyEnvelope::Kms { kms_key_arn: String::new(), wrapped_master_key: String::new() },
+                worker_key: None,
             };
             let master = MasterKey::random();
             match &args.kms_key_arn {

@@ -22,6 +22,7 @@ use coffer_aws::kms_keys::KmsKeys;
 use coffer_aws::s3::{self, Precondition, WriteError};
 use coffer_model::validation;
 use coffer_repository::KeyService;
+use coffer_repository::config::KmsWrappedKey;
 use coffer_repository::{
     CONFIG_KEY, FORMAT_VERSION, Immutability, KeyEnvelope, LockMode, MasterKey, OWNED_FOLDERS, RepositoryConfig,
 };
@@ -102,6 +103,17 @@ pub fn schema() -> Schema {
         .attribute(Attribute::string_map("tags_all").computed().describe("`tags` merged over the provider's `default_tags`."))
         .attribute(Attribute::number("format_version").computed().use_state_for_unknown().describe("Repository format version in the config object."))
         .attribute(Attribute::string("created_at").computed().use_state_for_unknown().describe("When the repository was initialized (RFC 3339, UTC)."))
+        .attribute(
+            Attribute::string("worker_kms_key_arn")
+                .optional()
+                .describe(
+                    "Password repositories: a KMS key (full ARN) that also wraps the master key, so workers open \
+                     the repository without the password (their role needs `kms:Decrypt` on it). Adding, changing \
+                     or removing it needs the password in `encryption`. Not for KMS repositories, whose key \
+                     workers use already.",
+                )
+                .validate(string(validation::kms_key_arn)),
+        )
         .block(
             NestedBlock::single(
                 "encryption",
@@ -286,6 +298,17 @@ async fn seal(
             Ok(())
         }
     }
+}
+
+/// The workers' envelope of `master`, by the KMS key `arn`.
+async fn wrap_for_workers(
+    data: &Coffer,
+    config: &RepositoryConfig,
+    master: &MasterKey,
+    arn: &str,
+) -> Result<KmsWrappedKey, String> {
+    let kms = KmsKeys::new(data.aws.kms(validation::arn_region(arn).unwrap_or(&data.aws.home_region)));
+    kms.wrap_for_workers(arn, config, master).await.map_err(|e| format!("wrapping the workers' key: {e}"))
 }
 
 /// Unwraps the master key with the given secret.
@@ -550,6 +573,10 @@ fn flatten_repository(data: &Coffer, place: &Place, found: &Found, prior: &Value
         ("format_version", Value::from(i64::from(config.format_version))),
         ("created_at", Value::from(config.created_at.as_str())),
         ("encryption", encryption),
+        (
+            "worker_kms_key_arn",
+            config.worker_key.as_ref().map(|k| Value::from(k.kms_key_arn.as_str())).unwrap_or(Value::Null),
+        ),
         ("immutability", immutability),
     ])
 }
@@ -655,6 +682,13 @@ fn check(config: &Value, diags: &mut Diagnostics) {
             );
         }
     }
+    if !config.get("worker_kms_key_arn").is_null() && !e.get("kms_key_arn").is_null() {
+        diags.attribute_error(
+            AttributePath::attr("worker_kms_key_arn"),
+            "worker_kms_key_arn on a KMS repository",
+            "worker_kms_key_arn is for password repositories; workers open a KMS repository with encryption.kms_key_arn (grant their role kms:Decrypt on it) — remove worker_kms_key_arn.",
+        );
+    }
     if !e.get("password_wo_version").is_null() && e.get("password_wo").is_null() && set.len() == 1 {
         diags.attribute_error(
             AttributePath::attr("encryption").then_attr("password_wo_version"),
@@ -728,10 +762,22 @@ impl Resource<Coffer> for Repository {
             storage_class,
             immutability,
             key: KeyEnvelope::Kms { kms_key_arn: String::new(), wrapped_master_key: String::new() },
+            worker_key: None,
         };
-        if let Err(why) = seal(data, &mut config, None, &secret).await {
+        // A password repository's master key is made here, so the workers' envelope can wrap it.
+        let master = matches!(secret, Secret::Password(_)).then(MasterKey::random);
+        if let Err(why) = seal(data, &mut config, master.as_ref(), &secret).await {
             fail(diags, why);
             return None;
+        }
+        if let (Some(master), Some(arn)) = (&master, planned.get("worker_kms_key_arn").as_str()) {
+            match wrap_for_workers(data, &config, master, arn).await {
+                Ok(envelope) => config.worker_key = Some(envelope),
+                Err(why) => {
+                    fail(diags, why);
+                    return None;
+                }
+            }
         }
         if let Err(why) = write_config(&client, &place, &config, Precondition::Absent).await {
             fail(diags, why);
@@ -833,6 +879,33 @@ impl Resource<Coffer> for Repository {
                     }
                 }
             }
+        }
+        // The workers' envelope follows worker_kms_key_arn; making one needs the master key,
+        // opened with the password the configuration has now.
+        let wanted = planned.get("worker_kms_key_arn").as_str();
+        if wanted != config.worker_key.as_ref().map(|k| k.kms_key_arn.as_str()) {
+            config.worker_key = match wanted {
+                None => None,
+                Some(arn) => {
+                    let master = match secret_of(planned) {
+                        Some(secret @ Secret::Password(_)) => open(data, &config, &secret).await,
+                        _ => Err("worker_kms_key_arn needs the repository's password in encryption".to_string()),
+                    };
+                    match master {
+                        Ok(master) => match wrap_for_workers(data, &config, &master, arn).await {
+                            Ok(envelope) => Some(envelope),
+                            Err(why) => {
+                                fail(diags, format!("{why}; nothing was changed"));
+                                return None;
+                            }
+                        },
+                        Err(why) => {
+                            fail(diags, format!("adding the workers' key {arn}: {why}; nothing was changed"));
+                            return None;
+                        }
+                    }
+                }
+            };
         }
         let immutability = expand_immutability(planned, diags);
         if diags.has_errors() {

@@ -22,6 +22,12 @@ variable "repository_password" {
   sensitive   = true
 }
 
+variable "worker_kms_key_arn" {
+  description = "KMS key (full ARN) that also wraps the repository's master key, so scheduled workers open it without the password; their role needs kms:Decrypt on it. Null: workers cannot run this repository's backup rules."
+  type        = string
+  default     = null
+}
+
 resource "coffer_worker_configuration" "home" {
   name   = "home"
   region = "us-east-1"
@@ -31,6 +37,8 @@ resource "coffer_repository" "main" {
   name          = "main"
   bucket        = var.repository_bucket
   create_bucket = true
+
+  worker_kms_key_arn = var.worker_kms_key_arn
 
   encryption {
     password = var.repository_password
