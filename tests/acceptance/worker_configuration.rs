@@ -555,3 +555,28 @@ fn a_default_ami_changed_by_hand_is_planned_back() {
     assert_eq!(ec2.default_version_data(&id).image_id(), Some(resolved.as_str()));
     wd.assert_no_changes();
 }
+
+/// Workers run the published x86_64 binary: an arm64 instance type is refused at plan, with
+/// the reason, before anything is made; so is a type EC2 does not offer.
+#[test]
+fn an_instance_type_the_worker_binary_cannot_run_on_is_refused_at_plan_time() {
+    let moto = Moto::start();
+    let tf = terraform_versions().pop().unwrap();
+    let wd = Workdir::new(&tf, &provider_binary());
+    for (instance_type, expected) in [
+        ("t4g.micro", "t4g.micro has arm64 processors; Coffer builds its worker binary for x86_64 only so far"),
+        ("c5.humongous", "EC2 in us-east-1 does not offer instance type \"c5.humongous\""),
+    ] {
+        wd.write(
+            "main.tf",
+            &(crate::support::provider_block(&moto, "us-east-1")
+                + &format!("resource \"coffer_worker_configuration\" \"x\" {{\n  name          = \"x\"\n  instance_type = \"{instance_type}\"\n}}\n")),
+        );
+        wd.init();
+        let output = wd.try_plan().expect_err("the plan must fail");
+        let output = output.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(output.contains("instance_type"), "{output}");
+        assert!(output.contains(expected), "{output}");
+    }
+    assert!(Ec2::new(&moto).templates().is_empty());
+}

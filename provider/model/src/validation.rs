@@ -56,7 +56,7 @@ pub fn instance_type(s: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("{s:?} is not an EC2 instance type; expected family.size, such as \"c5.large\" or \"m7g.xlarge\"."))
+        Err(format!("{s:?} is not an EC2 instance type; expected family.size, such as \"c5.large\" or \"m6i.xlarge\"."))
     }
 }
 

@@ -73,7 +73,7 @@ pub fn schema() -> Schema {
         .attribute(
             Attribute::string("instance_type")
                 .default(DEFAULT_INSTANCE_TYPE)
-                .describe("EC2 instance type of the workers. Default `c5.large`.")
+                .describe("EC2 instance type of the workers, of x86_64 processors (arm64 types are refused at plan until an arm64 worker build exists). Default `c5.large`.")
                 .validate(string(validation::instance_type)),
         )
         .attribute(
@@ -81,7 +81,7 @@ pub fn schema() -> Schema {
                 .optional()
                 .computed()
                 .use_state_for_unknown()
-                .describe("AMI the workers boot. Default: the latest Amazon Linux 2023 for the region and the instance type's architecture, resolved when created.")
+                .describe("AMI the workers boot. Default: the latest Amazon Linux 2023 (x86_64) for the region, resolved when created.")
                 .validate(string(validation::ami_id)),
         )
         .attribute(
@@ -397,16 +397,48 @@ enum DefaultAmiError {
     Lookup(AwsError),
 }
 
+/// The architecture of the worker binary `coffer publish` puts in the catalog: the one
+/// workers can run.
+const WORKER_ARCHITECTURE: &str = "x86_64";
+
+/// Refuses an instance type that cannot run the published worker binary (arm64 until an
+/// arm64 build exists), asking EC2 which architectures the type has.
+async fn check_architecture(data: &Coffer, region: &str, instance_type: &str, diags: &mut Diagnostics) {
+    match coffer_aws::ec2::find_instance_type_architectures(&data.aws.ec2(region), instance_type).await {
+        Ok(architectures) if !architectures.is_empty() && !architectures.iter().any(|a| a == WORKER_ARCHITECTURE) => {
+            diags.attribute_error(
+                AttributePath::attr("instance_type"),
+                "Instance type not supported",
+                format!(
+                    "{instance_type} has {} processors; Coffer builds its worker binary for {WORKER_ARCHITECTURE} \
+                     only so far (an arm64 worker would find no coffer-linux-aarch64 to run), so choose an \
+                     {WORKER_ARCHITECTURE} type such as c5.large or m6i.large.",
+                    architectures.join("/")
+                ),
+            );
+        }
+        Ok(_) => {}
+        Err(AwsError::NotFound) => diags.attribute_error(
+            AttributePath::attr("instance_type"),
+            "Unknown instance type",
+            format!("EC2 in {region} does not offer instance type {instance_type:?}."),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, %instance_type, "describing the instance type; skipping the architecture check")
+        }
+    }
+}
+
 async fn default_ami(data: &Coffer, region: &str, instance_type: &str) -> Result<String, DefaultAmiError> {
-    let architectures = coffer_aws::ec2::find_instance_type_architectures(&data.aws.ec2(region), instance_type)
-        .await
-        .map_err(|e| match e {
-        AwsError::NotFound => DefaultAmiError::NoSuchInstanceType,
-        other => DefaultAmiError::Lookup(other),
-    })?;
-    let architecture =
-        if architectures.iter().any(|a| a == "x86_64") || architectures.is_empty() { "x86_64" } else { "arm64" };
-    ssm::find_latest_al2023_ami(&data.aws.ssm(region), architecture).await.map_err(DefaultAmiError::Lookup)
+    // The type must exist; other architectures than the workers' are refused at plan
+    // ([`check_architecture`]).
+    coffer_aws::ec2::find_instance_type_architectures(&data.aws.ec2(region), instance_type).await.map_err(
+        |e| match e {
+            AwsError::NotFound => DefaultAmiError::NoSuchInstanceType,
+            other => DefaultAmiError::Lookup(other),
+        },
+    )?;
+    ssm::find_latest_al2023_ami(&data.aws.ssm(region), WORKER_ARCHITECTURE).await.map_err(DefaultAmiError::Lookup)
 }
 
 /// The state that describes `found`. `prior` decides how tags split between
@@ -753,6 +785,18 @@ impl ModifyPlan<Coffer> for WorkerConfiguration {
                 ),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "listing regions; skipping the region check"),
+            }
+        }
+
+        if let (Some(data), Some(region)) = (data, planned.get("region").as_str()) {
+            let instance_type = match planned.get("instance_type") {
+                Value::Unknown => None,
+                t => Some(t.as_str().unwrap_or(DEFAULT_INSTANCE_TYPE).to_string()),
+            };
+            if let Some(instance_type) = instance_type
+                && (prior.is_null() || !planned.get("instance_type").same_as(prior.get("instance_type")))
+            {
+                check_architecture(data, region, &instance_type, diags).await;
             }
         }
 
