@@ -12,7 +12,8 @@ build:
 	$(CARGO) build --locked --bins
 
 ## Starts the local AWS emulator, applies examples/quickstart against it and
-## prints a summary. `make demo-stop` stops the emulator.
+## prints a summary, then (as root) boots one scheduled worker in a sandbox.
+## `make demo-stop` stops the emulator.
 demo: tools build
 	bash scripts/demo.sh
 

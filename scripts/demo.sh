@@ -3,7 +3,9 @@
 # estate (EC2 instances, RDS instances, an Aurora cluster, in two regions),
 # apply examples/quickstart against it with the provider just built, run each
 # backup policy once with `coffer run`, and print the restore points, the
-# replicas and the sessions. `scripts/demo.sh stop` stops the emulator.
+# replicas and the sessions; then (as root) fire one schedule by hand and boot its
+# worker in a sandbox, printing the session it wrote. `scripts/demo.sh stop` stops
+# the emulator.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -189,6 +191,23 @@ for policy in quickstart quickstart-rds; do
     echo "==> sessions of $policy (coffer sessions --policy $policy)"
     "$COFFER" sessions --policy "$policy"
 done
+
+# A worker's life: a rule's schedule fired by hand, as EventBridge Scheduler would, and its
+# worker booted in a sandbox that looks like an EC2 instance (its own network namespace with
+# IMDSv2, an emulator inside, the AWS CLI) — tests/executor/worker_boot.rs, printing what it saw.
+echo
+if [ "$(id -u)" = 0 ]; then
+    echo "==> a schedule fired by hand; its worker boots in a sandbox (tests/executor/worker_boot.rs)"
+    (cd "$ROOT" && COFFER_DEMO_SHOW=1 "${CARGO:-cargo}" test --locked --test coffer-tests \
+        executor::worker_boot::a_fired_schedule_boots_a_worker_that_runs_its_rule_reports_and_shuts_down \
+        -- --exact --nocapture 2>/dev/null) >"$DEMO/worker.out" || {
+        echo "the sandboxed worker failed; run the test above to see why" >&2
+        exit 1
+    }
+    sed -n '/^--- coffer demo ---$/,/^--- end ---$/p' "$DEMO/worker.out" | sed '1d;$d'
+else
+    echo "==> skipped: booting a worker in a sandbox needs root (network and mount namespaces)"
+fi
 
 echo
 echo "The emulator keeps running at $ENDPOINT (state in $WORK)."

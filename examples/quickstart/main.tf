@@ -55,11 +55,11 @@ resource "coffer_worker_configuration" "use1" {
   }
 }
 
-# Graviton workers in Ireland: the default AMI follows the architecture.
+# Workers in Ireland, a size up (x86_64: arm64 types are refused until an arm64 worker build exists).
 resource "coffer_worker_configuration" "euw1" {
   name          = "euw1"
   region        = "eu-west-1"
-  instance_type = "m7g.large"
+  instance_type = "m6i.large"
 }
 
 # Where image-level backups (a rule's `backup` block) go: deduplicated and

@@ -203,6 +203,16 @@ fn a_fired_schedule_boots_a_worker_that_runs_its_rule_reports_and_shuts_down() {
     assert!(boot.logged.starts_with("logger -t coffer -f "), "and the system log has it: {}", boot.describe());
 
     let record = worker_record(&aws, &fired.instance_id);
+    if std::env::var_os("COFFER_DEMO_SHOW").is_some() {
+        // `make demo` runs this test to show a worker's life; the markers delimit what it prints.
+        println!("--- coffer demo ---");
+        println!("schedule coffer-prod-hourly launched instance {} (RunInstances with its input)", fired.instance_id);
+        println!("the worker fetched the published coffer, ran its rule and called shutdown {:?}", boot.shutdown_calls);
+        println!("its record in the catalog (workers/prod/…):\n{record:#}");
+        println!("coffer sessions --policy prod:\n{}", sessions_table(moto));
+        println!("the session it wrote ({}):\n{session:#}", sessions[0]);
+        println!("--- end ---");
+    }
     assert_eq!(record["policy"], "prod");
     assert_eq!(record["rule"], "hourly");
     assert_eq!(record["exit_status"], 0, "{record:#}");
