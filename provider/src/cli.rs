@@ -12,6 +12,7 @@ use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use coffer_aws::preflight::Verdict;
 use coffer_aws::{AssumeRole, AwsClients, AwsSettings};
 use coffer_executor::agent::{Agent, SystemClock};
 use coffer_executor::inventory::{self, RestorePoint};
@@ -87,6 +88,13 @@ pub enum Command {
     Points(PointsArgs),
     /// List the recent sessions (runs) of a policy.
     Sessions(SessionsArgs),
+    /// Check that the policy's workers could do their work: for each of its
+    /// worker configurations, DNS and a route or VPC endpoint to every
+    /// service its rules use, the instance profile, and (home region) that
+    /// the scheduler role may pass the workers' role.
+    ///
+    /// Exit status: 0 every check passed, 3 some could not be verified, 1 some failed.
+    Preflight(PreflightArgs),
     /// Upload this coffer binary to the catalog, where workers launched by
     /// schedules fetch it (bin/coffer-linux-<arch>).
     Publish,
@@ -153,6 +161,13 @@ pub struct PointsArgs {
     /// COFFER_REPOSITORY_PASSWORD).
     #[arg(long, value_parser = ["snapshot", "replica", "backup", "archive"])]
     pub kind: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PreflightArgs {
+    /// The backup policy (its name).
+    #[arg(long)]
+    pub policy: String,
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +258,20 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
             };
             print_points(&points, &images, &executor.aws.account_id, cli.global.json)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Preflight(args) => {
+            let executor = connect(&cli.global, &Tuning { concurrency: 1, wait_timeout: Duration::ZERO }).await?;
+            let policy = executor.policy(&args.policy).await?;
+            let workers = coffer_executor::preflight::policy_checks(&executor, &policy).await;
+            print_preflight(&workers, cli.global.json)?;
+            let verdicts = || workers.iter().flat_map(|w| &w.checks).map(|c| c.verdict);
+            Ok(if verdicts().any(|v| v == Verdict::Fail) {
+                ExitCode::FAILURE
+            } else if verdicts().any(|v| v == Verdict::Unverified) {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Sessions(args) => {
             let executor = connect(&cli.global, &Tuning { concurrency: 16, wait_timeout: Duration::ZERO }).await?;
@@ -658,6 +687,30 @@ pub fn image_point_json(p: &coffer_executor::image::ImagePoint, account: &str) -
         "point_ids": p.point_ids,
         "volume_ids": p.volume_ids,
     })
+}
+
+fn print_preflight(workers: &[coffer_executor::preflight::WorkerChecks], json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(workers)?);
+        return Ok(());
+    }
+    let width = workers.iter().flat_map(|w| &w.checks).map(|c| c.subject.len()).max().unwrap_or(0) + 2;
+    for worker in workers {
+        match (worker.worker_configuration_id.as_str(), &worker.region) {
+            ("", _) => println!("policy"),
+            (id, Some(region)) => println!("worker configuration {id} ({region})"),
+            (id, None) => println!("worker configuration {id}"),
+        }
+        for check in &worker.checks {
+            let verdict = match check.verdict {
+                Verdict::Pass => "ok",
+                Verdict::Fail => "FAIL",
+                Verdict::Unverified => "??",
+            };
+            println!("  {verdict:<5} {:<width$}{}", check.subject, check.detail);
+        }
+    }
+    Ok(())
 }
 
 fn print_sessions(sessions: &[Session], json: bool) -> Result<()> {

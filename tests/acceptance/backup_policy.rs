@@ -309,3 +309,100 @@ fn an_rds_policy_replicating_through_a_mapping_without_a_key_is_warned_about_at_
         "{output}"
     );
 }
+
+fn snapshot_policy(description: &str) -> String {
+    format!(
+        r#"
+resource "coffer_worker_configuration" "use1" {{
+  name             = "use1"
+  instance_profile = "coffer-worker"
+}}
+
+resource "coffer_backup_policy" "nightly" {{
+  name        = "nightly"
+  type        = "ec2"
+  description = "{description}"
+
+  source {{
+    regions = ["us-east-1"]
+    tags    = {{ Backup = "nightly" }}
+  }}
+
+  rule {{
+    name = "nightly"
+    cron = "0 1 * * *"
+    snapshot {{
+      retain {{
+        count = 7
+      }}
+    }}
+  }}
+
+  worker_configuration_ids = [coffer_worker_configuration.use1.id]
+}}
+"#
+    )
+}
+
+/// Preflight of a policy's workers, from Terraform and from `coffer preflight`: the
+/// scheduler role must be allowed to pass the workers' role (IAM's policy simulator), and
+/// a snapshot-only policy needs S3 and EC2 only. A grant removed out of band makes
+/// `coffer preflight` fail naming both roles, and the next apply of the policy an error at
+/// scheduler_role_arn.
+#[test]
+fn preflight_checks_that_the_scheduler_role_may_pass_the_workers_role() {
+    let moto = Moto::start();
+    let aws = Aws::new(&moto);
+    aws.worker_iam();
+    let tf = crate::support::terraform::oldest_terraform();
+    let wd = Workdir::new(&tf, &provider_binary());
+    wd.write("main.tf", &(provider(&moto) + &snapshot_policy("nightly snapshots")));
+    wd.init();
+    let applied = wd.apply();
+    assert!(!applied.contains("Workers cannot work"), "{applied}");
+
+    let preflight = |json: bool| {
+        let mut command = crate::support::estate::coffer_command(&moto.endpoint);
+        command.args(["preflight", "--policy", "nightly"]);
+        if json {
+            command.arg("--json");
+        }
+        let out = command.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, printed) = preflight(false);
+    assert_eq!(code, Some(0), "{printed}");
+    for line in
+        ["ok    reach s3", "ok    reach ec2", "ok    instance profile", "ok    scheduler may pass the workers' role"]
+    {
+        assert!(printed.contains(line), "{line:?} missing from:\n{printed}");
+    }
+    assert!(!printed.contains("reach ebs"), "a snapshot-only policy reads no blocks:\n{printed}");
+
+    block_on(
+        aws.iam
+            .delete_role_policy()
+            .role_name("coffer-scheduler")
+            .policy_name(crate::support::aws::PASS_WORKER_ROLE)
+            .send(),
+    )
+    .unwrap();
+    let denied = format!("{SCHEDULER_ROLE} is not allowed iam:PassRole on {}", crate::support::aws::WORKER_ROLE);
+    let (code, printed) = preflight(false);
+    assert_eq!(code, Some(1), "{printed}");
+    assert!(printed.contains("FAIL") && printed.contains(&denied), "{printed}");
+    let (_, printed) = preflight(true);
+    let workers: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    let failed: Vec<&serde_json::Value> =
+        workers[0]["checks"].as_array().unwrap().iter().filter(|c| c["verdict"] == "fail").collect();
+    assert_eq!(failed.len(), 1, "{printed}");
+    assert_eq!(failed[0]["concern"], "scheduler_role");
+
+    wd.write("main.tf", &(provider(&moto) + &snapshot_policy("nightly snapshots of production")));
+    let failed = wd.try_apply().expect_err("the apply must fail");
+    let failed = failed.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(failed.contains("Error: Workers cannot work: scheduler may pass the workers' role"), "{failed}");
+    assert!(failed.contains(&denied), "{failed}");
+    let document = aws.get_json(CATALOG_BUCKET, "policies/nightly.json").unwrap();
+    assert_eq!(document["description"], "nightly snapshots", "a refused update writes nothing");
+}

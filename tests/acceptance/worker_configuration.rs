@@ -88,14 +88,9 @@ impl Ec2 {
     }
 
     /// The launch templates named `coffer-acc`.
+    /// Every launch template of the region (the tests make no others).
     fn templates(&self) -> Vec<aws_sdk_ec2::types::LaunchTemplate> {
-        let out = block_on(
-            self.client
-                .describe_launch_templates()
-                .filters(Filter::builder().name("launch-template-name").values("coffer-acc").build())
-                .send(),
-        )
-        .unwrap();
+        let out = block_on(self.client.describe_launch_templates().send()).unwrap();
         out.launch_templates().to_vec()
     }
 
@@ -577,6 +572,121 @@ fn an_instance_type_the_worker_binary_cannot_run_on_is_refused_at_plan_time() {
         let output = output.split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(output.contains("instance_type"), "{output}");
         assert!(output.contains(expected), "{output}");
+    }
+    assert!(Ec2::new(&moto).templates().is_empty());
+}
+
+/// A private VPC as a platform team makes one: no internet gateway, no VPC endpoints, DNS
+/// hostnames off (the default of a new VPC). Returns (vpc, subnet, its route table).
+fn private_vpc(ec2: &Ec2) -> (String, String, String) {
+    let vpc = block_on(ec2.client.create_vpc().cidr_block("10.8.0.0/16").send()).unwrap();
+    let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+    let subnet = block_on(ec2.client.create_subnet().vpc_id(&vpc).cidr_block("10.8.1.0/24").send()).unwrap();
+    let subnet = subnet.subnet().unwrap().subnet_id().unwrap().to_string();
+    let tables = block_on(
+        ec2.client.describe_route_tables().filters(Filter::builder().name("vpc-id").values(&vpc).build()).send(),
+    )
+    .unwrap();
+    let table = tables.route_tables()[0].route_table_id().unwrap().to_string();
+    (vpc, subnet, table)
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Preflight of the workers' network: a subnet from which workers could reach neither S3
+/// nor EC2 is a warning at plan (the endpoints may come in the same apply) and an error at
+/// apply naming subnet_id, what is missing and what to add, with nothing made; once the
+/// VPC has what the error asked for, the same configuration applies.
+#[test]
+fn a_subnet_workers_could_not_reach_aws_from_is_refused_at_apply_naming_what_to_add() {
+    let moto = Moto::start();
+    let tf = terraform_versions().pop().unwrap();
+    let ec2 = Ec2::new(&moto);
+    let (vpc, subnet, table) = private_vpc(&ec2);
+    let wd = Workdir::new(&tf, &provider_binary());
+    wd.write(
+        "main.tf",
+        &(crate::support::provider_block(&moto, "us-east-1")
+            + &format!(
+                "resource \"coffer_worker_configuration\" \"private\" {{\n  name                = \"private\"\n  \
+                 subnet_id           = \"{subnet}\"\n  associate_public_ip = false\n}}\n"
+            )),
+    );
+    wd.init();
+
+    let plan = one_line(&wd.try_plan().expect("preflight warns at plan, it does not fail it"));
+    assert!(plan.contains("Warning: Workers cannot work: reach s3"), "{plan}");
+    assert!(plan.contains("Checked again at apply, when this is an error"), "{plan}");
+
+    let failed = one_line(&wd.try_apply().expect_err("the apply must fail"));
+    for expected in [
+        "Error: Workers cannot work: DNS hostnames",
+        &format!("{vpc} has enableDnsHostnames off"),
+        "enable_dns_hostnames = true",
+        "Error: Workers cannot work: reach s3",
+        &format!("subnet {subnet} cannot reach com.amazonaws.us-east-1.s3: route table {table} has no 0.0.0.0/0 route"),
+        &format!("a gateway VPC endpoint com.amazonaws.us-east-1.s3 associated with route table {table}"),
+        "Error: Workers cannot work: reach ec2",
+        "an interface VPC endpoint com.amazonaws.us-east-1.ec2 with private DNS enabled",
+        "subnet_id",
+    ] {
+        assert!(failed.contains(expected), "{expected:?} missing from:\n{failed}");
+    }
+    assert!(ec2.templates().is_empty(), "a refused worker configuration makes nothing");
+
+    // What the errors asked for.
+    block_on(
+        ec2.client
+            .modify_vpc_attribute()
+            .vpc_id(&vpc)
+            .enable_dns_hostnames(aws_sdk_ec2::types::AttributeBooleanValue::builder().value(true).build())
+            .send(),
+    )
+    .unwrap();
+    let endpoint = |kind: aws_sdk_ec2::types::VpcEndpointType, service: &str| {
+        ec2.client.create_vpc_endpoint().vpc_id(&vpc).vpc_endpoint_type(kind).service_name(service)
+    };
+    use aws_sdk_ec2::types::VpcEndpointType::{Gateway, Interface};
+    block_on(endpoint(Gateway, "com.amazonaws.us-east-1.s3").route_table_ids(&table).send()).unwrap();
+    block_on(endpoint(Interface, "com.amazonaws.us-east-1.ec2").subnet_ids(&subnet).private_dns_enabled(true).send())
+        .unwrap();
+    let applied = one_line(&wd.apply());
+    for passed in ["reach s3", "reach ec2", "DNS"] {
+        assert!(!applied.contains(&format!("Workers cannot work: {passed}")), "{applied}");
+    }
+    assert_eq!(ec2.templates().len(), 1);
+}
+
+/// Preflight of what a worker configuration names: an instance profile IAM does not have,
+/// or an internet-gateway subnet without a public IP, is refused at apply at that attribute.
+#[test]
+fn a_missing_instance_profile_or_public_ip_is_refused_at_its_attribute() {
+    let moto = Moto::start();
+    let tf = terraform_versions().pop().unwrap();
+    let wd = Workdir::new(&tf, &provider_binary());
+    for (arguments, attribute, expected) in [
+        (
+            "instance_profile = \"coffer-nobody\"",
+            "instance_profile",
+            "instance profile \"coffer-nobody\" does not exist in IAM",
+        ),
+        (
+            "associate_public_ip = false",
+            "associate_public_ip",
+            "workers get no public IP (associate_public_ip = false), so that route carries none of their traffic",
+        ),
+    ] {
+        wd.write(
+            "main.tf",
+            &(crate::support::provider_block(&moto, "us-east-1")
+                + &format!("resource \"coffer_worker_configuration\" \"x\" {{\n  name = \"x\"\n  {arguments}\n}}\n")),
+        );
+        wd.init();
+        let failed = one_line(&wd.try_apply().expect_err("the apply must fail"));
+        assert!(failed.contains(expected), "{expected:?} missing from:\n{failed}");
+        assert!(failed.contains(&format!("{attribute} =")), "the error points at {attribute}:\n{failed}");
     }
     assert!(Ec2::new(&moto).templates().is_empty());
 }

@@ -76,7 +76,7 @@ fn fire(setup: Setup) -> Option<Fired> {
     let aws = Aws::new(&moto);
     block_on(estate::instance(&aws.ec2, &estate::tags(&[("Backup", "hourly")]), 0, None));
     // The workers' instance profile, as the user's IAM configuration makes it (RunInstances
-    // refuses a profile that does not exist).
+    // refuses a profile that does not exist, and apply checks it).
     for args in [
         &["iam", "create-role", "--role-name", "coffer-worker", "--assume-role-policy-document", "{}"][..],
         &["iam", "create-instance-profile", "--instance-profile-name", "coffer-worker"],
@@ -87,6 +87,18 @@ fn fire(setup: Setup) -> Option<Fired> {
             "coffer-worker",
             "--role-name",
             "coffer-worker",
+        ],
+        // The scheduler role, allowed to pass the workers' role (checked at apply).
+        &["iam", "create-role", "--role-name", "coffer-scheduler", "--assume-role-policy-document", "{}"],
+        &[
+            "iam",
+            "put-role-policy",
+            "--role-name",
+            "coffer-scheduler",
+            "--policy-name",
+            "pass-coffer-worker",
+            "--policy-document",
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iam:PassRole","Resource":"arn:aws:iam::123456789012:role/coffer-worker"}]}"#,
         ],
     ] {
         let made = sandbox.aws_cli(&moto.endpoint, args);

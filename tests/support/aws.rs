@@ -14,7 +14,13 @@ pub struct Aws {
     pub scheduler: aws_sdk_scheduler::Client,
     pub kms: aws_sdk_kms::Client,
     pub ec2: aws_sdk_ec2::Client,
+    pub iam: aws_sdk_iam::Client,
 }
+
+/// The workers' role and instance profile, both named `coffer-worker`.
+pub const WORKER_ROLE: &str = "arn:aws:iam::123456789012:role/coffer-worker";
+/// The inline policy that lets [`SCHEDULER_ROLE`] pass [`WORKER_ROLE`].
+pub const PASS_WORKER_ROLE: &str = "pass-coffer-worker";
 
 impl Aws {
     pub fn new(moto: &Moto) -> Self {
@@ -25,7 +31,45 @@ impl Aws {
             scheduler: aws_sdk_scheduler::Client::new(&config),
             kms: aws_sdk_kms::Client::new(&config),
             ec2: aws_sdk_ec2::Client::new(&config),
+            iam: aws_sdk_iam::Client::new(&config),
         }
+    }
+
+    /// The IAM a user sets up for workers: role and instance profile `coffer-worker`, and
+    /// the scheduler role [`SCHEDULER_ROLE`] with an inline policy ([`PASS_WORKER_ROLE`])
+    /// that lets it pass the workers' role.
+    pub fn worker_iam(&self) {
+        block_on(async {
+            let trust = r#"{"Version":"2012-10-17","Statement":[]}"#;
+            self.iam.create_role().role_name("coffer-worker").assume_role_policy_document(trust).send().await.unwrap();
+            self.iam.create_instance_profile().instance_profile_name("coffer-worker").send().await.unwrap();
+            self.iam
+                .add_role_to_instance_profile()
+                .instance_profile_name("coffer-worker")
+                .role_name("coffer-worker")
+                .send()
+                .await
+                .unwrap();
+            self.iam
+                .create_role()
+                .role_name("coffer-scheduler")
+                .assume_role_policy_document(trust)
+                .send()
+                .await
+                .unwrap();
+            let pass = serde_json::json!({
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "iam:PassRole", "Resource": WORKER_ROLE}],
+            });
+            self.iam
+                .put_role_policy()
+                .role_name("coffer-scheduler")
+                .policy_name(PASS_WORKER_ROLE)
+                .policy_document(pass.to_string())
+                .send()
+                .await
+                .unwrap();
+        });
     }
 
     pub fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {

@@ -488,6 +488,60 @@ def _find_volume(volume_id):
     return None
 
 
+# --- VPC and IAM: what preflight reads ------------------------------------
+
+from moto.ec2.models.vpcs import VPCBackend  # noqa: E402
+from moto.iam.access_control import IAMPolicy, PermissionResult  # noqa: E402
+from moto.iam.responses import IamResponse  # noqa: E402
+
+_create_default_vpc = VPCBackend.create_default_vpc
+
+
+# AWS: a default VPC comes with an internet gateway and a route in its main
+# route table sending 0.0.0.0/0 to it (VPC user guide, "Default VPCs",
+# default VPC components). moto makes the VPC and its subnets only.
+def _create_default_vpc_with_internet_gateway(self):
+    vpc = _create_default_vpc(self)
+    igw = self.create_internet_gateway()
+    self.attach_internet_gateway(igw.id, vpc.id)
+    main = next(t for t in self.route_tables.values() if t.vpc_id == vpc.id and t.main_association_id)
+    self.create_route(main.id, "0.0.0.0/0", gateway_id=igw.id)
+    return vpc
+
+
+VPCBackend.create_default_vpc = _create_default_vpc_with_internet_gateway
+
+
+# AWS: SimulatePrincipalPolicy evaluates the identity policies of a user or
+# role (inline and attached) for each action and resource, answering
+# allowed, explicitDeny (a Deny matched) or implicitDeny (IAM API reference,
+# SimulatePrincipalPolicy). moto lacks the call; its own policy evaluator
+# (the one behind its opt-in access control) judges the statements here.
+# Roles only, without conditions' context keys: what Coffer asks.
+def _simulate_principal_policy(self):
+    source = self._get_param("PolicySourceArn")
+    actions = self._get_param("ActionNames", [])
+    resources = self._get_param("ResourceArns") or ["*"]
+    role = self.backend.get_role_by_arn(source)
+    policies = [IAMPolicy(document) for document in role.policies.values()]
+    policies += [IAMPolicy(policy) for policy in role.managed_policies.values()]
+    results = []
+    for action in actions:
+        for resource in resources:
+            verdicts = [policy.is_action_permitted(action, resource) for policy in policies]
+            if PermissionResult.DENIED in verdicts:
+                decision = "explicitDeny"
+            elif PermissionResult.PERMITTED in verdicts:
+                decision = "allowed"
+            else:
+                decision = "implicitDeny"
+            results.append({"EvalActionName": action, "EvalResourceName": resource, "EvalDecision": decision})
+    return ActionResult({"EvaluationResults": results, "IsTruncated": False})
+
+
+IamResponse.simulate_principal_policy = _simulate_principal_policy
+
+
 def _coffer_test_api(environ, start_response):
     request = Request(environ)
     parts = request.path.strip("/").split("/")

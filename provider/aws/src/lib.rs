@@ -13,6 +13,7 @@ pub mod ec2;
 pub mod kms;
 pub mod kms_keys;
 pub mod permissions;
+pub mod preflight;
 pub mod rds;
 pub mod rds_presign;
 pub mod s3;
@@ -115,6 +116,7 @@ pub struct AwsClients {
     scheduler: Mutex<HashMap<String, aws_sdk_scheduler::Client>>,
     kms: Mutex<HashMap<String, aws_sdk_kms::Client>>,
     rds: Mutex<HashMap<String, aws_sdk_rds::Client>>,
+    iam: std::sync::OnceLock<aws_sdk_iam::Client>,
     regions: tokio::sync::OnceCell<Vec<String>>,
 }
 
@@ -209,6 +211,7 @@ impl AwsClients {
             scheduler: Mutex::default(),
             kms: Mutex::default(),
             rds: Mutex::default(),
+            iam: std::sync::OnceLock::new(),
             regions: tokio::sync::OnceCell::new(),
         })
     }
@@ -265,6 +268,18 @@ impl AwsClients {
         })
     }
 
+    /// IAM, a global service: signed for the partition's IAM region, which the SDK
+    /// derives from the home region.
+    pub fn iam(&self) -> aws_sdk_iam::Client {
+        self.iam
+            .get_or_init(|| {
+                let builder =
+                    aws_sdk_iam::config::Builder::from(&self.base).region(Region::new(self.home_region.clone()));
+                aws_sdk_iam::Client::from_conf(with_endpoint(builder, &self.settings, "iam").build())
+            })
+            .clone()
+    }
+
     /// The credentials these clients sign with (to presign requests the SDK does not make).
     pub fn credentials(&self) -> Option<aws_credential_types::provider::SharedCredentialsProvider> {
         self.base.credentials_provider()
@@ -307,6 +322,7 @@ macro_rules! endpoint_builder {
 endpoint_builder!(
     aws_sdk_ebs::config::Builder,
     aws_sdk_ec2::config::Builder,
+    aws_sdk_iam::config::Builder,
     aws_sdk_kms::config::Builder,
     aws_sdk_rds::config::Builder,
     aws_sdk_s3::config::Builder,

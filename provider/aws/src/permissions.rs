@@ -107,6 +107,13 @@ pub const PERMISSIONS: &[Permission] = &[
     p(Provider, Core, "create_tags", "ec2:CreateTags", Any),
     p(Provider, Core, "delete_tags", "ec2:DeleteTags", Any),
     p(Provider, Core, "get_parameter", "ssm:GetParameter", Any),
+    // Preflight of worker networks, instance profiles and the scheduler role
+    // (plan time and `coffer preflight`).
+    p(Provider, Core, "describe_route_tables", "ec2:DescribeRouteTables", Any),
+    p(Provider, Core, "describe_vpc_attribute", "ec2:DescribeVpcAttribute", Any),
+    p(Provider, Core, "describe_vpc_endpoints", "ec2:DescribeVpcEndpoints", Any),
+    p(Provider, Core, "get_instance_profile", "iam:GetInstanceProfile", Any),
+    p(Provider, Core, "simulate_principal_policy", "iam:SimulatePrincipalPolicy", Any),
     p(Provider, Core, "-", "iam:PassRole", PassedRoles),
     // The catalog.
     p(Provider, Core, "head_bucket", "s3:ListBucket", CatalogBucket),

@@ -15,6 +15,7 @@ pub mod history;
 pub mod image;
 pub mod inventory;
 pub mod limits;
+pub mod preflight;
 pub mod replication;
 pub mod retention;
 pub mod run;

@@ -17,8 +17,10 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use crate::conns::Coffer;
+use crate::resources::preflight::{self, Stage};
 use crate::resources::{catalog_write_error, check_regions_enabled, expand_enum};
 use coffer_aws::catalog::{CatalogError, Kind};
+use coffer_aws::preflight::Concern;
 use coffer_aws::{AwsError, ec2, scheduler};
 use coffer_model::cron;
 use coffer_model::region_mapping::RegionMappingDocument;
@@ -881,6 +883,37 @@ async fn check_references(data: &Coffer, config: &Value, at_apply: bool, diags: 
     }
 }
 
+/// The preflight of the policy's workers (`coffer_executor::preflight`):
+/// the services its rules use, each worker configuration's instance
+/// profile, and the scheduler role's PassRole on the home region's. Checked
+/// only once the rules, worker configurations and role are known.
+async fn check_workers(data: &Coffer, planned: &Value, stage: Stage, diags: &mut Diagnostics) {
+    let known = ["type", "source", "rule", "worker_configuration_ids", "scheduler_role_arn"];
+    if !known.iter().all(|a| planned.get(a).is_wholly_known()) {
+        return;
+    }
+    let Some(document) = expand_policy(planned, &mut Diagnostics::default()) else {
+        return;
+    };
+    for worker in coffer_executor::preflight::policy_checks(&data.executor, &document).await {
+        // No worker configuration in the home region is check_references' error.
+        if worker.worker_configuration_id.is_empty() {
+            continue;
+        }
+        let subject = format!(
+            "worker configuration {} ({})",
+            worker.worker_configuration_id,
+            worker.region.as_deref().unwrap_or("no region")
+        );
+        preflight::report(diags, stage, &subject, &worker.checks, worker.instance_profile.is_some(), |concern| {
+            AttributePath::attr(match concern {
+                Concern::SchedulerRole => "scheduler_role_arn",
+                _ => "worker_configuration_ids",
+            })
+        });
+    }
+}
+
 // --------------------------------------------------------------- resource
 
 pub struct BackupPolicy;
@@ -944,6 +977,9 @@ impl Resource<Coffer> for BackupPolicy {
         let document = expand_policy(planned, diags)?;
         let name = document.name.clone();
         let launch_template = check_references(data, planned, true, diags).await;
+        if !diags.has_errors() {
+            check_workers(data, planned, Stage::Apply, diags).await;
+        }
         let launch_template = launch_template.filter(|_| !diags.has_errors())?;
         if let Err(e) = data.catalog().create(&name, &document).await {
             catalog_write_error(diags, "creating", Kind::Policy, &name, e);
@@ -991,6 +1027,9 @@ impl Resource<Coffer> for BackupPolicy {
             return None;
         };
         let launch_template = check_references(data, planned, true, diags).await;
+        if !diags.has_errors() {
+            check_workers(data, planned, Stage::Apply, diags).await;
+        }
         let launch_template = launch_template.filter(|_| !diags.has_errors())?;
         if let Err(e) = data.catalog().replace(&name, &document, &etag).await {
             catalog_write_error(diags, "updating", Kind::Policy, &name, e);
@@ -1092,7 +1131,13 @@ impl ModifyPlan<Coffer> for BackupPolicy {
                 .all(|a| planned.get(a).same_as(prior.get(a)));
         let launch_template = match request.prior_private.get(LAUNCH_TEMPLATE) {
             Some(id) if unchanged => Some(id.to_string()),
-            _ => check_references(data, config, false, diags).await,
+            _ => {
+                let found = check_references(data, config, false, diags).await;
+                if found.is_some() && !diags.has_errors() {
+                    check_workers(data, planned, Stage::Plan, diags).await;
+                }
+                found
+            }
         };
         // The boot script carries the time limit: unknown until the limit is.
         let max_run_time = match planned.get("max_run_time") {

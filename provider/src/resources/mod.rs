@@ -1,6 +1,7 @@
 //! Coffer's resources, one file each, and what they share.
 
 pub mod backup_policy;
+mod preflight;
 pub mod region_mapping;
 pub mod repository;
 pub mod tags;

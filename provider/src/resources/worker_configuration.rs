@@ -16,8 +16,10 @@ use aws_sdk_ec2::types::{
 use base64::Engine;
 
 use crate::conns::Coffer;
+use crate::resources::preflight::{self, Stage};
 use crate::resources::tags;
 use coffer_aws::ec2::{LAUNCH_TEMPLATE_NOT_FOUND, LaunchTemplateWithData, find_launch_template_by_id};
+use coffer_aws::preflight::{Concern, Placement, Service, placement_checks};
 use coffer_aws::{AwsError, ssm};
 use coffer_model::CatalogLocation;
 use coffer_model::validation;
@@ -144,6 +146,15 @@ struct Desired {
 }
 
 impl Desired {
+    fn placement(&self) -> Placement {
+        Placement {
+            region: self.region.clone(),
+            subnet_id: Some(self.subnet_id.clone()),
+            public_ip: self.associate_public_ip,
+            instance_profile: self.instance_profile.clone(),
+        }
+    }
+
     fn launch_template_name(&self) -> String {
         format!("{NAME_PREFIX}{}", self.name)
     }
@@ -429,6 +440,53 @@ async fn check_architecture(data: &Coffer, region: &str, instance_type: &str, di
     }
 }
 
+/// The placement a plan describes, the default subnet resolved as create
+/// will; `None` while any of it is known only at apply.
+async fn planned_placement(
+    data: &Coffer,
+    region: &str,
+    planned: &Value,
+    config: &Value,
+    instance_type: Option<&str>,
+) -> Option<Placement> {
+    let subnet_id = match planned.get("subnet_id") {
+        // Unset: the default subnet; set but unknown: known at apply.
+        Value::Unknown if config.get("subnet_id").is_null() => {
+            coffer_aws::ec2::find_default_subnet(&data.aws.ec2(region), instance_type?).await.ok()?
+        }
+        subnet => subnet.as_str()?.to_string(),
+    };
+    let public_ip = planned.get("associate_public_ip").as_bool()?;
+    let instance_profile = match planned.get("instance_profile") {
+        Value::Unknown => return None,
+        profile => profile.as_str().map(str::to_string),
+    };
+    Some(Placement { region: region.to_string(), subnet_id: Some(subnet_id), public_ip, instance_profile })
+}
+
+/// What every worker needs, whatever its rules: the catalog and the binary
+/// (S3), and EC2. Backup policies check the services their rules add.
+const BASE_SERVICES: [Service; 2] = [Service::S3, Service::Ec2];
+
+fn preflight_path(concern: Concern) -> AttributePath {
+    AttributePath::attr(match concern {
+        Concern::PublicIp => "associate_public_ip",
+        Concern::InstanceProfile => "instance_profile",
+        Concern::Subnet | Concern::SchedulerRole => "subnet_id",
+    })
+}
+
+/// The preflight of a placement (see `resources::preflight` for plan against apply).
+async fn check_placement(data: &Coffer, name: &str, placement: &Placement, stage: Stage, diags: &mut Diagnostics) {
+    let checks = placement_checks(&data.aws, placement, &BASE_SERVICES, None).await;
+    let subject = format!(
+        "worker configuration {name} ({}, {})",
+        placement.region,
+        placement.subnet_id.as_deref().unwrap_or("default subnet")
+    );
+    preflight::report(diags, stage, &subject, &checks, placement.instance_profile.is_some(), preflight_path);
+}
+
 async fn default_ami(data: &Coffer, region: &str, instance_type: &str) -> Result<String, DefaultAmiError> {
     // The type must exist; other architectures than the workers' are refused at plan
     // ([`check_architecture`]).
@@ -547,6 +605,10 @@ impl Resource<Coffer> for WorkerConfiguration {
         diags: &mut Diagnostics,
     ) -> Option<Value> {
         let desired = desired(data, planned, diags).await?;
+        check_placement(data, &desired.name, &desired.placement(), Stage::Apply, diags).await;
+        if diags.has_errors() {
+            return None;
+        }
         remember_defaults(private, planned, &desired);
         let lt_name = desired.launch_template_name();
         let ec2 = data.aws.ec2(&desired.region);
@@ -638,6 +700,10 @@ impl Resource<Coffer> for WorkerConfiguration {
     ) -> Option<Value> {
         let id = prior.get("id").as_str()?.to_string();
         let desired = desired(data, planned, diags).await?;
+        check_placement(data, &desired.name, &desired.placement(), Stage::Apply, diags).await;
+        if diags.has_errors() {
+            return None;
+        }
         remember_defaults(private, planned, &desired);
         let ec2 = data.aws.ec2(&desired.region);
 
@@ -793,10 +859,19 @@ impl ModifyPlan<Coffer> for WorkerConfiguration {
                 Value::Unknown => None,
                 t => Some(t.as_str().unwrap_or(DEFAULT_INSTANCE_TYPE).to_string()),
             };
-            if let Some(instance_type) = instance_type
+            if let Some(instance_type) = &instance_type
                 && (prior.is_null() || !planned.get("instance_type").same_as(prior.get("instance_type")))
             {
-                check_architecture(data, region, &instance_type, diags).await;
+                check_architecture(data, region, instance_type, diags).await;
+            }
+            let placed = ["subnet_id", "associate_public_ip", "instance_profile", "region"];
+            if !diags.has_errors()
+                && (prior.is_null() || placed.iter().any(|a| !planned.get(a).same_as(prior.get(a))))
+                && let Some(placement) =
+                    planned_placement(data, region, planned, request.config, instance_type.as_deref()).await
+            {
+                let name = planned.get("name").as_str().unwrap_or_default().to_string();
+                check_placement(data, &name, &placement, Stage::Plan, diags).await;
             }
         }
 
