@@ -126,6 +126,7 @@ fn policy(name: &str, kind: &str) -> PolicyDocument {
         scheduler_role_arn: None,
         tags: BTreeMap::new(),
         max_run_time: None,
+        snapshot_instance_type: None,
     }
 }
 

@@ -311,6 +311,18 @@ async fn scheduled_request(executor: &Executor, args: &RunArgs) -> Result<Option
         .map(|r| r.name.clone())
         .collect();
     let run_id = coffer_executor::scheduled_run_id(due);
+    // A rule that moves no data is launched on the small snapshot instance type: a firing
+    // that also holds an image-level rule is left to that rule's worker, launched at the
+    // same minute on the worker configuration's type.
+    if !launched_for.moves_data()
+        && let Some(mover) = policy.rules.iter().find(|r| r.moves_data() && rules.contains(&r.name))
+    {
+        eprintln!(
+            "coffer: run {run_id} of {} includes rule {}, which moves data: left to its worker; nothing to do",
+            policy.name, mover.name
+        );
+        return Ok(None);
+    }
     let claim = RunClaim { claimed_at: now, launched_for: rule.clone(), rules: rules.clone(), run_id: run_id.clone() };
     match executor.catalog().create(&format!("{}/{run_id}", policy.name), &claim).await {
         Ok(_) => Ok(Some(RunRequest { policy: policy.name.clone(), rules, run_id: Some(run_id), time: due })),

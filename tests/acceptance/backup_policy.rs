@@ -118,6 +118,9 @@ fn lifecycle(tf: &Terraform) {
     let input: serde_json::Value = serde_json::from_str(target.input().unwrap()).unwrap();
     assert_eq!(input["LaunchTemplate"]["LaunchTemplateId"], home_template.as_str());
     assert_eq!(input["MinCount"], 1);
+    // A rule that only snapshots and replicates moves no data: its worker is small.
+    assert_eq!(input["InstanceType"], "t3.micro");
+    assert_eq!(state["snapshot_instance_type"], "t3.micro");
     // The worker runs the rule, bounded by the default max_run_time (12h).
     assert!(
         decoded_user_data(target.input().unwrap()).contains("POLICY='prod' RULE='daily' MAX_RUN_SECS=43200\n"),

@@ -101,6 +101,36 @@ fn workers_launched_for_rules_due_together_make_one_run() {
     assert_eq!(serde_json::from_str::<serde_json::Value>(&points).unwrap().as_array().unwrap().len(), 1);
 }
 
+/// The worker of a snapshot-only rule runs on the small snapshot instance type: when an
+/// image-level rule is due at the same minute, it leaves the firing to that rule's worker
+/// (of the worker configuration's type) without claiming it, so the image-level work never
+/// lands on the small instance.
+#[test]
+fn a_snapshot_worker_leaves_a_firing_with_an_image_level_rule_to_that_rules_worker() {
+    use chrono::{Timelike, Utc};
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let due = Utc::now() - chrono::TimeDelta::minutes(2);
+    let cron = format!("{} {} * * *", due.minute(), due.hour());
+    block_on(async {
+        let executor = executor(&moto, dir.path(), 4).await;
+        let mut image = rule("image", &cron, None, None);
+        image.backup =
+            Some(coffer_model::policy::ToRepository { repository_id: "0123456789abcdef".into(), retain: count(3) });
+        let rules = vec![rule("snap", &cron, Some(count(7)), None), image];
+        put_policy(&executor, &policy("web", "ec2", &["us-east-1"], &[("Backup", "daily")], rules)).await;
+    });
+
+    let (code, stdout, stderr) = coffer(&moto, &["run", "--policy", "web", "--rule", "snap", "--scheduled"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.is_empty() && stderr.contains("includes rule image, which moves data: left to its worker"),
+        "{stderr}"
+    );
+    let claims = crate::support::aws::Aws::new(&moto).keys(crate::support::aws::CATALOG_BUCKET, "runs/");
+    assert!(claims.is_empty(), "the firing stays unclaimed for the image rule's worker: {claims:?}");
+}
+
 #[test]
 fn coffer_publish_puts_the_binary_where_workers_fetch_it() {
     let moto = Moto::start();

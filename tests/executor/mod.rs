@@ -53,6 +53,7 @@ pub fn policy(name: &str, kind: &str, regions: &[&str], tags: &[(&str, &str)], r
         scheduler_role_arn: None,
         tags: BTreeMap::new(),
         max_run_time: None,
+        snapshot_instance_type: None,
     }
 }
 

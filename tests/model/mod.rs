@@ -77,6 +77,7 @@ fn full_policy() -> PolicyDocument {
         scheduler_role_arn: Some("arn:aws:iam::123456789012:role/coffer-scheduler".into()),
         tags: BTreeMap::from([("team".into(), "platform".into())]),
         max_run_time: Some("6h".into()),
+        snapshot_instance_type: Some("t3.small".into()),
     }
 }
 
@@ -107,6 +108,7 @@ fn policy_document_minimal() {
         scheduler_role_arn: None,
         tags: BTreeMap::new(),
         max_run_time: None,
+        snapshot_instance_type: None,
     };
     insta::assert_snapshot!("policy_document_minimal", pretty(&policy));
 }

@@ -83,7 +83,12 @@ pub fn reconcile(
     let mut firings_started = BTreeSet::new();
     for worker in evidence.workers.iter().filter(|w| w.policy == policy.name && w.started_at >= floor) {
         let firing = firing_of(policy, worker);
-        firings_started.extend(firing);
+        // A worker that ended well without a session left the firing to another (which
+        // lost it the claim, or one an image-level rule due at the same minute launched):
+        // that one's session or record answers for it, or else the firing is Missed.
+        if !(worker.ended_at.is_some() && matches!(worker.exit_status, Some(0 | 3))) {
+            firings_started.extend(firing);
+        }
         let run_id = firing.map(scheduled_run_id).unwrap_or_else(|| format!("worker-{}", worker.instance_id));
         if recorded.contains(run_id.as_str()) {
             continue;
@@ -288,6 +293,7 @@ mod tests {
             scheduler_role_arn: None,
             tags: Default::default(),
             max_run_time: Some("2h".into()),
+            snapshot_instance_type: None,
         }
     }
 
@@ -370,6 +376,21 @@ mod tests {
             [("20261130-0300".into(), Outcome::Missed)],
             "the running firing is neither missed nor failed"
         );
+    }
+
+    #[test]
+    fn a_worker_that_left_its_firing_to_another_does_not_answer_for_it() {
+        // Exit 0 without a session: the claim was another worker's (or an image-level rule's
+        // worker was to run it). Nothing else answered: the firing is Missed.
+        let left = vec![worker("2026-11-30T03:01:00Z", Some(("2026-11-30T03:02:00Z", 0, "")))];
+        let now = at("2026-11-30T04:30:00Z");
+        let entries = reconcile(&policy(true), evidence(vec![], left.clone()), &catalog(), now, 10);
+        assert!(summary(&entries).contains(&("20261130-0300".into(), Outcome::Missed)), "{entries:#?}");
+        // The one it left it to still running: not missed.
+        let mut running = worker("2026-11-30T03:03:00Z", None);
+        running.instance_id = "i-0def".into();
+        let entries = reconcile(&policy(true), evidence(vec![], [left, vec![running]].concat()), &catalog(), now, 10);
+        assert!(!summary(&entries).iter().any(|(run, _)| run == "20261130-0300"), "{entries:#?}");
     }
 
     #[test]

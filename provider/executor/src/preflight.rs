@@ -165,6 +165,7 @@ mod tests {
             scheduler_role_arn: None,
             tags: Default::default(),
             max_run_time: None,
+            snapshot_instance_type: None,
         }
     }
 

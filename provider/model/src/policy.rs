@@ -38,10 +38,19 @@ pub struct PolicyDocument {
     /// wrote it (`6h`, `90m`); absent: [`DEFAULT_MAX_RUN_TIME`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_run_time: Option<String>,
+    /// The instance type schedules launch for firings that move no data; absent:
+    /// [`DEFAULT_SNAPSHOT_INSTANCE_TYPE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_instance_type: Option<String>,
 }
 
 /// A run's time limit when the policy sets none.
 pub const DEFAULT_MAX_RUN_TIME: &str = "12h";
+
+/// Workers of firings without image-level steps only call AWS APIs (snapshots, copies,
+/// tags, the catalog): the smallest current x86_64 type that boots Amazon Linux 2023 with
+/// room for the AWS CLI, offered in every commercial region.
+pub const DEFAULT_SNAPSHOT_INSTANCE_TYPE: &str = "t3.micro";
 
 impl PolicyDocument {
     /// The policy's run time limit. A document whose text does not parse (written by hand)
@@ -51,6 +60,11 @@ impl PolicyDocument {
             .as_deref()
             .and_then(|t| crate::validation::parse_duration(t).ok())
             .unwrap_or_else(Self::default_max_run_time)
+    }
+
+    /// The instance type of workers launched for rules that move no data.
+    pub fn snapshot_instance_type(&self) -> &str {
+        self.snapshot_instance_type.as_deref().unwrap_or(DEFAULT_SNAPSHOT_INSTANCE_TYPE)
     }
 
     /// [`DEFAULT_MAX_RUN_TIME`] as a duration.
@@ -83,6 +97,14 @@ pub struct Rule {
     pub backup: Option<ToRepository>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ToRepository>,
+}
+
+impl Rule {
+    /// Whether the rule reads volume data through its worker (image-level `backup` or
+    /// `archive`); snapshots and replicas are made by AWS.
+    pub fn moves_data(&self) -> bool {
+        self.backup.is_some() || self.archive.is_some()
+    }
 }
 
 /// How long restore points of one kind are kept: exactly one is set.

@@ -5,6 +5,7 @@
 //! configuration with user data that runs `coffer run --policy P --rule R --scheduled`.
 
 use coffer_model::CatalogDocument;
+use coffer_model::CatalogLocation;
 use coffer_model::policy::{Keep, PolicyDocument, PolicyType, Replicate, Retain, Rule, Source, ToRepository};
 use std::collections::BTreeMap;
 
@@ -18,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::conns::Coffer;
 use crate::resources::preflight::{self, Stage};
+use crate::resources::worker_configuration::check_architecture;
 use crate::resources::{catalog_write_error, check_regions_enabled, expand_enum};
 use coffer_aws::catalog::{CatalogError, Kind};
 use coffer_aws::preflight::Concern;
@@ -205,6 +207,17 @@ pub fn schema() -> Schema {
                 .validate(string(validation::max_run_time)),
         )
         .attribute(
+            Attribute::string("snapshot_instance_type")
+                .default(coffer_model::policy::DEFAULT_SNAPSHOT_INSTANCE_TYPE)
+                .describe(
+                    "EC2 instance type the schedule of a rule that moves no data (only `snapshot` and \
+                     `replicate`, which AWS carries out) launches: x86_64, offered in the home region. Rules \
+                     with `backup` or `archive` launch the worker configuration's `instance_type`, and their \
+                     worker also runs the rules due at the same minute. Default `t3.micro`.",
+                )
+                .validate(string(validation::instance_type)),
+        )
+        .attribute(
             Attribute::string_map("tags")
                 .optional()
                 .describe("Tags put on every snapshot, replica and restore point the policy makes.")
@@ -318,6 +331,7 @@ fn expand_policy(planned: &Value, diags: &mut Diagnostics) -> Option<PolicyDocum
         scheduler_role_arn: optional(planned.get("scheduler_role_arn")),
         tags: planned.get("tags").string_map(),
         max_run_time: optional(planned.get("max_run_time")),
+        snapshot_instance_type: optional(planned.get("snapshot_instance_type")),
     })
 }
 
@@ -340,6 +354,7 @@ fn flatten_policy(document: &PolicyDocument, prior: &Value) -> Value {
         ("worker_configuration_ids", Value::string_list(document.worker_configuration_ids.iter().cloned())),
         ("scheduler_role_arn", document.scheduler_role_arn.as_deref().map(Value::from).unwrap_or(Value::Null)),
         ("max_run_time", document.max_run_time.as_deref().map(Value::from).unwrap_or(Value::Null)),
+        ("snapshot_instance_type", Value::from(document.snapshot_instance_type())),
         ("tags", map_like_prior(&document.tags, prior.get("tags"))),
         (
             "source",
@@ -379,24 +394,47 @@ pub fn schedule_arn(region: &str, account: &str, policy: &str, rule: &str) -> St
     )
 }
 
-/// The RunInstances input of a rule's schedule: the launch template's
-/// default version, one instance, a boot script that runs the rule.
-fn run_instances_input(
-    data: &Coffer,
-    launch_template_id: &str,
-    policy: &str,
-    rule: &str,
+/// What a rule's schedule launches, besides the launch template.
+struct Launch<'a> {
+    policy: &'a str,
+    rule: &'a str,
     max_run_time: std::time::Duration,
+    /// The instance type overriding the template's: for rules that move no data.
+    instance_type: Option<&'a str>,
+}
+
+impl<'a> Launch<'a> {
+    fn of(document: &'a PolicyDocument, rule: &'a Rule) -> Self {
+        Self {
+            policy: &document.name,
+            rule: &rule.name,
+            max_run_time: document.max_run_time(),
+            instance_type: (!rule.moves_data()).then(|| document.snapshot_instance_type()),
+        }
+    }
+}
+
+/// The RunInstances input of a rule's schedule: the launch template's
+/// default version, one instance (of the snapshot instance type for a rule
+/// that moves no data), a boot script that runs the rule.
+fn run_instances_input(
+    catalog: &CatalogLocation,
+    home_region: &str,
+    launch_template_id: &str,
+    launch: &Launch<'_>,
 ) -> String {
     let user_data =
-        coffer_model::worker::user_data_for_rule(&data.catalog, &data.aws.home_region, policy, rule, max_run_time);
-    serde_json::json!({
+        coffer_model::worker::user_data_for_rule(catalog, home_region, launch.policy, launch.rule, launch.max_run_time);
+    let mut input = serde_json::json!({
         "LaunchTemplate": { "LaunchTemplateId": launch_template_id, "Version": "$Default" },
         "MinCount": 1,
         "MaxCount": 1,
         "UserData": base64::engine::general_purpose::STANDARD.encode(user_data),
-    })
-    .to_string()
+    });
+    if let Some(instance_type) = launch.instance_type {
+        input["InstanceType"] = serde_json::Value::from(instance_type);
+    }
+    input.to_string()
 }
 
 /// What a schedule launches, per rule, hashed: the part of a schedule no
@@ -412,16 +450,21 @@ fn fingerprint<'a>(targets: impl Iterator<Item = (&'a str, &'a str, &'a str, &'a
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn expected_fingerprint(
-    data: &Coffer,
-    launch_template_id: &str,
-    policy: &str,
-    rules: &[String],
-    max_run_time: std::time::Duration,
-) -> String {
-    let inputs: Vec<(String, String)> = rules
+fn expected_fingerprint(data: &Coffer, launch_template_id: &str, document: &PolicyDocument) -> String {
+    let inputs: Vec<(String, String)> = document
+        .rules
         .iter()
-        .map(|rule| (rule.clone(), run_instances_input(data, launch_template_id, policy, rule, max_run_time)))
+        .map(|rule| {
+            (
+                rule.name.clone(),
+                run_instances_input(
+                    &data.catalog,
+                    &data.aws.home_region,
+                    launch_template_id,
+                    &Launch::of(document, rule),
+                ),
+            )
+        })
         .collect();
     let retry = retry_description(Some(&launch_retry_policy()));
     fingerprint(
@@ -495,7 +538,12 @@ async fn put_schedules(
         let target = Target::builder()
             .arn(RUN_INSTANCES_TARGET)
             .role_arn(role_arn)
-            .input(run_instances_input(data, launch_template_id, &document.name, &rule.name, document.max_run_time()))
+            .input(run_instances_input(
+                &data.catalog,
+                &data.aws.home_region,
+                launch_template_id,
+                &Launch::of(document, rule),
+            ))
             .retry_policy(launch_retry_policy())
             .set_dead_letter_config(write.dead_letter_queue.map(|arn| DeadLetterConfig::builder().arn(arn).build()))
             .build()
@@ -1139,18 +1187,20 @@ impl ModifyPlan<Coffer> for BackupPolicy {
                 found
             }
         };
-        // The boot script carries the time limit: unknown until the limit is.
-        let max_run_time = match planned.get("max_run_time") {
-            Value::Unknown => None,
-            limit => Some(
-                limit
-                    .as_str()
-                    .and_then(|t| validation::parse_duration(t).ok())
-                    .unwrap_or_else(PolicyDocument::default_max_run_time),
-            ),
-        };
-        let fingerprint = match (launch_template, max_run_time) {
-            (Some(id), Some(limit)) => Value::from(expected_fingerprint(data, &id, &name, &rule_names, limit).as_str()),
+        // Workers of rules that move no data are of the snapshot instance type.
+        let snapshot_type = planned.get("snapshot_instance_type");
+        if let Some(instance_type) = snapshot_type.as_str()
+            && (prior.is_null() || !snapshot_type.same_as(prior.get("snapshot_instance_type")))
+        {
+            let at = AttributePath::attr("snapshot_instance_type");
+            check_architecture(data, &data.aws.home_region, instance_type, at, diags).await;
+        }
+        // The boot script carries the time limit and the input the instance type: unknown
+        // until they are.
+        let known = ["max_run_time", "snapshot_instance_type"].iter().all(|a| !planned.get(a).is_unknown());
+        let document = if known { expand_policy(planned, &mut Diagnostics::default()) } else { None };
+        let fingerprint = match (launch_template, document) {
+            (Some(id), Some(document)) => Value::from(expected_fingerprint(data, &id, &document).as_str()),
             _ => Value::Unknown,
         };
         planned.set("schedules_fingerprint", fingerprint);
@@ -1172,8 +1222,25 @@ mod tests {
     }
 
     #[test]
-    fn documents_round_trip_through_state() {
-        let document = PolicyDocument {
+    fn only_rules_that_move_no_data_launch_the_snapshot_instance_type() {
+        let catalog = CatalogLocation::new(Some("cat"), None, "123456789012", "eu-west-1");
+        let mut document = sample();
+        document.snapshot_instance_type = Some("t3.small".into());
+        let input = |rule: &Rule| -> serde_json::Value {
+            let input = run_instances_input(&catalog, "eu-west-1", "lt-0abc", &Launch::of(&document, rule));
+            serde_json::from_str(&input).unwrap()
+        };
+        let mut rule = document.rules[0].clone();
+        rule.backup = None;
+        rule.archive = None;
+        assert_eq!(input(&rule)["InstanceType"], "t3.small");
+        rule.backup =
+            Some(ToRepository { repository_id: "0123".into(), retain: Retain { count: Some(1), days: None } });
+        assert!(input(&rule).get("InstanceType").is_none(), "the template's type for image-level work");
+    }
+
+    fn sample() -> PolicyDocument {
+        PolicyDocument {
             format_version: 1,
             name: "prod".into(),
             kind: PolicyType::Ec2,
@@ -1204,7 +1271,13 @@ mod tests {
             scheduler_role_arn: None,
             tags: BTreeMap::new(),
             max_run_time: Some("6h".into()),
-        };
+            snapshot_instance_type: Some("t3.micro".into()),
+        }
+    }
+
+    #[test]
+    fn documents_round_trip_through_state() {
+        let document = sample();
         let state = flatten_policy(&document, &Value::Null);
         assert_eq!(expand_policy(&state, &mut Diagnostics::new()), Some(document));
     }

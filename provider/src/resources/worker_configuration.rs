@@ -75,7 +75,7 @@ pub fn schema() -> Schema {
         .attribute(
             Attribute::string("instance_type")
                 .default(DEFAULT_INSTANCE_TYPE)
-                .describe("EC2 instance type of the workers, of x86_64 processors (arm64 types are refused at plan until an arm64 worker build exists). Default `c5.large`.")
+                .describe("EC2 instance type of the workers of rules with `backup` or `archive` (snapshot-only rules launch their policy's `snapshot_instance_type`), of x86_64 processors (arm64 types are refused at plan until an arm64 worker build exists). Default `c5.large`.")
                 .validate(string(validation::instance_type)),
         )
         .attribute(
@@ -414,11 +414,17 @@ const WORKER_ARCHITECTURE: &str = "x86_64";
 
 /// Refuses an instance type that cannot run the published worker binary (arm64 until an
 /// arm64 build exists), asking EC2 which architectures the type has.
-async fn check_architecture(data: &Coffer, region: &str, instance_type: &str, diags: &mut Diagnostics) {
+pub(crate) async fn check_architecture(
+    data: &Coffer,
+    region: &str,
+    instance_type: &str,
+    at: AttributePath,
+    diags: &mut Diagnostics,
+) {
     match coffer_aws::ec2::find_instance_type_architectures(&data.aws.ec2(region), instance_type).await {
         Ok(architectures) if !architectures.is_empty() && !architectures.iter().any(|a| a == WORKER_ARCHITECTURE) => {
             diags.attribute_error(
-                AttributePath::attr("instance_type"),
+                at.clone(),
                 "Instance type not supported",
                 format!(
                     "{instance_type} has {} processors; Coffer builds its worker binary for {WORKER_ARCHITECTURE} \
@@ -430,7 +436,7 @@ async fn check_architecture(data: &Coffer, region: &str, instance_type: &str, di
         }
         Ok(_) => {}
         Err(AwsError::NotFound) => diags.attribute_error(
-            AttributePath::attr("instance_type"),
+            at.clone(),
             "Unknown instance type",
             format!("EC2 in {region} does not offer instance type {instance_type:?}."),
         ),
@@ -862,7 +868,7 @@ impl ModifyPlan<Coffer> for WorkerConfiguration {
             if let Some(instance_type) = &instance_type
                 && (prior.is_null() || !planned.get("instance_type").same_as(prior.get("instance_type")))
             {
-                check_architecture(data, region, instance_type, diags).await;
+                check_architecture(data, region, instance_type, AttributePath::attr("instance_type"), diags).await;
             }
             let placed = ["subnet_id", "associate_public_ip", "instance_profile", "region"];
             if !diags.has_errors()
