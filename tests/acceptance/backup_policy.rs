@@ -409,3 +409,81 @@ fn preflight_checks_that_the_scheduler_role_may_pass_the_workers_role() {
     let document = aws.get_json(CATALOG_BUCKET, "policies/nightly.json").unwrap();
     assert_eq!(document["description"], "nightly snapshots", "a refused update writes nothing");
 }
+
+fn image_policy(worker_key: &str) -> String {
+    format!(
+        r#"
+resource "coffer_worker_configuration" "use1" {{
+  name = "use1"
+}}
+
+resource "coffer_repository" "vault" {{
+  name          = "vault"
+  bucket        = "coffer-vault"
+  create_bucket = true
+  force_destroy = true
+  {worker_key}
+  encryption {{
+    password = "a long enough password"
+  }}
+}}
+
+resource "coffer_backup_policy" "images" {{
+  name = "images"
+  type = "ec2"
+  source {{
+    regions = ["us-east-1"]
+    tags    = {{ Backup = "images" }}
+  }}
+  rule {{
+    name = "nightly"
+    cron = "0 1 * * *"
+    backup {{
+      repository_id = coffer_repository.vault.id
+      retain {{
+        count = 7
+      }}
+    }}
+  }}
+  worker_configuration_ids = [coffer_worker_configuration.use1.id]
+}}
+"#
+    )
+}
+
+/// Scheduled workers have no password: a backup rule on a password repository without the
+/// workers' KMS envelope would fail at every firing. That is a warning at plan (the envelope
+/// may come in the same apply) and an error at apply at the rule's repository_id, with
+/// nothing of the policy written; with worker_kms_key_arn on the repository it applies.
+#[test]
+fn a_backup_rule_on_a_password_repository_workers_cannot_open_is_refused() {
+    let moto = Moto::start();
+    let aws = Aws::new(&moto);
+    let tf = crate::support::terraform::oldest_terraform();
+    let wd = Workdir::new(&tf, &provider_binary());
+    let base = provider(&moto) + &image_policy("");
+    wd.write("main.tf", &base.replace(&base[base.find("resource \"coffer_backup_policy\"").unwrap()..], ""));
+    wd.init();
+    wd.apply();
+
+    wd.write("main.tf", &base);
+    let plan = wd.try_plan().expect("a warning at plan");
+    let plan = plan.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(plan.contains("Warning: Workers cannot open the repository"), "{plan}");
+    let failed = wd.try_apply().expect_err("the apply must fail");
+    let failed = failed.split_whitespace().collect::<Vec<_>>().join(" ");
+    for expected in [
+        "Error: Workers cannot open the repository",
+        "rule[0].backup.repository_id: repository",
+        "is encrypted with a password and has no worker_kms_key_arn",
+        "Set worker_kms_key_arn on the coffer_repository",
+    ] {
+        assert!(failed.contains(expected), "{expected:?} missing from:\n{failed}");
+    }
+    assert!(aws.get_json(CATALOG_BUCKET, "policies/images.json").is_none(), "nothing of the policy is written");
+
+    let key = aws.kms_key();
+    wd.write("main.tf", &(provider(&moto) + &image_policy(&format!("worker_kms_key_arn = \"{key}\""))));
+    wd.apply();
+    assert!(aws.get_json(CATALOG_BUCKET, "policies/images.json").is_some());
+}

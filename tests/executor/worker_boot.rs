@@ -49,6 +49,15 @@ fn emulator_env(moto: &Moto) -> Vec<(&'static str, String)> {
     vec![("AWS_ENDPOINT_URL", moto.endpoint.clone()), ("COFFER_S3_USE_PATH_STYLE", "true".into())]
 }
 
+/// Boots the fired worker against the emulator and checks that it shut down once.
+fn boot_shuts_down(fired: &Fired) -> crate::support::sandbox::Boot {
+    let env = emulator_env(&fired.moto);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let boot = fired.sandbox.boot(&fired.user_data, &env);
+    assert_eq!(boot.shutdown_calls, ["-h now"], "the worker shuts down once: {}", boot.describe());
+    boot
+}
+
 struct Fired {
     sandbox: Sandbox,
     moto: Moto,
@@ -64,9 +73,29 @@ struct Setup {
     max_run_time: &'static str,
     /// The instance profile's role in instance metadata (none: no credentials).
     role: Option<&'static str>,
+    /// The rule also backs up into a password repository, whose workers' envelope is
+    /// removed after the policy was applied.
+    envelope_removed: bool,
 }
 
-const NORMAL: Setup = Setup { publish: true, max_run_time: "2h", role: Some("coffer-worker") };
+const NORMAL: Setup = Setup { publish: true, max_run_time: "2h", role: Some("coffer-worker"), envelope_removed: false };
+
+/// A password repository, with the workers' KMS envelope when `worker_key` names a key.
+fn repository(worker_key: Option<&str>) -> String {
+    let envelope = worker_key.map(|key| format!("worker_kms_key_arn = \"{key}\"")).unwrap_or_default();
+    format!(
+        "resource \"coffer_repository\" \"vault\" {{\n  name          = \"vault\"\n  bucket        = \"coffer-vault\"\n  \
+         create_bucket = true\n  force_destroy = true\n  {envelope}\n  encryption {{\n    password = \"a long enough password\"\n  }}\n}}\n"
+    )
+}
+
+/// [`POLICY`] whose rule also backs up into the `vault` repository.
+fn image_level_policy() -> String {
+    POLICY.replace(
+        "    snapshot {\n      retain {\n        count = 3\n      }\n    }\n",
+        "    snapshot {\n      retain {\n        count = 3\n      }\n    }\n    backup {\n      repository_id = coffer_repository.vault.id\n      retain {\n        count = 3\n      }\n    }\n",
+    )
+}
 
 /// Applies [`POLICY`], publishes `coffer` when asked, seeds one instance to protect and
 /// fires the rule's schedule: RunInstances with the schedule's input, as Scheduler would.
@@ -106,9 +135,22 @@ fn fire(setup: Setup) -> Option<Fired> {
     }
     let tf = oldest_terraform();
     let wd = Workdir::new(&tf, &provider_binary());
-    wd.write("main.tf", &(provider_block(&moto, "us-east-1") + &POLICY.replace("MAX_RUN_TIME", setup.max_run_time)));
-    wd.init();
-    wd.apply();
+    let provider = provider_block(&moto, "us-east-1");
+    if setup.envelope_removed {
+        // Applied as it should be, then the envelope taken off the repository in a later
+        // apply that leaves the policy alone: nothing re-checks the policy.
+        let key = aws.kms_key();
+        let policy = image_level_policy().replace("MAX_RUN_TIME", setup.max_run_time);
+        wd.write("main.tf", &(provider.clone() + &repository(Some(&key)) + &policy));
+        wd.init();
+        wd.apply();
+        wd.write("main.tf", &(provider + &repository(None) + &policy));
+        wd.apply();
+    } else {
+        wd.write("main.tf", &(provider + &POLICY.replace("MAX_RUN_TIME", setup.max_run_time)));
+        wd.init();
+        wd.apply();
+    }
     if setup.publish {
         let published = estate::coffer_command(&moto.endpoint).arg("publish").output().unwrap();
         assert!(published.status.success(), "{}", String::from_utf8_lossy(&published.stderr));
@@ -253,10 +295,7 @@ fn sessions_table(moto: &Moto) -> String {
 #[test]
 fn a_worker_without_a_published_binary_shuts_down_and_leaves_its_reason_in_the_catalog() {
     let Some(fired) = fire(Setup { publish: false, ..NORMAL }) else { return };
-    let env = emulator_env(&fired.moto);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let boot = fired.sandbox.boot(&fired.user_data, &env);
-    assert_eq!(boot.shutdown_calls, ["-h now"], "{}", boot.describe());
+    boot_shuts_down(&fired);
     let aws = Aws::new(&fired.moto);
     let log = aws
         .get(CATALOG_BUCKET, &format!("worker-logs/{}.log", fired.instance_id))
@@ -322,10 +361,7 @@ fn a_run_past_its_max_run_time_is_recorded_as_timed_out_and_the_worker_shuts_dow
 #[test]
 fn a_worker_without_credentials_shuts_down_logs_to_the_console_and_its_firing_shows_as_missed() {
     let Some(fired) = fire(Setup { role: None, ..NORMAL }) else { return };
-    let env = emulator_env(&fired.moto);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let boot = fired.sandbox.boot(&fired.user_data, &env);
-    assert_eq!(boot.shutdown_calls, ["-h now"], "{}", boot.describe());
+    let boot = boot_shuts_down(&fired);
     let aws = Aws::new(&fired.moto);
     assert!(aws.keys(CATALOG_BUCKET, "workers/").is_empty(), "nothing could be written");
     assert!(aws.keys(CATALOG_BUCKET, "worker-logs/").is_empty());
@@ -361,4 +397,34 @@ fn a_worker_without_credentials_shuts_down_logs_to_the_console_and_its_firing_sh
         "{:?}",
         history[0].messages
     );
+}
+
+/// A worker that cannot open a repository its rule backs up into (a password repository
+/// whose workers' envelope was removed) still makes the rule's snapshot, records a session
+/// that names the repository and what to set, and shuts down.
+#[test]
+fn a_worker_that_cannot_open_a_password_repository_records_why_and_shuts_down() {
+    let Some(fired) = fire(Setup { envelope_removed: true, ..NORMAL }) else { return };
+    let boot = boot_shuts_down(&fired);
+    let aws = Aws::new(&fired.moto);
+    let sessions = aws.keys(CATALOG_BUCKET, "sessions/prod/");
+    assert_eq!(sessions.len(), 1, "the run recorded its session: {sessions:?}\n{}", boot.describe());
+    let session = aws.get_json(CATALOG_BUCKET, &sessions[0]).unwrap();
+    // The snapshot was made, the image-level point was not: Warning, as for any step that
+    // failed for a resource.
+    assert_eq!(session["outcome"], "Warning", "{session:#}");
+    let resource = &session["resources"][0];
+    assert_eq!(resource["snapshots"].as_array().map(Vec::len), Some(1), "{session:#}");
+    let warning = resource["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("repository vault (")
+            && warning.contains(
+                "the repository is encrypted with a password and has no workers' key: set COFFER_REPOSITORY_PASSWORD, \
+             or worker_kms_key_arn on its coffer_repository so workers open it with KMS"
+            ),
+        "{session:#}"
+    );
+    assert_eq!(worker_record(&aws, &fired.instance_id)["exit_status"], 3, "coffer's exit status for Warning");
+    let table = sessions_table(&fired.moto);
+    assert!(table.contains(" Warning "), "{table}");
 }

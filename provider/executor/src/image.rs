@@ -257,6 +257,15 @@ impl Executor {
         }
     }
 
+    /// Whether a worker, which has no password, can open the repository: KMS-encrypted, or
+    /// a password repository with its workers' envelope (read from its config object, the
+    /// truth, not from the catalog entry).
+    pub async fn workers_can_open(&self, entry: &RepositoryEntry) -> Result<bool, OpenRepositoryError> {
+        let storage = S3Storage::new(self.aws.s3(&entry.region), &entry.bucket, &entry.prefix);
+        let config = Repository::read_config(&storage).await?;
+        Ok(matches!(config.key, KeyEnvelope::Kms { .. }) || config.worker_key.is_some())
+    }
+
     /// Opens a repository by id, holding a shared lock for `purpose` until
     /// the returned lock is released.
     pub async fn open_repository(&self, id: &str, purpose: &str) -> Result<(Repository, Lock), OpenRepositoryError> {

@@ -874,6 +874,8 @@ async fn check_references(data: &Coffer, config: &Value, at_apply: bool, diags: 
                 }
             }
         }
+        let workers = config.get("worker_configuration_ids");
+        let has_workers = !workers.is_wholly_known() || !workers.strings().is_empty();
         for (action, allowed) in [("backup", StorageClass::BACKUP), ("archive", StorageClass::ARCHIVE)] {
             let Some(id) = rule.get(action).get("repository_id").as_str() else {
                 continue;
@@ -892,6 +894,28 @@ async fn check_references(data: &Coffer, config: &Value, at_apply: bool, diags: 
                         if action == "backup" { " Use it in archive instead." } else { " Use it in backup instead." }
                     ),
                 ),
+                // Schedules launch workers, which have no password: a password repository
+                // needs its workers' envelope. At plan it may gain one in this apply.
+                Ok(entry) if has_workers => match data.executor.workers_can_open(&entry.body).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let detail = format!(
+                            "{at}: repository {id:?} ({}) is encrypted with a password and has no \
+                             worker_kms_key_arn. Scheduled workers have no password, so every {action} of rule {} \
+                             would fail to open it. Set worker_kms_key_arn on the coffer_repository (workers \
+                             then open it with that KMS key), or use a KMS-encrypted repository.",
+                            entry.body.name,
+                            rule.get("name").as_str().unwrap_or_default()
+                        );
+                        let summary = "Workers cannot open the repository";
+                        if at_apply {
+                            diags.attribute_error(at, summary, detail);
+                        } else {
+                            diags.attribute_warning(at, summary, detail);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reading the config of repository {id}; skipping its check"),
+                },
                 Ok(_) => {}
                 Err(CatalogError::NotFound) if at_apply => error_at(
                     diags,
