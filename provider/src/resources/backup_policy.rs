@@ -816,7 +816,13 @@ fn check(config: &Value, diags: &mut Diagnostics) {
 /// a worker configuration in the home region, a scheduler role. At plan
 /// time a mapping or repository may not exist yet (it is created in the same
 /// apply), so only `at_apply` counts its absence as an error.
-async fn check_references(data: &Coffer, config: &Value, at_apply: bool, diags: &mut Diagnostics) -> Option<String> {
+async fn check_references(
+    data: &Coffer,
+    config: &Value,
+    at_apply: bool,
+    judge_workers: bool,
+    diags: &mut Diagnostics,
+) -> Option<String> {
     let source_regions = config.get("source").get("regions");
     if source_regions.is_wholly_known() {
         let regions: Vec<_> = source_regions
@@ -896,7 +902,7 @@ async fn check_references(data: &Coffer, config: &Value, at_apply: bool, diags: 
                 ),
                 // Schedules launch workers, which have no password: a password repository
                 // needs its workers' envelope. At plan it may gain one in this apply.
-                Ok(entry) if has_workers => match data.executor.workers_can_open(&entry.body).await {
+                Ok(entry) if has_workers && judge_workers => match data.executor.workers_can_open(&entry.body).await {
                     Ok(true) => {}
                     Ok(false) => {
                         let detail = format!(
@@ -986,6 +992,10 @@ async fn check_workers(data: &Coffer, planned: &Value, stage: Stage, diags: &mut
     }
 }
 
+/// The arguments the references and the workers' preflight depend on: both are judged
+/// when one of them changes (and on create).
+const JUDGED_WITH: [&str; 4] = ["source", "rule", "worker_configuration_ids", "scheduler_role_arn"];
+
 // --------------------------------------------------------------- resource
 
 pub struct BackupPolicy;
@@ -1048,7 +1058,7 @@ impl Resource<Coffer> for BackupPolicy {
     ) -> Option<Value> {
         let document = expand_policy(planned, diags)?;
         let name = document.name.clone();
-        let launch_template = check_references(data, planned, true, diags).await;
+        let launch_template = check_references(data, planned, true, true, diags).await;
         if !diags.has_errors() {
             check_workers(data, planned, Stage::Apply, diags).await;
         }
@@ -1098,8 +1108,11 @@ impl Resource<Coffer> for BackupPolicy {
             );
             return None;
         };
-        let launch_template = check_references(data, planned, true, diags).await;
-        if !diags.has_errors() {
+        // What plan judges only when these change, apply judges only then too: an update of
+        // anything else never fails on what the plan did not look at.
+        let judge_workers = !JUDGED_WITH.iter().all(|a| planned.get(a).same_as(prior.get(a)));
+        let launch_template = check_references(data, planned, true, judge_workers, diags).await;
+        if judge_workers && !diags.has_errors() {
             check_workers(data, planned, Stage::Apply, diags).await;
         }
         let launch_template = launch_template.filter(|_| !diags.has_errors())?;
@@ -1197,14 +1210,14 @@ impl ModifyPlan<Coffer> for BackupPolicy {
         // unchanged policy reuses the launch template resolved at apply.
         let prior = request.prior;
         let unchanged = !prior.is_null()
-            && ["source", "rule", "worker_configuration_ids", "scheduler_role_arn"]
+            && JUDGED_WITH
                 .iter()
                 // The plan, with defaults filled in, against the prior state.
                 .all(|a| planned.get(a).same_as(prior.get(a)));
         let launch_template = match request.prior_private.get(LAUNCH_TEMPLATE) {
             Some(id) if unchanged => Some(id.to_string()),
             _ => {
-                let found = check_references(data, config, false, diags).await;
+                let found = check_references(data, config, false, true, diags).await;
                 if found.is_some() && !diags.has_errors() {
                     check_workers(data, planned, Stage::Plan, diags).await;
                 }

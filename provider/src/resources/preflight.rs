@@ -38,13 +38,16 @@ pub fn report(
             }
             Verdict::Fail => {
                 let summary = format!("Workers cannot work: {}", check.subject);
-                let detail = format!("{subject}: {}", check.detail);
+                // Named in the text too: Terraform points at the resource when the attribute
+                // is not in the configuration (a provider default).
+                let at = path(check.concern);
+                let detail = format!("{at}: {subject}: {}", check.detail);
                 let only_warn = check.concern == Concern::InstanceProfile && !instance_profile_set;
                 match stage {
-                    _ if only_warn => diags.attribute_warning(path(check.concern), summary, detail),
-                    Stage::Apply => diags.attribute_error(path(check.concern), summary, detail),
+                    _ if only_warn => diags.attribute_warning(at, summary, detail),
+                    Stage::Apply => diags.attribute_error(at, summary, detail),
                     Stage::Plan => diags.attribute_warning(
-                        path(check.concern),
+                        at,
                         summary,
                         format!(
                             "{detail} (Checked again at apply, when this is an error; if this configuration makes \

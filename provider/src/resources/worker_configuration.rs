@@ -470,6 +470,9 @@ async fn planned_placement(
     Some(Placement { region: region.to_string(), subnet_id: Some(subnet_id), public_ip, instance_profile })
 }
 
+/// The arguments that place workers: preflight runs when one of them changes.
+const PLACEMENT: [&str; 4] = ["subnet_id", "associate_public_ip", "instance_profile", "region"];
+
 /// What every worker needs, whatever its rules: the catalog and the binary
 /// (S3), and EC2. Backup policies check the services their rules add.
 const BASE_SERVICES: [Service; 2] = [Service::S3, Service::Ec2];
@@ -706,9 +709,13 @@ impl Resource<Coffer> for WorkerConfiguration {
     ) -> Option<Value> {
         let id = prior.get("id").as_str()?.to_string();
         let desired = desired(data, planned, diags).await?;
-        check_placement(data, &desired.name, &desired.placement(), Stage::Apply, diags).await;
-        if diags.has_errors() {
-            return None;
+        // As at plan: only a change of placement is checked, so an update of anything else
+        // never fails on a network the plan did not look at.
+        if PLACEMENT.iter().any(|a| !planned.get(a).same_as(prior.get(a))) {
+            check_placement(data, &desired.name, &desired.placement(), Stage::Apply, diags).await;
+            if diags.has_errors() {
+                return None;
+            }
         }
         remember_defaults(private, planned, &desired);
         let ec2 = data.aws.ec2(&desired.region);
@@ -870,9 +877,8 @@ impl ModifyPlan<Coffer> for WorkerConfiguration {
             {
                 check_architecture(data, region, instance_type, AttributePath::attr("instance_type"), diags).await;
             }
-            let placed = ["subnet_id", "associate_public_ip", "instance_profile", "region"];
             if !diags.has_errors()
-                && (prior.is_null() || placed.iter().any(|a| !planned.get(a).same_as(prior.get(a))))
+                && (prior.is_null() || PLACEMENT.iter().any(|a| !planned.get(a).same_as(prior.get(a))))
                 && let Some(placement) =
                     planned_placement(data, region, planned, request.config, instance_type.as_deref()).await
             {
