@@ -58,6 +58,9 @@ export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo
 unset AWS_PROFILE
 echo "==> seeding a small estate (scripts/seed_estate.py)"
 "$(moto_python)" "$ROOT/scripts/seed_estate.py" --endpoint-url "$ENDPOINT"
+# The KMS key the repository's workers' envelope is wrapped with: scheduled workers have no
+# password, and a backup rule on a password repository without it is refused at apply.
+WORKER_KEY="$("$(moto_python)" "$ROOT/scripts/demo_kms_key.py" --endpoint-url "$ENDPOINT")"
 
 # A filesystem mirror holding the provider just built, so `terraform init`
 # works offline.
@@ -87,7 +90,7 @@ cd "$WORK"
 echo "==> terraform init ($("$TF" version | head -n1))"
 "$TF" init -input=false -no-color >/dev/null
 echo "==> terraform apply examples/quickstart"
-"$TF" apply -input=false -auto-approve -no-color -var "endpoint_url=$ENDPOINT" | grep -E '^(coffer_|Apply complete)'
+"$TF" apply -input=false -auto-approve -no-color -var "endpoint_url=$ENDPOINT" -var "worker_kms_key_arn=$WORKER_KEY" | grep -E '^(coffer_|Apply complete)'
 
 echo
 echo "==> what Coffer manages now"
@@ -137,7 +140,7 @@ PY
 echo
 echo "==> drift check: terraform plan -detailed-exitcode"
 set +e
-"$TF" plan -input=false -no-color -detailed-exitcode -var "endpoint_url=$ENDPOINT" >/dev/null
+"$TF" plan -input=false -no-color -detailed-exitcode -var "endpoint_url=$ENDPOINT" -var "worker_kms_key_arn=$WORKER_KEY" >/dev/null
 code=$?
 set -e
 case $code in
@@ -211,7 +214,7 @@ fi
 
 echo
 echo "The emulator keeps running at $ENDPOINT (state in $WORK)."
-echo "Try: cd $WORK && TF_CLI_CONFIG_FILE=$DEMO/terraform.rc $TF plan -var endpoint_url=$ENDPOINT"
+echo "Try: cd $WORK && TF_CLI_CONFIG_FILE=$DEMO/terraform.rc $TF plan -var endpoint_url=$ENDPOINT -var worker_kms_key_arn=$WORKER_KEY"
 echo "Run the scheduler on this machine (fires due rules; Ctrl-C stops it cleanly):"
 echo "  AWS_ENDPOINT_URL=$ENDPOINT AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo \\"
 echo "  COFFER_S3_USE_PATH_STYLE=true $COFFER agent"

@@ -24,6 +24,11 @@ variable "repository_password" {
   default     = "coffer-demo-only-password"
 }
 
+variable "worker_kms_key_arns" {
+  description = "Per account (account_a, account_b): the KMS key (full ARN, in that account) that also wraps its repository's master key, so scheduled workers open it without the password. A policy's backup rule on a password repository without one is refused at apply."
+  type        = map(string)
+}
+
 provider "coffer" {
   alias             = "account_a"
   region            = "us-east-1"
@@ -64,6 +69,7 @@ module "account_a" {
 
   repository_bucket   = "coffer-repo-111111111111"
   repository_password = var.repository_password
+  worker_kms_key_arn  = var.worker_kms_key_arns["account_a"]
 }
 
 module "account_b" {
@@ -72,6 +78,7 @@ module "account_b" {
 
   repository_bucket   = "coffer-repo-222222222222"
   repository_password = var.repository_password
+  worker_kms_key_arn  = var.worker_kms_key_arns["account_b"]
 }
 
 output "account_a" {

@@ -4,7 +4,7 @@
 //! objects can be looked for where they belong, and not elsewhere.
 
 use crate::docs_and_examples::copy_configuration;
-use crate::support::aws::{ACCOUNT, assumed_config};
+use crate::support::aws::{ACCOUNT, assumed_config, kms_key_of};
 use crate::support::terraform::oldest_terraform;
 use crate::support::tools::repo_root;
 use crate::support::{Moto, Workdir, block_on, provider_binary, terraform_versions};
@@ -59,6 +59,12 @@ fn apply_and_destroy(tf: &crate::support::Terraform) {
     let mut wd = Workdir::new(tf, &provider_binary());
     copy_configuration(&repo_root().join("examples/multi-account"), wd.path());
     wd.set_env("TF_VAR_endpoint_url", &moto.endpoint);
+    // Each account's workers open its repository with a key of that account.
+    let keys = serde_json::json!({
+        "account_a": kms_key_of(&moto, "arn:aws:iam::111111111111:role/coffer", "us-east-1"),
+        "account_b": kms_key_of(&moto, "arn:aws:iam::222222222222:role/coffer", "us-east-1"),
+    });
+    wd.set_env("TF_VAR_worker_kms_key_arns", &keys.to_string());
     wd.init();
     wd.apply();
     wd.assert_no_changes();

@@ -23,7 +23,7 @@ variable "repository_password" {
 }
 
 variable "worker_kms_key_arn" {
-  description = "KMS key (full ARN) that also wraps the repository's master key, so scheduled workers open it without the password; their role needs kms:Decrypt on it. Null: workers cannot run this repository's backup rules."
+  description = "KMS key (full ARN) that also wraps the repository's master key, so scheduled workers open it without the password; their role needs kms:Decrypt on it. Null: the policy's backup rule is refused at apply, since workers could not open the repository."
   type        = string
   default     = null
 }
