@@ -128,7 +128,7 @@ pub struct Check {
 }
 
 impl Check {
-    fn new(subject: impl Into<String>, verdict: Verdict, concern: Concern, detail: impl Into<String>) -> Self {
+    pub fn new(subject: impl Into<String>, verdict: Verdict, concern: Concern, detail: impl Into<String>) -> Self {
         Self { subject: subject.into(), verdict, concern, detail: detail.into() }
     }
 }

@@ -82,21 +82,20 @@ pub fn reconcile(
     let mut failed: BTreeMap<String, Session> = BTreeMap::new();
     let mut firings_started = BTreeSet::new();
     for worker in evidence.workers.iter().filter(|w| w.policy == policy.name && w.started_at >= floor) {
-        let firing = firing_of(policy, worker);
-        // A worker that ended well without a session left the firing to another (which
-        // lost it the claim, or one an image-level rule due at the same minute launched):
-        // that one's session or record answers for it, or else the firing is Missed.
-        if !(worker.ended_at.is_some() && matches!(worker.exit_status, Some(0 | 3))) {
-            firings_started.extend(firing);
+        // Ended well: it ran the firing (its session says more), or left it to another (which
+        // took the claim, or was launched for an image-level rule due at the same minute),
+        // whose session or record answers for it; else the firing is Missed.
+        if worker.ended_at.is_some() && matches!(worker.exit_status, Some(0 | 3)) {
+            continue;
         }
+        let firing = firing_of(policy, worker);
+        firings_started.extend(firing);
         let run_id = firing.map(scheduled_run_id).unwrap_or_else(|| format!("worker-{}", worker.instance_id));
         if recorded.contains(run_id.as_str()) {
             continue;
         }
         let log = format!("s3://{}/{}", catalog.bucket, worker.log_key);
         let (finished_at, message) = match (worker.ended_at, worker.exit_status) {
-            // 0: it ran the firing or another worker had claimed it; 3: a session says more.
-            (Some(_), Some(0 | 3)) => continue,
             (Some(ended), status) => (
                 ended,
                 format!(

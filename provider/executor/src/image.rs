@@ -222,8 +222,7 @@ impl Executor {
             .await
             .map_err(|cause| OpenRepositoryError::Catalog { id: id.to_string(), cause })?
             .body;
-        let storage = Arc::new(S3Storage::new(self.aws.s3(&entry.region), &entry.bucket, &entry.prefix));
-        let config = Repository::read_config(storage.as_ref()).await?;
+        let (storage, config) = self.repository_config(&entry).await?;
         let master = self.repository_key(&config).await.map_err(|cause| OpenRepositoryError::Key {
             name: entry.name.clone(),
             id: id.to_string(),
@@ -257,12 +256,21 @@ impl Executor {
         }
     }
 
+    /// The storage a catalog entry points at, and the config object there.
+    async fn repository_config(
+        &self,
+        entry: &RepositoryEntry,
+    ) -> Result<(Arc<S3Storage>, RepositoryConfig), OpenRepositoryError> {
+        let storage = Arc::new(S3Storage::new(self.aws.s3(&entry.region), &entry.bucket, &entry.prefix));
+        let config = Repository::read_config(storage.as_ref()).await?;
+        Ok((storage, config))
+    }
+
     /// Whether a worker, which has no password, can open the repository: KMS-encrypted, or
     /// a password repository with its workers' envelope (read from its config object, the
     /// truth, not from the catalog entry).
     pub async fn workers_can_open(&self, entry: &RepositoryEntry) -> Result<bool, OpenRepositoryError> {
-        let storage = S3Storage::new(self.aws.s3(&entry.region), &entry.bucket, &entry.prefix);
-        let config = Repository::read_config(&storage).await?;
+        let (_, config) = self.repository_config(entry).await?;
         Ok(matches!(config.key, KeyEnvelope::Kms { .. }) || config.worker_key.is_some())
     }
 

@@ -32,7 +32,7 @@ pub struct WorkerChecks {
 /// the key); RDS for RDS policies.
 pub fn services_for(policy: &PolicyDocument, mappings: &[RegionMappingDocument]) -> Vec<Service> {
     let mut services = vec![Service::S3, Service::Ec2];
-    let image_level = policy.rules.iter().any(|r| r.backup.is_some() || r.archive.is_some());
+    let image_level = policy.rules.iter().any(|r| r.moves_data());
     if image_level {
         services.push(Service::Ebs);
     }
@@ -102,12 +102,7 @@ pub async fn policy_checks(executor: &Executor, policy: &PolicyDocument) -> Vec<
                 worker_configuration_id: id.clone(),
                 region: None,
                 instance_profile: None,
-                checks: vec![Check {
-                    subject: "worker configuration".into(),
-                    verdict,
-                    concern: Concern::Subnet,
-                    detail,
-                }],
+                checks: vec![Check::new("worker configuration", verdict, Concern::Subnet, detail)],
             });
             continue;
         };
@@ -128,15 +123,15 @@ pub async fn policy_checks(executor: &Executor, policy: &PolicyDocument) -> Vec<
             worker_configuration_id: String::new(),
             region: Some(home.to_string()),
             instance_profile: None,
-            checks: vec![Check {
-                subject: "worker configuration in the home region".into(),
-                verdict: Verdict::Fail,
-                concern: Concern::Subnet,
-                detail: format!(
+            checks: vec![Check::new(
+                "worker configuration in the home region",
+                Verdict::Fail,
+                Concern::Subnet,
+                format!(
                     "none of the policy's worker configurations is in {home}, where its schedules launch workers; \
                      add a coffer_worker_configuration there to worker_configuration_ids"
                 ),
-            }],
+            )],
         });
     }
     all
