@@ -16,12 +16,14 @@ use coffer_aws::preflight::Verdict;
 use coffer_aws::{AssumeRole, AwsClients, AwsSettings};
 use coffer_executor::agent::{Agent, SystemClock};
 use coffer_executor::inventory::{self, RestorePoint};
+use coffer_executor::parts::PartRequest;
 use coffer_executor::run::{Progress, Quiet, RunRequest};
 use coffer_executor::session::{Outcome, ResourceRecord, Session};
 use coffer_executor::{Executor, Settings};
 use coffer_model::CatalogLocation;
 use coffer_model::agent::RunClaim;
 use coffer_model::session::SnapshotKind;
+use coffer_model::worker::RunPart;
 
 mod repo;
 
@@ -125,6 +127,11 @@ pub struct RunArgs {
     /// first worker to claim it runs it.
     #[arg(long, requires = "rules")]
     pub scheduled: bool,
+    /// Make only the image-level points of the run's snapshots in this region, and record
+    /// them as the run's part (what a region's worker does, launched by the scheduled worker
+    /// of the run named by --run-id).
+    #[arg(long, requires = "run_id", value_name = "REGION")]
+    pub part: Option<String>,
     #[command(flatten)]
     pub tuning: Tuning,
 }
@@ -196,8 +203,22 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 pub async fn main(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Run(args) => {
-            let executor = connect(&cli.global, &args.tuning).await?;
+            let mut executor = connect(&cli.global, &args.tuning).await?;
+            if let Some(region) = &args.part {
+                let request = PartRequest {
+                    policy: args.policy.clone(),
+                    rules: args.rules.clone(),
+                    run_id: args.run_id.clone().unwrap_or_default(),
+                    region: region.clone(),
+                };
+                let done = executor.run_part(request).await?;
+                print_part(&done.part, cli.global.json)?;
+                return Ok(exit_code(done.outcome));
+            }
             let progress = Display::new(cli.global.json);
+            if args.scheduled {
+                executor.settings.launched_for = args.rules.first().cloned();
+            }
             let request = if args.scheduled {
                 match scheduled_request(&executor, args).await? {
                     Some(request) => request,
@@ -406,6 +427,7 @@ async fn connect(global: &Global, tuning: &Tuning) -> Result<Executor> {
         concurrency: tuning.concurrency.max(1),
         wait_timeout: tuning.wait_timeout,
         repository_password: coffer_executor::repository_password_from_env(),
+        worker_instance_id: coffer_executor::worker_instance_from_env(),
         ..Settings::default()
     };
     Ok(Executor::new(aws, catalog, settings))
@@ -600,6 +622,25 @@ fn print_session(session: &Session, json: bool) -> Result<()> {
         println!("      retention error: {error}");
     }
     println!("  session {}: {}", session.run_id, session.outcome);
+    Ok(())
+}
+
+fn print_part(part: &RunPart, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(part)?);
+        return Ok(());
+    }
+    println!("{} run {}, part {}: {} instances", part.policy, part.run_id, part.region, part.resources.len());
+    for r in &part.resources {
+        let points: Vec<&str> = r.backups.iter().map(|b| b.point_id.as_str()).collect();
+        println!("  {:<22}{}", r.id, points.join(", "));
+        for warning in &r.warnings {
+            println!("      warning: {warning}");
+        }
+    }
+    for message in &part.messages {
+        println!("  note: {message}");
+    }
     Ok(())
 }
 

@@ -299,21 +299,34 @@ resource "coffer_region_mapping" "back" {
     wd.write("main.tf", &(provider(&moto) + WORKER + prerequisites));
     wd.init();
     wd.apply();
+    let us = r#"["us-east-1"]"#;
     let cases = [
         (
+            us,
             "backup {\n repository_id = coffer_repository.cold.id\n retain {\n days = 30\n }\n }",
             vec!["rule[0].backup.repository_id", "STANDARD or STANDARD_IA", "is GLACIER", "Use it in archive instead"],
         ),
         (
+            us,
             "snapshot {\n retain {\n count = 1\n }\n }\n replicate {\n region_mapping_ids = [coffer_region_mapping.back.id]\n retain {\n count = 1\n }\n }",
             vec![
                 "rule[0].replicate.region_mapping_ids",
                 "copies from \"eu-west-1\", which is not in source.regions (us-east-1)",
             ],
         ),
+        // Volumes are read by a worker in their region: eu-west-1 has no worker configuration.
+        (
+            r#"["us-east-1", "eu-west-1"]"#,
+            "archive {\n repository_id = coffer_repository.cold.id\n retain {\n days = 30\n }\n }",
+            vec![
+                "Error: No worker configuration in a source region",
+                "worker_configuration_ids: source.regions includes eu-west-1",
+                "none of worker_configuration_ids is in eu-west-1: add a coffer_worker_configuration with region = \"eu-west-1\"",
+            ],
+        ),
     ];
-    for (actions, expected) in cases {
-        let hcl = policy("ec2", r#"["us-east-1"]"#, &format!("cron = \"0 2 * * *\"\n {actions}"))
+    for (regions, actions, expected) in cases {
+        let hcl = policy("ec2", regions, &format!("cron = \"0 2 * * *\"\n {actions}"))
             .replace(r#"["lt-0123456789abcdef0"]"#, "[coffer_worker_configuration.use1.id]");
         wd.write("main.tf", &(provider(&moto) + WORKER + prerequisites + &hcl));
         let text = normalized(&wd.try_plan().expect_err("the plan must fail"));

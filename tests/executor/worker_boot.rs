@@ -76,9 +76,33 @@ struct Setup {
     /// The rule also backs up into a password repository, whose workers' envelope is
     /// removed after the policy was applied.
     envelope_removed: bool,
+    /// The policy covers eu-west-1 too, with a worker configuration there, and its rule backs
+    /// up into the `vault` repository (with the workers' envelope).
+    two_regions: bool,
 }
 
-const NORMAL: Setup = Setup { publish: true, max_run_time: "2h", role: Some("coffer-worker"), envelope_removed: false };
+const NORMAL: Setup = Setup {
+    publish: true,
+    max_run_time: "2h",
+    role: Some("coffer-worker"),
+    envelope_removed: false,
+    two_regions: false,
+};
+
+/// [`image_level_policy`] over us-east-1 and eu-west-1, with a worker configuration in each.
+fn two_region_policy() -> String {
+    image_level_policy()
+        .replace(
+            "resource \"coffer_backup_policy\"",
+            "resource \"coffer_worker_configuration\" \"euw1\" {\n  name             = \"euw1\"\n  region           = \"eu-west-1\"\n  \
+             instance_profile = \"coffer-worker\"\n}\n\nresource \"coffer_backup_policy\"",
+        )
+        .replace("regions = [\"us-east-1\"]", "regions = [\"us-east-1\", \"eu-west-1\"]")
+        .replace(
+            "[coffer_worker_configuration.use1.id]",
+            "[coffer_worker_configuration.use1.id, coffer_worker_configuration.euw1.id]",
+        )
+}
 
 /// A password repository, with the workers' KMS envelope when `worker_key` names a key.
 fn repository(worker_key: Option<&str>) -> String {
@@ -104,6 +128,10 @@ fn fire(setup: Setup) -> Option<Fired> {
     let moto = Moto::start();
     let aws = Aws::new(&moto);
     block_on(estate::instance(&aws.ec2, &estate::tags(&[("Backup", "hourly")]), 0, None));
+    if setup.two_regions {
+        let ireland = aws_sdk_ec2::Client::new(&block_on(moto.sdk_config("eu-west-1")));
+        block_on(estate::instance(&ireland, &estate::tags(&[("Backup", "hourly")]), 0, None));
+    }
     // The workers' instance profile, as the user's IAM configuration makes it (RunInstances
     // refuses a profile that does not exist, and apply checks it).
     for args in [
@@ -136,7 +164,13 @@ fn fire(setup: Setup) -> Option<Fired> {
     let tf = oldest_terraform();
     let wd = Workdir::new(&tf, &provider_binary());
     let provider = provider_block(&moto, "us-east-1");
-    if setup.envelope_removed {
+    if setup.two_regions {
+        let key = aws.kms_key();
+        let policy = two_region_policy().replace("MAX_RUN_TIME", setup.max_run_time);
+        wd.write("main.tf", &(provider + &repository(Some(&key)) + &policy));
+        wd.init();
+        wd.apply();
+    } else if setup.envelope_removed {
         // Applied as it should be, then the envelope taken off the repository in a later
         // apply that leaves the policy alone: nothing re-checks the policy.
         let key = aws.kms_key();
@@ -427,4 +461,117 @@ fn a_worker_that_cannot_open_a_password_repository_records_why_and_shuts_down() 
     assert_eq!(worker_record(&aws, &fired.instance_id)["exit_status"], 3, "coffer's exit status for Warning");
     let table = sessions_table(&fired.moto);
     assert!(table.contains(" Warning "), "{table}");
+}
+
+/// A policy over two regions: the schedule's worker (us-east-1) makes both regions'
+/// snapshots and the us-east-1 instance's restore point, and launches a worker in eu-west-1
+/// from the policy's worker configuration there; that worker, booted as a second instance
+/// (its own sandbox, IMDS and identity), reads the eu-west-1 snapshot through the EBS direct
+/// API of eu-west-1, records its part and shuts down; the first worker writes one session
+/// naming which worker made each point.
+#[test]
+fn a_two_region_policy_reads_each_regions_volumes_on_that_regions_worker() {
+    let Some(fired) = fire(Setup { two_regions: true, ..NORMAL }) else { return };
+    let (moto, sandbox) = (&fired.moto, &fired.sandbox);
+    let env = emulator_env(moto);
+    let coordinator = std::thread::scope(|scope| {
+        let first = scope.spawn(|| {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            fired.sandbox.boot(&fired.user_data, &env)
+        });
+        // The second worker, as EC2 would start it: found by its tags in eu-west-1.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+        let (part_instance, part_user_data) = loop {
+            assert!(std::time::Instant::now() < deadline, "no eu-west-1 worker was launched");
+            assert!(!first.is_finished(), "the first worker ended without launching the eu-west-1 worker");
+            let found = sandbox.aws_cli(
+                &moto.endpoint,
+                &[
+                    "ec2",
+                    "describe-instances",
+                    "--region",
+                    "eu-west-1",
+                    "--filters",
+                    "Name=tag:coffer:part,Values=eu-west-1",
+                    "Name=tag:coffer:policy,Values=prod",
+                ],
+            );
+            let found: serde_json::Value = serde_json::from_slice(&found.stdout).unwrap_or_default();
+            if let Some(id) = found["Reservations"][0]["Instances"][0]["InstanceId"].as_str() {
+                let attribute = sandbox.aws_cli(
+                    &moto.endpoint,
+                    &[
+                        "ec2",
+                        "describe-instance-attribute",
+                        "--region",
+                        "eu-west-1",
+                        "--instance-id",
+                        id,
+                        "--attribute",
+                        "userData",
+                    ],
+                );
+                let attribute: serde_json::Value = serde_json::from_slice(&attribute.stdout).unwrap();
+                let encoded = attribute["UserData"]["Value"].as_str().expect("the worker has user data");
+                let script = base64::engine::general_purpose::STANDARD.decode(encoded).unwrap();
+                break (id.to_string(), String::from_utf8(script).unwrap());
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        };
+        let port: u16 = moto.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+        let (id, env) = (part_instance.clone(), env.clone());
+        let second = sandbox
+            .beside(vec![port], move |ireland, scopes| {
+                ireland.imds.set_instance(Instance {
+                    id,
+                    region: "eu-west-1".into(),
+                    role: Some("coffer-worker".into()),
+                    ..Instance::default()
+                });
+                let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                (ireland.boot(&part_user_data, &env), scopes.seen())
+            })
+            .join()
+            .unwrap();
+        (first.join().unwrap(), part_instance, second)
+    });
+    let (first, part_instance, (second, scopes)) = coordinator;
+    assert_eq!(first.shutdown_calls, ["-h now"], "the first worker shuts down once: {}", first.describe());
+    assert_eq!(second.shutdown_calls, ["-h now"], "the eu-west-1 worker shuts down once: {}", second.describe());
+    let ebs: Vec<&String> = scopes.iter().filter(|s| s.ends_with("/ebs")).collect();
+    assert!(!ebs.is_empty(), "the eu-west-1 worker read its snapshot through EBS direct: {scopes:?}");
+    assert!(ebs.iter().all(|s| *s == "eu-west-1/ebs"), "and only eu-west-1's: {scopes:?}");
+
+    let aws = Aws::new(moto);
+    let sessions = aws.keys(CATALOG_BUCKET, "sessions/prod/");
+    assert_eq!(sessions.len(), 1, "one session: {sessions:?}\n{}", first.describe());
+    let session = aws.get_json(CATALOG_BUCKET, &sessions[0]).unwrap();
+    assert_eq!(session["outcome"], "Success", "{session:#}\n{}\n{}", first.describe(), second.describe());
+    let resources = session["resources"].as_array().unwrap();
+    assert_eq!(resources.len(), 2, "{session:#}");
+    for resource in resources {
+        let (region, worker) = match resource["region"].as_str() {
+            Some("us-east-1") => ("us-east-1", fired.instance_id.as_str()),
+            Some("eu-west-1") => ("eu-west-1", part_instance.as_str()),
+            other => panic!("a resource in {other:?}: {session:#}"),
+        };
+        let backups = resource["backups"].as_array().expect("an image-level point");
+        assert_eq!(backups.len(), 1, "{region}: {session:#}");
+        assert_eq!(backups[0]["worker"], worker, "{region}'s point was made by its region's worker: {session:#}");
+    }
+    let part = aws
+        .get_json(CATALOG_BUCKET, &format!("parts/prod/{}/eu-west-1.json", session["run_id"].as_str().unwrap()))
+        .expect("the eu-west-1 worker's part");
+    assert_eq!(part["instance_id"], part_instance.as_str());
+    let records = aws.keys(CATALOG_BUCKET, "workers/prod/");
+    assert_eq!(records.len(), 2, "both workers recorded themselves: {records:?}");
+    let record = records.iter().find(|k| k.ends_with(&format!("-{part_instance}.json"))).expect("the second's record");
+    let record = aws.get_json(CATALOG_BUCKET, record).unwrap();
+    assert_eq!(record["part"], "eu-west-1", "{record:#}");
+    assert_eq!(record["rule"], "hourly", "{record:#}");
+    assert_eq!(record["exit_status"], 0, "{record:#}");
+    assert!(
+        aws.get(CATALOG_BUCKET, &format!("worker-logs/{part_instance}.log")).is_some(),
+        "its log is in the catalog"
+    );
 }

@@ -202,6 +202,7 @@ fn session() {
                     bytes_written: 1_048_576,
                     duration_ms: 4_200,
                     reused: false,
+                    worker: Some("i-0fedcba9876543210".into()),
                 }],
                 error: None,
                 warnings: vec!["the replica to eu-to-us was made by an earlier attempt".into()],

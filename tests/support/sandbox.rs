@@ -163,6 +163,36 @@ fn imds_time(time: chrono::DateTime<chrono::Utc>) -> String {
 pub struct Sandbox {
     pub imds: Imds,
     dir: tempfile::TempDir,
+    /// The sandbox's network namespace, for [`Sandbox::beside`]'s forwarders.
+    netns: std::fs::File,
+}
+
+/// The SigV4 credential scopes (`<region>/<service>`) of the requests a second sandbox sent
+/// through its forwarders, in order: which regions' APIs its instance called.
+#[derive(Debug, Clone, Default)]
+pub struct Scopes(Arc<Mutex<Vec<String>>>);
+
+impl Scopes {
+    pub fn seen(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Records each complete `Credential=<key id>/<date>/<region>/<service>/aws4_request` in
+    /// `text` that ends after byte `seen_up_to` (those ending before were recorded already).
+    fn record(&self, text: &str, seen_up_to: usize) {
+        const END: &str = "/aws4_request";
+        for (start, _) in text.match_indices("Credential=") {
+            let rest = &text[start..];
+            let Some(end) = rest.find(END) else { continue };
+            if start + end + END.len() <= seen_up_to {
+                continue;
+            }
+            let parts: Vec<&str> = rest[..end].split('/').collect();
+            if let [_, _, region, service] = parts[..] {
+                self.0.lock().unwrap().push(format!("{region}/{service}"));
+            }
+        }
+    }
 }
 
 /// What one boot did.
@@ -217,6 +247,11 @@ impl Sandbox {
         }
         // Only the calling thread's namespace changes: other tests' threads keep theirs.
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+        Some(Self::set_up())
+    }
+
+    /// The calling thread's fresh namespace made to look like an instance.
+    fn set_up() -> Sandbox {
         run_checked(Command::new("ip").args(["link", "set", "lo", "up"]));
         run_checked(Command::new("ip").args(["addr", "add", &format!("{IMDS_ADDRESS}/32"), "dev", "lo"]));
         let dir = tempfile::Builder::new().prefix("coffer-sandbox-").tempdir().expect("sandbox dir");
@@ -225,7 +260,36 @@ impl Sandbox {
         }
         write_executable(&dir.path().join("shims/shutdown"), SHUTDOWN_SHIM);
         write_executable(&dir.path().join("shims/logger"), LOGGER_SHIM);
-        Some(Sandbox { imds: Imds::start(), dir })
+        let netns = std::fs::File::open("/proc/thread-self/ns/net").expect("the sandbox's network namespace");
+        Sandbox { imds: Imds::start(), dir, netns }
+    }
+
+    /// Runs `f` on a thread of its own in a second sandbox — a second instance, with its own
+    /// namespace and IMDS — where `ports` of this sandbox's loopback (the emulator's) are
+    /// forwarded to this one, recording the credential scopes of what passes.
+    pub fn beside<R: Send + 'static>(
+        &self,
+        ports: Vec<u16>,
+        f: impl FnOnce(&Sandbox, &Scopes) -> R + Send + 'static,
+    ) -> std::thread::JoinHandle<R> {
+        let outer = self.netns.try_clone().expect("the sandbox's namespace");
+        std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+            let sandbox = Self::set_up();
+            let scopes = Scopes::default();
+            let outer = Arc::new(outer);
+            for port in ports {
+                let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the forwarded port");
+                let (outer, scopes) = (outer.clone(), scopes.clone());
+                std::thread::spawn(move || {
+                    for client in listener.incoming().flatten() {
+                        let (outer, scopes) = (outer.clone(), scopes.clone());
+                        std::thread::spawn(move || forward(client, &outer, port, &scopes));
+                    }
+                });
+            }
+            f(&sandbox, &scopes)
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -288,6 +352,42 @@ impl Sandbox {
             bin_dir,
         }
     }
+}
+
+/// Carries one connection of the second sandbox to `port` in the first: the upstream socket
+/// is made from the first sandbox's namespace (a socket stays in the namespace it was made
+/// in, whichever thread then uses it).
+fn forward(client: std::net::TcpStream, outer: &std::fs::File, port: u16, scopes: &Scopes) {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    if nix::sched::setns(outer.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).is_err() {
+        return;
+    }
+    let Ok(upstream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return };
+    let (Ok(mut from_upstream), Ok(mut to_client)) = (upstream.try_clone(), client.try_clone()) else { return };
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_upstream, &mut to_client);
+        let _ = to_client.shutdown(std::net::Shutdown::Write);
+    });
+    let (mut client, mut upstream) = (client, upstream);
+    let mut buffer = vec![0u8; 64 * 1024];
+    // The end of the previous read, so a scope split across two reads is still seen.
+    let mut tail = String::new();
+    loop {
+        let n = match client.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let text = tail.clone() + &String::from_utf8_lossy(&buffer[..n]);
+        scopes.record(&text, tail.len());
+        // Longer than any credential scope, so one split across two reads is whole in the next.
+        let keep = text.char_indices().rev().nth(199).map_or(0, |(i, _)| i);
+        tail = text[keep..].to_string();
+        if upstream.write_all(&buffer[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = upstream.shutdown(std::net::Shutdown::Write);
 }
 
 fn awscli() -> PathBuf {

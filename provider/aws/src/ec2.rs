@@ -192,3 +192,51 @@ pub async fn list_own_snapshots(
 pub fn tag_filter(key: &str, value: &str) -> Filter {
     Filter::builder().name(format!("tag:{key}")).values(value).build()
 }
+
+/// A worker instance to launch from a launch template.
+#[derive(Debug, Clone)]
+pub struct WorkerLaunch<'a> {
+    pub launch_template_id: &'a str,
+    /// The boot script (plain text; encoded here as RunInstances wants it).
+    pub user_data: &'a str,
+    pub tags: &'a [(String, String)],
+    /// RunInstances' idempotency token (at most 64 ASCII characters): a retried launch with
+    /// the same token gets the instance the first one made, not a second one.
+    pub client_token: &'a str,
+}
+
+/// Launches one instance from the template's default version with `launch`'s user data and
+/// tags; returns its id.
+pub async fn launch_worker(client: &Client, launch: &WorkerLaunch<'_>) -> Result<String, AwsError> {
+    use aws_sdk_ec2::types::{LaunchTemplateSpecification, ResourceType, Tag, TagSpecification};
+    use base64::Engine;
+    let tags = TagSpecification::builder()
+        .resource_type(ResourceType::Instance)
+        .set_tags(Some(launch.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()))
+        .build();
+    let out = client
+        .run_instances()
+        .launch_template(LaunchTemplateSpecification::builder().launch_template_id(launch.launch_template_id).build())
+        .min_count(1)
+        .max_count(1)
+        .user_data(base64::engine::general_purpose::STANDARD.encode(launch.user_data))
+        .tag_specifications(tags)
+        .client_token(launch.client_token)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk(e, LAUNCH_TEMPLATE_NOT_FOUND))?;
+    out.instances().first().and_then(|i| i.instance_id()).map(str::to_string).ok_or(AwsError::NotFound)
+}
+
+/// The first of `ids` that is a launch template in the client's region (launch template ids
+/// are regional: a worker configuration lives in one region); `NotFound` when none is.
+pub async fn find_launch_template_among(client: &Client, ids: &[String]) -> Result<String, AwsError> {
+    for id in ids {
+        match find_launch_template(client, id).await {
+            Ok(_) => return Ok(id.clone()),
+            Err(AwsError::NotFound) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(AwsError::NotFound)
+}

@@ -197,6 +197,13 @@ pub const PERMISSIONS: &[Permission] = &[
     p(Worker, ImageBackup, "put_snapshot_block", "ebs:PutSnapshotBlock", Any),
     p(Worker, ImageBackup, "complete_snapshot", "ebs:CompleteSnapshot", Any),
     p(Worker, Immutability, "put_object_retention", "s3:PutObjectRetention", RepositoryObjects),
+    // A scheduled worker launches the workers of the policy's other regions, from their
+    // launch templates, for their image-level work.
+    p(Worker, ImageBackup, "describe_launch_templates", "ec2:DescribeLaunchTemplates", Any),
+    p(Worker, ImageBackup, "describe_launch_template_versions", "ec2:DescribeLaunchTemplateVersions", Any),
+    p(Worker, ImageBackup, "run_instances", "ec2:RunInstances", Any),
+    p(Worker, ImageBackup, "-", "ec2:CreateTags", Any),
+    p(Worker, ImageBackup, "-", "iam:PassRole", PassedRoles),
     p(Worker, Kms, "decrypt", "kms:Decrypt", Any),
     p(Worker, Kms, "generate_data_key", "kms:GenerateDataKey", Any),
     p(Worker, Kms, "encrypt", "kms:Encrypt", Any),

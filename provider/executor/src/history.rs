@@ -323,6 +323,7 @@ mod tests {
             ended_at: ended.map(|(t, _, _)| at(t)),
             exit_status: ended.map(|(_, s, _)| s),
             reason: ended.map(|(_, _, r)| r.to_string()),
+            part: None,
         }
     }
 

@@ -168,6 +168,21 @@ impl Repositories {
         opened
     }
 
+    /// Reads the repository's restore points again (other workers added some), opening it if
+    /// the run has not.
+    pub async fn reload(&self, executor: &Executor, id: &str) -> Result<(), String> {
+        let opened = self.open.lock().await.get(id).cloned();
+        match opened {
+            Some(Ok(open)) => {
+                let mut open = open.lock().await;
+                open.manifests = open.repo.manifests().await.map_err(|e| e.to_string())?;
+                Ok(())
+            }
+            Some(Err(e)) => Err(e),
+            None => self.get(executor, id).await.map(drop),
+        }
+    }
+
     /// Releases the shared locks (before prune takes the exclusive one).
     pub async fn release(&self) -> Vec<(String, Arc<Mutex<OpenRepository>>)> {
         let mut out = Vec::new();
@@ -310,7 +325,9 @@ impl Executor {
                 let volume =
                     snapshot.tags.get(TAG_VOLUME).cloned().or_else(|| snapshot.volume_id.clone()).unwrap_or_default();
                 match self.backup_volume(policy, run_id, time, target, &open, resource, snapshot, &volume).await {
-                    Ok(record) => records.push(record),
+                    Ok(record) => {
+                        records.push(BackupRecord { worker: self.settings.worker_instance_id.clone(), ..record })
+                    }
                     Err(e) => warnings.push(format!(
                         "{} of {volume} ({}) into repository {}: {e}",
                         if target.archive { "archiving" } else { "backing up" },
@@ -452,6 +469,7 @@ fn record(
         bytes_written: if reused { 0 } else { m.stats.bytes_written },
         duration_ms: clock.elapsed().as_millis() as u64,
         reused,
+        worker: None,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod history;
 pub mod image;
 pub mod inventory;
 pub mod limits;
+pub mod parts;
 pub mod preflight;
 pub mod replication;
 pub mod retention;
@@ -95,6 +96,13 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// Opens repositories encrypted with a password (KMS ones need none).
     pub repository_password: Option<String>,
+    /// The worker instance this process runs on ([`WORKER_INSTANCE_ENV`], set by the boot
+    /// script): named in the session beside each restore point it makes.
+    pub worker_instance_id: Option<String>,
+    /// The rule whose schedule launched this process's worker (`coffer run --scheduled`). Such
+    /// a worker, in the home region, hands the image-level work of the policy's other regions
+    /// to workers it launches there ([`parts`]); without it a run does everything in-process.
+    pub launched_for: Option<String>,
 }
 
 impl Default for Settings {
@@ -104,6 +112,8 @@ impl Default for Settings {
             wait_timeout: Duration::from_secs(4 * 3600),
             poll_interval: Duration::from_secs(5),
             repository_password: None,
+            worker_instance_id: None,
+            launched_for: None,
         }
     }
 }
@@ -111,6 +121,14 @@ impl Default for Settings {
 /// The environment variable that opens password repositories, for the
 /// `coffer` command and for the provider's data sources alike.
 pub const REPOSITORY_PASSWORD_ENV: &str = "COFFER_REPOSITORY_PASSWORD";
+
+/// Set by the worker boot script to the instance's id.
+pub const WORKER_INSTANCE_ENV: &str = "COFFER_WORKER_INSTANCE_ID";
+
+/// The worker instance id from [`WORKER_INSTANCE_ENV`], when set and not empty.
+pub fn worker_instance_from_env() -> Option<String> {
+    std::env::var(WORKER_INSTANCE_ENV).ok().filter(|id| !id.is_empty())
+}
 
 /// The repository password from [`REPOSITORY_PASSWORD_ENV`], when set and
 /// not empty.

@@ -63,6 +63,25 @@ impl Progress for Finished<'_> {
     }
 }
 
+/// The rules of `policy` named in `names` (all when empty), each once.
+pub(crate) fn choose_rules<'p>(policy: &'p PolicyDocument, names: &[String]) -> Result<Vec<&'p Rule>, ExecutorError> {
+    if names.is_empty() {
+        return Ok(policy.rules.iter().collect());
+    }
+    let mut chosen: Vec<&Rule> = Vec::new();
+    for name in names {
+        let rule = policy.rules.iter().find(|r| &r.name == name).ok_or_else(|| ExecutorError::UnknownRule {
+            policy: policy.name.clone(),
+            rule: name.clone(),
+            known: policy.rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "),
+        })?;
+        if !chosen.iter().any(|r| r.name == rule.name) {
+            chosen.push(rule);
+        }
+    }
+    Ok(chosen)
+}
+
 /// AWS limits a resource's tags to 50; Coffer's and the policy's come first.
 const MAX_TAGS: usize = 50;
 
@@ -81,10 +100,36 @@ pub(crate) struct Plan<'a> {
     pub(crate) repositories: image::Repositories,
     /// Per mapping with a key: what is wrong with the key, found once per run.
     key_problems: tokio::sync::Mutex<BTreeMap<String, Option<String>>>,
+    /// Regions whose image-level work is handed to workers launched there ([`super::parts`]).
+    pub(crate) delegated: std::collections::BTreeSet<String>,
 }
 
-impl Plan<'_> {
-    fn rule_names(&self, wants: impl Fn(&Rule) -> bool) -> Vec<String> {
+impl<'a> Plan<'a> {
+    pub(crate) fn new(
+        policy: &'a PolicyDocument,
+        run_id: String,
+        fresh: bool,
+        time: DateTime<Utc>,
+        rules: Vec<&'a Rule>,
+        mappings: BTreeMap<String, RegionMappingDocument>,
+        concurrency: usize,
+    ) -> Self {
+        Plan {
+            policy,
+            run_id,
+            fresh,
+            time,
+            targets: if policy.kind == PolicyType::Ec2 { image::targets(&rules) } else { Vec::new() },
+            rules,
+            mappings,
+            limits: Limits::new(concurrency),
+            repositories: image::Repositories::default(),
+            key_problems: Default::default(),
+            delegated: Default::default(),
+        }
+    }
+
+    pub(crate) fn rule_names(&self, wants: impl Fn(&Rule) -> bool) -> Vec<String> {
         self.rules.iter().filter(|r| wants(r)).map(|r| r.name.clone()).collect()
     }
 
@@ -175,22 +220,7 @@ impl Executor {
     pub async fn run(&self, request: RunRequest, progress: &dyn Progress) -> Result<Session, ExecutorError> {
         let started = Utc::now();
         let policy = self.policy(&request.policy).await?;
-        let rules: Vec<&Rule> = if request.rules.is_empty() {
-            policy.rules.iter().collect()
-        } else {
-            let mut chosen = Vec::new();
-            for name in &request.rules {
-                let rule = policy.rules.iter().find(|r| &r.name == name).ok_or_else(|| ExecutorError::UnknownRule {
-                    policy: policy.name.clone(),
-                    rule: name.clone(),
-                    known: policy.rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "),
-                })?;
-                if !chosen.iter().any(|r: &&Rule| r.name == rule.name) {
-                    chosen.push(rule);
-                }
-            }
-            chosen
-        };
+        let rules = choose_rules(&policy, &request.rules)?;
         let fresh = request.run_id.is_none();
         let run_id = match request.run_id {
             Some(id) => {
@@ -200,19 +230,8 @@ impl Executor {
             None => new_run_id(request.time),
         };
         let mappings = self.region_mappings(rules.iter().copied()).await?;
-        let rules_for_targets = rules.clone();
-        let plan = Plan {
-            policy: &policy,
-            run_id,
-            fresh,
-            time: request.time,
-            rules,
-            mappings,
-            limits: Limits::new(self.settings.concurrency),
-            targets: if policy.kind == PolicyType::Ec2 { image::targets(&rules_for_targets) } else { Vec::new() },
-            repositories: image::Repositories::default(),
-            key_problems: Default::default(),
-        };
+        let mut plan = Plan::new(&policy, run_id, fresh, request.time, rules, mappings, self.settings.concurrency);
+        plan.delegated = self.delegated_regions(&plan);
         tracing::info!(policy = %policy.name, run = %plan.run_id, rules = ?plan.rule_names(|_| true), "run started");
         let limit = policy.max_run_time();
         let finished = Finished { inner: progress, records: std::sync::Mutex::new(Vec::new()) };
@@ -303,6 +322,11 @@ impl Executor {
             resources.push(record);
         }
 
+        if !plan.delegated.is_empty() {
+            progress.step("waiting for the image-level work of the other regions' workers");
+            messages.extend(self.gather_parts(plan, &mut resources).await);
+        }
+
         progress.step("applying retention");
         let mut retention = self.apply_retention(policy, plan.time, &plan.mappings).await;
         // Restore points in repositories: retention, then prune, once the
@@ -369,7 +393,10 @@ impl Executor {
                             }
                         }
                     }
-                    if !plan.targets.is_empty() && resource.kind == ResourceKind::Ec2Instance {
+                    if !plan.targets.is_empty()
+                        && resource.kind == ResourceKind::Ec2Instance
+                        && !plan.delegated.contains(&resource.region)
+                    {
                         let (backups, warnings) = self.image_backups(plan, resource, &made).await;
                         record.backups = backups;
                         if !warnings.is_empty() {

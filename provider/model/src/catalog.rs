@@ -54,6 +54,9 @@ pub enum Kind {
     /// `workers/<policy>/<started>-<instance id>.json`: a scheduled worker's start and end,
     /// written by its boot script.
     WorkerRecord,
+    /// `parts/<policy>/<run id>/<region>.json`: the image-level work a region's worker did
+    /// for a scheduled run, which the run's session takes in.
+    RunPart,
 }
 
 impl Kind {
@@ -66,6 +69,7 @@ impl Kind {
             Kind::AgentMarks => "agent",
             Kind::RunClaim => "runs",
             Kind::WorkerRecord => "workers",
+            Kind::RunPart => "parts",
         }
     }
 
@@ -78,6 +82,7 @@ impl Kind {
             Kind::AgentMarks => "agent marks",
             Kind::RunClaim => "run claim",
             Kind::WorkerRecord => "worker record",
+            Kind::RunPart => "run part",
         }
     }
 }

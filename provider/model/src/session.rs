@@ -203,4 +203,8 @@ pub struct BackupRecord {
     pub duration_ms: u64,
     #[serde(default)]
     pub reused: bool,
+    /// The worker instance that made it, when a scheduled worker did (`coffer run` by hand
+    /// and `coffer agent` make points in-process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{CatalogDocument, CatalogLocation, Kind};
+use crate::session::BackupRecord;
 
 /// How late after a rule's due time a scheduled worker may start and still run that firing
 /// (`coffer run --scheduled` looks back this far). A schedule's RetryPolicy gives up on a
@@ -53,6 +54,84 @@ pub fn user_data_for_rule(
     )
 }
 
+/// The boot script of a region's worker for one scheduled run: the task is `coffer run
+/// --part <region>` of that run, which makes the image-level points of the run's snapshots in
+/// `region` and records them as the run's part; the worker records its start and end as a
+/// scheduled worker does, under the rule that launched the run (`launched_for`).
+pub fn user_data_for_part(
+    catalog: &CatalogLocation,
+    home_region: &str,
+    part: &PartTask<'_>,
+    max_run_time: Duration,
+) -> String {
+    let rules: String = part.rules.iter().map(|r| format!(" --rule {r}")).collect();
+    boot_script(
+        catalog,
+        home_region,
+        &format!(
+            "POLICY='{policy}' RULE='{launched_for}' PART='{region}' MAX_RUN_SECS={secs}
+             TASK=\"run --policy $POLICY{rules} --run-id {run_id} --part $PART\"",
+            policy = part.policy,
+            launched_for = part.launched_for,
+            region = part.region,
+            run_id = part.run_id,
+            secs = max_run_time.as_secs(),
+        ),
+    )
+}
+
+/// What a region's worker is launched to do: its part of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct PartTask<'a> {
+    pub policy: &'a str,
+    /// The rule whose schedule launched the run.
+    pub launched_for: &'a str,
+    pub rules: &'a [String],
+    /// The run's id (lowercase letters, digits and `-`: checked by the executor).
+    pub run_id: &'a str,
+    pub region: &'a str,
+}
+
+/// The image-level work a region's worker did for one run (`coffer run --part`): the points
+/// it made of each instance's snapshots, and what went wrong. The run's session takes it in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunPart {
+    pub format_version: u32,
+    pub policy: String,
+    pub run_id: String,
+    pub region: String,
+    /// The worker instance that did it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub resources: Vec<PartResource>,
+    /// What stopped the part as a whole (a repository that would not open is per resource).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<String>,
+}
+
+/// One instance's image-level points in a [`RunPart`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartResource {
+    pub id: String,
+    pub backups: Vec<BackupRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl RunPart {
+    /// The part's name in its folder: `<policy>/<run id>/<region>`.
+    pub fn name(policy: &str, run_id: &str, region: &str) -> String {
+        format!("{policy}/{run_id}/{region}")
+    }
+}
+
+impl CatalogDocument for RunPart {
+    const KIND: Kind = Kind::RunPart;
+    const FORMAT_VERSION: u32 = 1;
+}
+
 /// The catalog key of a worker's log: `<prefix>worker-logs/<instance id>.log`.
 pub fn log_key(catalog: &CatalogLocation, instance_id: &str) -> String {
     format!("{}{LOG_FOLDER}/{instance_id}.log", catalog.prefix)
@@ -82,6 +161,10 @@ pub struct WorkerRecord {
     /// Why it ended early, in the script's words; empty when it did not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The region whose part of a run it was launched for (`coffer run --part`); none for the
+    /// worker a schedule launched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<String>,
 }
 
 impl WorkerRecord {
@@ -116,15 +199,15 @@ set -uo pipefail
 export COFFER_CATALOG_BUCKET='{bucket}' COFFER_CATALOG_PREFIX='{prefix}' AWS_REGION='{home_region}'
 LOG=$(mktemp /tmp/coffer-worker.XXXXXX)
 exec >>"$LOG" 2>&1
-INSTANCE_ID=unknown POLICY= RULE= TASK= MAX_RUN_SECS= REASON= RECORD= STARTED_AT=
+INSTANCE_ID=unknown POLICY= RULE= PART= TASK= MAX_RUN_SECS= REASON= RECORD= STARTED_AT=
 fail() {{ REASON=$1; echo "coffer-worker: $1"; exit "${{2:-1}}"; }}
 json() {{ local s; s=$(printf '%s' "$1" | tr -d '\000-\037'); s=${{s//\\/\\\\}}; printf '"%s"' "${{s//\"/\\\"}}"; }}
 # A scheduled worker's record in the catalog: written when it starts, again when it ends.
 record() {{
     [ -n "$RECORD" ] || return 0
-    printf '{{"format_version": 1, "instance_id": %s, "policy": %s, "rule": %s, "task": %s, "started_at": %s, "log_key": %s%s}}\n' \
+    printf '{{"format_version": 1, "instance_id": %s, "policy": %s, "rule": %s, "task": %s, "started_at": %s, "log_key": %s%s%s}}\n' \
         "$(json "$INSTANCE_ID")" "$(json "$POLICY")" "$(json "$RULE")" "$(json "$TASK")" "$(json "$STARTED_AT")" \
-        "$(json "{prefix}{logs}/$INSTANCE_ID.log")" "${{1:-}}" \
+        "$(json "{prefix}{logs}/$INSTANCE_ID.log")" "${{PART:+, \"part\": $(json "$PART")}}" "${{1:-}}" \
         | aws s3 cp --only-show-errors - "s3://{bucket}/$RECORD" \
         || echo "coffer-worker: the worker record could not be written"
 }}
@@ -144,6 +227,8 @@ imds() {{ curl -fsS -H "X-aws-ec2-metadata-token: $TOKEN" "http://169.254.169.25
 TOKEN=$(curl -fsS -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 21600' http://169.254.169.254/latest/api/token) \
     || fail "no instance metadata (IMDSv2 token)"
 INSTANCE_ID=$(imds instance-id) || fail "no instance id from instance metadata"
+# coffer names the worker that made each restore point in its session.
+export COFFER_WORKER_INSTANCE_ID="$INSTANCE_ID"
 {task_line}
 if [ -n "$POLICY" ]; then
     NOW=$(date -u +%s)
@@ -191,7 +276,22 @@ mod tests {
     fn both_boot_scripts_parse() {
         let catalog = catalog();
         let scheduled = user_data_for_rule(&catalog, "eu-west-1", "p", "daily", Duration::from_secs(3600));
-        for script in [user_data(&catalog, "eu-west-1"), scheduled] {
+        let rules = ["daily".to_string(), "weekly".to_string()];
+        let part = PartTask {
+            policy: "p",
+            launched_for: "daily",
+            rules: &rules,
+            run_id: "20261204-0300",
+            region: "us-east-2",
+        };
+        let part = user_data_for_part(&catalog, "eu-west-1", &part, Duration::from_secs(3600));
+        assert!(
+            part.contains(
+                "TASK=\"run --policy $POLICY --rule daily --rule weekly --run-id 20261204-0300 --part $PART\""
+            ),
+            "{part}"
+        );
+        for script in [user_data(&catalog, "eu-west-1"), scheduled, part] {
             let out = std::process::Command::new("bash").args(["-n", "-c", &script]).output().unwrap();
             assert!(out.status.success(), "{}\n{script}", String::from_utf8_lossy(&out.stderr));
             assert!(script.contains("trap finish EXIT"));
@@ -212,6 +312,32 @@ mod tests {
             let read: String = serde_json::from_slice(&out.stdout)
                 .unwrap_or_else(|e| panic!("{text:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)));
             assert_eq!(read, text.replace(['\t', '\n'], ""), "{text:?}");
+        }
+    }
+
+    /// The record the script writes reads back as a [`WorkerRecord`], with the part when
+    /// there is one.
+    #[test]
+    fn the_scripts_record_reads_back() {
+        let script = boot_script(&catalog(), "eu-west-1", "");
+        let helper = |name: &str| {
+            let start = script.find(&format!("{name}() {{")).unwrap();
+            let end = start + script[start..].find("\n}\n").unwrap() + 3;
+            script[start..end].to_string()
+        };
+        let json = script.lines().find(|l| l.starts_with("json()")).unwrap();
+        for part in ["", "us-east-2"] {
+            // `aws s3 cp - <key>` stands for the upload: it prints what it was given.
+            let program = format!(
+                "aws() {{ cat; }}\n{json}\n{}\nINSTANCE_ID=i-0abc POLICY=prod RULE=daily PART='{part}' TASK=run \
+                 STARTED_AT=2026-12-04T03:00:05Z RECORD=k\nrecord ', \"exit_status\": 0'",
+                helper("record")
+            );
+            let out = std::process::Command::new("bash").args(["-c", &program]).output().unwrap();
+            let record: WorkerRecord = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+            assert_eq!(record.part.as_deref(), Some(part).filter(|p| !p.is_empty()));
+            assert_eq!(record.exit_status, Some(0));
         }
     }
 

@@ -496,22 +496,15 @@ fn retry_description(retry: Option<&RetryPolicy>) -> String {
 
 /// Finds which of the policy's worker configurations is in the home region.
 async fn home_launch_template(data: &Coffer, ids: &[String]) -> Result<String, String> {
-    let ec2 = data.aws.ec2(&data.aws.home_region);
-    for id in ids {
-        match ec2::find_launch_template(&ec2, id).await {
-            Ok(_) => return Ok(id.clone()),
-            Err(AwsError::NotFound) => continue,
-            Err(e) => {
-                return Err(format!("looking up launch template {id} in {}: {e}", data.aws.home_region));
-            }
-        }
+    let home = &data.aws.home_region;
+    match ec2::find_launch_template_among(&data.aws.ec2(home), ids).await {
+        Ok(id) => Ok(id),
+        Err(AwsError::NotFound) => Err(format!(
+            "none of the worker configurations {} is in the home region {home}; the schedules launch workers there, so add a coffer_worker_configuration with region = {home:?}.",
+            ids.join(", "),
+        )),
+        Err(e) => Err(format!("looking up the launch templates {} in {home}: {e}", ids.join(", "))),
     }
-    Err(format!(
-        "none of the worker configurations {} is in the home region {}; the schedules launch workers there, so add a coffer_worker_configuration with region = {:?}.",
-        ids.join(", "),
-        data.aws.home_region,
-        data.aws.home_region
-    ))
 }
 
 fn scheduler_role(data: &Coffer, planned: &Value) -> Option<String> {
@@ -947,7 +940,11 @@ async fn check_references(
     if !ids.is_wholly_known() {
         return None;
     }
-    match home_launch_template(data, &sorted(ids)).await {
+    let ids = sorted(ids);
+    if judge_workers && source_regions.is_wholly_known() && config.get("rule").is_wholly_known() {
+        check_region_workers(data, config, &source_regions.strings(), &ids, diags).await;
+    }
+    match home_launch_template(data, &ids).await {
         Ok(id) => Some(id),
         Err(why) => {
             error_at(
@@ -957,6 +954,39 @@ async fn check_references(
                 why,
             );
             None
+        }
+    }
+}
+
+/// Image-level work runs on a worker in the region of the data: an EC2 policy with `backup`
+/// or `archive` rules needs a worker configuration in each of its source regions (the home
+/// region's is `home_launch_template`'s concern).
+async fn check_region_workers(
+    data: &Coffer,
+    config: &Value,
+    regions: &[String],
+    ids: &[String],
+    diags: &mut Diagnostics,
+) {
+    let moves_data =
+        config.get("rule").as_list().iter().any(|r| !r.get("backup").is_null() || !r.get("archive").is_null());
+    if config.get("type").as_str() != Some(PolicyType::Ec2.as_str()) || !moves_data {
+        return;
+    }
+    for region in regions.iter().filter(|r| **r != data.aws.home_region) {
+        match ec2::find_launch_template_among(&data.aws.ec2(region), ids).await {
+            Ok(_) => {}
+            Err(AwsError::NotFound) => error_at(
+                diags,
+                AttributePath::attr("worker_configuration_ids"),
+                "No worker configuration in a source region",
+                format!(
+                    "source.regions includes {region}, and this policy's backup/archive rules read its volumes on a \
+                     worker in {region} (where the data is), but none of worker_configuration_ids is in {region}: add \
+                     a coffer_worker_configuration with region = {region:?} to worker_configuration_ids."
+                ),
+            ),
+            Err(e) => tracing::warn!(%region, error = %e, "looking up the worker configurations; skipping the check"),
         }
     }
 }

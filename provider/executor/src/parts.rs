@@ -1,0 +1,359 @@
+//! Image-level work where the data is. A scheduled run starts on a worker in the home region
+//! (its schedule's launch template is there); it makes every region's snapshots, which are
+//! API calls, but reads a region's volumes only in the home region. For each other source
+//! region with instances to back up it launches a worker from the policy's worker
+//! configuration in that region, with `coffer run --part <region>` of the same run as its
+//! task; that worker makes the image-level points of the run's snapshots in its region and
+//! records them in the catalog as the run's part ([`RunPart`]); the first worker waits for
+//! each part and writes the one session. `coffer run` by hand and `coffer agent` do all of it
+//! in-process, as before.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use coffer_aws::AwsError;
+use coffer_aws::catalog::{CatalogError, Kind};
+use coffer_aws::ec2::{self, WorkerLaunch};
+use coffer_aws::snapshots::{self, StoredSnapshot};
+use coffer_model::policy::PolicyType;
+use coffer_model::session::{Outcome, ResourceKind, ResourceRecord, SnapshotKind};
+use coffer_model::worker::{PartResource, PartTask, RunPart, WorkerRecord, user_data_for_part};
+
+use super::run::{Plan, choose_rules};
+use super::scope::Resource;
+use super::{Executor, ExecutorError, TAG_KIND, TAG_POLICY, TAG_RUN, TAG_SOURCE, TAG_TIME, check_run_id};
+
+/// The tag on a region's worker naming the region whose part of the run it makes.
+pub const TAG_PART: &str = "coffer:part";
+
+/// How long a region's worker has to record its start (boot, fetch nothing yet) before the
+/// run stops waiting for it: EC2 boots an instance in a minute or two.
+pub const PART_START_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// The longest pause between two looks for a region's part.
+const MAX_PART_POLL: Duration = Duration::from_secs(30);
+
+/// `coffer run --part <region>`: one region's image-level work of a run.
+#[derive(Debug, Clone)]
+pub struct PartRequest {
+    pub policy: String,
+    /// The run's rules (those with `backup` / `archive` blocks make points).
+    pub rules: Vec<String>,
+    pub run_id: String,
+    pub region: String,
+}
+
+/// A part's outcome: Warning when anything went wrong (the run's snapshots exist whatever
+/// happened to their points).
+fn outcome_of(part: &RunPart) -> Outcome {
+    if !part.messages.is_empty() || part.resources.iter().any(|r| !r.warnings.is_empty()) {
+        Outcome::Warning
+    } else {
+        Outcome::Success
+    }
+}
+
+/// A region's part, with the outcome `coffer run --part` exits with.
+pub struct PartDone {
+    pub part: RunPart,
+    pub outcome: Outcome,
+}
+
+impl Executor {
+    /// The regions whose image-level work `plan` hands to region workers: under a schedule
+    /// (`Settings::launched_for`), every source region but the home region, when the run
+    /// makes image-level points at all.
+    pub(crate) fn delegated_regions(&self, plan: &Plan<'_>) -> BTreeSet<String> {
+        if self.settings.launched_for.is_none() || plan.targets.is_empty() || plan.policy.kind != PolicyType::Ec2 {
+            return BTreeSet::new();
+        }
+        plan.policy.source.regions.iter().filter(|r| **r != self.aws.home_region).cloned().collect()
+    }
+
+    /// Makes the image-level points of the run's snapshots in one region and records them as
+    /// the run's part; stops at the policy's `max_run_time`, recording what it finished.
+    pub async fn run_part(&self, request: PartRequest) -> Result<PartDone, ExecutorError> {
+        let started = Utc::now();
+        let policy = self.policy(&request.policy).await?;
+        let rules = choose_rules(&policy, &request.rules)?;
+        check_run_id(&request.run_id)?;
+        let region = request.region.as_str();
+        let mut messages = Vec::new();
+        let snapshots = match snapshots::find_ebs_snapshots(
+            &self.aws.ec2(region),
+            region,
+            &[
+                (TAG_POLICY, policy.name.as_str()),
+                (TAG_RUN, &request.run_id),
+                (TAG_KIND, SnapshotKind::Snapshot.as_str()),
+            ],
+        )
+        .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                messages.push(format!("looking for the run's snapshots in {region}: {e}"));
+                Vec::new()
+            }
+        };
+        let mut by_instance: BTreeMap<String, Vec<StoredSnapshot>> = BTreeMap::new();
+        for snapshot in snapshots {
+            if let Some(source) = snapshot.tags.get(TAG_SOURCE).cloned() {
+                by_instance.entry(source).or_default().push(snapshot);
+            }
+        }
+        if by_instance.is_empty() && messages.is_empty() {
+            messages.push(format!("the run has no snapshots in {region} to read"));
+        }
+        // The run's time is on its snapshots (the first worker's due minute).
+        let time = by_instance
+            .values()
+            .flatten()
+            .find_map(|s| s.tags.get(TAG_TIME))
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map_or(started, |t| t.to_utc());
+        let plan = Plan::new(&policy, request.run_id.clone(), false, time, rules, BTreeMap::new(), 1);
+        let finished = std::sync::Mutex::new(Vec::new());
+        let work = async {
+            for (id, snapshots) in &by_instance {
+                let resource = Resource {
+                    id: id.clone(),
+                    region: region.to_string(),
+                    kind: ResourceKind::Ec2Instance,
+                    tags: BTreeMap::new(),
+                    arn: None,
+                };
+                let (backups, warnings) = self.image_backups(&plan, &resource, snapshots).await;
+                finished.lock().unwrap_or_else(|e| e.into_inner()).push(PartResource {
+                    id: id.clone(),
+                    backups,
+                    warnings,
+                });
+            }
+        };
+        if tokio::time::timeout(policy.max_run_time(), work).await.is_err() {
+            messages.push(format!(
+                "timed out: stopped at the policy's max_run_time of {} before every instance's points were made",
+                policy.max_run_time.as_deref().unwrap_or(coffer_model::policy::DEFAULT_MAX_RUN_TIME)
+            ));
+        }
+        plan.repositories.release().await;
+        let part = RunPart {
+            format_version: <RunPart as coffer_model::CatalogDocument>::FORMAT_VERSION,
+            policy: policy.name.clone(),
+            run_id: request.run_id.clone(),
+            region: region.to_string(),
+            instance_id: self.settings.worker_instance_id.clone(),
+            started_at: started,
+            finished_at: Utc::now(),
+            resources: finished.into_inner().unwrap_or_else(|e| e.into_inner()),
+            messages,
+        };
+        let name = RunPart::name(&policy.name, &request.run_id, region);
+        self.catalog()
+            .put(&name, &part)
+            .await
+            .map_err(|cause| ExecutorError::Catalog { what: format!("writing run part {name}"), cause })?;
+        let outcome = outcome_of(&part);
+        Ok(PartDone { part, outcome })
+    }
+
+    /// Launches the worker of each delegated region that has instances whose snapshots were
+    /// made, waits for their parts, and puts the points and warnings on the resources'
+    /// records. Returns messages for the session.
+    pub(crate) async fn gather_parts(&self, plan: &Plan<'_>, resources: &mut [ResourceRecord]) -> Vec<String> {
+        let waiting = |region: &str, r: &ResourceRecord| {
+            r.region == region
+                && r.kind == ResourceKind::Ec2Instance
+                && r.snapshots.iter().any(|s| s.kind == SnapshotKind::Snapshot)
+        };
+        let mut launched = Vec::new();
+        let mut outcomes: BTreeMap<String, Result<RunPart, String>> = BTreeMap::new();
+        for region in &plan.delegated {
+            if !resources.iter().any(|r| waiting(region, r)) {
+                continue;
+            }
+            match self.launch_part(plan, region).await {
+                Ok(instance) => launched.push((region.clone(), instance)),
+                Err(why) => {
+                    outcomes.insert(region.clone(), Err(why));
+                }
+            }
+        }
+        let waits = launched
+            .iter()
+            .map(|(region, instance)| async move { (region.clone(), self.await_part(plan, region, instance).await) });
+        outcomes.extend(futures::future::join_all(waits).await);
+
+        let mut messages = Vec::new();
+        for (region, outcome) in outcomes {
+            let records = resources.iter_mut().filter(|r| waiting(&region, r));
+            match outcome {
+                Ok(part) => {
+                    let worker = part.instance_id.clone().unwrap_or_else(|| "(unknown instance)".into());
+                    messages.extend(part.messages.iter().map(|m| format!("the {region} worker {worker}: {m}")));
+                    for record in records {
+                        match part.resources.iter().find(|p| p.id == record.id) {
+                            Some(done) => {
+                                record.backups.extend(done.backups.iter().cloned());
+                                if !done.warnings.is_empty() {
+                                    record.outcome = record.outcome.max(Outcome::Warning);
+                                    record.warnings.extend(done.warnings.iter().cloned());
+                                }
+                            }
+                            None => {
+                                record.outcome = record.outcome.max(Outcome::Warning);
+                                record.warnings.push(format!(
+                                    "the {region} worker {worker} made no image-level point of {}",
+                                    record.id
+                                ));
+                            }
+                        }
+                    }
+                }
+                Err(why) => {
+                    for record in records {
+                        record.outcome = record.outcome.max(Outcome::Warning);
+                        record.warnings.push(format!("image-level backup in {region}: {why}"));
+                    }
+                }
+            }
+        }
+        // Retention in the repositories sees the points the region workers made.
+        for id in plan.targets.iter().map(|t| t.repository_id.as_str()).collect::<BTreeSet<_>>() {
+            if let Err(e) = plan.repositories.reload(self, id).await {
+                tracing::warn!(repository = %id, "reading the repository's points after the region workers: {e}");
+            }
+        }
+        messages
+    }
+
+    /// Launches `region`'s worker for its part of the run, from the first of the policy's
+    /// worker configurations that is in that region; returns the instance id.
+    async fn launch_part(&self, plan: &Plan<'_>, region: &str) -> Result<String, String> {
+        let policy = plan.policy;
+        let ec2 = self.aws.ec2(region);
+        let template =
+            ec2::find_launch_template_among(&ec2, &policy.worker_configuration_ids).await.map_err(|e| match e {
+                AwsError::NotFound => format!(
+                    "none of the policy's worker configurations is in {region}, where its volumes are read: add a \
+                     coffer_worker_configuration with region = {region:?} to worker_configuration_ids"
+                ),
+                e => format!("looking up the policy's worker configurations in {region}: {e}"),
+            })?;
+        let rules = plan.rule_names(|_| true);
+        let task = PartTask {
+            policy: &policy.name,
+            launched_for: self.settings.launched_for.as_deref().unwrap_or_default(),
+            rules: &rules,
+            run_id: &plan.run_id,
+            region,
+        };
+        let user_data = user_data_for_part(&self.catalog_location, &self.aws.home_region, &task, policy.max_run_time());
+        let tags = [(TAG_POLICY, policy.name.as_str()), (TAG_RUN, plan.run_id.as_str()), (TAG_PART, region)]
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+        let token = client_token(&policy.name, &plan.run_id, region);
+        let launch =
+            WorkerLaunch { launch_template_id: &template, user_data: &user_data, tags: &tags, client_token: &token };
+        let instance = ec2::launch_worker(&ec2, &launch)
+            .await
+            .map_err(|e| format!("launching its worker from launch template {template}: {e}"))?;
+        tracing::info!(%region, %instance, %template, "region worker launched");
+        Ok(instance)
+    }
+
+    /// Waits for `region`'s part of the run. Gives up when the worker ended without one (its
+    /// record says why), or recorded no start within [`PART_START_TIMEOUT`]; the run's own
+    /// `max_run_time` bounds the rest.
+    async fn await_part(&self, plan: &Plan<'_>, region: &str, instance: &str) -> Result<RunPart, String> {
+        let catalog = self.catalog();
+        let name = RunPart::name(&plan.policy.name, &plan.run_id, region);
+        let launched = Utc::now();
+        let mut pause = self.settings.poll_interval.min(MAX_PART_POLL);
+        loop {
+            match catalog.get::<RunPart>(&name).await {
+                Ok(doc) => return Ok(doc.body),
+                Err(CatalogError::NotFound) => {}
+                Err(e) => tracing::warn!(part = %name, "reading the run's part: {e}"),
+            }
+            match self.worker_record(&plan.policy.name, instance, launched).await {
+                Some(record) if record.ended_at.is_some() => {
+                    // It may have written its part just before it ended.
+                    if let Ok(doc) = catalog.get::<RunPart>(&name).await {
+                        return Ok(doc.body);
+                    }
+                    let why = record.reason().map(str::to_string).unwrap_or_else(|| match record.exit_status {
+                        Some(code) => format!("exit status {code}"),
+                        None => "no exit status".into(),
+                    });
+                    return Err(format!(
+                        "its worker {instance} ended without recording its part: {why}; its log: s3://{}/{}",
+                        self.catalog_location.bucket, record.log_key
+                    ));
+                }
+                Some(_) => {}
+                None if (Utc::now() - launched).to_std().unwrap_or_default() > PART_START_TIMEOUT => {
+                    return Err(format!(
+                        "its worker {instance} recorded no start within {} minutes of its launch: check the \
+                         instance's console output (aws ec2 get-console-output --region {region} --instance-id \
+                         {instance})",
+                        PART_START_TIMEOUT.as_secs() / 60
+                    ));
+                }
+                None => {}
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_PART_POLL);
+        }
+    }
+
+    /// The record of worker `instance` of `policy`, started after `since`.
+    async fn worker_record(&self, policy: &str, instance: &str, since: DateTime<Utc>) -> Option<WorkerRecord> {
+        let catalog = self.catalog();
+        let days: BTreeSet<String> = [since, Utc::now()].iter().map(|t| t.format("%Y%m%d").to_string()).collect();
+        for day in days {
+            let names = match catalog.list(Kind::WorkerRecord, &format!("{policy}/{day}")).await {
+                Ok(names) => names,
+                Err(e) => {
+                    tracing::warn!("listing the worker records of {policy}: {e}");
+                    continue;
+                }
+            };
+            if let Some(name) = names.iter().find(|n| n.ends_with(&format!("-{instance}"))) {
+                return catalog.get::<WorkerRecord>(name).await.ok().map(|d| d.body);
+            }
+        }
+        None
+    }
+}
+
+/// RunInstances' idempotency token for a region's worker of a run: the same launch retried
+/// gets the same instance; other policies, runs and regions get their own (at most 64
+/// characters, as EC2 allows).
+fn client_token(policy: &str, run_id: &str, region: &str) -> String {
+    let digest = Sha256::digest(format!("{policy}\0{run_id}\0{region}"));
+    let hex: String = digest.iter().take(24).map(|b| format!("{b:02x}")).collect();
+    format!("coffer-{hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_tokens_fit_ec2_and_differ_per_policy_run_and_region() {
+        let token = client_token("prod", "20261204-0300", "eu-west-1");
+        assert!(token.len() <= 64 && token.is_ascii(), "{token}");
+        assert_eq!(token, client_token("prod", "20261204-0300", "eu-west-1"));
+        for other in [
+            client_token("prod2", "20261204-0300", "eu-west-1"),
+            client_token("prod", "20261204-0400", "eu-west-1"),
+            client_token("prod", "20261204-0300", "eu-west-2"),
+        ] {
+            assert_ne!(token, other);
+        }
+    }
+}
