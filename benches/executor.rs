@@ -127,6 +127,7 @@ fn policy(name: &str, kind: &str) -> PolicyDocument {
         tags: BTreeMap::new(),
         max_run_time: None,
         snapshot_instance_type: None,
+        volumes_per_worker: None,
     }
 }
 

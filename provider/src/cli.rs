@@ -132,6 +132,10 @@ pub struct RunArgs {
     /// of the run named by --run-id).
     #[arg(long, requires = "run_id", value_name = "REGION")]
     pub part: Option<String>,
+    /// With --part: this worker's share of the region's work, K/N (from 1/N), as the run's
+    /// first worker spread it. Default: all of it.
+    #[arg(long, requires = "part", value_name = "K/N")]
+    pub slice: Option<coffer_model::worker::Slice>,
     #[command(flatten)]
     pub tuning: Tuning,
 }
@@ -210,6 +214,7 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
                     rules: args.rules.clone(),
                     run_id: args.run_id.clone().unwrap_or_default(),
                     region: region.clone(),
+                    slice: args.slice.unwrap_or(coffer_model::worker::Slice::WHOLE),
                 };
                 let done = executor.run_part(request).await?;
                 print_part(&done.part, cli.global.json)?;
@@ -630,7 +635,8 @@ fn print_part(part: &RunPart, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(part)?);
         return Ok(());
     }
-    println!("{} run {}, part {}: {} instances", part.policy, part.run_id, part.region, part.resources.len());
+    let slice = part.slice.as_deref().map(|s| format!(" (slice {s})")).unwrap_or_default();
+    println!("{} run {}, part {}{slice}: {} instances", part.policy, part.run_id, part.region, part.resources.len());
     for r in &part.resources {
         let points: Vec<&str> = r.backups.iter().map(|b| b.point_id.as_str()).collect();
         println!("  {:<22}{}", r.id, points.join(", "));

@@ -360,3 +360,133 @@ output "backups" { value = data.coffer_restore_points.backups.restore_points }
         assert_eq!(backups[0]["snapshot_ids"], serde_json::json!([]));
     }
 }
+
+/// A scheduled run (as `coffer run --scheduled` makes it) over three regions: the home
+/// region's instance is backed up by the run's own worker; eu-west-1 has no worker
+/// configuration, so nothing can read its volume there; eu-central-1's worker is launched from
+/// its launch template and ends without recording its part (its record, as the boot script
+/// writes it, says why). The session keeps every snapshot and says, per instance, what stopped
+/// its image-level point.
+#[test]
+fn a_scheduled_run_says_which_regions_workers_could_not_make_their_points() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let mut regions = BTreeMap::new();
+        for region in ["us-east-1", "eu-west-1", "eu-central-1"] {
+            let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config(region).await);
+            let id = instance(&ec2, &tags(&[("Backup", "image")]), 0, None).await;
+            regions.insert(region, (ec2, id));
+        }
+        let frankfurt = &regions["eu-central-1"].0;
+        // The AMI the estate's instances are launched from.
+        let image = "ami-0c0ffee0c0ffee000";
+        let template = frankfurt
+            .create_launch_template()
+            .launch_template_name("coffer-euc1")
+            .launch_template_data(
+                aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                    .image_id(image)
+                    .instance_type("m6i.large".into())
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .launch_template()
+            .unwrap()
+            .launch_template_id()
+            .unwrap()
+            .to_string();
+
+        let (_storage, repository_id) = create_repository(&moto).await;
+        let mut executor = executor(&moto, dir.path(), 4).await;
+        executor.settings.repository_password = Some(PASSWORD.into());
+        executor.settings.launched_for = Some("daily".into());
+        executor.settings.worker_instance_id = Some("i-0firstworker".into());
+        register_repository(&executor, &repository_id, "STANDARD").await;
+        let mut daily = rule("daily", "0 2 * * *", None, None);
+        daily.backup = Some(ToRepository { repository_id: repository_id.clone(), retain: count(2) });
+        let mut scheduled = policy(
+            "scheduled",
+            "ec2",
+            &["us-east-1", "eu-west-1", "eu-central-1"],
+            &[("Backup", "image")],
+            vec![daily],
+        );
+        scheduled.worker_configuration_ids = vec![template.clone()];
+        put_policy(&executor, &scheduled).await;
+
+        // eu-central-1's worker, as far as the run can see it: launched, then its boot
+        // script's record of an early end.
+        let failed_worker = async {
+            let launched = loop {
+                let found = frankfurt
+                    .describe_instances()
+                    .filters(
+                        aws_sdk_ec2::types::Filter::builder().name("tag:coffer:part").values("eu-central-1").build(),
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+                if let Some(id) = found.reservations().iter().flat_map(|r| r.instances()).find_map(|i| i.instance_id())
+                {
+                    break id.to_string();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            };
+            let now = Utc::now();
+            let record = coffer_model::worker::WorkerRecord {
+                format_version: 1,
+                instance_id: launched.clone(),
+                policy: "scheduled".into(),
+                rule: "daily".into(),
+                task: "run --policy scheduled --rule daily --run-id r1 --part eu-central-1".into(),
+                started_at: now,
+                log_key: format!("worker-logs/{launched}.log"),
+                ended_at: Some(now),
+                exit_status: Some(1),
+                reason: Some("cannot fetch s3://catalog/bin/coffer-linux-x86_64 (run coffer publish)".into()),
+                part: Some("eu-central-1".into()),
+            };
+            executor.catalog().put(&record.name(), &record).await.unwrap();
+            launched
+        };
+        let request = RunRequest {
+            policy: "scheduled".into(),
+            rules: vec!["daily".into()],
+            run_id: Some("r1".into()),
+            time: Utc::now(),
+        };
+        let (session, launched) = tokio::join!(executor.run(request, &Quiet), failed_worker);
+        let session = session.unwrap();
+        assert_eq!(session.outcome, Outcome::Warning, "{session:#?}");
+        let of = |region: &str| session.resources.iter().find(|r| r.region == region).expect(region);
+
+        let home = of("us-east-1");
+        assert_eq!(home.outcome, Outcome::Success, "{session:#?}");
+        assert_eq!(home.backups.len(), 1);
+        assert_eq!(home.backups[0].worker.as_deref(), Some("i-0firstworker"), "the run's own worker made it");
+
+        for region in ["eu-west-1", "eu-central-1"] {
+            let resource = of(region);
+            assert_eq!(resource.outcome, Outcome::Warning, "{session:#?}");
+            assert_eq!(resource.snapshots.len(), 1, "its snapshot is kept: {session:#?}");
+            assert!(resource.backups.is_empty(), "{session:#?}");
+        }
+        assert_eq!(
+            of("eu-west-1").warnings,
+            ["image-level backup in eu-west-1: none of the policy's worker configurations is in eu-west-1, where its \
+              volumes are read: add a coffer_worker_configuration with region = \"eu-west-1\" to worker_configuration_ids"]
+        );
+        let bucket = &executor.catalog_location.bucket;
+        assert_eq!(
+            of("eu-central-1").warnings,
+            [format!(
+                "image-level backup in eu-central-1: its worker {launched} ended without recording its part: cannot \
+                 fetch s3://catalog/bin/coffer-linux-x86_64 (run coffer publish); its log: \
+                 s3://{bucket}/worker-logs/{launched}.log"
+            )]
+        );
+    });
+}

@@ -54,6 +54,7 @@ pub fn policy(name: &str, kind: &str, regions: &[&str], tags: &[(&str, &str)], r
         tags: BTreeMap::new(),
         max_run_time: None,
         snapshot_instance_type: None,
+        volumes_per_worker: None,
     }
 }
 

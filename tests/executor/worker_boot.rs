@@ -89,9 +89,11 @@ const NORMAL: Setup = Setup {
     two_regions: false,
 };
 
-/// [`image_level_policy`] over us-east-1 and eu-west-1, with a worker configuration in each.
+/// [`image_level_policy`] over us-east-1 and eu-west-1, with a worker configuration in each,
+/// and one volume per worker.
 fn two_region_policy() -> String {
     image_level_policy()
+        .replace("  max_run_time ", "  volumes_per_worker       = 1\n  max_run_time ")
         .replace(
             "resource \"coffer_backup_policy\"",
             "resource \"coffer_worker_configuration\" \"euw1\" {\n  name             = \"euw1\"\n  region           = \"eu-west-1\"\n  \
@@ -130,7 +132,9 @@ fn fire(setup: Setup) -> Option<Fired> {
     block_on(estate::instance(&aws.ec2, &estate::tags(&[("Backup", "hourly")]), 0, None));
     if setup.two_regions {
         let ireland = aws_sdk_ec2::Client::new(&block_on(moto.sdk_config("eu-west-1")));
-        block_on(estate::instance(&ireland, &estate::tags(&[("Backup", "hourly")]), 0, None));
+        for _ in 0..2 {
+            block_on(estate::instance(&ireland, &estate::tags(&[("Backup", "hourly")]), 0, None));
+        }
     }
     // The workers' instance profile, as the user's IAM configuration makes it (RunInstances
     // refuses a profile that does not exist, and apply checks it).
@@ -463,27 +467,27 @@ fn a_worker_that_cannot_open_a_password_repository_records_why_and_shuts_down() 
     assert!(table.contains(" Warning "), "{table}");
 }
 
-/// A policy over two regions: the schedule's worker (us-east-1) makes both regions'
-/// snapshots and the us-east-1 instance's restore point, and launches a worker in eu-west-1
-/// from the policy's worker configuration there; that worker, booted as a second instance
-/// (its own sandbox, IMDS and identity), reads the eu-west-1 snapshot through the EBS direct
-/// API of eu-west-1, records its part and shuts down; the first worker writes one session
-/// naming which worker made each point.
+/// A policy over two regions, one volume per worker: the schedule's worker (us-east-1) makes
+/// every snapshot and the us-east-1 instance's restore point, and launches two workers in
+/// eu-west-1 from the policy's worker configuration there, one per instance (slices 1/2 and
+/// 2/2). Each, booted as an instance of its own (its own sandbox, IMDS and identity), reads
+/// its instance's snapshot through the EBS direct API of eu-west-1, records its part and shuts
+/// down; the first worker writes one session naming which worker made each point.
 #[test]
-fn a_two_region_policy_reads_each_regions_volumes_on_that_regions_worker() {
+fn a_two_region_policy_reads_each_regions_volumes_on_that_regions_workers() {
     let Some(fired) = fire(Setup { two_regions: true, ..NORMAL }) else { return };
     let (moto, sandbox) = (&fired.moto, &fired.sandbox);
     let env = emulator_env(moto);
-    let coordinator = std::thread::scope(|scope| {
+    let (first, seconds) = std::thread::scope(|scope| {
         let first = scope.spawn(|| {
             let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
             fired.sandbox.boot(&fired.user_data, &env)
         });
-        // The second worker, as EC2 would start it: found by its tags in eu-west-1.
+        // The region's workers, as EC2 would start them: found by their tags in eu-west-1.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
-        let (part_instance, part_user_data) = loop {
-            assert!(std::time::Instant::now() < deadline, "no eu-west-1 worker was launched");
-            assert!(!first.is_finished(), "the first worker ended without launching the eu-west-1 worker");
+        let launched = loop {
+            assert!(std::time::Instant::now() < deadline, "the eu-west-1 workers were not launched");
+            assert!(!first.is_finished(), "the first worker ended without launching the eu-west-1 workers");
             let found = sandbox.aws_cli(
                 &moto.endpoint,
                 &[
@@ -492,12 +496,32 @@ fn a_two_region_policy_reads_each_regions_volumes_on_that_regions_worker() {
                     "--region",
                     "eu-west-1",
                     "--filters",
-                    "Name=tag:coffer:part,Values=eu-west-1",
+                    "Name=tag-key,Values=coffer:part",
                     "Name=tag:coffer:policy,Values=prod",
                 ],
             );
             let found: serde_json::Value = serde_json::from_slice(&found.stdout).unwrap_or_default();
-            if let Some(id) = found["Reservations"][0]["Instances"][0]["InstanceId"].as_str() {
+            let instances: Vec<serde_json::Value> = found["Reservations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|r| r["Instances"].as_array().cloned().unwrap_or_default())
+                .collect();
+            if instances.len() >= 2 {
+                break instances;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        };
+        assert_eq!(launched.len(), 2, "one worker per volume: {launched:#?}");
+        let port: u16 = moto.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+        let booting: Vec<_> = launched
+            .iter()
+            .map(|instance| {
+                let id = instance["InstanceId"].as_str().unwrap().to_string();
+                let tag = |key: &str| {
+                    instance["Tags"].as_array().unwrap().iter().find(|t| t["Key"] == key).map(|t| t["Value"].clone())
+                };
+                let part = tag("coffer:part").unwrap();
                 let attribute = sandbox.aws_cli(
                     &moto.endpoint,
                     &[
@@ -506,72 +530,80 @@ fn a_two_region_policy_reads_each_regions_volumes_on_that_regions_worker() {
                         "--region",
                         "eu-west-1",
                         "--instance-id",
-                        id,
+                        &id,
                         "--attribute",
                         "userData",
                     ],
                 );
                 let attribute: serde_json::Value = serde_json::from_slice(&attribute.stdout).unwrap();
                 let encoded = attribute["UserData"]["Value"].as_str().expect("the worker has user data");
-                let script = base64::engine::general_purpose::STANDARD.decode(encoded).unwrap();
-                break (id.to_string(), String::from_utf8(script).unwrap());
-            }
-            std::thread::sleep(std::time::Duration::from_secs(1));
-        };
-        let port: u16 = moto.endpoint.rsplit(':').next().unwrap().parse().unwrap();
-        let (id, env) = (part_instance.clone(), env.clone());
-        let second = sandbox
-            .beside(vec![port], move |ireland, scopes| {
-                ireland.imds.set_instance(Instance {
-                    id,
-                    region: "eu-west-1".into(),
-                    role: Some("coffer-worker".into()),
-                    ..Instance::default()
+                let user_data =
+                    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded).unwrap()).unwrap();
+                let env = env.clone();
+                let instance_id = id.clone();
+                let handle = sandbox.beside(vec![port], move |ireland, scopes| {
+                    ireland.imds.set_instance(Instance {
+                        id: instance_id,
+                        region: "eu-west-1".into(),
+                        role: Some("coffer-worker".into()),
+                        ..Instance::default()
+                    });
+                    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    (ireland.boot(&user_data, &env), scopes.seen())
                 });
-                let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                (ireland.boot(&part_user_data, &env), scopes.seen())
+                (id, part, handle)
             })
-            .join()
-            .unwrap();
-        (first.join().unwrap(), part_instance, second)
+            .collect();
+        let seconds: Vec<_> =
+            booting.into_iter().map(|(id, part, handle)| (id, part, handle.join().unwrap())).collect();
+        (first.join().unwrap(), seconds)
     });
-    let (first, part_instance, (second, scopes)) = coordinator;
     assert_eq!(first.shutdown_calls, ["-h now"], "the first worker shuts down once: {}", first.describe());
-    assert_eq!(second.shutdown_calls, ["-h now"], "the eu-west-1 worker shuts down once: {}", second.describe());
-    let ebs: Vec<&String> = scopes.iter().filter(|s| s.ends_with("/ebs")).collect();
-    assert!(!ebs.is_empty(), "the eu-west-1 worker read its snapshot through EBS direct: {scopes:?}");
-    assert!(ebs.iter().all(|s| *s == "eu-west-1/ebs"), "and only eu-west-1's: {scopes:?}");
+    let mut parts: Vec<String> = seconds.iter().map(|(_, part, _)| part.as_str().unwrap().to_string()).collect();
+    parts.sort();
+    assert_eq!(parts, ["eu-west-1-1of2", "eu-west-1-2of2"]);
+    for (id, _, (boot, scopes)) in &seconds {
+        assert_eq!(boot.shutdown_calls, ["-h now"], "{id} shuts down once: {}", boot.describe());
+        let ebs: Vec<&String> = scopes.iter().filter(|s| s.ends_with("/ebs")).collect();
+        assert!(!ebs.is_empty(), "{id} read its snapshot through EBS direct: {scopes:?}");
+        assert!(ebs.iter().all(|s| *s == "eu-west-1/ebs"), "and only eu-west-1's: {scopes:?}");
+    }
 
     let aws = Aws::new(moto);
     let sessions = aws.keys(CATALOG_BUCKET, "sessions/prod/");
     assert_eq!(sessions.len(), 1, "one session: {sessions:?}\n{}", first.describe());
     let session = aws.get_json(CATALOG_BUCKET, &sessions[0]).unwrap();
-    assert_eq!(session["outcome"], "Success", "{session:#}\n{}\n{}", first.describe(), second.describe());
+    let described = || seconds.iter().map(|(_, _, (b, _))| b.describe()).collect::<Vec<_>>().join("\n");
+    assert_eq!(session["outcome"], "Success", "{session:#}\n{}\n{}", first.describe(), described());
     let resources = session["resources"].as_array().unwrap();
-    assert_eq!(resources.len(), 2, "{session:#}");
+    assert_eq!(resources.len(), 3, "{session:#}");
+    let mut ireland_workers = Vec::new();
     for resource in resources {
-        let (region, worker) = match resource["region"].as_str() {
-            Some("us-east-1") => ("us-east-1", fired.instance_id.as_str()),
-            Some("eu-west-1") => ("eu-west-1", part_instance.as_str()),
-            other => panic!("a resource in {other:?}: {session:#}"),
-        };
         let backups = resource["backups"].as_array().expect("an image-level point");
-        assert_eq!(backups.len(), 1, "{region}: {session:#}");
-        assert_eq!(backups[0]["worker"], worker, "{region}'s point was made by its region's worker: {session:#}");
+        assert_eq!(backups.len(), 1, "{session:#}");
+        let worker = backups[0]["worker"].as_str().unwrap_or_default().to_string();
+        match resource["region"].as_str() {
+            Some("us-east-1") => assert_eq!(worker, fired.instance_id, "the first worker made it: {session:#}"),
+            Some("eu-west-1") => ireland_workers.push(worker),
+            other => panic!("a resource in {other:?}: {session:#}"),
+        }
     }
-    let part = aws
-        .get_json(CATALOG_BUCKET, &format!("parts/prod/{}/eu-west-1.json", session["run_id"].as_str().unwrap()))
-        .expect("the eu-west-1 worker's part");
-    assert_eq!(part["instance_id"], part_instance.as_str());
+    ireland_workers.sort();
+    let mut launched: Vec<String> = seconds.iter().map(|(id, _, _)| id.clone()).collect();
+    launched.sort();
+    assert_eq!(ireland_workers, launched, "each eu-west-1 point was made by one of the region's workers: {session:#}");
+    let run_id = session["run_id"].as_str().unwrap();
     let records = aws.keys(CATALOG_BUCKET, "workers/prod/");
-    assert_eq!(records.len(), 2, "both workers recorded themselves: {records:?}");
-    let record = records.iter().find(|k| k.ends_with(&format!("-{part_instance}.json"))).expect("the second's record");
-    let record = aws.get_json(CATALOG_BUCKET, record).unwrap();
-    assert_eq!(record["part"], "eu-west-1", "{record:#}");
-    assert_eq!(record["rule"], "hourly", "{record:#}");
-    assert_eq!(record["exit_status"], 0, "{record:#}");
-    assert!(
-        aws.get(CATALOG_BUCKET, &format!("worker-logs/{part_instance}.log")).is_some(),
-        "its log is in the catalog"
-    );
+    assert_eq!(records.len(), 3, "every worker recorded itself: {records:?}");
+    for (id, part, _) in &seconds {
+        let label = part.as_str().unwrap();
+        let stored = aws.get_json(CATALOG_BUCKET, &format!("parts/prod/{run_id}/{label}.json")).expect("its part");
+        assert_eq!(stored["instance_id"], id.as_str());
+        let record = records.iter().find(|k| k.ends_with(&format!("-{id}.json"))).expect("its record");
+        let record = aws.get_json(CATALOG_BUCKET, record).unwrap();
+        assert_eq!(record["part"], label, "{record:#}");
+        assert_eq!(record["rule"], "hourly", "{record:#}");
+        assert_eq!(record["exit_status"], 0, "{record:#}");
+        assert!(aws.get(CATALOG_BUCKET, &format!("worker-logs/{id}.log")).is_some(), "its log is in the catalog");
+    }
 }

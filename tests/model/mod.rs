@@ -78,6 +78,7 @@ fn full_policy() -> PolicyDocument {
         tags: BTreeMap::from([("team".into(), "platform".into())]),
         max_run_time: Some("6h".into()),
         snapshot_instance_type: Some("t3.small".into()),
+        volumes_per_worker: None,
     }
 }
 
@@ -109,6 +110,7 @@ fn policy_document_minimal() {
         tags: BTreeMap::new(),
         max_run_time: None,
         snapshot_instance_type: None,
+        volumes_per_worker: None,
     };
     insta::assert_snapshot!("policy_document_minimal", pretty(&policy));
 }

@@ -293,6 +293,7 @@ mod tests {
             tags: Default::default(),
             max_run_time: Some("2h".into()),
             snapshot_instance_type: None,
+            volumes_per_worker: None,
         }
     }
 

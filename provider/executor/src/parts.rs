@@ -18,9 +18,10 @@ use coffer_aws::AwsError;
 use coffer_aws::catalog::{CatalogError, Kind};
 use coffer_aws::ec2::{self, WorkerLaunch};
 use coffer_aws::snapshots::{self, StoredSnapshot};
+use coffer_model::policy::MAX_WORKERS_PER_REGION;
 use coffer_model::policy::PolicyType;
 use coffer_model::session::{Outcome, ResourceKind, ResourceRecord, SnapshotKind};
-use coffer_model::worker::{PartResource, PartTask, RunPart, WorkerRecord, user_data_for_part};
+use coffer_model::worker::{PartResource, PartTask, RunPart, Slice, WorkerRecord, user_data_for_part};
 
 use super::run::{Plan, choose_rules};
 use super::scope::Resource;
@@ -44,6 +45,7 @@ pub struct PartRequest {
     pub rules: Vec<String>,
     pub run_id: String,
     pub region: String,
+    pub slice: Slice,
 }
 
 /// A part's outcome: Warning when anything went wrong (the run's snapshots exist whatever
@@ -56,6 +58,16 @@ fn outcome_of(part: &RunPart) -> Outcome {
     }
 }
 
+/// One slice of a region's image-level work in a run, and where it runs.
+struct SliceJob {
+    region: String,
+    slice: Slice,
+    /// Its instances' ids.
+    instances: Vec<String>,
+    /// Here (`None`), on the worker instance launched for it, or why none could be.
+    runs_on: Result<Option<String>, String>,
+}
+
 /// A region's part, with the outcome `coffer run --part` exits with.
 pub struct PartDone {
     pub part: RunPart,
@@ -63,96 +75,46 @@ pub struct PartDone {
 }
 
 impl Executor {
-    /// The regions whose image-level work `plan` hands to region workers: under a schedule
-    /// (`Settings::launched_for`), every source region but the home region, when the run
-    /// makes image-level points at all.
+    /// The regions whose image-level work `plan` spreads over region workers after the
+    /// snapshots ([`Self::gather_parts`]): under a schedule (`Settings::launched_for`), every
+    /// source region, when the run makes image-level points at all; otherwise none (a run by
+    /// hand or by the agent backs up each instance in-process, right after its snapshots).
     pub(crate) fn delegated_regions(&self, plan: &Plan<'_>) -> BTreeSet<String> {
         if self.settings.launched_for.is_none() || plan.targets.is_empty() || plan.policy.kind != PolicyType::Ec2 {
             return BTreeSet::new();
         }
-        plan.policy.source.regions.iter().filter(|r| **r != self.aws.home_region).cloned().collect()
+        plan.policy.source.regions.iter().cloned().collect()
     }
 
-    /// Makes the image-level points of the run's snapshots in one region and records them as
-    /// the run's part; stops at the policy's `max_run_time`, recording what it finished.
+    /// Makes the image-level points of the run's snapshots in one region (the request's slice
+    /// of them) and records them as the run's part; stops at the policy's `max_run_time`,
+    /// recording what it finished.
     pub async fn run_part(&self, request: PartRequest) -> Result<PartDone, ExecutorError> {
-        let started = Utc::now();
         let policy = self.policy(&request.policy).await?;
         let rules = choose_rules(&policy, &request.rules)?;
         check_run_id(&request.run_id)?;
-        let region = request.region.as_str();
-        let mut messages = Vec::new();
-        let snapshots = match snapshots::find_ebs_snapshots(
-            &self.aws.ec2(region),
-            region,
-            &[
-                (TAG_POLICY, policy.name.as_str()),
-                (TAG_RUN, &request.run_id),
-                (TAG_KIND, SnapshotKind::Snapshot.as_str()),
-            ],
+        let plan = Plan::new(&policy, request.run_id.clone(), false, Utc::now(), rules, BTreeMap::new(), 1);
+        let finished = std::sync::Mutex::new(Vec::new());
+        let mut part = match tokio::time::timeout(
+            policy.max_run_time(),
+            self.part_work(&plan, &request.region, request.slice, &finished),
         )
         .await
         {
-            Ok(found) => found,
-            Err(e) => {
-                messages.push(format!("looking for the run's snapshots in {region}: {e}"));
-                Vec::new()
+            Ok(part) => part,
+            Err(_) => {
+                let mut part = self.empty_part(&plan, &request.region, request.slice, Utc::now());
+                part.messages.push(format!(
+                    "timed out: stopped at the policy's max_run_time of {} before every instance's points were made",
+                    policy.max_run_time.as_deref().unwrap_or(coffer_model::policy::DEFAULT_MAX_RUN_TIME)
+                ));
+                part
             }
         };
-        let mut by_instance: BTreeMap<String, Vec<StoredSnapshot>> = BTreeMap::new();
-        for snapshot in snapshots {
-            if let Some(source) = snapshot.tags.get(TAG_SOURCE).cloned() {
-                by_instance.entry(source).or_default().push(snapshot);
-            }
-        }
-        if by_instance.is_empty() && messages.is_empty() {
-            messages.push(format!("the run has no snapshots in {region} to read"));
-        }
-        // The run's time is on its snapshots (the first worker's due minute).
-        let time = by_instance
-            .values()
-            .flatten()
-            .find_map(|s| s.tags.get(TAG_TIME))
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map_or(started, |t| t.to_utc());
-        let plan = Plan::new(&policy, request.run_id.clone(), false, time, rules, BTreeMap::new(), 1);
-        let finished = std::sync::Mutex::new(Vec::new());
-        let work = async {
-            for (id, snapshots) in &by_instance {
-                let resource = Resource {
-                    id: id.clone(),
-                    region: region.to_string(),
-                    kind: ResourceKind::Ec2Instance,
-                    tags: BTreeMap::new(),
-                    arn: None,
-                };
-                let (backups, warnings) = self.image_backups(&plan, &resource, snapshots).await;
-                finished.lock().unwrap_or_else(|e| e.into_inner()).push(PartResource {
-                    id: id.clone(),
-                    backups,
-                    warnings,
-                });
-            }
-        };
-        if tokio::time::timeout(policy.max_run_time(), work).await.is_err() {
-            messages.push(format!(
-                "timed out: stopped at the policy's max_run_time of {} before every instance's points were made",
-                policy.max_run_time.as_deref().unwrap_or(coffer_model::policy::DEFAULT_MAX_RUN_TIME)
-            ));
-        }
+        part.resources = finished.into_inner().unwrap_or_else(|e| e.into_inner());
+        part.finished_at = Utc::now();
         plan.repositories.release().await;
-        let part = RunPart {
-            format_version: <RunPart as coffer_model::CatalogDocument>::FORMAT_VERSION,
-            policy: policy.name.clone(),
-            run_id: request.run_id.clone(),
-            region: region.to_string(),
-            instance_id: self.settings.worker_instance_id.clone(),
-            started_at: started,
-            finished_at: Utc::now(),
-            resources: finished.into_inner().unwrap_or_else(|e| e.into_inner()),
-            messages,
-        };
-        let name = RunPart::name(&policy.name, &request.run_id, region);
+        let name = RunPart::name(&policy.name, &request.run_id, &request.slice.label(&request.region));
         self.catalog()
             .put(&name, &part)
             .await
@@ -161,40 +123,136 @@ impl Executor {
         Ok(PartDone { part, outcome })
     }
 
-    /// Launches the worker of each delegated region that has instances whose snapshots were
-    /// made, waits for their parts, and puts the points and warnings on the resources'
-    /// records. Returns messages for the session.
+    fn empty_part(&self, plan: &Plan<'_>, region: &str, slice: Slice, started: DateTime<Utc>) -> RunPart {
+        RunPart {
+            format_version: <RunPart as coffer_model::CatalogDocument>::FORMAT_VERSION,
+            policy: plan.policy.name.clone(),
+            run_id: plan.run_id.clone(),
+            region: region.to_string(),
+            slice: (slice.count > 1).then(|| slice.to_string()),
+            instance_id: self.settings.worker_instance_id.clone(),
+            started_at: started,
+            finished_at: started,
+            resources: Vec::new(),
+            messages: Vec::new(),
+        }
+    }
+
+    /// The image-level work of one slice of a region: finds the run's snapshots there by their
+    /// tags, spreads their instances over `slice.count` workers as the first worker did
+    /// ([`spread`]), and backs up this slice's into the rules' repositories. Each instance
+    /// done goes into `finished` (kept if the caller's time limit stops the work); the part
+    /// returned has the messages, its resources are left to the caller.
+    async fn part_work(
+        &self,
+        plan: &Plan<'_>,
+        region: &str,
+        slice: Slice,
+        finished: &std::sync::Mutex<Vec<PartResource>>,
+    ) -> RunPart {
+        let mut part = self.empty_part(plan, region, slice, Utc::now());
+        let policy = plan.policy;
+        let snapshots = match snapshots::find_ebs_snapshots(
+            &self.aws.ec2(region),
+            region,
+            &[(TAG_POLICY, policy.name.as_str()), (TAG_RUN, &plan.run_id), (TAG_KIND, SnapshotKind::Snapshot.as_str())],
+        )
+        .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                part.messages.push(format!("looking for the run's snapshots in {region}: {e}"));
+                return part;
+            }
+        };
+        let mut by_instance: BTreeMap<String, Vec<StoredSnapshot>> = BTreeMap::new();
+        for snapshot in snapshots {
+            if let Some(source) = snapshot.tags.get(TAG_SOURCE).cloned() {
+                by_instance.entry(source).or_default().push(snapshot);
+            }
+        }
+        if by_instance.is_empty() {
+            part.messages.push(format!("the run has no snapshots in {region} to read"));
+            return part;
+        }
+        // The run's time is on its snapshots (the first worker's due minute).
+        let time = by_instance
+            .values()
+            .flatten()
+            .find_map(|s| s.tags.get(TAG_TIME))
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.to_utc());
+        let instances: Vec<(String, usize)> = by_instance.iter().map(|(id, s)| (id.clone(), s.len())).collect();
+        let mine = spread(&instances, slice.count).into_iter().nth(slice.index).unwrap_or_default();
+        for id in mine {
+            let resource = Resource {
+                id: id.clone(),
+                region: region.to_string(),
+                kind: ResourceKind::Ec2Instance,
+                tags: BTreeMap::new(),
+                arn: None,
+            };
+            let (backups, warnings) = self.image_backups_at(plan, &resource, &by_instance[&id], time).await;
+            finished.lock().unwrap_or_else(|e| e.into_inner()).push(PartResource { id, backups, warnings });
+        }
+        part
+    }
+
+    /// Spreads the image-level work of each region with instances whose snapshots were made
+    /// over that region's workers ([`workers_for`], [`spread`]): the home region's first slice
+    /// here, every other slice on a worker launched in its region. Waits for the parts and
+    /// puts the points and warnings on the resources' records. Returns messages for the
+    /// session.
     pub(crate) async fn gather_parts(&self, plan: &Plan<'_>, resources: &mut [ResourceRecord]) -> Vec<String> {
         let waiting = |region: &str, r: &ResourceRecord| {
             r.region == region
                 && r.kind == ResourceKind::Ec2Instance
                 && r.snapshots.iter().any(|s| s.kind == SnapshotKind::Snapshot)
         };
-        let mut launched = Vec::new();
-        let mut outcomes: BTreeMap<String, Result<RunPart, String>> = BTreeMap::new();
+        let mut jobs: Vec<SliceJob> = Vec::new();
         for region in &plan.delegated {
-            if !resources.iter().any(|r| waiting(region, r)) {
+            let instances: Vec<(String, usize)> = resources
+                .iter()
+                .filter(|r| waiting(region, r))
+                .map(|r| (r.id.clone(), r.snapshots.iter().filter(|s| s.kind == SnapshotKind::Snapshot).count()))
+                .collect();
+            if instances.is_empty() {
                 continue;
             }
-            match self.launch_part(plan, region).await {
-                Ok(instance) => launched.push((region.clone(), instance)),
-                Err(why) => {
-                    outcomes.insert(region.clone(), Err(why));
-                }
+            let count = workers_for(&instances, plan.policy.volumes_per_worker());
+            for (index, ids) in spread(&instances, count).into_iter().enumerate() {
+                let slice = Slice { index, count };
+                let runs_on = if *region == self.aws.home_region && index == 0 {
+                    Ok(None)
+                } else {
+                    self.launch_part(plan, region, slice).await.map(Some)
+                };
+                jobs.push(SliceJob { region: region.clone(), slice, instances: ids, runs_on });
             }
         }
-        let waits = launched
-            .iter()
-            .map(|(region, instance)| async move { (region.clone(), self.await_part(plan, region, instance).await) });
-        outcomes.extend(futures::future::join_all(waits).await);
+        let finished: Vec<std::sync::Mutex<Vec<PartResource>>> = jobs.iter().map(|_| Default::default()).collect();
+        let work = jobs.iter().zip(&finished).map(|(job, finished)| async move {
+            let (region, slice) = (&job.region, &job.slice);
+            match &job.runs_on {
+                Ok(None) => {
+                    let mut part = self.part_work(plan, region, *slice, finished).await;
+                    part.resources = std::mem::take(&mut *finished.lock().unwrap_or_else(|e| e.into_inner()));
+                    Ok(part)
+                }
+                Ok(Some(instance)) => self.await_part(plan, &slice.label(region), region, instance).await,
+                Err(why) => Err(why.clone()),
+            }
+        });
+        let outcomes = futures::future::join_all(work).await;
 
         let mut messages = Vec::new();
-        for (region, outcome) in outcomes {
-            let records = resources.iter_mut().filter(|r| waiting(&region, r));
+        for (job, outcome) in jobs.iter().zip(outcomes) {
+            let label = job.slice.label(&job.region);
+            let records = resources.iter_mut().filter(|r| r.region == job.region && job.instances.contains(&r.id));
             match outcome {
                 Ok(part) => {
                     let worker = part.instance_id.clone().unwrap_or_else(|| "(unknown instance)".into());
-                    messages.extend(part.messages.iter().map(|m| format!("the {region} worker {worker}: {m}")));
+                    messages.extend(part.messages.iter().map(|m| format!("the {label} worker {worker}: {m}")));
                     for record in records {
                         match part.resources.iter().find(|p| p.id == record.id) {
                             Some(done) => {
@@ -207,7 +265,7 @@ impl Executor {
                             None => {
                                 record.outcome = record.outcome.max(Outcome::Warning);
                                 record.warnings.push(format!(
-                                    "the {region} worker {worker} made no image-level point of {}",
+                                    "the {label} worker {worker} made no image-level point of {}",
                                     record.id
                                 ));
                             }
@@ -217,7 +275,7 @@ impl Executor {
                 Err(why) => {
                     for record in records {
                         record.outcome = record.outcome.max(Outcome::Warning);
-                        record.warnings.push(format!("image-level backup in {region}: {why}"));
+                        record.warnings.push(format!("image-level backup in {label}: {why}"));
                     }
                 }
             }
@@ -233,7 +291,7 @@ impl Executor {
 
     /// Launches `region`'s worker for its part of the run, from the first of the policy's
     /// worker configurations that is in that region; returns the instance id.
-    async fn launch_part(&self, plan: &Plan<'_>, region: &str) -> Result<String, String> {
+    async fn launch_part(&self, plan: &Plan<'_>, region: &str, slice: Slice) -> Result<String, String> {
         let policy = plan.policy;
         let ec2 = self.aws.ec2(region);
         let template =
@@ -251,26 +309,28 @@ impl Executor {
             rules: &rules,
             run_id: &plan.run_id,
             region,
+            slice,
         };
         let user_data = user_data_for_part(&self.catalog_location, &self.aws.home_region, &task, policy.max_run_time());
-        let tags = [(TAG_POLICY, policy.name.as_str()), (TAG_RUN, plan.run_id.as_str()), (TAG_PART, region)]
+        let label = slice.label(region);
+        let tags = [(TAG_POLICY, policy.name.as_str()), (TAG_RUN, plan.run_id.as_str()), (TAG_PART, label.as_str())]
             .map(|(k, v)| (k.to_string(), v.to_string()));
-        let token = client_token(&policy.name, &plan.run_id, region);
+        let token = client_token(&policy.name, &plan.run_id, &label);
         let launch =
             WorkerLaunch { launch_template_id: &template, user_data: &user_data, tags: &tags, client_token: &token };
         let instance = ec2::launch_worker(&ec2, &launch)
             .await
             .map_err(|e| format!("launching its worker from launch template {template}: {e}"))?;
-        tracing::info!(%region, %instance, %template, "region worker launched");
+        tracing::info!(part = %label, %instance, %template, "region worker launched");
         Ok(instance)
     }
 
-    /// Waits for `region`'s part of the run. Gives up when the worker ended without one (its
+    /// Waits for the part `label` (in `region`) of the run. Gives up when the worker ended without one (its
     /// record says why), or recorded no start within [`PART_START_TIMEOUT`]; the run's own
     /// `max_run_time` bounds the rest.
-    async fn await_part(&self, plan: &Plan<'_>, region: &str, instance: &str) -> Result<RunPart, String> {
+    async fn await_part(&self, plan: &Plan<'_>, label: &str, region: &str, instance: &str) -> Result<RunPart, String> {
         let catalog = self.catalog();
-        let name = RunPart::name(&plan.policy.name, &plan.run_id, region);
+        let name = RunPart::name(&plan.policy.name, &plan.run_id, label);
         let launched = Utc::now();
         let mut pause = self.settings.poll_interval.min(MAX_PART_POLL);
         loop {
@@ -330,6 +390,29 @@ impl Executor {
     }
 }
 
+/// How many workers a region's image-level work takes: enough that none reads more than
+/// `per_worker` volumes, at most one per instance and [`MAX_WORKERS_PER_REGION`].
+pub fn workers_for(instances: &[(String, usize)], per_worker: u32) -> usize {
+    let volumes: usize = instances.iter().map(|(_, v)| v).sum();
+    volumes.div_ceil(per_worker.max(1) as usize).clamp(1, instances.len().clamp(1, MAX_WORKERS_PER_REGION))
+}
+
+/// Spreads instances (id, volumes) over `count` workers, biggest first onto the least loaded
+/// (ties: by id, then the lower slice), so the first worker and the region's workers, given
+/// the same instances, compute the same slices. Slice order is the result's order.
+pub fn spread(instances: &[(String, usize)], count: usize) -> Vec<Vec<String>> {
+    let count = count.max(1);
+    let mut order: Vec<&(String, usize)> = instances.iter().collect();
+    order.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut slices: Vec<(usize, Vec<String>)> = vec![(0, Vec::new()); count];
+    for (id, volumes) in order {
+        let lightest = (0..count).min_by_key(|i| (slices[*i].0, *i)).unwrap_or(0);
+        slices[lightest].0 += volumes;
+        slices[lightest].1.push(id.clone());
+    }
+    slices.into_iter().map(|(_, ids)| ids).collect()
+}
+
 /// RunInstances' idempotency token for a region's worker of a run: the same launch retried
 /// gets the same instance; other policies, runs and regions get their own (at most 64
 /// characters, as EC2 allows).
@@ -342,6 +425,37 @@ fn client_token(policy: &str, run_id: &str, region: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn instances(volumes: &[usize]) -> Vec<(String, usize)> {
+        volumes.iter().enumerate().map(|(i, v)| (format!("i-{i:03}"), *v)).collect()
+    }
+
+    #[test]
+    fn a_region_takes_enough_workers_for_its_volumes_within_the_bounds() {
+        assert_eq!(workers_for(&instances(&[2; 250]), 50), 10, "500 volumes, 50 a worker");
+        assert_eq!(workers_for(&instances(&[1; 50]), 50), 1);
+        assert_eq!(workers_for(&instances(&[1; 51]), 50), 2);
+        assert_eq!(workers_for(&instances(&[40]), 10), 1, "one instance is one worker's, however big");
+        assert_eq!(workers_for(&instances(&[1; 5000]), 50), MAX_WORKERS_PER_REGION);
+        assert_eq!(workers_for(&[], 50), 1);
+    }
+
+    #[test]
+    fn instances_are_spread_evenly_and_the_same_way_every_time() {
+        let all = instances(&[8, 1, 3, 3, 2, 1, 1, 5]);
+        let slices = spread(&all, 3);
+        let load =
+            |slice: &[String]| -> usize { slice.iter().map(|id| all.iter().find(|(i, _)| i == id).unwrap().1).sum() };
+        assert_eq!(slices.iter().map(|s| load(s)).collect::<Vec<_>>(), [8, 8, 8]);
+        assert_eq!(slices, spread(&all, 3), "deterministic");
+        let mut reversed = all.clone();
+        reversed.reverse();
+        assert_eq!(slices, spread(&reversed, 3), "whatever order the instances were found in");
+        let mut every: Vec<String> = slices.concat();
+        every.sort();
+        assert_eq!(every, all.iter().map(|(i, _)| i.clone()).collect::<Vec<_>>(), "each instance once");
+        assert_eq!(spread(&all, 1).concat().len(), all.len(), "one worker takes them all");
+    }
 
     #[test]
     fn client_tokens_fit_ec2_and_differ_per_policy_run_and_region() {

@@ -161,6 +161,7 @@ mod tests {
             tags: Default::default(),
             max_run_time: None,
             snapshot_instance_type: None,
+            volumes_per_worker: None,
         }
     }
 

@@ -42,6 +42,10 @@ pub struct PolicyDocument {
     /// [`DEFAULT_SNAPSHOT_INSTANCE_TYPE`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_instance_type: Option<String>,
+    /// How many volumes one worker reads in a scheduled run before the region's image-level
+    /// work is spread over more workers; absent: [`DEFAULT_VOLUMES_PER_WORKER`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes_per_worker: Option<u32>,
 }
 
 /// A run's time limit when the policy sets none.
@@ -52,7 +56,20 @@ pub const DEFAULT_MAX_RUN_TIME: &str = "12h";
 /// room for the AWS CLI, offered in every commercial region.
 pub const DEFAULT_SNAPSHOT_INSTANCE_TYPE: &str = "t3.micro";
 
+/// A worker reads one volume at a time per repository: 50 volumes keep one worker's queue to
+/// a night for incremental volumes of typical size. A chosen bound, not a measured one.
+pub const DEFAULT_VOLUMES_PER_WORKER: u32 = 50;
+
+/// The most workers one region's image-level work of a run is spread over, whatever its
+/// size: each is an instance against the account's vCPU quota.
+pub const MAX_WORKERS_PER_REGION: usize = 20;
+
 impl PolicyDocument {
+    /// See [`DEFAULT_VOLUMES_PER_WORKER`].
+    pub fn volumes_per_worker(&self) -> u32 {
+        self.volumes_per_worker.filter(|n| *n > 0).unwrap_or(DEFAULT_VOLUMES_PER_WORKER)
+    }
+
     /// The policy's run time limit. A document whose text does not parse (written by hand)
     /// gets the default rather than no limit.
     pub fn max_run_time(&self) -> std::time::Duration {

@@ -55,7 +55,8 @@ pub fn user_data_for_rule(
 }
 
 /// The boot script of a region's worker for one scheduled run: the task is `coffer run
-/// --part <region>` of that run, which makes the image-level points of the run's snapshots in
+/// --part <region>` of that run (with `--slice K/N` when the region's work is spread over
+/// several workers), which makes the image-level points of its share of the run's snapshots in
 /// `region` and records them as the run's part; the worker records its start and end as a
 /// scheduled worker does, under the rule that launched the run (`launched_for`).
 pub fn user_data_for_part(
@@ -65,14 +66,16 @@ pub fn user_data_for_part(
     max_run_time: Duration,
 ) -> String {
     let rules: String = part.rules.iter().map(|r| format!(" --rule {r}")).collect();
+    let slice = if part.slice.count > 1 { format!(" --slice {}", part.slice) } else { String::new() };
     boot_script(
         catalog,
         home_region,
         &format!(
-            "POLICY='{policy}' RULE='{launched_for}' PART='{region}' MAX_RUN_SECS={secs}
-             TASK=\"run --policy $POLICY{rules} --run-id {run_id} --part $PART\"",
+            "POLICY='{policy}' RULE='{launched_for}' PART='{label}' MAX_RUN_SECS={secs}\n\
+             TASK=\"run --policy $POLICY{rules} --run-id {run_id} --part {region}{slice}\"",
             policy = part.policy,
             launched_for = part.launched_for,
+            label = part.slice.label(part.region),
             region = part.region,
             run_id = part.run_id,
             secs = max_run_time.as_secs(),
@@ -90,6 +93,44 @@ pub struct PartTask<'a> {
     /// The run's id (lowercase letters, digits and `-`: checked by the executor).
     pub run_id: &'a str,
     pub region: &'a str,
+    pub slice: Slice,
+}
+
+/// One worker's share of a region's image-level work in a run: slice `index` (from 0) of
+/// `count`. Written `K/N`, from 1, on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slice {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Slice {
+    /// All of a region's work, on one worker.
+    pub const WHOLE: Slice = Slice { index: 0, count: 1 };
+
+    /// The name of a region's part of a run: the region, or `<region>-<K>of<N>` for one of
+    /// several slices.
+    pub fn label(&self, region: &str) -> String {
+        if self.count > 1 { format!("{region}-{}of{}", self.index + 1, self.count) } else { region.to_string() }
+    }
+}
+
+impl std::fmt::Display for Slice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index + 1, self.count)
+    }
+}
+
+impl std::str::FromStr for Slice {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let parsed = text.split_once('/').and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
+        match parsed {
+            Some((k, n)) if (1..=n).contains(&k) => Ok(Slice { index: k - 1, count: n }),
+            _ => Err(format!("{text:?} is not a slice: write K/N with 1 <= K <= N, e.g. 2/5")),
+        }
+    }
 }
 
 /// The image-level work a region's worker did for one run (`coffer run --part`): the points
@@ -100,6 +141,9 @@ pub struct RunPart {
     pub policy: String,
     pub run_id: String,
     pub region: String,
+    /// Which share of the region's work (`K/N`), when it was spread over several workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<String>,
     /// The worker instance that did it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,
@@ -121,9 +165,9 @@ pub struct PartResource {
 }
 
 impl RunPart {
-    /// The part's name in its folder: `<policy>/<run id>/<region>`.
-    pub fn name(policy: &str, run_id: &str, region: &str) -> String {
-        format!("{policy}/{run_id}/{region}")
+    /// The part's name in its folder: `<policy>/<run id>/<label>` ([`Slice::label`]).
+    pub fn name(policy: &str, run_id: &str, label: &str) -> String {
+        format!("{policy}/{run_id}/{label}")
     }
 }
 
@@ -161,8 +205,8 @@ pub struct WorkerRecord {
     /// Why it ended early, in the script's words; empty when it did not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// The region whose part of a run it was launched for (`coffer run --part`); none for the
-    /// worker a schedule launched.
+    /// The part of a run it was launched for ([`Slice::label`]: the region, or one slice of
+    /// it); none for the worker a schedule launched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part: Option<String>,
 }
@@ -283,11 +327,13 @@ mod tests {
             rules: &rules,
             run_id: "20261204-0300",
             region: "us-east-2",
+            slice: "2/3".parse().unwrap(),
         };
         let part = user_data_for_part(&catalog, "eu-west-1", &part, Duration::from_secs(3600));
         assert!(
             part.contains(
-                "TASK=\"run --policy $POLICY --rule daily --rule weekly --run-id 20261204-0300 --part $PART\""
+                "PART='us-east-2-2of3' MAX_RUN_SECS=3600\nTASK=\"run --policy $POLICY --rule daily --rule weekly --run-id \
+                 20261204-0300 --part us-east-2 --slice 2/3\""
             ),
             "{part}"
         );
@@ -312,6 +358,18 @@ mod tests {
             let read: String = serde_json::from_slice(&out.stdout)
                 .unwrap_or_else(|e| panic!("{text:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)));
             assert_eq!(read, text.replace(['\t', '\n'], ""), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn slices_read_as_written_and_name_their_part() {
+        let slice: Slice = "2/5".parse().unwrap();
+        assert_eq!(slice, Slice { index: 1, count: 5 });
+        assert_eq!(slice.to_string(), "2/5");
+        assert_eq!(slice.label("eu-west-1"), "eu-west-1-2of5");
+        assert_eq!(Slice::WHOLE.label("eu-west-1"), "eu-west-1");
+        for bad in ["0/5", "6/5", "2", "a/b", "1/0"] {
+            assert!(bad.parse::<Slice>().unwrap_err().contains("write K/N"), "{bad}");
         }
     }
 

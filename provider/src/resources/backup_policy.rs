@@ -218,6 +218,16 @@ pub fn schema() -> Schema {
                 .validate(string(validation::instance_type)),
         )
         .attribute(
+            Attribute::number("volumes_per_worker")
+                .default(i64::from(coffer_model::policy::DEFAULT_VOLUMES_PER_WORKER))
+                .describe(
+                    "How many volumes one worker reads in a scheduled run (1-1000). A region whose instances \
+                     have more volumes is spread over several workers in that region, each with its own slice \
+                     of the instances, at most 20 per region. Default `50`.",
+                )
+                .validate(IntBetween(1, 1000)),
+        )
+        .attribute(
             Attribute::string_map("tags")
                 .optional()
                 .describe("Tags put on every snapshot, replica and restore point the policy makes.")
@@ -332,6 +342,7 @@ fn expand_policy(planned: &Value, diags: &mut Diagnostics) -> Option<PolicyDocum
         tags: planned.get("tags").string_map(),
         max_run_time: optional(planned.get("max_run_time")),
         snapshot_instance_type: optional(planned.get("snapshot_instance_type")),
+        volumes_per_worker: planned.get("volumes_per_worker").as_i64().and_then(|n| u32::try_from(n).ok()),
     })
 }
 
@@ -355,6 +366,7 @@ fn flatten_policy(document: &PolicyDocument, prior: &Value) -> Value {
         ("scheduler_role_arn", document.scheduler_role_arn.as_deref().map(Value::from).unwrap_or(Value::Null)),
         ("max_run_time", document.max_run_time.as_deref().map(Value::from).unwrap_or(Value::Null)),
         ("snapshot_instance_type", Value::from(document.snapshot_instance_type())),
+        ("volumes_per_worker", Value::from(i64::from(document.volumes_per_worker()))),
         ("tags", map_like_prior(&document.tags, prior.get("tags"))),
         (
             "source",
@@ -1339,6 +1351,7 @@ mod tests {
             tags: BTreeMap::new(),
             max_run_time: Some("6h".into()),
             snapshot_instance_type: Some("t3.micro".into()),
+            volumes_per_worker: Some(50),
         }
     }
 
