@@ -173,6 +173,37 @@ fn fire(setup: Setup) -> Option<Fired> {
         let policy = two_region_policy().replace("MAX_RUN_TIME", setup.max_run_time);
         wd.write("main.tf", &(provider + &repository(Some(&key)) + &policy));
         wd.init();
+        // The schedule's worker launches eu-west-1's, passing their role: until the workers'
+        // role may pass it (as coffer_iam_policy's worker document allows), apply refuses.
+        let refused = wd.try_apply().expect_err("the workers' role may not pass itself yet");
+        let refused = refused.split_whitespace().collect::<Vec<_>>().join(" ");
+        let role = format!("arn:aws:iam::{ACCOUNT}:role/coffer-worker");
+        assert!(
+            refused.contains("Error: Workers cannot work: home workers may pass this region's workers' role")
+                && refused.contains(&format!(
+                    "{role} (the role of the home region's workers) is not allowed iam:PassRole on {role}, so the \
+                     schedule's worker could not launch eu-west-1's workers"
+                ))
+                && refused.contains("worker_configuration_ids"),
+            "{refused}"
+        );
+        let pass_itself = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"iam:PassRole","Resource":"{role}"}}]}}"#
+        );
+        let granted = sandbox.aws_cli(
+            &moto.endpoint,
+            &[
+                "iam",
+                "put-role-policy",
+                "--role-name",
+                "coffer-worker",
+                "--policy-name",
+                "pass-coffer-worker",
+                "--policy-document",
+                &pass_itself,
+            ],
+        );
+        assert!(granted.status.success(), "{}", String::from_utf8_lossy(&granted.stderr));
         wd.apply();
     } else if setup.envelope_removed {
         // Applied as it should be, then the envelope taken off the repository in a later

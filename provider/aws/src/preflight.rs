@@ -105,6 +105,8 @@ pub enum Concern {
     InstanceProfile,
     /// The role EventBridge Scheduler launches workers with.
     SchedulerRole,
+    /// The home region's workers' role, which launches the other regions' workers.
+    WorkerRole,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -343,6 +345,33 @@ pub fn pass_role_check(scheduler_role: &str, worker_role: &str, decision: Decisi
                 "{scheduler_role} is {} iam:PassRole on {worker_role}, so EventBridge Scheduler's RunInstances \
                  would be refused at every firing. Grant it (the coffer_iam_policy data source's scheduler document \
                  does){}.",
+                if decision == Decision::ExplicitDeny { "explicitly denied" } else { "not allowed" },
+                if decision == Decision::ExplicitDeny { ", and remove the Deny" } else { "" }
+            ),
+        ),
+    }
+}
+
+/// Whether the home region's workers (`launcher`, their role) may pass `worker_role` to the
+/// workers they launch in `region` for its image-level work.
+pub fn region_worker_pass_role_check(launcher: &str, worker_role: &str, region: &str, decision: Decision) -> Check {
+    let subject = "home workers may pass this region's workers' role";
+    match decision {
+        Decision::Allowed => Check::new(
+            subject,
+            Verdict::Pass,
+            Concern::WorkerRole,
+            format!("{launcher} is allowed iam:PassRole on {worker_role}"),
+        ),
+        Decision::ImplicitDeny | Decision::ExplicitDeny => Check::new(
+            subject,
+            Verdict::Fail,
+            Concern::WorkerRole,
+            format!(
+                "{launcher} (the role of the home region's workers) is {} iam:PassRole on {worker_role}, so the \
+                 schedule's worker could not launch {region}'s workers and no image-level point of {region} would \
+                 be made. Grant it (the coffer_iam_policy data source's worker document does, with the backup \
+                 feature){}.",
                 if decision == Decision::ExplicitDeny { "explicitly denied" } else { "not allowed" },
                 if decision == Decision::ExplicitDeny { ", and remove the Deny" } else { "" }
             ),

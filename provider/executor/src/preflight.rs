@@ -7,7 +7,10 @@
 
 use coffer_aws::AwsError;
 use coffer_aws::ec2::find_launch_template_by_id;
-use coffer_aws::preflight::{Check, Concern, Placement, Service, Verdict, placement_checks};
+use coffer_aws::preflight::{
+    Check, Concern, Placement, Service, Verdict, find_instance_profile, may_pass_role, placement_checks,
+    region_worker_pass_role_check,
+};
 use coffer_model::policy::{PolicyDocument, PolicyType};
 use coffer_model::region_mapping::RegionMappingDocument;
 
@@ -118,6 +121,9 @@ pub async fn policy_checks(executor: &Executor, policy: &PolicyDocument) -> Vec<
             checks,
         });
     }
+    if policy.kind == PolicyType::Ec2 && policy.rules.iter().any(|r| r.moves_data()) {
+        region_workers_launchable(executor, &mut all).await;
+    }
     if !launched_at_home {
         all.push(WorkerChecks {
             worker_configuration_id: String::new(),
@@ -135,6 +141,40 @@ pub async fn policy_checks(executor: &Executor, policy: &PolicyDocument) -> Vec<
         });
     }
     all
+}
+
+/// The schedule's worker (home region) launches the other regions' workers for their
+/// image-level work, passing their instance profile's role: checks, on each other region's
+/// worker configuration, that the home workers' role may pass it.
+async fn region_workers_launchable(executor: &Executor, all: &mut [WorkerChecks]) {
+    let home = executor.aws.home_region.as_str();
+    let iam = executor.aws.iam();
+    let role_of = |profile: Option<String>| {
+        let iam = iam.clone();
+        async move {
+            match profile {
+                Some(name) => find_instance_profile(&iam, &name).await.ok().and_then(|p| p.role_arns.first().cloned()),
+                None => None,
+            }
+        }
+    };
+    let home_profile = all.iter().find(|w| w.region.as_deref() == Some(home)).and_then(|w| w.instance_profile.clone());
+    // Without the home workers' role (no profile, or one that does not exist) there is
+    // nothing to ask: their own checks fail already.
+    let Some(launcher) = role_of(home_profile).await else { return };
+    for worker in all.iter_mut().filter(|w| w.region.as_deref().is_some_and(|r| r != home)) {
+        let region = worker.region.clone().unwrap_or_default();
+        let Some(role) = role_of(worker.instance_profile.clone()).await else { continue };
+        worker.checks.push(match may_pass_role(&iam, &launcher, &role).await {
+            Ok(decision) => region_worker_pass_role_check(&launcher, &role, &region, decision),
+            Err(e) => Check::new(
+                "home workers may pass this region's workers' role",
+                Verdict::Unverified,
+                Concern::WorkerRole,
+                format!("not checked: simulating iam:PassRole of {launcher} on {role}: {e}"),
+            ),
+        });
+    }
 }
 
 #[cfg(test)]

@@ -481,7 +481,7 @@ fn preflight_path(concern: Concern) -> AttributePath {
     AttributePath::attr(match concern {
         Concern::PublicIp => "associate_public_ip",
         Concern::InstanceProfile => "instance_profile",
-        Concern::Subnet | Concern::SchedulerRole => "subnet_id",
+        Concern::Subnet | Concern::SchedulerRole | Concern::WorkerRole => "subnet_id",
     })
 }
 
