@@ -1,12 +1,13 @@
 //! Image-level work where the data is. A scheduled run starts on a worker in the home region
 //! (its schedule's launch template is there); it makes every region's snapshots, which are
-//! API calls, but reads a region's volumes only in the home region. For each other source
-//! region with instances to back up it launches a worker from the policy's worker
-//! configuration in that region, with `coffer run --part <region>` of the same run as its
-//! task; that worker makes the image-level points of the run's snapshots in its region and
-//! records them in the catalog as the run's part ([`RunPart`]); the first worker waits for
-//! each part and writes the one session. `coffer run` by hand and `coffer agent` do all of it
-//! in-process, as before.
+//! API calls, then spreads each region's image-level work over slices ([`workers_for`],
+//! [`spread`], the policy's `volumes_per_worker`): the home region's first slice it does
+//! itself, and for every other slice it launches a worker in the slice's region from the
+//! policy's worker configuration there, with `coffer run --part <region> --slice K/N` of the
+//! same run as its task. That worker makes the image-level points of its slice of the run's
+//! snapshots in its region and records them in the catalog as the run's part ([`RunPart`]);
+//! the first worker waits for each part and writes the one session. `coffer run` by hand and
+//! `coffer agent` do all of it in-process, as before.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -27,14 +28,14 @@ use super::run::{Plan, choose_rules};
 use super::scope::Resource;
 use super::{Executor, ExecutorError, TAG_KIND, TAG_POLICY, TAG_RUN, TAG_SOURCE, TAG_TIME, check_run_id};
 
-/// The tag on a region's worker naming the region whose part of the run it makes.
+/// The tag on a region's worker naming the part of the run it makes ([`Slice::label`]).
 pub const TAG_PART: &str = "coffer:part";
 
 /// How long a region's worker has to record its start (boot, fetch nothing yet) before the
 /// run stops waiting for it: EC2 boots an instance in a minute or two.
 pub const PART_START_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
-/// The longest pause between two looks for a region's part.
+/// The longest pause between two looks for a part.
 const MAX_PART_POLL: Duration = Duration::from_secs(30);
 
 /// `coffer run --part <region>`: one region's image-level work of a run.
@@ -325,9 +326,9 @@ impl Executor {
         Ok(instance)
     }
 
-    /// Waits for the part `label` (in `region`) of the run. Gives up when the worker ended without one (its
-    /// record says why), or recorded no start within [`PART_START_TIMEOUT`]; the run's own
-    /// `max_run_time` bounds the rest.
+    /// Waits for the part `label` (in `region`) of the run. Gives up when the worker ended
+    /// without one (its record says why), or recorded no start within
+    /// [`PART_START_TIMEOUT`]; the run's own `max_run_time` bounds the rest.
     async fn await_part(&self, plan: &Plan<'_>, label: &str, region: &str, instance: &str) -> Result<RunPart, String> {
         let catalog = self.catalog();
         let name = RunPart::name(&plan.policy.name, &plan.run_id, label);

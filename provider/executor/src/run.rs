@@ -100,7 +100,8 @@ pub(crate) struct Plan<'a> {
     pub(crate) repositories: image::Repositories,
     /// Per mapping with a key: what is wrong with the key, found once per run.
     key_problems: tokio::sync::Mutex<BTreeMap<String, Option<String>>>,
-    /// Regions whose image-level work is handed to workers launched there ([`super::parts`]).
+    /// Regions whose image-level work waits until every snapshot is made, then is spread over
+    /// this worker and workers launched in the region ([`super::parts`]).
     pub(crate) delegated: std::collections::BTreeSet<String>,
 }
 
@@ -323,7 +324,7 @@ impl Executor {
         }
 
         if !plan.delegated.is_empty() {
-            progress.step("waiting for the image-level work of the other regions' workers");
+            progress.step("backing up the volumes, here and on the regions' workers");
             messages.extend(self.gather_parts(plan, &mut resources).await);
         }
 
