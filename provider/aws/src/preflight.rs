@@ -329,50 +329,61 @@ const PASS_ROLE: &str = "scheduler may pass the workers' role";
 
 /// The check that the scheduler role may pass the workers' role to EC2.
 pub fn pass_role_check(scheduler_role: &str, worker_role: &str, decision: Decision) -> Check {
-    let subject = PASS_ROLE;
-    match decision {
-        Decision::Allowed => Check::new(
-            subject,
-            Verdict::Pass,
-            Concern::SchedulerRole,
-            format!("{scheduler_role} is allowed iam:PassRole on {worker_role}"),
-        ),
-        Decision::ImplicitDeny | Decision::ExplicitDeny => Check::new(
-            subject,
-            Verdict::Fail,
-            Concern::SchedulerRole,
-            format!(
-                "{scheduler_role} is {} iam:PassRole on {worker_role}, so EventBridge Scheduler's RunInstances \
-                 would be refused at every firing. Grant it (the coffer_iam_policy data source's scheduler document \
-                 does){}.",
-                if decision == Decision::ExplicitDeny { "explicitly denied" } else { "not allowed" },
-                if decision == Decision::ExplicitDeny { ", and remove the Deny" } else { "" }
-            ),
-        ),
-    }
+    let consequence = "so EventBridge Scheduler's RunInstances would be refused at every firing";
+    let grant = "the coffer_iam_policy data source's scheduler document does";
+    let refusal = Refusal { principal_is: "", consequence, grant };
+    pass_role(PASS_ROLE, Concern::SchedulerRole, scheduler_role, worker_role, decision, &refusal)
 }
 
 /// Whether the home region's workers (`launcher`, their role) may pass `worker_role` to the
 /// workers they launch in `region` for its image-level work.
 pub fn region_worker_pass_role_check(launcher: &str, worker_role: &str, region: &str, decision: Decision) -> Check {
+    let consequence = format!(
+        "so the schedule's worker could not launch {region}'s workers and no image-level point of {region} would be \
+         made"
+    );
+    let refusal = Refusal {
+        principal_is: " (the role of the home region's workers)",
+        consequence: &consequence,
+        grant: "the coffer_iam_policy data source's worker document does, with the backup feature",
+    };
     let subject = "home workers may pass this region's workers' role";
+    pass_role(subject, Concern::WorkerRole, launcher, worker_role, decision, &refusal)
+}
+
+/// What a refused iam:PassRole says besides the roles.
+struct Refusal<'a> {
+    /// Who the principal is, after its ARN.
+    principal_is: &'a str,
+    /// What the refusal would stop.
+    consequence: &'a str,
+    /// What grants it.
+    grant: &'a str,
+}
+
+/// The verdict of IAM's policy simulator on `principal` passing `role`.
+fn pass_role(
+    subject: &str,
+    concern: Concern,
+    principal: &str,
+    role: &str,
+    decision: Decision,
+    refusal: &Refusal<'_>,
+) -> Check {
     match decision {
-        Decision::Allowed => Check::new(
-            subject,
-            Verdict::Pass,
-            Concern::WorkerRole,
-            format!("{launcher} is allowed iam:PassRole on {worker_role}"),
-        ),
+        Decision::Allowed => {
+            Check::new(subject, Verdict::Pass, concern, format!("{principal} is allowed iam:PassRole on {role}"))
+        }
         Decision::ImplicitDeny | Decision::ExplicitDeny => Check::new(
             subject,
             Verdict::Fail,
-            Concern::WorkerRole,
+            concern,
             format!(
-                "{launcher} (the role of the home region's workers) is {} iam:PassRole on {worker_role}, so the \
-                 schedule's worker could not launch {region}'s workers and no image-level point of {region} would \
-                 be made. Grant it (the coffer_iam_policy data source's worker document does, with the backup \
-                 feature){}.",
+                "{principal}{} is {} iam:PassRole on {role}, {}. Grant it ({}){}.",
+                refusal.principal_is,
                 if decision == Decision::ExplicitDeny { "explicitly denied" } else { "not allowed" },
+                refusal.consequence,
+                refusal.grant,
                 if decision == Decision::ExplicitDeny { ", and remove the Deny" } else { "" }
             ),
         ),
@@ -401,6 +412,14 @@ impl Placement {
     }
 }
 
+/// A placement's checks, and its instance profile's role as IAM has it.
+#[derive(Debug, Clone)]
+pub struct PlacementChecks {
+    pub checks: Vec<Check>,
+    /// `None`: no instance profile, one that does not exist, or one IAM would not show.
+    pub role: Option<String>,
+}
+
 /// Every check of a placement: its network for `services`, its instance
 /// profile and, with `scheduler_role`, that the role may pass the profile's
 /// role. A lookup that fails for another reason than absence (no permission
@@ -410,7 +429,7 @@ pub async fn placement_checks(
     placement: &Placement,
     services: &[Service],
     scheduler_role: Option<&str>,
-) -> Vec<Check> {
+) -> PlacementChecks {
     let region = &placement.region;
     let mut checks = Vec::new();
     match &placement.subnet_id {
@@ -475,7 +494,7 @@ pub async fn placement_checks(
             ),
         });
     }
-    checks
+    PlacementChecks { checks, role: profile.and_then(|p| p.role_arns.into_iter().next()) }
 }
 
 fn unverified(subject: &str, concern: Concern, why: String) -> Check {

@@ -309,19 +309,7 @@ impl Executor {
         resource: &Resource,
         snapshots: &[StoredSnapshot],
     ) -> (Vec<BackupRecord>, Vec<String>) {
-        self.image_backups_at(plan, resource, snapshots, None).await
-    }
-
-    /// [`Self::image_backups`], with the points' time taken from `time` when given (a
-    /// region's worker reads the run's time off its snapshots) instead of the plan's.
-    pub(super) async fn image_backups_at(
-        &self,
-        plan: &Plan<'_>,
-        resource: &Resource,
-        snapshots: &[StoredSnapshot],
-        time: Option<DateTime<Utc>>,
-    ) -> (Vec<BackupRecord>, Vec<String>) {
-        let (policy, run_id, time) = (plan.policy, plan.run_id.as_str(), time.unwrap_or(plan.time));
+        let (policy, run_id, time) = (plan.policy, plan.run_id.as_str(), plan.time);
         let (targets, repositories) = (&plan.targets, &plan.repositories);
         let mut records = Vec::new();
         let mut warnings = Vec::new();

@@ -94,17 +94,22 @@ impl Executor {
         let policy = self.policy(&request.policy).await?;
         let rules = choose_rules(&policy, &request.rules)?;
         check_run_id(&request.run_id)?;
-        let plan = Plan::new(&policy, request.run_id.clone(), false, Utc::now(), rules, BTreeMap::new(), 1);
+        let region = request.region.as_str();
+        let found = self.run_snapshots(&policy.name, &request.run_id, region).await;
+        // The run's time is on its snapshots (the first worker's due minute).
+        let time = found
+            .as_ref()
+            .ok()
+            .and_then(|by_instance| by_instance.values().flatten().find_map(|s| s.tags.get(TAG_TIME)))
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map_or_else(Utc::now, |t| t.to_utc());
+        let plan = Plan::new(&policy, request.run_id.clone(), false, time, rules, BTreeMap::new(), 1);
         let finished = std::sync::Mutex::new(Vec::new());
-        let mut part = match tokio::time::timeout(
-            policy.max_run_time(),
-            self.part_work(&plan, &request.region, request.slice, &finished),
-        )
-        .await
-        {
+        let work = self.part_work(&plan, region, request.slice, found, &finished);
+        let mut part = match tokio::time::timeout(policy.max_run_time(), work).await {
             Ok(part) => part,
             Err(_) => {
-                let mut part = self.empty_part(&plan, &request.region, request.slice, Utc::now());
+                let mut part = self.empty_part(&plan, region, request.slice);
                 part.messages.push(format!(
                     "timed out: stopped at the policy's max_run_time of {} before every instance's points were made",
                     policy.max_run_time.as_deref().unwrap_or(coffer_model::policy::DEFAULT_MAX_RUN_TIME)
@@ -115,7 +120,7 @@ impl Executor {
         part.resources = finished.into_inner().unwrap_or_else(|e| e.into_inner());
         part.finished_at = Utc::now();
         plan.repositories.release().await;
-        let name = RunPart::name(&policy.name, &request.run_id, &request.slice.label(&request.region));
+        let name = RunPart::name(&policy.name, &request.run_id, &request.slice.label(region));
         self.catalog()
             .put(&name, &part)
             .await
@@ -124,7 +129,9 @@ impl Executor {
         Ok(PartDone { part, outcome })
     }
 
-    fn empty_part(&self, plan: &Plan<'_>, region: &str, slice: Slice, started: DateTime<Utc>) -> RunPart {
+    /// A part started now, with nothing done yet.
+    fn empty_part(&self, plan: &Plan<'_>, region: &str, slice: Slice) -> RunPart {
+        let now = Utc::now();
         RunPart {
             format_version: <RunPart as coffer_model::CatalogDocument>::FORMAT_VERSION,
             policy: plan.policy.name.clone(),
@@ -132,15 +139,35 @@ impl Executor {
             region: region.to_string(),
             slice: (slice.count > 1).then(|| slice.to_string()),
             instance_id: self.settings.worker_instance_id.clone(),
-            started_at: started,
-            finished_at: started,
+            started_at: now,
+            finished_at: now,
             resources: Vec::new(),
             messages: Vec::new(),
         }
     }
 
-    /// The image-level work of one slice of a region: finds the run's snapshots there by their
-    /// tags, spreads their instances over `slice.count` workers as the first worker did
+    /// The run's snapshots in `region`, found by their tags, by the instance they are of.
+    async fn run_snapshots(
+        &self,
+        policy: &str,
+        run_id: &str,
+        region: &str,
+    ) -> Result<BTreeMap<String, Vec<StoredSnapshot>>, String> {
+        let tags = [(TAG_POLICY, policy), (TAG_RUN, run_id), (TAG_KIND, SnapshotKind::Snapshot.as_str())];
+        let snapshots = snapshots::find_ebs_snapshots(&self.aws.ec2(region), region, &tags)
+            .await
+            .map_err(|e| format!("looking for the run's snapshots in {region}: {e}"))?;
+        let mut by_instance: BTreeMap<String, Vec<StoredSnapshot>> = BTreeMap::new();
+        for snapshot in snapshots {
+            if let Some(source) = snapshot.tags.get(TAG_SOURCE).cloned() {
+                by_instance.entry(source).or_default().push(snapshot);
+            }
+        }
+        Ok(by_instance)
+    }
+
+    /// The image-level work of one slice of a region: spreads the instances of the run's
+    /// snapshots there (`found`) over `slice.count` workers as the first worker did
     /// ([`spread`]), and backs up this slice's into the rules' repositories. Each instance
     /// done goes into `finished` (kept if the caller's time limit stops the work); the part
     /// returned has the messages, its resources are left to the caller.
@@ -149,40 +176,21 @@ impl Executor {
         plan: &Plan<'_>,
         region: &str,
         slice: Slice,
+        found: Result<BTreeMap<String, Vec<StoredSnapshot>>, String>,
         finished: &std::sync::Mutex<Vec<PartResource>>,
     ) -> RunPart {
-        let mut part = self.empty_part(plan, region, slice, Utc::now());
-        let policy = plan.policy;
-        let snapshots = match snapshots::find_ebs_snapshots(
-            &self.aws.ec2(region),
-            region,
-            &[(TAG_POLICY, policy.name.as_str()), (TAG_RUN, &plan.run_id), (TAG_KIND, SnapshotKind::Snapshot.as_str())],
-        )
-        .await
-        {
-            Ok(found) => found,
-            Err(e) => {
-                part.messages.push(format!("looking for the run's snapshots in {region}: {e}"));
+        let mut part = self.empty_part(plan, region, slice);
+        let by_instance = match found {
+            Ok(by_instance) if by_instance.is_empty() => {
+                part.messages.push(format!("the run has no snapshots in {region} to read"));
+                return part;
+            }
+            Ok(by_instance) => by_instance,
+            Err(why) => {
+                part.messages.push(why);
                 return part;
             }
         };
-        let mut by_instance: BTreeMap<String, Vec<StoredSnapshot>> = BTreeMap::new();
-        for snapshot in snapshots {
-            if let Some(source) = snapshot.tags.get(TAG_SOURCE).cloned() {
-                by_instance.entry(source).or_default().push(snapshot);
-            }
-        }
-        if by_instance.is_empty() {
-            part.messages.push(format!("the run has no snapshots in {region} to read"));
-            return part;
-        }
-        // The run's time is on its snapshots (the first worker's due minute).
-        let time = by_instance
-            .values()
-            .flatten()
-            .find_map(|s| s.tags.get(TAG_TIME))
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.to_utc());
         let instances: Vec<(String, usize)> = by_instance.iter().map(|(id, s)| (id.clone(), s.len())).collect();
         let mine = spread(&instances, slice.count).into_iter().nth(slice.index).unwrap_or_default();
         for id in mine {
@@ -193,7 +201,7 @@ impl Executor {
                 tags: BTreeMap::new(),
                 arn: None,
             };
-            let (backups, warnings) = self.image_backups_at(plan, &resource, &by_instance[&id], time).await;
+            let (backups, warnings) = self.image_backups(plan, &resource, &by_instance[&id]).await;
             finished.lock().unwrap_or_else(|e| e.into_inner()).push(PartResource { id, backups, warnings });
         }
         part
@@ -236,7 +244,8 @@ impl Executor {
             let (region, slice) = (&job.region, &job.slice);
             match &job.runs_on {
                 Ok(None) => {
-                    let mut part = self.part_work(plan, region, *slice, finished).await;
+                    let found = self.run_snapshots(&plan.policy.name, &plan.run_id, region).await;
+                    let mut part = self.part_work(plan, region, *slice, found, finished).await;
                     part.resources = std::mem::take(&mut *finished.lock().unwrap_or_else(|e| e.into_inner()));
                     Ok(part)
                 }

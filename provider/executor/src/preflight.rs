@@ -8,8 +8,7 @@
 use coffer_aws::AwsError;
 use coffer_aws::ec2::find_launch_template_by_id;
 use coffer_aws::preflight::{
-    Check, Concern, Placement, Service, Verdict, find_instance_profile, may_pass_role, placement_checks,
-    region_worker_pass_role_check,
+    Check, Concern, Placement, Service, Verdict, may_pass_role, placement_checks, region_worker_pass_role_check,
 };
 use coffer_model::policy::{PolicyDocument, PolicyType};
 use coffer_model::region_mapping::RegionMappingDocument;
@@ -25,6 +24,9 @@ pub struct WorkerChecks {
     pub region: Option<String>,
     /// The launch template's instance profile, if it names one.
     pub instance_profile: Option<String>,
+    /// That profile's role, when IAM has it (for the home workers' PassRole check).
+    #[serde(skip)]
+    pub instance_role: Option<String>,
     pub checks: Vec<Check>,
 }
 
@@ -105,6 +107,7 @@ pub async fn policy_checks(executor: &Executor, policy: &PolicyDocument) -> Vec<
                 worker_configuration_id: id.clone(),
                 region: None,
                 instance_profile: None,
+                instance_role: None,
                 checks: vec![Check::new("worker configuration", verdict, Concern::Subnet, detail)],
             });
             continue;
@@ -113,12 +116,13 @@ pub async fn policy_checks(executor: &Executor, policy: &PolicyDocument) -> Vec<
         launched_at_home |= at_home;
         let placement = Placement::of_template(&region, &template.data);
         let scheduler_role = if at_home { policy.scheduler_role_arn.as_deref() } else { None };
-        let checks = placement_checks(aws, &placement, &services, scheduler_role).await;
+        let checked = placement_checks(aws, &placement, &services, scheduler_role).await;
         all.push(WorkerChecks {
             worker_configuration_id: id.clone(),
             region: Some(region),
             instance_profile: placement.instance_profile.clone(),
-            checks,
+            instance_role: checked.role,
+            checks: checked.checks,
         });
     }
     if policy.kind == PolicyType::Ec2 && policy.rules.iter().any(|r| r.moves_data()) {
@@ -129,6 +133,7 @@ pub async fn policy_checks(executor: &Executor, policy: &PolicyDocument) -> Vec<
             worker_configuration_id: String::new(),
             region: Some(home.to_string()),
             instance_profile: None,
+            instance_role: None,
             checks: vec![Check::new(
                 "worker configuration in the home region",
                 Verdict::Fail,
@@ -148,23 +153,16 @@ pub async fn policy_checks(executor: &Executor, policy: &PolicyDocument) -> Vec<
 /// worker configuration, that the home workers' role may pass it.
 async fn region_workers_launchable(executor: &Executor, all: &mut [WorkerChecks]) {
     let home = executor.aws.home_region.as_str();
-    let iam = executor.aws.iam();
-    let role_of = |profile: Option<String>| {
-        let iam = iam.clone();
-        async move {
-            match profile {
-                Some(name) => find_instance_profile(&iam, &name).await.ok().and_then(|p| p.role_arns.first().cloned()),
-                None => None,
-            }
-        }
-    };
-    let home_profile = all.iter().find(|w| w.region.as_deref() == Some(home)).and_then(|w| w.instance_profile.clone());
     // Without the home workers' role (no profile, or one that does not exist) there is
     // nothing to ask: their own checks fail already.
-    let Some(launcher) = role_of(home_profile).await else { return };
+    let Some(launcher) = all.iter().find(|w| w.region.as_deref() == Some(home)).and_then(|w| w.instance_role.clone())
+    else {
+        return;
+    };
+    let iam = executor.aws.iam();
     for worker in all.iter_mut().filter(|w| w.region.as_deref().is_some_and(|r| r != home)) {
+        let Some(role) = worker.instance_role.clone() else { continue };
         let region = worker.region.clone().unwrap_or_default();
-        let Some(role) = role_of(worker.instance_profile.clone()).await else { continue };
         worker.checks.push(match may_pass_role(&iam, &launcher, &role).await {
             Ok(decision) => region_worker_pass_role_check(&launcher, &role, &region, decision),
             Err(e) => Check::new(

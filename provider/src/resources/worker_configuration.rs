@@ -487,7 +487,7 @@ fn preflight_path(concern: Concern) -> AttributePath {
 
 /// The preflight of a placement (see `resources::preflight` for plan against apply).
 async fn check_placement(data: &Coffer, name: &str, placement: &Placement, stage: Stage, diags: &mut Diagnostics) {
-    let checks = placement_checks(&data.aws, placement, &BASE_SERVICES, None).await;
+    let checks = placement_checks(&data.aws, placement, &BASE_SERVICES, None).await.checks;
     let subject = format!(
         "worker configuration {name} ({}, {})",
         placement.region,
