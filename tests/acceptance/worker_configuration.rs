@@ -690,3 +690,94 @@ fn a_missing_instance_profile_or_public_ip_is_refused_at_its_attribute() {
     }
     assert!(Ec2::new(&moto).templates().is_empty());
 }
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(bytes))
+}
+
+/// The provider block of [`provider`] with `worker_binary` set.
+fn provider_publishing(moto: &Moto, binary: &std::path::Path) -> String {
+    provider(moto).replace("  default_tags", &format!("  worker_binary     = \"{}\"\n  default_tags", binary.display()))
+}
+
+/// Workers fetch what the catalog holds: applying a worker configuration publishes the
+/// provider's worker build, once (an unchanged build is not uploaded again), shows a build
+/// replaced by hand as drift and puts its own back without a new launch template version; a
+/// build workers could not start is refused at plan, naming `worker_binary`.
+#[test]
+fn applying_publishes_the_providers_worker_build_once_and_puts_it_back_when_replaced() {
+    use crate::support::aws::{Aws, CATALOG_BUCKET};
+    let moto = Moto::start();
+    let ec2 = Ec2::new(&moto);
+    let aws = Aws::new(&moto);
+    let sg = ec2.default_security_group();
+    let dir = tempfile::tempdir().unwrap();
+    let build = crate::support::tools::small_elf_needing_glibc(dir.path(), "2.17");
+    let bytes = std::fs::read(&build).unwrap();
+    let key = "bin/coffer-linux-x86_64";
+    let tf = terraform_versions().pop().unwrap();
+    let wd = Workdir::new(&tf, &provider_binary());
+    wd.write("main.tf", &(provider_publishing(&moto, &build) + &resource(&sg, "c5.large", "a")));
+    wd.init();
+    wd.apply();
+    assert_eq!(aws.get(CATALOG_BUCKET, key).as_deref(), Some(&bytes[..]), "apply published the build");
+    assert_eq!(state_of(&wd)["worker_binary_sha256"], sha256_hex(&bytes));
+    wd.assert_no_changes();
+
+    // An update of the template publishes nothing new.
+    wd.write("main.tf", &(provider_publishing(&moto, &build) + &resource(&sg, "c5.large", "b")));
+    wd.apply();
+    assert_eq!(state_of(&wd)["launch_template_version"], 2);
+    assert_eq!(aws.versions(CATALOG_BUCKET, key), 1, "the same build is not uploaded twice");
+
+    // Replaced by hand: the plan says so, and apply puts the provider's build back.
+    aws.put(CATALOG_BUCKET, key, b"#!/bin/sh\necho someone else's build\n".to_vec());
+    let (code, output) = wd.plan_exit_code();
+    assert_eq!(code, 2, "a replaced worker binary must show in the plan:\n{output}");
+    assert!(output.contains("worker_binary_sha256"), "{output}");
+    assert!(!output.contains("launch_template_version"), "the template itself is unchanged:\n{output}");
+    wd.apply();
+    assert_eq!(aws.get(CATALOG_BUCKET, key).as_deref(), Some(&bytes[..]));
+    assert_eq!(state_of(&wd)["launch_template_version"], 2, "no launch template version for a binary");
+    wd.assert_no_changes();
+
+    // A build linked against this machine's newer glibc would not start on Amazon Linux 2.
+    wd.write(
+        "main.tf",
+        &(provider_publishing(&moto, std::path::Path::new(env!("CARGO_BIN_EXE_coffer")))
+            + &resource(&sg, "c5.large", "b")),
+    );
+    let refused = one_line(&wd.try_plan().expect_err("a build needing a newer glibc must fail the plan"));
+    assert!(refused.contains("Worker binary refused"), "{refused}");
+    assert!(refused.contains("worker_binary"), "{refused}");
+    assert!(refused.contains("newer than the 2.26 of Amazon Linux 2"), "{refused}");
+    assert!(refused.contains("scripts/build-worker.sh"), "{refused}");
+    assert_eq!(aws.get(CATALOG_BUCKET, key).as_deref(), Some(&bytes[..]), "nothing was published");
+}
+
+/// A release package carries the worker build beside the provider (`coffer-linux-x86_64`):
+/// with no `worker_binary` argument, applying a worker configuration publishes that one.
+#[test]
+fn the_worker_build_shipped_beside_the_provider_is_published_without_an_argument() {
+    use crate::support::aws::{Aws, CATALOG_BUCKET};
+    let moto = Moto::start();
+    let ec2 = Ec2::new(&moto);
+    let dir = tempfile::tempdir().unwrap();
+    let package = dir.path().join("package");
+    std::fs::create_dir(&package).unwrap();
+    let provider_in_package = package.join("terraform-provider-coffer");
+    std::fs::copy(provider_binary(), &provider_in_package).unwrap();
+    let build = crate::support::tools::small_elf_needing_glibc(dir.path(), "2.26");
+    std::fs::copy(&build, package.join(coffer::provider::SHIPPED_WORKER_BINARY)).unwrap();
+
+    let wd = Workdir::new(&terraform_versions().pop().unwrap(), &provider_in_package);
+    wd.write("main.tf", &(provider(&moto) + &resource(&ec2.default_security_group(), "c5.large", "a")));
+    wd.init();
+    wd.apply();
+    let bytes = std::fs::read(&build).unwrap();
+    let published = Aws::new(&moto).get(CATALOG_BUCKET, "bin/coffer-linux-x86_64");
+    assert_eq!(published.as_deref(), Some(&bytes[..]), "the shipped build is what workers fetch");
+    assert_eq!(state_of(&wd)["worker_binary_sha256"], sha256_hex(&bytes));
+    wd.assert_no_changes();
+}

@@ -131,15 +131,47 @@ fn a_snapshot_worker_leaves_a_firing_with_an_image_level_rule_to_that_rules_work
     assert!(claims.is_empty(), "the firing stays unclaimed for the image rule's worker: {claims:?}");
 }
 
+/// `coffer publish` checks what it uploads: this machine's own build (linked against a glibc
+/// newer than Amazon Linux 2's) is refused before anything is uploaded; a build workers can
+/// start goes where they fetch it, with its SHA-256, and publishing it again uploads nothing.
 #[test]
-fn coffer_publish_puts_the_binary_where_workers_fetch_it() {
+fn coffer_publish_refuses_a_build_workers_could_not_start_and_uploads_a_good_one_once() {
+    use crate::support::aws::{Aws, CATALOG_BUCKET};
     let moto = Moto::start();
+    let aws = Aws::new(&moto);
+    let key = "bin/coffer-linux-x86_64";
+
     let (code, stdout, stderr) = coffer(&moto, &["publish"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stderr.contains("needs glibc 2."), "{stderr}");
+    assert!(stderr.contains("newer than the 2.26 of Amazon Linux 2"), "{stderr}");
+    assert!(stderr.contains("scripts/build-worker.sh"), "{stderr}");
+    assert_eq!(aws.get(CATALOG_BUCKET, key), None, "nothing uploaded");
+
+    let dir = tempfile::tempdir().unwrap();
+    let build = crate::support::tools::small_elf_needing_glibc(dir.path(), "2.17");
+    let path = build.to_str().unwrap();
+    let (code, stdout, stderr) = coffer(&moto, &["publish", "--binary", path]);
     assert_eq!(code, 0, "{stderr}");
-    let key = format!("bin/coffer-linux-{}", std::env::consts::ARCH);
-    assert!(stdout.contains(&key), "{stdout}");
-    let uploaded = crate::support::aws::Aws::new(&moto).get(crate::support::aws::CATALOG_BUCKET, &key).unwrap();
-    assert_eq!(uploaded.len() as u64, std::fs::metadata(env!("CARGO_BIN_EXE_coffer")).unwrap().len());
+    let bytes = std::fs::read(&build).unwrap();
+    let sha256 = {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(&bytes))
+    };
+    assert_eq!(stdout.trim(), format!("published {path} to s3://{CATALOG_BUCKET}/{key} (sha256 {sha256})"), "{stderr}");
+    assert_eq!(aws.get(CATALOG_BUCKET, key).as_deref(), Some(&bytes[..]));
+
+    let (code, stdout, _) = coffer(&moto, &["publish", "--binary", path]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        stdout.trim(),
+        format!("s3://{CATALOG_BUCKET}/{key} already holds this build (sha256 {sha256}); nothing uploaded")
+    );
+    assert_eq!(aws.versions(CATALOG_BUCKET, key), 1);
+
+    let (code, _, stderr) = coffer(&moto, &["publish", "--binary", dir.path().join("hello.c").to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("hello.c is not a 64-bit Linux ELF executable"), "{stderr}");
 }
 
 /// A worker of an older build must not run a policy a newer provider

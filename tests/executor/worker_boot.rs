@@ -11,6 +11,7 @@ use crate::support::aws::{ACCOUNT, Aws, CATALOG_BUCKET};
 use crate::support::estate;
 use crate::support::sandbox::{Instance, Sandbox};
 use crate::support::terraform::oldest_terraform;
+use crate::support::tools;
 use crate::support::{Moto, Workdir, block_on, provider_binary, provider_block};
 
 /// A snapshot-only policy over instances tagged `Backup = hourly`, due at the top of every
@@ -126,6 +127,10 @@ fn image_level_policy() -> String {
 /// Applies [`POLICY`], publishes `coffer` when asked, seeds one instance to protect and
 /// fires the rule's schedule: RunInstances with the schedule's input, as Scheduler would.
 fn fire(setup: Setup) -> Option<Fired> {
+    // The worker build, made before the sandbox's namespace, where cargo has no network.
+    if setup.publish && nix::unistd::geteuid().is_root() {
+        tools::worker_build();
+    }
     let sandbox = Sandbox::enter()?;
     let moto = Moto::start();
     let aws = Aws::new(&moto);
@@ -221,7 +226,13 @@ fn fire(setup: Setup) -> Option<Fired> {
         wd.apply();
     }
     if setup.publish {
-        let published = estate::coffer_command(&moto.endpoint).arg("publish").output().unwrap();
+        // The worker build, as a release ships it: linked against Amazon Linux 2's glibc.
+        let published = estate::coffer_command(&moto.endpoint)
+            .arg("publish")
+            .arg("--binary")
+            .arg(tools::worker_build())
+            .output()
+            .unwrap();
         assert!(published.status.success(), "{}", String::from_utf8_lossy(&published.stderr));
     }
 
@@ -287,7 +298,10 @@ fn a_fired_schedule_boots_a_worker_that_runs_its_rule_reports_and_shuts_down() {
 
     assert_eq!(boot.shutdown_calls, ["-h now"], "the worker shuts down once: {}", boot.describe());
     let fetched = std::fs::read(boot.bin_dir.join("coffer")).expect("the worker fetched coffer");
-    assert!(fetched == std::fs::read(env!("CARGO_BIN_EXE_coffer")).unwrap(), "it runs the published binary");
+    assert!(fetched == std::fs::read(tools::worker_build()).unwrap(), "it runs the published binary");
+    // The build that just ran its rule here starts on Amazon Linux 2 too (binutils reads it).
+    let needed = tools::newest_glibc_needed(&tools::worker_build()).expect("a dynamically linked build");
+    assert!(needed <= (2, 26, 0), "the worker build needs glibc {needed:?}, more than Amazon Linux 2's 2.26");
     assert!(
         sandbox
             .imds

@@ -110,6 +110,12 @@ impl Aws {
         }
     }
 
+    /// How many versions of `key` the (versioned) bucket holds.
+    pub fn versions(&self, bucket: &str, key: &str) -> usize {
+        let out = block_on(self.s3.list_object_versions().bucket(bucket).prefix(key).send()).unwrap();
+        out.versions().iter().filter(|v| v.key() == Some(key)).count()
+    }
+
     pub fn bucket_exists(&self, bucket: &str) -> bool {
         block_on(self.s3.head_bucket().bucket(bucket).send()).is_ok()
     }

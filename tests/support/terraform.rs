@@ -182,6 +182,11 @@ fn mirror_for(provider_binary: &Path) -> &'static Mirror {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).expect("chmod provider binary");
     }
+    // A release package carries the worker build beside the provider, which publishes it.
+    let shipped = provider_binary.with_file_name(coffer::provider::SHIPPED_WORKER_BINARY);
+    if shipped.is_file() {
+        std::fs::copy(&shipped, package_dir.join(coffer::provider::SHIPPED_WORKER_BINARY)).expect("copy worker build");
+    }
 
     let cli_config = own.join("terraform.tfrc");
     let mirror_path = hcl_string(&mirror_root.to_string_lossy());

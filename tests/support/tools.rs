@@ -64,3 +64,59 @@ pub fn tail_of_file(path: &Path, max_lines: usize) -> String {
         Err(e) => format!("<cannot read {}: {e}>", path.display()),
     }
 }
+
+/// The worker build (`scripts/build-worker.sh`: Linux x86_64 against glibc 2.26), built once
+/// per test process; cargo makes it a no-op when nothing changed. `make test` builds it before
+/// the tests, so a test only waits for it when run alone after an edit.
+pub fn worker_build() -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        ensure_installed();
+        let output = Command::new("bash")
+            .arg(repo_root().join("scripts/build-worker.sh"))
+            .current_dir(repo_root())
+            .output()
+            .map_err(|e| format!("cannot run scripts/build-worker.sh: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "scripts/build-worker.sh failed ({}):\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        Ok(PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
+    });
+    built.clone().unwrap_or_else(|message| panic!("{message}"))
+}
+
+/// A tiny program linked by the pinned zig against glibc `glibc` (e.g. "2.17"), in `dir`: a
+/// build that passes or fails the worker binary check in a second instead of a full coffer.
+pub fn small_elf_needing_glibc(dir: &Path, glibc: &str) -> PathBuf {
+    ensure_installed();
+    let source = dir.join("hello.c");
+    std::fs::write(&source, "#include <stdio.h>\nint main(void) { puts(\"hello\"); return 0; }\n").unwrap();
+    let binary = dir.join(format!("hello-glibc-{glibc}"));
+    let output = Command::new(repo_root().join(".venv-zig/bin/python"))
+        .args(["-m", "ziglang", "cc", "-target", &format!("x86_64-linux-gnu.{glibc}"), "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .expect("run zig cc");
+    assert!(output.status.success(), "zig cc: {}", String::from_utf8_lossy(&output.stderr));
+    binary
+}
+
+/// The newest `GLIBC_x.y` symbol version an ELF needs, as binutils' `readelf -V` lists its
+/// version needs: a reader independent of the one `coffer publish` uses.
+pub fn newest_glibc_needed(binary: &Path) -> Option<(u32, u32, u32)> {
+    let output = Command::new("readelf").args(["-V", "--wide"]).arg(binary).output().expect("run readelf");
+    assert!(output.status.success(), "readelf: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .filter_map(|word| word.strip_prefix("GLIBC_"))
+        .filter_map(|version| {
+            let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+            Some((parts.next()??, parts.next()??, parts.next().flatten().unwrap_or(0)))
+        })
+        .max()
+}

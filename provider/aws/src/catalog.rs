@@ -8,6 +8,7 @@
 
 use coffer_model::catalog::{self as model, CatalogDocument, DecodeError};
 pub use coffer_model::catalog::{CatalogLocation, Kind};
+use coffer_model::worker_binary::{SHA256_METADATA, WorkerArch, WorkerBinary, binary_key};
 use thiserror::Error;
 
 use crate::s3::{self, Precondition, WriteError};
@@ -46,6 +47,15 @@ pub struct Document<T> {
     pub etag: String,
     /// When it was last written (S3's Last-Modified).
     pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Where [`Catalog::publish_binary`] put a worker binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedBinary {
+    /// `s3://<catalog bucket>/<prefix>bin/coffer-linux-<arch>`.
+    pub url: String,
+    /// False when the same build was already there.
+    pub uploaded: bool,
 }
 
 pub struct Catalog<'a> {
@@ -153,6 +163,34 @@ impl<'a> Catalog<'a> {
             Err(e) => return Err(e.into()),
         };
         Ok(keys.iter().filter_map(|k| k.strip_prefix(&folder)?.strip_suffix(".json").map(str::to_string)).collect())
+    }
+
+    /// The SHA-256 of the worker binary published for `arch`; None when there is none, or
+    /// when it was published without one (by a Coffer older than this check).
+    pub async fn published_binary(&self, arch: WorkerArch) -> Result<Option<String>, CatalogError> {
+        let key = binary_key(&self.location.prefix, arch);
+        match s3::find_object_metadata(&self.client(), &self.location.bucket, &key, SHA256_METADATA).await {
+            Ok(sha256) => Ok(sha256),
+            Err(AwsError::NotFound) => Ok(None),
+            Err(e) => Err(CatalogError::Aws(format!("reading s3://{}/{key}: {e}", self.location.bucket))),
+        }
+    }
+
+    /// Puts a checked worker binary where workers fetch it, unless the same build (by
+    /// SHA-256) is already there; returns its key and whether it was uploaded.
+    pub async fn publish_binary(&self, binary: &WorkerBinary) -> Result<PublishedBinary, CatalogError> {
+        self.ensure_bucket().await?;
+        let key = binary_key(&self.location.prefix, binary.arch);
+        let uploaded = if self.published_binary(binary.arch).await?.as_deref() == Some(binary.sha256.as_str()) {
+            false
+        } else {
+            let metadata = (SHA256_METADATA, binary.sha256.as_str());
+            s3::put_file(&self.client(), &self.location.bucket, &key, &binary.path, metadata)
+                .await
+                .map_err(|e| CatalogError::Aws(format!("uploading s3://{}/{key}: {e}", self.location.bucket)))?;
+            true
+        };
+        Ok(PublishedBinary { url: format!("s3://{}/{key}", self.location.bucket), uploaded })
     }
 
     pub async fn delete(&self, kind: Kind, name: &str) -> Result<(), CatalogError> {

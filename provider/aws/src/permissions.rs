@@ -122,6 +122,8 @@ pub const PERMISSIONS: &[Permission] = &[
     p(Provider, Core, "put_bucket_encryption", "s3:PutEncryptionConfiguration", CatalogBucket),
     p(Provider, Core, "put_public_access_block", "s3:PutBucketPublicAccessBlock", CatalogBucket),
     p(Provider, Core, "get_object", "s3:GetObject", CatalogObjects),
+    // Which worker binary is published (its SHA-256 metadata).
+    p(Provider, Core, "head_object", "s3:GetObject", CatalogObjects),
     p(Provider, Core, "put_object", "s3:PutObject", CatalogObjects),
     p(Provider, Core, "delete_object", "s3:DeleteObject", CatalogObjects),
     // Schedules.

@@ -67,6 +67,42 @@ pub async fn find_object(client: &Client, bucket: &str, key: &str) -> Result<Sto
     Ok(StoredObject { body, etag, last_modified })
 }
 
+/// One user-metadata value of an object (HeadObject), None when the object has none by that
+/// name; a missing object or bucket is `NotFound`.
+pub async fn find_object_metadata(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    name: &str,
+) -> Result<Option<String>, AwsError> {
+    let out =
+        client.head_object().bucket(bucket).key(key).send().await.map_err(|e| AwsError::from_sdk(e, NOT_FOUND))?;
+    Ok(out.metadata().and_then(|m| m.get(name)).cloned())
+}
+
+/// Uploads a local file, streamed, with one user-metadata value.
+pub async fn put_file(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    path: &std::path::Path,
+    metadata: (&str, &str),
+) -> Result<(), AwsError> {
+    let body =
+        ByteStream::from_path(path).await.map_err(|e| AwsError::Api(format!("reading {}: {e}", path.display())))?;
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_type("application/octet-stream")
+        .metadata(metadata.0, metadata.1)
+        .body(body)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| AwsError::from_sdk(e, &[]))
+}
+
 /// What a write must find in place.
 #[derive(Debug, Clone, Copy)]
 pub enum Precondition<'a> {

@@ -20,5 +20,6 @@ pub mod repository;
 pub mod session;
 pub mod validation;
 pub mod worker;
+pub mod worker_binary;
 
 pub use catalog::{CatalogDocument, CatalogLocation, DecodeError, Kind};

@@ -1,7 +1,7 @@
 //! `coffer_worker_configuration`: an EC2 launch template that boots a
 //! data-moving worker. The worker fetches the `coffer` binary from the
-//! catalog, runs the task named in its `coffer:task` instance tag, and
-//! terminates itself.
+//! catalog, runs the task its launch's user data names, and terminates
+//! itself. Applying one publishes the provider's worker build to the catalog.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +23,7 @@ use coffer_aws::preflight::{Concern, Placement, Service, placement_checks};
 use coffer_aws::{AwsError, ssm};
 use coffer_model::CatalogLocation;
 use coffer_model::validation;
+use coffer_model::worker_binary::WorkerArch;
 use coffer_tfplugin::framework::validators::{Each, Keys, string};
 use coffer_tfplugin::framework::{
     Attribute, AttributePath, Block, Diagnostics, Import, ModifyPlan, PlanRequest, Private, Resource, Schema, Value,
@@ -128,9 +129,22 @@ pub fn schema() -> Schema {
             Attribute::number("launch_template_version")
                 .computed()
                 .describe("The launch template's default version, which workers are launched from."),
+        )
+        .attribute(
+            Attribute::string(WORKER_BINARY_SHA256)
+                .computed()
+                .describe(
+                    "SHA-256 of the `coffer` build workers fetch from the catalog (`bin/coffer-linux-x86_64`); null \
+                     while none is published. When the provider has a worker build (its `worker_binary`, or the one \
+                     shipped beside it), creating or updating this resource publishes that build first, uploading \
+                     only when the catalog holds another; a build replaced out of band shows in `terraform plan` \
+                     as a change of this value, and apply puts the provider's back.",
+                ),
         ),
     )
 }
+
+const WORKER_BINARY_SHA256: &str = "worker_binary_sha256";
 
 /// What the configuration asks for, resolved (defaults looked up).
 struct Desired {
@@ -409,7 +423,7 @@ enum DefaultAmiError {
 }
 
 /// The architecture of the worker binary `coffer publish` puts in the catalog: the one
-/// workers can run.
+/// workers can run (as EC2 spells it).
 const WORKER_ARCHITECTURE: &str = "x86_64";
 
 /// Refuses an instance type that cannot run the published worker binary (arm64 until an
@@ -511,7 +525,13 @@ async fn default_ami(data: &Coffer, region: &str, instance_type: &str) -> Result
 /// The state that describes `found`. `prior` decides how tags split between
 /// `tags` and the provider's defaults, and keeps empty collections empty
 /// where the configuration wrote them so.
-fn flatten_launch_template(data: &Coffer, region: &str, found: &LaunchTemplateWithData, prior: &Value) -> Value {
+fn flatten_launch_template(
+    data: &Coffer,
+    region: &str,
+    found: &LaunchTemplateWithData,
+    prior: &Value,
+    published: Value,
+) -> Value {
     let template = &found.template;
     let lt_data = &found.data;
     let interface = lt_data.network_interfaces().first();
@@ -539,6 +559,7 @@ fn flatten_launch_template(data: &Coffer, region: &str, found: &LaunchTemplateWi
         ("tags_all", Value::string_map_or_null(&tags_all)),
         ("template_fingerprint", Value::from(ManagedSettings::found(lt_data).fingerprint())),
         ("launch_template_version", Value::from(found.default_version)),
+        (WORKER_BINARY_SHA256, published),
     ])
 }
 
@@ -563,6 +584,39 @@ fn keep_empty(read: Value, prior: &Value) -> Value {
     }
 }
 
+/// The SHA-256 of the build workers fetch, as state shows it. A lookup that fails keeps what
+/// `prior` says (null if it says nothing known) and warns: refresh should not fail on it.
+async fn published_sha256(data: &Coffer, prior: &Value, diags: &mut Diagnostics) -> Value {
+    match data.catalog().published_binary(WorkerArch::X86_64).await {
+        Ok(sha256) => Value::from(sha256),
+        Err(e) => {
+            diags.warning(
+                "Cannot tell which worker binary is published",
+                format!("reading the worker binary's metadata in the catalog: {e}"),
+            );
+            prior.get(WORKER_BINARY_SHA256).clone().unknowns_to_null()
+        }
+    }
+}
+
+/// Publishes the provider's worker build, if it has one, before the template that would launch
+/// it is written: a failure leaves nothing half made.
+async fn publish_worker_binary(data: &Coffer, diags: &mut Diagnostics) {
+    let Some(binary) = &data.worker_binary else {
+        return;
+    };
+    match data.catalog().publish_binary(binary).await {
+        Ok(published) if published.uploaded => {
+            tracing::info!(url = %published.url, sha256 = %binary.sha256, "published the worker binary")
+        }
+        Ok(_) => {}
+        Err(e) => diags.error(
+            "Publishing the worker binary",
+            format!("publishing {} (the provider's worker_binary) to the catalog: {e}", binary.path.display()),
+        ),
+    }
+}
+
 /// Reads the template back after a write. EC2 is eventually consistent: a
 /// template just created may not be found for a moment, so NotFound is
 /// retried for a while.
@@ -580,7 +634,10 @@ async fn read_back(
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         match find_launch_template_by_id(&ec2, id, version).await {
-            Ok(found) => return Some(flatten_launch_template(data, region, &found, planned)),
+            Ok(found) => {
+                let published = published_sha256(data, planned, diags).await;
+                return Some(flatten_launch_template(data, region, &found, planned, published));
+            }
             Err(AwsError::NotFound) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(std::time::Duration::from_secs(5));
@@ -615,6 +672,10 @@ impl Resource<Coffer> for WorkerConfiguration {
     ) -> Option<Value> {
         let desired = desired(data, planned, diags).await?;
         check_placement(data, &desired.name, &desired.placement(), Stage::Apply, diags).await;
+        if diags.has_errors() {
+            return None;
+        }
+        publish_worker_binary(data, diags).await;
         if diags.has_errors() {
             return None;
         }
@@ -687,7 +748,10 @@ impl Resource<Coffer> for WorkerConfiguration {
         let id = state.get("id").as_str()?.to_string();
         let region = region_of(data, state);
         match find_launch_template_by_id(&data.aws.ec2(&region), &id, None).await {
-            Ok(found) => Some(flatten_launch_template(data, &region, &found, state)),
+            Ok(found) => {
+                let published = published_sha256(data, state, diags).await;
+                Some(flatten_launch_template(data, &region, &found, state, published))
+            }
             Err(AwsError::NotFound) => None,
             Err(e) => {
                 diags.error(
@@ -717,8 +781,17 @@ impl Resource<Coffer> for WorkerConfiguration {
                 return None;
             }
         }
+        publish_worker_binary(data, diags).await;
+        if diags.has_errors() {
+            return None;
+        }
         remember_defaults(private, planned, &desired);
         let ec2 = data.aws.ec2(&desired.region);
+        // The version stays known only when nothing the template holds changes (e.g. only the
+        // published binary does): then there is no new version to make.
+        if !matches!(planned.get("launch_template_version"), Value::Unknown) {
+            return read_back(data, &desired.region, &id, None, planned, "updating it", diags).await;
+        }
 
         let version = ec2
             .create_launch_template_version()
@@ -943,5 +1016,13 @@ impl ModifyPlan<Coffer> for WorkerConfiguration {
         }
         planned.set("tags_all", tags_all);
         planned.set("template_fingerprint", fingerprint);
+
+        // Apply publishes the provider's build; without one, what the catalog holds stays.
+        let published = match data {
+            Some(Coffer { worker_binary: Some(binary), .. }) => Value::from(binary.sha256.as_str()),
+            Some(_) if !prior.is_null() => prior.get(WORKER_BINARY_SHA256).clone(),
+            _ => Value::Unknown,
+        };
+        planned.set(WORKER_BINARY_SHA256, published);
     }
 }
