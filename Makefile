@@ -3,13 +3,19 @@
 
 CARGO ?= cargo
 
-.PHONY: demo demo-stop test tools build bench
+.PHONY: demo demo-stop test tools build worker bench
 
 tools:
 	bash scripts/install-tools.sh
 
 build:
 	$(CARGO) build --locked --bins
+
+## The worker binary a release ships beside terraform-provider-coffer as coffer-linux-x86_64
+## (release profile, linked against glibc 2.26 so it starts on Amazon Linux 2 and 2023);
+## prints its path.
+worker: tools
+	bash scripts/build-worker.sh --release
 
 ## Starts the local AWS emulator, applies examples/quickstart against it and
 ## prints a summary, then (as root) boots one scheduled worker in a sandbox.

@@ -2,7 +2,7 @@
 # Builds the `coffer` binary workers run: Linux x86_64, linked against glibc 2.26 (Amazon Linux
 # 2's; Amazon Linux 2023 has 2.34) with zig as C compiler and linker, so the one build starts on
 # both. A build on this Debian would need glibc 2.36 and fail to start there.
-#   scripts/build-worker.sh [--release]
+#   scripts/build-worker.sh [--release]   (default: the `worker` profile of Cargo.toml, for tests)
 # Prints the binary's path on stdout; `coffer publish --binary PATH` checks and uploads it.
 # Needs the toolchain scripts/install-tools.sh installs (.venv-zig/, .tools/cargo-zigbuild-*).
 # Its own target directory keeps it from invalidating the host build.
@@ -13,10 +13,10 @@ cd "$ROOT"
 
 TRIPLE=x86_64-unknown-linux-gnu
 GLIBC=2.26
-profile=debug
-args=()
+profile=worker
+args=(--profile worker)
 case "${1:-}" in
-    --release) profile=release; args+=(--release) ;;
+    --release) profile=release; args=(--release) ;;
     "") ;;
     *) echo "build-worker: unknown argument $1 (allowed: --release)" >&2; exit 2 ;;
 esac
