@@ -27,6 +27,7 @@ use coffer_model::worker::RunPart;
 use coffer_model::worker_binary::WorkerBinary;
 
 mod repo;
+mod restore;
 
 /// Coffer: backup-as-code for AWS.
 ///
@@ -109,8 +110,9 @@ pub enum Command {
     /// Back a local file or block device, or an EBS snapshot, up into a
     /// repository (incremental against the newest point of the same source).
     Backup(repo::BackupArgs),
-    /// Turn a restore point back into a new EBS snapshot (and volume) or a local file.
-    Restore(repo::RestoreArgs),
+    /// Turn a restore point back into volumes, a new instance, a new DB instance or
+    /// cluster (snapshots and replicas), or a local file or EBS snapshot (image-level).
+    Restore(Box<restore::RestoreArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -255,7 +257,7 @@ pub async fn main(cli: Cli) -> Result<ExitCode> {
         }
         Command::Repo(command) => repo::repo(&cli.global, command).await,
         Command::Backup(args) => repo::backup(&cli.global, args).await,
-        Command::Restore(args) => repo::restore(&cli.global, args).await,
+        Command::Restore(args) => restore::restore(&cli.global, args).await,
         Command::Publish(args) => {
             let path = match &args.binary {
                 Some(path) => path.clone(),
@@ -659,46 +661,57 @@ fn print_points(
         points.iter().map(|p| f(p)).max().unwrap_or(0).max(title.len()) + 2
     };
     let rules = |p: &RestorePoint| p.rules.iter().cloned().collect::<Vec<_>>().join("+");
+    let targets = |p: &RestorePoint| p.restore_targets().join(", ");
     let image_width =
         |f: &dyn Fn(&coffer_executor::image::ImagePoint) -> usize| images.iter().map(f).max().unwrap_or(0) + 2;
-    let (rw, uw, lw) = (
+    let (iw, rw, uw, lw, tw) = (
+        width(&|p| p.id().to_string().len(), "point").max(image_width(&|p| p.resource_id.len())),
         width(&|p| p.resource_id.len(), "resource").max(image_width(&|p| p.resource_id.len())),
         width(&|p| p.run_id.len(), "run").max(image_width(&|p| p.run_id.len())),
         width(&|p| rules(p).len(), "rules").max(image_width(&|p| p.rules.iter().map(|r| r.len() + 1).sum())),
+        width(&|p| targets(p).len(), "restores to").max(image_width(&|_| IMAGE_TARGETS.join(", ").len())),
     );
     println!(
-        "  {:<rw$}{:<10}{:<11}{:<22}{:<uw$}{:<lw$}snapshots or points",
-        "resource", "kind", "region", "time", "run", "rules"
+        "  {:<iw$}{:<rw$}{:<10}{:<11}{:<22}{:<uw$}{:<lw$}{:<tw$}snapshots or points",
+        "point", "resource", "kind", "region", "time", "run", "rules", "restores to"
     );
     for p in points {
         let ids: Vec<&str> = p.snapshots.iter().map(|s| s.id.as_str()).collect();
         println!(
-            "  {:<rw$}{:<10}{:<11}{:<22}{:<uw$}{:<lw$}{}{}",
+            "  {:<iw$}{:<rw$}{:<10}{:<11}{:<22}{:<uw$}{:<lw$}{:<tw$}{}{}",
+            p.id().to_string(),
             p.resource_id,
             p.kind.as_str(),
             p.region,
             p.time.format("%Y-%m-%d %H:%M UTC").to_string(),
             p.run_id,
             rules(p),
+            targets(p),
             ids.join(", "),
             if p.complete() { "" } else { " (incomplete)" }
         );
     }
     for p in images {
         println!(
-            "  {:<rw$}{:<10}{:<11}{:<22}{:<uw$}{:<lw$}repository {}: {}",
+            "  {:<iw$}{:<rw$}{:<10}{:<11}{:<22}{:<uw$}{:<lw$}{:<tw$}--repository {} --point {}",
+            "-",
             p.resource_id,
             p.kind,
             p.region,
             p.time.format("%Y-%m-%d %H:%M UTC").to_string(),
             p.run_id,
             p.rules.iter().cloned().collect::<Vec<_>>().join("+"),
+            IMAGE_TARGETS.join(", "),
             p.repository_id,
-            p.point_ids.join(", "),
+            p.point_ids.join(" | "),
         );
     }
     Ok(())
 }
+
+/// What an image-level point restores to, one volume's point at a time
+/// (`coffer restore --repository R --point P`).
+const IMAGE_TARGETS: &[&str] = &["file", "snapshot"];
 
 /// The JSON shape of a restore point (the `coffer points --json` rows).
 pub fn point_json(p: &RestorePoint) -> serde_json::Value {
@@ -715,6 +728,8 @@ pub fn point_json(p: &RestorePoint) -> serde_json::Value {
         "complete": p.complete(),
         "snapshot_ids": p.snapshots.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
         "kms_key_ids": p.snapshots.iter().filter_map(|s| s.kms_key_id.clone()).collect::<Vec<_>>(),
+        "id": p.id().to_string(),
+        "restore_targets": p.restore_targets(),
     })
 }
 
@@ -736,6 +751,9 @@ pub fn image_point_json(p: &coffer_executor::image::ImagePoint, account: &str) -
         "snapshot_ids": [],
         "kms_key_ids": [],
         "repository_id": p.repository_id,
+        // Image-level points restore per volume: `--repository` with each of `point_ids`.
+        "id": null,
+        "restore_targets": IMAGE_TARGETS,
         "point_ids": p.point_ids,
         "volume_ids": p.volume_ids,
     })

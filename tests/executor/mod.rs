@@ -7,6 +7,7 @@ mod backup;
 mod cli;
 mod cross_account;
 mod rds_presign;
+mod restore;
 mod retention;
 mod run;
 mod worker_boot;

@@ -10,6 +10,9 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use coffer_model::CatalogLocation;
 use coffer_model::agent::{Marks, RunClaim};
+use coffer_model::configuration::{
+    DbClusterConfiguration, DbInstanceConfiguration, InstanceConfiguration, ResourceConfiguration, VolumeConfiguration,
+};
 use coffer_model::policy::{Keep, PolicyDocument, PolicyType, Replicate, Retain, Rule, Source, ToRepository};
 use coffer_model::region_mapping::{Encrypt, RegionMappingDocument};
 use coffer_model::repository::{Encryption, RepositoryEntry, StorageClass};
@@ -153,7 +156,7 @@ fn repository_entry() {
 #[test]
 fn session() {
     let session = Session {
-        format_version: 1,
+        format_version: 2,
         policy: "prod".into(),
         run_id: "20261130-0300".into(),
         rules: vec!["daily".into()],
@@ -208,6 +211,35 @@ fn session() {
                 }],
                 error: None,
                 warnings: vec!["the replica to eu-to-us was made by an earlier attempt".into()],
+                configuration: Some(ResourceConfiguration::Ec2Instance(InstanceConfiguration {
+                    instance_type: "m5.large".into(),
+                    image_id: "ami-0123456789abcdef0".into(),
+                    architecture: "x86_64".into(),
+                    availability_zone: "eu-west-1b".into(),
+                    subnet_id: Some("subnet-0123456789abcdef0".into()),
+                    security_group_ids: vec!["sg-0123456789abcdef0".into()],
+                    key_name: Some("ops".into()),
+                    instance_profile_arn: Some("arn:aws:iam::123456789012:instance-profile/web".into()),
+                    tags: BTreeMap::from([("Name".into(), "web-1".into())]),
+                    ebs_optimized: true,
+                    tenancy: Some("default".into()),
+                    root_device_name: "/dev/xvda".into(),
+                    ena_support: true,
+                    boot_mode: Some("uefi-preferred".into()),
+                    virtualization_type: Some("hvm".into()),
+                    volumes: vec![VolumeConfiguration {
+                        volume_id: "vol-0123456789abcdef0".into(),
+                        device_name: "/dev/xvda".into(),
+                        root: true,
+                        delete_on_termination: true,
+                        size_gib: Some(8),
+                        volume_type: Some("gp3".into()),
+                        iops: Some(3000),
+                        throughput: Some(125),
+                        encrypted: true,
+                        kms_key_id: Some("arn:aws:kms:eu-west-1:123456789012:key/1234abcd".into()),
+                    }],
+                })),
             },
             ResourceRecord {
                 id: "database-1".into(),
@@ -221,6 +253,27 @@ fn session() {
                 backups: vec![],
                 error: Some("CreateDBSnapshot: InvalidDBInstanceState".into()),
                 warnings: vec![],
+                configuration: Some(ResourceConfiguration::RdsInstance(DbInstanceConfiguration {
+                    engine: "postgres".into(),
+                    engine_version: "16.4".into(),
+                    instance_class: "db.t3.micro".into(),
+                    db_subnet_group: Some("private".into()),
+                    vpc_security_group_ids: vec!["sg-0fedcba9876543210".into()],
+                    parameter_group: Some("default.postgres16".into()),
+                    option_group: Some("default:postgres-16".into()),
+                    port: Some(5432),
+                    multi_az: false,
+                    availability_zone: Some("eu-west-1a".into()),
+                    storage_type: Some("gp3".into()),
+                    allocated_storage_gib: Some(20),
+                    iops: None,
+                    storage_encrypted: true,
+                    kms_key_id: None,
+                    iam_database_authentication: true,
+                    publicly_accessible: false,
+                    deletion_protection: true,
+                    tags: BTreeMap::new(),
+                })),
             },
             ResourceRecord {
                 id: "cluster-1".into(),
@@ -234,6 +287,15 @@ fn session() {
                 backups: vec![],
                 error: None,
                 warnings: vec![],
+                configuration: Some(ResourceConfiguration::RdsCluster(DbClusterConfiguration {
+                    engine: "aurora-postgresql".into(),
+                    engine_version: "16.4".into(),
+                    engine_mode: Some("provisioned".into()),
+                    port: Some(5432),
+                    storage_encrypted: true,
+                    member_instance_classes: vec!["db.r6g.large".into(), "db.r6g.large".into()],
+                    ..Default::default()
+                })),
             },
         ],
         retention: RetentionRecord {

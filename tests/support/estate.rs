@@ -171,6 +171,18 @@ pub fn zero_volume_block(moto_port: u16, volume_id: &str, index: u64) {
     volume_block_request(moto_port, "DELETE", volume_id, index, &[]);
 }
 
+/// What block `index` of `volume_id` holds (`None`: never written), as the
+/// instance using the volume would read it.
+pub fn read_volume_block(moto_port: u16, volume_id: &str, index: u64) -> Option<Vec<u8>> {
+    let path = format!("/_coffer/volumes/{volume_id}/blocks/{index}");
+    match super::moto::http_request_with_body(moto_port, "GET", &path, &[]) {
+        Ok((200, body)) => Some(body.into_bytes()),
+        Ok((204, _)) => None,
+        Ok((status, body)) => panic!("GET {path} answered HTTP {status}: {body}"),
+        Err(e) => panic!("GET {path}: {e}"),
+    }
+}
+
 fn volume_block_request(moto_port: u16, method: &str, volume_id: &str, index: u64, data: &[u8]) {
     let path = format!("/_coffer/volumes/{volume_id}/blocks/{index}");
     match super::moto::http_request_with_body(moto_port, method, &path, data) {

@@ -120,6 +120,64 @@ def _run_instances_with_template_profile(self):
 InstanceResponse.run_instances = _run_instances_with_template_profile
 
 
+from moto.ec2.models import EC2Backend  # noqa: E402
+from moto.ec2.responses.amis import AmisResponse  # noqa: E402
+
+_register_image = AmisResponse.register_image
+
+
+# AWS: RegisterImage with BlockDeviceMappings registers an EBS-backed AMI of
+# those snapshots, with the RootDeviceName, Architecture, EnaSupport, BootMode
+# and VirtualizationType asked for (EC2 API reference, RegisterImage; "Create
+# an AMI from a snapshot"), and refuses a snapshot that does not exist. moto
+# keeps only the name and the description.
+def _register_image_from_snapshots(self):
+    mappings = self._get_param("BlockDeviceMappings", [])
+    for mapping in mappings:
+        snapshot_id = (mapping.get("Ebs") or {}).get("SnapshotId")
+        if snapshot_id:
+            self.ec2_backend.get_snapshot(snapshot_id)  # InvalidSnapshot.NotFound, as AWS
+    result = _register_image(self)
+    image = self.ec2_backend.amis[result.result["ImageId"]]
+    image.root_device_name = self._get_param("RootDeviceName") or image.root_device_name
+    image.architecture = self._get_param("Architecture") or image.architecture
+    image.virtualization_type = self._get_param("VirtualizationType") or image.virtualization_type
+    image.coffer_block_device_mappings = [
+        {
+            "DeviceName": m["DeviceName"],
+            "Ebs": {
+                "SnapshotId": m["Ebs"].get("SnapshotId"),
+                "VolumeSize": int(m["Ebs"]["VolumeSize"]) if m["Ebs"].get("VolumeSize") else None,
+                "VolumeType": m["Ebs"].get("VolumeType"),
+                "DeleteOnTermination": str(m["Ebs"].get("DeleteOnTermination", True)).lower() == "true",
+            },
+        }
+        for m in mappings
+        if m.get("Ebs")
+    ]
+    return result
+
+
+AmisResponse.register_image = _register_image_from_snapshots
+
+_backend_run_instances = EC2Backend.run_instances
+
+
+# AWS: an instance launched without BlockDeviceMappings gets the AMI's block
+# device mapping: a volume per mapped snapshot, on its device (EC2 user guide,
+# "Block device mappings for volumes on Amazon EC2 instances"). moto gives
+# every such instance one blank 8 GiB volume on /dev/sda1.
+def _run_instances_with_image_mappings(self, image_id, count, user_data, security_group_names, **kwargs):
+    image = self.amis.get(image_id)
+    mappings = getattr(image, "coffer_block_device_mappings", None)
+    if mappings and "block_device_mappings" not in kwargs:
+        kwargs["block_device_mappings"] = mappings
+    return _backend_run_instances(self, image_id, count, user_data, security_group_names, **kwargs)
+
+
+EC2Backend.run_instances = _run_instances_with_image_mappings
+
+
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore
 
 _copy_snapshot = ElasticBlockStore.copy_snapshot
@@ -562,8 +620,12 @@ def _coffer_test_api(environ, start_response):
     elif request.method == "DELETE":
         _volume_blocks(volume).pop(int(parts[4]), None)
         response = Response("", status=204)
+    elif request.method == "GET":
+        # What the instance using the volume would read: 204 for a block never written.
+        data = _volume_blocks(volume).get(int(parts[4]))
+        response = Response(data, status=200) if data is not None else Response("", status=204)
     else:
-        response = Response("PUT or DELETE\n", status=405)
+        response = Response("GET, PUT or DELETE\n", status=405)
     return response(environ, start_response)
 
 

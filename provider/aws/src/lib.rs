@@ -8,6 +8,7 @@
 //! (schedules, launch templates, buckets), as terraform-provider-aws's do.
 
 pub mod catalog;
+pub mod configuration;
 pub mod ebs_blocks;
 pub mod ec2;
 pub mod kms;
@@ -16,6 +17,7 @@ pub mod permissions;
 pub mod preflight;
 pub mod rds;
 pub mod rds_presign;
+pub mod restores;
 pub mod s3;
 pub mod s3_storage;
 pub mod scheduler;

@@ -17,6 +17,10 @@ pub enum Role {
     /// retention. Attach to the worker role, and to `target_role_arn`
     /// roles of cross-account region mappings.
     Backup,
+    /// Whoever runs `coffer restore` of snapshots and replicas: volumes,
+    /// instances, DB instances and clusters made from them (and removed
+    /// again when a restore fails).
+    Restore,
 }
 
 /// What a configuration uses; a document holds the rows of the features
@@ -243,6 +247,41 @@ pub const PERMISSIONS: &[Permission] = &[
     p(Backup, Kms, "-", "kms:GenerateDataKeyWithoutPlaintext", Any),
     p(Backup, CrossAccount, "modify_db_snapshot_attribute", "rds:ModifyDBSnapshotAttribute", Any),
     p(Backup, CrossAccount, "modify_db_cluster_snapshot_attribute", "rds:ModifyDBClusterSnapshotAttribute", Any),
+    // Restores (`coffer restore --point`): finding the point and its run's record.
+    p(Restore, Core, "get_object", "s3:GetObject", CatalogObjects),
+    p(Restore, Core, "list_objects_v2", "s3:ListBucket", CatalogBucket),
+    p(Restore, CrossAccount, "assume_role", "sts:AssumeRole", TargetRoles),
+    p(Restore, Ec2, "describe_snapshots", "ec2:DescribeSnapshots", Any),
+    p(Restore, Ec2, "describe_volumes", "ec2:DescribeVolumes", Any),
+    p(Restore, Ec2, "describe_instances", "ec2:DescribeInstances", Any),
+    p(Restore, Ec2, "create_volume", "ec2:CreateVolume", Any),
+    p(Restore, Ec2, "delete_volume", "ec2:DeleteVolume", Any),
+    p(Restore, Ec2, "-", "ec2:CreateTags", Any),
+    // An instance launches from an image of the point's snapshots, deregistered once it runs.
+    p(Restore, Ec2, "register_image", "ec2:RegisterImage", Any),
+    p(Restore, Ec2, "deregister_image", "ec2:DeregisterImage", Any),
+    p(Restore, Ec2, "run_instances", "ec2:RunInstances", Any),
+    p(Restore, Ec2, "stop_instances", "ec2:StopInstances", Any),
+    p(Restore, Ec2, "terminate_instances", "ec2:TerminateInstances", Any),
+    // The original's instance profile, on the restored instance.
+    p(Restore, Ec2, "-", "iam:PassRole", PassedRoles),
+    p(Restore, Rds, "describe_db_snapshots", "rds:DescribeDBSnapshots", Any),
+    p(Restore, Rds, "describe_db_cluster_snapshots", "rds:DescribeDBClusterSnapshots", Any),
+    p(Restore, Rds, "list_tags_for_resource", "rds:ListTagsForResource", Any),
+    p(Restore, Rds, "describe_db_instances", "rds:DescribeDBInstances", Any),
+    p(Restore, Rds, "describe_db_clusters", "rds:DescribeDBClusters", Any),
+    p(Restore, Rds, "restore_db_instance_from_db_snapshot", "rds:RestoreDBInstanceFromDBSnapshot", Any),
+    p(Restore, Rds, "restore_db_cluster_from_snapshot", "rds:RestoreDBClusterFromSnapshot", Any),
+    p(Restore, Rds, "create_db_instance", "rds:CreateDBInstance", Any),
+    p(Restore, Rds, "delete_db_instance", "rds:DeleteDBInstance", Any),
+    p(Restore, Rds, "delete_db_cluster", "rds:DeleteDBCluster", Any),
+    p(Restore, Rds, "add_tags_to_resource", "rds:AddTagsToResource", Any),
+    // Encrypted snapshots restore through their keys.
+    p(Restore, Kms, "create_grant", "kms:CreateGrant", Any),
+    p(Restore, Kms, "-", "kms:Decrypt", Any),
+    p(Restore, Kms, "-", "kms:DescribeKey", Any),
+    p(Restore, Kms, "-", "kms:GenerateDataKeyWithoutPlaintext", Any),
+    p(Restore, Kms, "-", "kms:ReEncrypt*", Any),
 ];
 
 /// Whether a row belongs in a document for these features.

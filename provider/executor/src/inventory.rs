@@ -10,8 +10,10 @@ use chrono::{DateTime, Utc};
 use super::{Executor, TAG_KIND, TAG_MAPPING, TAG_POLICY, TAG_RULE, TAG_RUN, TAG_SOURCE, TAG_SOURCE_REGION, TAG_TIME};
 use coffer_aws::snapshots::{self, Service, State, StoredSnapshot};
 use coffer_aws::{AwsClients, AwsError, rds};
+pub use coffer_model::point_id::PointId;
 use coffer_model::policy::{PolicyDocument, PolicyType};
 use coffer_model::region_mapping::RegionMappingDocument;
+use coffer_model::session::ResourceKind;
 pub use coffer_model::session::SnapshotKind;
 
 /// One restore point: what one run made of one resource in one place.
@@ -39,6 +41,35 @@ impl RestorePoint {
         self.snapshots.iter().all(|s| s.state == State::Complete)
     }
 
+    /// The id `coffer points` shows and `coffer restore --point` takes.
+    pub fn id(&self) -> PointId {
+        PointId {
+            policy: self.policy.clone(),
+            kind: self.kind,
+            place: self.mapping.clone().unwrap_or_else(|| self.region.clone()),
+            resource_id: self.resource_id.clone(),
+            run_id: self.run_id.clone(),
+        }
+    }
+
+    /// What the point is of: an EC2 instance, a DB instance or a DB cluster.
+    pub fn resource_kind(&self) -> ResourceKind {
+        match self.snapshots.first().map(|s| s.service) {
+            Some(Service::RdsInstance) => ResourceKind::RdsInstance,
+            Some(Service::RdsCluster) => ResourceKind::RdsCluster,
+            _ => ResourceKind::Ec2Instance,
+        }
+    }
+
+    /// The targets `coffer restore` can turn it into.
+    pub fn restore_targets(&self) -> &'static [&'static str] {
+        match self.resource_kind() {
+            ResourceKind::Ec2Instance => &["volume", "instance"],
+            ResourceKind::RdsInstance => &["db-instance"],
+            ResourceKind::RdsCluster => &["db-cluster"],
+        }
+    }
+
     /// Points of one series share this: retention decides per series.
     pub fn series(&self) -> (String, SnapshotKind, String, String, Option<String>) {
         (self.resource_id.clone(), self.kind, self.account.clone(), self.region.clone(), self.mapping.clone())
@@ -47,9 +78,9 @@ impl RestorePoint {
 
 /// A place to look: an account (through a role, or ours) and a region.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Place {
-    role: Option<String>,
-    region: String,
+pub(crate) struct Place {
+    pub(crate) role: Option<String>,
+    pub(crate) region: String,
 }
 
 /// Every restore point of `policy`, and the places that could not be read.
@@ -88,7 +119,11 @@ pub async fn list(
     (points, errors)
 }
 
-async fn list_place(aws: &AwsClients, policy: &PolicyDocument, place: &Place) -> Result<Vec<RestorePoint>, AwsError> {
+pub(crate) async fn list_place(
+    aws: &AwsClients,
+    policy: &PolicyDocument,
+    place: &Place,
+) -> Result<Vec<RestorePoint>, AwsError> {
     let region = place.region.as_str();
     let found: Vec<StoredSnapshot> = match policy.kind {
         PolicyType::Rds => {

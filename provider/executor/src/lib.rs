@@ -18,6 +18,7 @@ pub mod limits;
 pub mod parts;
 pub mod preflight;
 pub mod replication;
+pub mod restore;
 pub mod retention;
 pub mod run;
 pub mod scope;

@@ -200,6 +200,8 @@ impl Executor {
                 kind: ResourceKind::Ec2Instance,
                 tags: BTreeMap::new(),
                 arn: None,
+                // The first worker's session records it, from its own scope.
+                configuration: None,
             };
             let (backups, warnings) = self.image_backups(plan, &resource, &by_instance[&id]).await;
             finished.lock().unwrap_or_else(|e| e.into_inner()).push(PartResource { id, backups, warnings });

@@ -318,6 +318,7 @@ impl Executor {
                     policy.source.regions.join(", ")
                 )),
                 warnings: Vec::new(),
+                configuration: None,
             };
             progress.resource_done(&record);
             resources.push(record);
@@ -360,6 +361,7 @@ impl Executor {
             backups: Vec::new(),
             error: None,
             warnings: Vec::new(),
+            configuration: resource.configuration.clone(),
         };
         let rules = plan.snapshot_rules();
         if !rules.is_empty() {

@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use coffer_aws::configuration::{self as flatten, attached_volume_ids};
 use coffer_aws::{AwsClients, AwsError, ec2, rds};
+use coffer_model::configuration::ResourceConfiguration;
 use coffer_model::policy::{PolicyDocument, PolicyType};
 pub use coffer_model::session::ResourceKind;
 
@@ -17,6 +19,8 @@ pub struct Resource {
     pub tags: BTreeMap<String, String>,
     /// RDS: the identifier's ARN, for CopyDB*Snapshot's source.
     pub arn: Option<String>,
+    /// What its restores rebuild it from, recorded in the session.
+    pub configuration: Option<ResourceConfiguration>,
 }
 
 /// What a policy covers right now.
@@ -92,6 +96,17 @@ async fn ec2_candidates(aws: &AwsClients, region: &str, policy: &PolicyDocument)
             .build();
         instances.extend(ec2::list_instances(&client, vec![by_id]).await?);
     }
+    // The volumes' types, sizes and keys, for the restores' block device
+    // mapping; without them the configuration still says each device.
+    let volume_ids: Vec<String> = instances.iter().flat_map(attached_volume_ids).collect();
+    let volumes = if volume_ids.is_empty() {
+        Vec::new()
+    } else {
+        flatten::list_volumes(&client, &volume_ids).await.unwrap_or_else(|e| {
+            tracing::warn!(region, error = %e, "describing the instances' volumes: their restores get AWS's defaults");
+            Vec::new()
+        })
+    };
     let mut resources: BTreeMap<String, Resource> = BTreeMap::new();
     for instance in instances {
         let Some(id) = instance.instance_id() else { continue };
@@ -99,12 +114,11 @@ async fn ec2_candidates(aws: &AwsClients, region: &str, policy: &PolicyDocument)
             id: id.to_string(),
             region: region.to_string(),
             kind: ResourceKind::Ec2Instance,
-            tags: instance
-                .tags()
-                .iter()
-                .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
-                .collect(),
+            tags: flatten::ec2_tags(instance.tags()),
             arn: None,
+            configuration: Some(ResourceConfiguration::Ec2Instance(flatten::instance_configuration(
+                &instance, &volumes,
+            ))),
         });
     }
     Ok(resources.into_values().collect())
@@ -119,7 +133,7 @@ async fn rds_candidates(aws: &AwsClients, region: &str) -> Result<Vec<Resource>,
         list.iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string()))).collect()
     };
     let mut resources = Vec::new();
-    for db in instances {
+    for db in &instances {
         // Aurora members are snapshotted through their cluster.
         if db.db_cluster_identifier().is_some() {
             continue;
@@ -131,6 +145,7 @@ async fn rds_candidates(aws: &AwsClients, region: &str) -> Result<Vec<Resource>,
             kind: ResourceKind::RdsInstance,
             tags: tags(db.tag_list()),
             arn: db.db_instance_arn().map(str::to_string),
+            configuration: Some(ResourceConfiguration::RdsInstance(flatten::db_instance_configuration(db))),
         });
     }
     for cluster in clusters {
@@ -141,6 +156,9 @@ async fn rds_candidates(aws: &AwsClients, region: &str) -> Result<Vec<Resource>,
             kind: ResourceKind::RdsCluster,
             tags: tags(cluster.tag_list()),
             arn: cluster.db_cluster_arn().map(str::to_string),
+            configuration: Some(ResourceConfiguration::RdsCluster(flatten::db_cluster_configuration(
+                &cluster, &instances,
+            ))),
         });
     }
     Ok(resources)

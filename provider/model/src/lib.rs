@@ -12,8 +12,10 @@
 
 pub mod agent;
 pub mod catalog;
+pub mod configuration;
 pub mod cron;
 pub mod names;
+pub mod point_id;
 pub mod policy;
 pub mod region_mapping;
 pub mod repository;

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{CatalogDocument, Kind};
+use crate::configuration::ResourceConfiguration;
 
 crate::names! {
     /// A snapshot in the policy's own region, or a replica a region mapping made of one.
@@ -104,6 +105,10 @@ pub struct ResourceRecord {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// What a restore of this run's points rebuilds the resource from
+    /// (format 2 on; absent in older records and when it could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<ResourceConfiguration>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,7 +189,8 @@ impl Session {
 
 impl CatalogDocument for Session {
     const KIND: Kind = Kind::Session;
-    const FORMAT_VERSION: u32 = 1;
+    /// 2: resources carry their `configuration`.
+    const FORMAT_VERSION: u32 = 2;
 }
 
 /// One restore point made (or found from an earlier attempt) by a run.

@@ -1,4 +1,4 @@
-//! `coffer repo …`, `coffer backup` and `coffer restore`: working with one
+//! `coffer repo …`, `coffer backup` and `coffer restore --repository`: working with one
 //! repository, named by its id (the catalog says where it is) or by its
 //! location `s3://bucket/prefix`.
 
@@ -12,6 +12,7 @@ use chrono::Utc;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::restore::RestoreArgs;
 use super::{Global, Tuning, connect, enum_parser, parse_duration};
 use coffer_aws::ebs_blocks::{EbsSnapshotSink, EbsSnapshotSource};
 use coffer_aws::s3_storage::S3Storage;
@@ -105,36 +106,6 @@ pub struct BackupArgs {
     pub name: Option<String>,
     /// Blocks read and processed at once.
     #[arg(long, default_value_t = 8)]
-    pub concurrency: usize,
-}
-
-#[derive(Debug, Args)]
-pub struct RestoreArgs {
-    #[command(flatten)]
-    pub repository: RepositoryArg,
-    /// The restore point's id (`coffer repo points`).
-    #[arg(long)]
-    pub point: String,
-    /// Restore into a new local file (never overwrites).
-    #[arg(long, conflicts_with = "to_snapshot")]
-    pub to_file: Option<PathBuf>,
-    /// Restore into a new EBS snapshot in --snapshot-region.
-    #[arg(long)]
-    pub to_snapshot: bool,
-    /// Region of the new snapshot (default: the point's source region, else home).
-    #[arg(long)]
-    pub snapshot_region: Option<String>,
-    /// Encrypt the new snapshot with this KMS key (default: unencrypted
-    /// unless the account encrypts by default).
-    #[arg(long)]
-    pub kms_key_arn: Option<String>,
-    /// Also create a volume from the new snapshot in this availability zone.
-    #[arg(long, requires = "to_snapshot")]
-    pub volume_availability_zone: Option<String>,
-    /// Archive repositories: how long to wait for S3 to restore the packs.
-    #[arg(long, default_value = "12h", value_parser = parse_duration)]
-    pub thaw_timeout: Duration,
-    #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
 }
 
@@ -461,9 +432,27 @@ pub async fn backup(global: &Global, args: &BackupArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// An image-level point (`--repository` given) into a file or an EBS snapshot.
 pub async fn restore(global: &Global, args: &RestoreArgs) -> Result<ExitCode> {
+    if let Some(flag) = [
+        ("--to-volume", args.to_volume),
+        ("--to-instance", args.to_instance),
+        ("--to-db-instance", args.to_db_instance.is_some()),
+        ("--to-db-cluster", args.to_db_cluster.is_some()),
+    ]
+    .iter()
+    .find_map(|(flag, given)| given.then_some(flag))
+    {
+        bail!(
+            "{flag} restores a snapshot or replica (`coffer points` ids, without --repository); an image-level point restores with --to-file PATH or --to-snapshot [--volume-availability-zone AZ]"
+        );
+    }
+    let repository = RepositoryArg {
+        repository: args.repository.clone().unwrap_or_default(),
+        repository_region: args.repository_region.clone(),
+    };
     let executor = executor(global).await?;
-    let (repo, lock) = open_locked(&executor, &args.repository, "restore").await?;
+    let (repo, lock) = open_locked(&executor, &repository, "restore").await?;
     let result = async {
         let manifest = repo.manifest(&args.point).await?;
         repo.thaw(&manifest, Duration::from_secs(60), args.thaw_timeout).await?;

@@ -28,7 +28,7 @@ pub fn schema() -> Schema {
              EventBridge Scheduler assumes, the workers' instance-profile role, and the backup role (snapshots and \
              copies; attach it to the worker role and to the `target_role_arn` of cross-account region mappings).",
         )
-        .attribute(Attribute::string("id").computed().describe("SHA-256 of the four documents."))
+        .attribute(Attribute::string("id").computed().describe("SHA-256 of the documents."))
         .attribute(
             Attribute::string_set("features")
                 .optional()
@@ -57,6 +57,7 @@ pub fn schema() -> Schema {
         .attribute(Attribute::string("scheduler_policy_json").computed().describe("For `scheduler_role_arn`: launches workers."))
         .attribute(Attribute::string("worker_policy_json").computed().describe("For the workers' instance-profile role: catalog, repositories, EBS direct APIs, KMS."))
         .attribute(Attribute::string("backup_policy_json").computed().describe("Snapshots, copies and retention of EC2 and RDS resources."))
+        .attribute(Attribute::string("restore_policy_json").computed().describe("For whoever runs `coffer restore` of snapshots and replicas: volumes, instances, DB instances and clusters made from them, and removed again when a restore fails."))
         .attribute(
             Attribute::string("source_key_policy_statements_json").computed().describe(
                 "Key policy statements (a JSON array) to add to the customer managed KMS keys that encrypt \
@@ -232,6 +233,7 @@ impl DataSource<Coffer> for IamPolicy {
             ("scheduler_policy_json", Role::Scheduler),
             ("worker_policy_json", Role::Worker),
             ("backup_policy_json", Role::Backup),
+            ("restore_policy_json", Role::Restore),
         ] {
             let json = document(role, &features, &narrowing).to_string();
             all.push_str(&json);
@@ -288,7 +290,7 @@ mod tests {
     #[test]
     fn every_row_reaches_its_roles_document_when_all_features_are_on() {
         let all: Vec<Feature> = Feature::SELECTABLE.iter().map(|(_, f)| *f).collect();
-        for role in [Role::Provider, Role::Scheduler, Role::Worker, Role::Backup] {
+        for role in [Role::Provider, Role::Scheduler, Role::Worker, Role::Backup, Role::Restore] {
             let doc = document(role, &all, &narrowing());
             let listed = actions(&doc);
             for p in PERMISSIONS.iter().filter(|p| p.role == role) {

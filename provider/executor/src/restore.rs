@@ -1,0 +1,758 @@
+//! Restores of cloud-native points (snapshots and replicas): into volumes,
+//! a new instance rebuilt from the configuration its run recorded, a new
+//! DB instance or DB cluster. A point restores where it is (a replica in
+//! its mapping's region and account). Nothing touches the original
+//! resource; a restore that fails removes what it made and says so.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_ec2::types::InstanceStateName;
+use coffer_aws::restores::{self, DbSpec, DeviceSpec, ImageSpec, InstanceSpec, VolumeSpec};
+use coffer_aws::snapshots::StoredSnapshot;
+use coffer_aws::{AwsClients, AwsError};
+use coffer_model::configuration::{
+    DbClusterConfiguration, DbInstanceConfiguration, InstanceConfiguration, ResourceConfiguration,
+};
+use coffer_model::point_id::PointId;
+use coffer_model::session::{ResourceKind, Session, SnapshotKind};
+use serde::Serialize;
+
+use super::inventory::{self, Place, RestorePoint};
+use super::{Executor, ExecutorError, TAG_VOLUME};
+
+/// Put on everything a restore makes: the point it came from.
+pub const TAG_RESTORED_FROM: &str = "coffer:restored-from";
+/// And the restore that made it (one id per `coffer restore`).
+pub const TAG_RESTORE: &str = "coffer:restore";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Executor(#[from] ExecutorError),
+    #[error("looking up restore point {id}: {cause}")]
+    Lookup { id: String, cause: String },
+    #[error("restore point {0} is not there (retention may have deleted it); `coffer points` lists those there are")]
+    NoPoint(String),
+    /// Refused before anything was made: the flag and what is allowed.
+    #[error("{0}")]
+    Refused(String),
+    /// Failed after making something: what was removed, and what could not be.
+    #[error("{error}{}{}", removed_text(.removed), left_text(.left))]
+    Failed { error: String, removed: Vec<String>, left: Vec<String> },
+}
+
+fn removed_text(removed: &[String]) -> String {
+    if removed.is_empty() {
+        String::new()
+    } else {
+        format!("; removed what the restore had made: {}", removed.join(", "))
+    }
+}
+
+fn left_text(left: &[String]) -> String {
+    if left.is_empty() { String::new() } else { format!("; COULD NOT REMOVE (delete by hand): {}", left.join("; ")) }
+}
+
+/// A new volume's settings, over the recorded volume's.
+pub type VolumeOverrides = VolumeSpec;
+
+/// A restored instance's settings, over the recorded ones.
+#[derive(Debug, Clone, Default)]
+pub struct InstanceOverrides {
+    pub subnet_id: Option<String>,
+    pub security_group_ids: Vec<String>,
+    pub instance_type: Option<String>,
+    pub key_name: Option<String>,
+    /// The `Name` tag (default: the original's).
+    pub name: Option<String>,
+    /// Leave it running (default: stopped as soon as it runs).
+    pub start: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DbOverrides {
+    pub instance_class: Option<String>,
+    pub db_subnet_group: Option<String>,
+    pub vpc_security_group_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// One volume per snapshot of the point (or only `volume`: the original
+    /// volume's id or device name).
+    Volumes {
+        availability_zone: Option<String>,
+        volume: Option<String>,
+        overrides: VolumeOverrides,
+    },
+    Instance(InstanceOverrides),
+    DbInstance {
+        identifier: String,
+        overrides: DbOverrides,
+    },
+    DbCluster {
+        identifier: String,
+        overrides: DbOverrides,
+    },
+}
+
+/// One thing a restore made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Made {
+    /// `volume`, `instance`, `image`, `db-instance` or `db-cluster`.
+    pub kind: &'static str,
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+}
+
+impl std::fmt::Display for Made {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind, self.id)?;
+        if let Some(device) = &self.device {
+            write!(f, " ({device})")?;
+        }
+        Ok(())
+    }
+}
+
+/// What `coffer restore` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Restored {
+    pub point: String,
+    pub restore_id: String,
+    pub region: String,
+    pub account: String,
+    pub made: Vec<Made>,
+    /// Recorded settings left out (another region or account) and why.
+    pub notes: Vec<String>,
+}
+
+/// What the restore tells the user while it works.
+pub trait RestoreProgress: Sync {
+    fn step(&self, what: &str);
+}
+
+impl RestoreProgress for () {
+    fn step(&self, _: &str) {}
+}
+
+/// A point found, with what its run recorded and the clients reaching it.
+pub struct FoundPoint {
+    pub point: RestorePoint,
+    pub configuration: Option<ResourceConfiguration>,
+    pub clients: std::sync::Arc<AwsClients>,
+}
+
+impl Executor {
+    /// The point `id` names, read from the one place it can be (a replica's
+    /// region and account come from its mapping), with the configuration
+    /// its run recorded (none for runs before format 2).
+    pub async fn find_point(&self, id: &PointId) -> Result<FoundPoint, RestoreError> {
+        let policy = self.policy(&id.policy).await?;
+        let place = match id.kind {
+            SnapshotKind::Snapshot => Place { role: None, region: id.place.clone() },
+            SnapshotKind::Replica => {
+                let mapping = self.region_mapping(&id.place).await?;
+                Place { role: mapping.target_role_arn.clone(), region: mapping.target_region.clone() }
+            }
+        };
+        let clients = self.clients_for(place.role.as_deref()).await?.unwrap_or_else(|| self.aws.clone());
+        let lookup = |e: AwsError| RestoreError::Lookup { id: id.to_string(), cause: e.to_string() };
+        let point = inventory::list_place(&clients, &policy, &place)
+            .await
+            .map_err(lookup)?
+            .into_iter()
+            .find(|p| &p.id() == id)
+            .ok_or_else(|| RestoreError::NoPoint(id.to_string()))?;
+        let configuration = match self.catalog().get::<Session>(&format!("{}/{}", id.policy, id.run_id)).await {
+            Ok(session) => {
+                session.body.resources.into_iter().find(|r| r.id == id.resource_id).and_then(|r| r.configuration)
+            }
+            Err(coffer_aws::catalog::CatalogError::NotFound) => None,
+            Err(e) => return Err(RestoreError::Lookup { id: id.to_string(), cause: format!("its session: {e}") }),
+        };
+        Ok(FoundPoint { point, configuration, clients })
+    }
+
+    pub async fn restore_point(
+        &self,
+        found: &FoundPoint,
+        target: &Target,
+        progress: &dyn RestoreProgress,
+    ) -> Result<Restored, RestoreError> {
+        let point = &found.point;
+        if !point.complete() {
+            return Err(RestoreError::Refused(format!(
+                "restore point {} is not complete yet (its snapshots are still pending); try again when `coffer points` no longer says incomplete",
+                point.id()
+            )));
+        }
+        let kind = point.resource_kind();
+        let wanted = match target {
+            Target::Volumes { .. } | Target::Instance(_) => ResourceKind::Ec2Instance,
+            Target::DbInstance { .. } => ResourceKind::RdsInstance,
+            Target::DbCluster { .. } => ResourceKind::RdsCluster,
+        };
+        if kind != wanted {
+            return Err(RestoreError::Refused(format!(
+                "restore point {} is of {} {}: it restores with {}",
+                point.id(),
+                kind.noun(),
+                point.resource_id,
+                match kind {
+                    ResourceKind::Ec2Instance => "--to-volume or --to-instance",
+                    ResourceKind::RdsInstance => "--to-db-instance NEW_ID",
+                    ResourceKind::RdsCluster => "--to-db-cluster NEW_ID",
+                }
+            )));
+        }
+        let mut work = Work {
+            clients: &found.clients,
+            region: point.region.clone(),
+            timeout: self.settings.wait_timeout.max(Duration::from_secs(60)),
+            made: Vec::new(),
+            notes: Vec::new(),
+            restore_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
+            point_id: point.id().to_string(),
+        };
+        let other_region = point.region != point.resource_region;
+        let result = match target {
+            Target::Volumes { availability_zone, volume, overrides } => {
+                work.volumes(
+                    point,
+                    found.instance(),
+                    availability_zone.as_deref(),
+                    volume.as_deref(),
+                    overrides,
+                    progress,
+                )
+                .await
+            }
+            Target::Instance(overrides) => match found.instance() {
+                Some(config) => work.instance(point, config, other_region, overrides, progress).await,
+                None => Err(no_configuration(point)),
+            },
+            Target::DbInstance { identifier, overrides } => {
+                let recorded = match &found.configuration {
+                    Some(ResourceConfiguration::RdsInstance(c)) => Some(c),
+                    _ => None,
+                };
+                work.db_instance(point, recorded, other_region, identifier, overrides, progress).await
+            }
+            Target::DbCluster { identifier, overrides } => {
+                let recorded = match &found.configuration {
+                    Some(ResourceConfiguration::RdsCluster(c)) => Some(c),
+                    _ => None,
+                };
+                work.db_cluster(point, recorded, other_region, identifier, overrides, progress).await
+            }
+        };
+        // The image an instance was launched from is the restore's scaffolding, kept by no outcome.
+        let images: Vec<Made> = work.made.iter().filter(|m| m.kind == "image").cloned().collect();
+        match result {
+            Ok(()) => {
+                for image in &images {
+                    if let Err(e) = restores::deregister_image(&work.clients.ec2(&work.region), &image.id).await {
+                        work.notes.push(format!(
+                            "deregistering image {} (the launch of the restored instance): {e}",
+                            image.id
+                        ));
+                    }
+                }
+                work.made.retain(|m| m.kind != "image");
+                Ok(Restored {
+                    point: work.point_id.clone(),
+                    restore_id: work.restore_id.clone(),
+                    region: work.region.clone(),
+                    account: point.account.clone(),
+                    made: work.made,
+                    notes: work.notes,
+                })
+            }
+            Err(e) if work.made.is_empty() => Err(e),
+            Err(e) => {
+                progress.step("the restore failed: removing what it made");
+                let error = match e {
+                    RestoreError::Failed { error, .. } => error,
+                    e => e.to_string(),
+                };
+                let (removed, left) = work.undo().await;
+                Err(RestoreError::Failed { error, removed, left })
+            }
+        }
+    }
+}
+
+impl FoundPoint {
+    fn instance(&self) -> Option<&InstanceConfiguration> {
+        match &self.configuration {
+            Some(ResourceConfiguration::Ec2Instance(c)) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+fn no_configuration(point: &RestorePoint) -> RestoreError {
+    RestoreError::Refused(format!(
+        "--to-instance: run {} recorded no configuration of {} (runs before Coffer recorded it, or its session is gone); \
+         restore its volumes with --to-volume and attach them to an instance",
+        point.run_id, point.resource_id
+    ))
+}
+
+/// A failure after something was made (the undo runs on it).
+fn failed(what: impl std::fmt::Display, e: AwsError) -> RestoreError {
+    RestoreError::Failed { error: format!("{what}: {e}"), removed: Vec::new(), left: Vec::new() }
+}
+
+/// The volume a snapshot of the point is of (a replica says it in a tag).
+fn snapshot_volume(snapshot: &StoredSnapshot) -> Option<&str> {
+    snapshot.tags.get(TAG_VOLUME).or(snapshot.volume_id.as_ref()).map(String::as_str)
+}
+
+/// A parameter or option group of the user's own: RDS's default ones
+/// (`default.postgres16`, `default:postgres-16`) are left for RDS to pick,
+/// which gives the restored database its engine version's default, as the
+/// original had.
+fn custom_group(name: &str) -> bool {
+    !name.starts_with("default.") && !name.starts_with("default:")
+}
+
+/// Tags AWS lets nobody set (`aws:`) are left out of copies.
+fn user_tags(tags: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    tags.iter().filter(|(k, _)| !k.starts_with("aws:")).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+struct Work<'a> {
+    clients: &'a AwsClients,
+    region: String,
+    timeout: Duration,
+    made: Vec<Made>,
+    notes: Vec<String>,
+    restore_id: String,
+    point_id: String,
+}
+
+impl Work<'_> {
+    fn tags(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (TAG_RESTORED_FROM.to_string(), self.point_id.clone()),
+            (TAG_RESTORE.to_string(), self.restore_id.clone()),
+        ])
+    }
+
+    async fn volumes(
+        &mut self,
+        point: &RestorePoint,
+        recorded: Option<&InstanceConfiguration>,
+        availability_zone: Option<&str>,
+        only: Option<&str>,
+        overrides: &VolumeOverrides,
+        progress: &dyn RestoreProgress,
+    ) -> Result<(), RestoreError> {
+        let zone = match (availability_zone, recorded) {
+            (Some(zone), _) => zone.to_string(),
+            (None, Some(c)) if point.region == point.resource_region => c.availability_zone.clone(),
+            _ => {
+                return Err(RestoreError::Refused(format!(
+                    "--availability-zone: say where the volumes go (a zone of {}, where the point is)",
+                    point.region
+                )));
+            }
+        };
+        let device = |s: &StoredSnapshot| {
+            let volume = snapshot_volume(s)?;
+            recorded?.volume(volume)
+        };
+        let chosen: Vec<&StoredSnapshot> = point
+            .snapshots
+            .iter()
+            .filter(|s| {
+                only.is_none_or(|v| snapshot_volume(s) == Some(v) || device(s).is_some_and(|d| d.device_name == v))
+            })
+            .collect();
+        if chosen.is_empty() {
+            let known: Vec<String> = point
+                .snapshots
+                .iter()
+                .map(|s| {
+                    let volume = snapshot_volume(s).unwrap_or("?");
+                    match device(s) {
+                        Some(d) => format!("{volume} ({})", d.device_name),
+                        None => volume.to_string(),
+                    }
+                })
+                .collect();
+            return Err(RestoreError::Refused(format!(
+                "--volume {}: restore point {} holds no snapshot of it; its volumes: {}",
+                only.unwrap_or_default(),
+                point.id(),
+                known.join(", ")
+            )));
+        }
+        let ec2 = self.clients.ec2(&self.region);
+        for snapshot in chosen {
+            let recorded_volume = device(snapshot);
+            let spec = VolumeSpec {
+                volume_type: overrides
+                    .volume_type
+                    .clone()
+                    .or_else(|| recorded_volume.and_then(|v| v.volume_type.clone())),
+                size_gib: overrides.size_gib.or_else(|| recorded_volume.and_then(|v| v.size_gib)),
+                iops: overrides.iops.or_else(|| recorded_volume.and_then(|v| v.iops)),
+                throughput: overrides.throughput.or_else(|| recorded_volume.and_then(|v| v.throughput)),
+                kms_key_id: overrides.kms_key_id.clone(),
+            };
+            let mut tags = self.tags();
+            if let Some(d) = recorded_volume {
+                tags.insert("coffer:device".into(), d.device_name.clone());
+            }
+            progress.step(&format!("creating a volume from {} in {zone}", snapshot.id));
+            let id = restores::create_volume(&ec2, &snapshot.id, &zone, &spec, &tags)
+                .await
+                .map_err(|e| failed(format_args!("creating a volume from {} in {zone}", snapshot.id), e))?;
+            self.made.push(Made {
+                kind: "volume",
+                id: id.clone(),
+                device: recorded_volume.map(|d| d.device_name.clone()),
+                snapshot_id: Some(snapshot.id.clone()),
+            });
+            restores::wait_volume_available(&ec2, &id, self.timeout).await.map_err(|e| failed("waiting", e))?;
+        }
+        Ok(())
+    }
+
+    async fn instance(
+        &mut self,
+        point: &RestorePoint,
+        recorded: &InstanceConfiguration,
+        other_region: bool,
+        overrides: &InstanceOverrides,
+        progress: &dyn RestoreProgress,
+    ) -> Result<(), RestoreError> {
+        let other_account = point.role.is_some();
+        let mut devices = Vec::new();
+        for snapshot in &point.snapshots {
+            let volume = snapshot_volume(snapshot).unwrap_or_default();
+            let Some(v) = recorded.volume(volume) else {
+                return Err(RestoreError::Refused(format!(
+                    "--to-instance: snapshot {} is of volume {volume}, which run {} did not record on {}; restore it with --to-volume",
+                    snapshot.id, point.run_id, point.resource_id
+                )));
+            };
+            devices.push(DeviceSpec {
+                device_name: v.device_name.clone(),
+                snapshot_id: snapshot.id.clone(),
+                delete_on_termination: v.delete_on_termination,
+                volume: VolumeSpec {
+                    volume_type: v.volume_type.clone(),
+                    size_gib: v.size_gib,
+                    iops: v.iops,
+                    throughput: v.throughput,
+                    kms_key_id: None,
+                },
+            });
+        }
+        if !devices.iter().any(|d| d.device_name == recorded.root_device_name) {
+            return Err(RestoreError::Refused(format!(
+                "--to-instance: restore point {} holds no snapshot of the root device {}; restore its volumes with --to-volume",
+                point.id(),
+                recorded.root_device_name
+            )));
+        }
+        devices.sort_by(|a, b| a.device_name.cmp(&b.device_name));
+        // What is per region (subnets, security groups, key pairs) or per
+        // account (instance profiles) stays behind unless named again.
+        let mut keep = |what: &str, flag: &str, value: Option<String>| -> Option<String> {
+            let value = value?;
+            if other_region || (other_account && what == "instance profile") {
+                let rename = if flag.is_empty() { String::new() } else { format!("; name one with {flag}") };
+                let account = if other_account { " in this account" } else { "" };
+                self.notes
+                    .push(format!("the original's {what} {value} is not used in {}{account}{rename}", self.region));
+                None
+            } else {
+                Some(value)
+            }
+        };
+        let subnet_id =
+            overrides.subnet_id.clone().or_else(|| keep("subnet", "--subnet-id", recorded.subnet_id.clone()));
+        let security_group_ids = if !overrides.security_group_ids.is_empty() {
+            overrides.security_group_ids.clone()
+        } else if other_region {
+            if !recorded.security_group_ids.is_empty() {
+                let groups = recorded.security_group_ids.join(", ");
+                keep("security groups", "--security-group-ids", Some(groups));
+            }
+            Vec::new()
+        } else {
+            recorded.security_group_ids.clone()
+        };
+        let key_name = overrides.key_name.clone().or_else(|| keep("key pair", "--key-name", recorded.key_name.clone()));
+        let instance_profile_arn = keep("instance profile", "", recorded.instance_profile_arn.clone());
+        let mut tags = user_tags(&recorded.tags);
+        if let Some(name) = &overrides.name {
+            tags.insert("Name".into(), name.clone());
+        }
+        tags.extend(self.tags());
+
+        let ec2 = self.clients.ec2(&self.region);
+        progress.step(&format!("registering an image of {} snapshots", devices.len()));
+        let image = ImageSpec {
+            name: format!("coffer-restore-{}-{}", point.resource_id, self.restore_id),
+            description: format!("coffer restore of {} (deregistered once the instance runs)", self.point_id),
+            architecture: recorded.architecture.clone(),
+            root_device_name: recorded.root_device_name.clone(),
+            ena_support: recorded.ena_support,
+            boot_mode: recorded.boot_mode.clone(),
+            virtualization_type: recorded.virtualization_type.clone(),
+            devices: devices.clone(),
+        };
+        let image_id =
+            restores::register_image(&ec2, &image).await.map_err(|e| failed("registering the restore's image", e))?;
+        self.made.push(Made { kind: "image", id: image_id.clone(), device: None, snapshot_id: None });
+        let instance_type = overrides.instance_type.clone().unwrap_or_else(|| recorded.instance_type.clone());
+        progress.step(&format!("launching a {instance_type} instance"));
+        let spec = InstanceSpec {
+            image_id,
+            instance_type,
+            // A subnet decides the zone; without one the original's zone, in its region.
+            availability_zone: (subnet_id.is_none() && !other_region).then(|| recorded.availability_zone.clone()),
+            subnet_id,
+            security_group_ids,
+            key_name,
+            instance_profile_arn,
+            ebs_optimized: recorded.ebs_optimized,
+            tenancy: recorded.tenancy.clone().filter(|t| t != "default"),
+            tags,
+        };
+        let instance_id = restores::run_instance(&ec2, &spec).await.map_err(|e| failed("launching the instance", e))?;
+        self.made.push(Made { kind: "instance", id: instance_id.clone(), device: None, snapshot_id: None });
+        restores::wait_instance(&ec2, &instance_id, InstanceStateName::Running, self.timeout)
+            .await
+            .map_err(|e| failed("waiting for it to run", e))?;
+        if !overrides.start {
+            progress.step(&format!("stopping {instance_id} (--start leaves it running)"));
+            restores::stop_instance(&ec2, &instance_id).await.map_err(|e| failed("stopping it", e))?;
+            restores::wait_instance(&ec2, &instance_id, InstanceStateName::Stopped, self.timeout)
+                .await
+                .map_err(|e| failed("waiting for it to stop", e))?;
+        }
+        Ok(())
+    }
+
+    async fn db_instance(
+        &mut self,
+        point: &RestorePoint,
+        recorded: Option<&DbInstanceConfiguration>,
+        other_region: bool,
+        identifier: &str,
+        overrides: &DbOverrides,
+        progress: &dyn RestoreProgress,
+    ) -> Result<(), RestoreError> {
+        coffer_model::validation::db_identifier(identifier)
+            .map_err(|problem| RestoreError::Refused(format!("--to-db-instance: {problem}")))?;
+        let snapshot = &point.snapshots[0];
+        let same_region = |value: Option<String>| value.filter(|_| !other_region);
+        let spec = DbSpec {
+            identifier: identifier.to_string(),
+            snapshot_id: snapshot.id.clone(),
+            instance_class: overrides.instance_class.clone().or_else(|| recorded.map(|c| c.instance_class.clone())),
+            db_subnet_group: overrides
+                .db_subnet_group
+                .clone()
+                .or_else(|| same_region(recorded.and_then(|c| c.db_subnet_group.clone()))),
+            vpc_security_group_ids: if !overrides.vpc_security_group_ids.is_empty() || other_region {
+                overrides.vpc_security_group_ids.clone()
+            } else {
+                recorded.map(|c| c.vpc_security_group_ids.clone()).unwrap_or_default()
+            },
+            parameter_group: same_region(recorded.and_then(|c| c.parameter_group.clone()).filter(|g| custom_group(g))),
+            option_group: same_region(recorded.and_then(|c| c.option_group.clone()).filter(|g| custom_group(g))),
+            port: recorded.and_then(|c| c.port),
+            multi_az: recorded.map(|c| c.multi_az),
+            availability_zone: same_region(recorded.filter(|c| !c.multi_az).and_then(|c| c.availability_zone.clone())),
+            storage_type: recorded.and_then(|c| c.storage_type.clone()),
+            iops: recorded.and_then(|c| c.iops),
+            iam_database_authentication: recorded.map(|c| c.iam_database_authentication),
+            publicly_accessible: recorded.map(|c| c.publicly_accessible),
+            tags: recorded.map(|c| user_tags(&c.tags)).unwrap_or_default().into_iter().chain(self.tags()).collect(),
+            ..DbSpec::default()
+        };
+        if recorded.is_none() {
+            self.notes.push(format!(
+                "run {} recorded no configuration of {}: RDS's defaults apply",
+                point.run_id, point.resource_id
+            ));
+        } else if other_region {
+            self.notes.push(format!(
+                "the original's subnet group, security groups, parameter and option groups are of {}: {} uses the defaults of {} unless named",
+                point.resource_region, identifier, self.region
+            ));
+        }
+        let rds = self.clients.rds(&self.region);
+        progress.step(&format!("restoring DB instance {identifier} from {}", snapshot.id));
+        restores::restore_db_instance(&rds, &spec).await.map_err(|e| {
+            RestoreError::Refused(format!("restoring DB instance {identifier} from {}: {e}", snapshot.id))
+        })?;
+        self.made.push(Made {
+            kind: "db-instance",
+            id: identifier.to_string(),
+            device: None,
+            snapshot_id: Some(snapshot.id.clone()),
+        });
+        progress.step(&format!("waiting for {identifier} to be available"));
+        restores::wait_db_instance_available(&rds, identifier, self.timeout).await.map_err(|e| failed("waiting", e))
+    }
+
+    async fn db_cluster(
+        &mut self,
+        point: &RestorePoint,
+        recorded: Option<&DbClusterConfiguration>,
+        other_region: bool,
+        identifier: &str,
+        overrides: &DbOverrides,
+        progress: &dyn RestoreProgress,
+    ) -> Result<(), RestoreError> {
+        coffer_model::validation::db_identifier(identifier)
+            .map_err(|problem| RestoreError::Refused(format!("--to-db-cluster: {problem}")))?;
+        let snapshot = &point.snapshots[0];
+        let engine = recorded.map(|c| c.engine.clone()).or_else(|| snapshot.engine.as_ref().map(|e| e.name.clone()));
+        let Some(engine) = engine else {
+            return Err(RestoreError::Refused(format!(
+                "--to-db-cluster: snapshot {} does not say its engine",
+                snapshot.id
+            )));
+        };
+        let multi_az_cluster = recorded.and_then(|c| c.db_cluster_instance_class.clone());
+        let members: Vec<String> = match (&overrides.instance_class, recorded) {
+            _ if multi_az_cluster.is_some() => Vec::new(),
+            (Some(class), Some(c)) if !c.member_instance_classes.is_empty() => {
+                vec![class.clone(); c.member_instance_classes.len()]
+            }
+            (Some(class), _) => vec![class.clone()],
+            (None, Some(c)) if !c.member_instance_classes.is_empty() => c.member_instance_classes.clone(),
+            _ => {
+                return Err(RestoreError::Refused(format!(
+                    "--db-instance-class: run {} recorded no member of {}; name the class of the restored cluster's writer",
+                    point.run_id, point.resource_id
+                )));
+            }
+        };
+        let same_region = |value: Option<String>| value.filter(|_| !other_region);
+        let tags: BTreeMap<String, String> =
+            recorded.map(|c| user_tags(&c.tags)).unwrap_or_default().into_iter().chain(self.tags()).collect();
+        let spec = DbSpec {
+            identifier: identifier.to_string(),
+            snapshot_id: snapshot.id.clone(),
+            engine: Some(engine.clone()),
+            engine_version: snapshot.engine.as_ref().map(|e| e.version.clone()),
+            instance_class: overrides
+                .instance_class
+                .clone()
+                .filter(|_| multi_az_cluster.is_some())
+                .or(multi_az_cluster),
+            db_subnet_group: overrides
+                .db_subnet_group
+                .clone()
+                .or_else(|| same_region(recorded.and_then(|c| c.db_subnet_group.clone()))),
+            vpc_security_group_ids: if !overrides.vpc_security_group_ids.is_empty() || other_region {
+                overrides.vpc_security_group_ids.clone()
+            } else {
+                recorded.map(|c| c.vpc_security_group_ids.clone()).unwrap_or_default()
+            },
+            parameter_group: same_region(
+                recorded.and_then(|c| c.cluster_parameter_group.clone()).filter(|g| custom_group(g)),
+            ),
+            port: recorded.and_then(|c| c.port),
+            storage_type: recorded.and_then(|c| c.storage_type.clone()),
+            iops: recorded.and_then(|c| c.iops),
+            iam_database_authentication: recorded.map(|c| c.iam_database_authentication),
+            tags: tags.clone(),
+            ..DbSpec::default()
+        };
+        let rds = self.clients.rds(&self.region);
+        progress.step(&format!("restoring DB cluster {identifier} from {}", snapshot.id));
+        restores::restore_db_cluster(&rds, &spec).await.map_err(|e| {
+            RestoreError::Refused(format!("restoring DB cluster {identifier} from {}: {e}", snapshot.id))
+        })?;
+        self.made.push(Made {
+            kind: "db-cluster",
+            id: identifier.to_string(),
+            device: None,
+            snapshot_id: Some(snapshot.id.clone()),
+        });
+        restores::wait_db_cluster_available(&rds, identifier, self.timeout).await.map_err(|e| failed("waiting", e))?;
+        for (n, class) in members.iter().enumerate() {
+            let member = format!("{identifier}-{}", n + 1);
+            progress.step(&format!("creating member {member} ({class})"));
+            restores::create_cluster_member(&rds, &member, identifier, &engine, class, &tags)
+                .await
+                .map_err(|e| failed(format_args!("creating cluster member {member}"), e))?;
+            self.made.push(Made { kind: "db-instance", id: member.clone(), device: None, snapshot_id: None });
+            restores::wait_db_instance_available(&rds, &member, self.timeout)
+                .await
+                .map_err(|e| failed("waiting", e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes what the restore made, newest first: (removed, could not remove and why).
+    async fn undo(&mut self) -> (Vec<String>, Vec<String>) {
+        let (mut removed, mut left) = (Vec::new(), Vec::new());
+        let ec2 = self.clients.ec2(&self.region);
+        let rds = self.clients.rds(&self.region);
+        for made in self.made.drain(..).rev() {
+            let result = match made.kind {
+                "volume" => delete_volume_when_settled(&ec2, &made.id, self.timeout).await,
+                "instance" => terminate_with_volumes(&ec2, &made.id, &self.restore_id, self.timeout).await,
+                "image" => restores::deregister_image(&ec2, &made.id).await,
+                "db-instance" => restores::delete_db_instance(&rds, &made.id).await,
+                "db-cluster" => restores::delete_db_cluster(&rds, &made.id).await,
+                _ => Ok(()),
+            };
+            match result {
+                Ok(()) => removed.push(made.to_string()),
+                Err(e) => left.push(format!("{made}: {e}")),
+            }
+        }
+        (removed, left)
+    }
+}
+
+/// A volume still being created cannot be deleted: wait for it first.
+async fn delete_volume_when_settled(ec2: &aws_sdk_ec2::Client, id: &str, timeout: Duration) -> Result<(), AwsError> {
+    if restores::delete_volume(ec2, id).await.is_ok() {
+        return Ok(());
+    }
+    let _ = restores::wait_volume_available(ec2, id, timeout).await;
+    restores::delete_volume(ec2, id).await
+}
+
+/// Terminates a restored instance, then deletes its volumes that outlive it
+/// (devices recorded without delete-on-termination), found by the restore's tag.
+async fn terminate_with_volumes(
+    ec2: &aws_sdk_ec2::Client,
+    instance_id: &str,
+    restore_id: &str,
+    timeout: Duration,
+) -> Result<(), AwsError> {
+    restores::terminate_instance(ec2, instance_id).await?;
+    restores::wait_instance(ec2, instance_id, InstanceStateName::Terminated, timeout).await?;
+    let out = ec2
+        .describe_volumes()
+        .filters(coffer_aws::ec2::tag_filter(TAG_RESTORE, restore_id))
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk(e, &[]))?;
+    for volume in out.volumes() {
+        if let Some(id) = volume.volume_id() {
+            delete_volume_when_settled(ec2, id, timeout).await?;
+        }
+    }
+    Ok(())
+}
