@@ -665,11 +665,11 @@ fn print_points(
     let image_width =
         |f: &dyn Fn(&coffer_executor::image::ImagePoint) -> usize| images.iter().map(f).max().unwrap_or(0) + 2;
     let (iw, rw, uw, lw, tw) = (
-        width(&|p| p.id().to_string().len(), "point").max(image_width(&|p| p.resource_id.len())),
+        width(&|p| p.id().to_string().len(), "point").max(image_width(&|p| p.id().to_string().len())),
         width(&|p| p.resource_id.len(), "resource").max(image_width(&|p| p.resource_id.len())),
         width(&|p| p.run_id.len(), "run").max(image_width(&|p| p.run_id.len())),
         width(&|p| rules(p).len(), "rules").max(image_width(&|p| p.rules.iter().map(|r| r.len() + 1).sum())),
-        width(&|p| targets(p).len(), "restores to").max(image_width(&|_| IMAGE_TARGETS.join(", ").len())),
+        width(&|p| targets(p).len(), "restores to").max(image_width(&|p| p.restore_targets().join(", ").len())),
     );
     println!(
         "  {:<iw$}{:<rw$}{:<10}{:<11}{:<22}{:<uw$}{:<lw$}{:<tw$}snapshots or points",
@@ -693,25 +693,21 @@ fn print_points(
     }
     for p in images {
         println!(
-            "  {:<iw$}{:<rw$}{:<10}{:<11}{:<22}{:<uw$}{:<lw$}{:<tw$}--repository {} --point {}",
-            "-",
+            "  {:<iw$}{:<rw$}{:<10}{:<11}{:<22}{:<uw$}{:<lw$}{:<tw$}repository {}: {}",
+            p.id().to_string(),
             p.resource_id,
             p.kind,
             p.region,
             p.time.format("%Y-%m-%d %H:%M UTC").to_string(),
             p.run_id,
             p.rules.iter().cloned().collect::<Vec<_>>().join("+"),
-            IMAGE_TARGETS.join(", "),
+            p.restore_targets().join(", "),
             p.repository_id,
-            p.point_ids.join(" | "),
+            p.point_ids.join(", "),
         );
     }
     Ok(())
 }
-
-/// What an image-level point restores to, one volume's point at a time
-/// (`coffer restore --repository R --point P`).
-const IMAGE_TARGETS: &[&str] = &["file", "snapshot"];
 
 /// The JSON shape of a restore point (the `coffer points --json` rows).
 pub fn point_json(p: &RestorePoint) -> serde_json::Value {
@@ -751,9 +747,9 @@ pub fn image_point_json(p: &coffer_executor::image::ImagePoint, account: &str) -
         "snapshot_ids": [],
         "kms_key_ids": [],
         "repository_id": p.repository_id,
-        // Image-level points restore per volume: `--repository` with each of `point_ids`.
-        "id": null,
-        "restore_targets": IMAGE_TARGETS,
+        "id": p.id().to_string(),
+        // One volume's point (of `point_ids`) also restores to a file, with `--repository`.
+        "restore_targets": p.restore_targets(),
         "point_ids": p.point_ids,
         "volume_ids": p.volume_ids,
     })

@@ -490,3 +490,102 @@ fn a_scheduled_run_says_which_regions_workers_could_not_make_their_points() {
         );
     });
 }
+
+/// An image-level point restores by the id `coffer points` shows, like a snapshot: each
+/// volume's point is written into a new EBS snapshot, which becomes volumes or an instance
+/// (and is deleted once they exist) or is the result (`--to-snapshot`).
+#[test]
+fn an_image_level_point_restores_by_its_id_to_volumes_an_instance_and_snapshots() {
+    use crate::support::estate::read_volume_block;
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ec2 = block_on(async { aws_sdk_ec2::Client::new(&moto.sdk_config("us-east-1").await) });
+    let (web, volumes, repository_id) = block_on(async {
+        let web = instance(&ec2, &tags(&[("Backup", "image")]), 1, None).await;
+        let volumes = volume_ids(&ec2, &web).await;
+        for (index, volume) in volumes.iter().enumerate() {
+            write_volume_block(moto.port(), volume, 2, &block(index as u8));
+        }
+        let (_, repository_id) = create_repository(&moto).await;
+        let mut executor = executor(&moto, dir.path(), 4).await;
+        executor.settings.repository_password = Some(PASSWORD.into());
+        register_repository(&executor, &repository_id, "STANDARD").await;
+        let mut daily = rule("daily", "0 2 * * *", None, None);
+        daily.backup = Some(ToRepository { repository_id: repository_id.clone(), retain: count(7) });
+        put_policy(&executor, &policy("images", "ec2", &["us-east-1"], &[("Backup", "image")], vec![daily])).await;
+        let request =
+            RunRequest { policy: "images".into(), rules: Vec::new(), run_id: Some("day-0".into()), time: Utc::now() };
+        let session = executor.run(request, &Quiet).await.unwrap();
+        assert_eq!(session.outcome, Outcome::Success, "{session:#?}");
+        (web, volumes, repository_id)
+    });
+    let coffer = |args: &[&str]| -> serde_json::Value {
+        let out = crate::support::estate::coffer_command(&moto.endpoint)
+            .args(args)
+            .env("COFFER_REPOSITORY_PASSWORD", PASSWORD)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "coffer {args:?}: {stderr}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let listed = coffer(&["points", "--policy", "images", "--kind", "backup", "--json"]);
+    let id = listed[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(id, format!("images/backup/{repository_id}/{web}/day-0"));
+    assert_eq!(listed[0]["restore_targets"], serde_json::json!(["volume", "instance", "snapshot"]));
+    // The blocks the instance had on each device.
+    let original: BTreeMap<String, Vec<u8>> = block_on(async {
+        let out = ec2.describe_instances().instance_ids(&web).send().await.unwrap();
+        out.reservations()[0].instances()[0]
+            .block_device_mappings()
+            .iter()
+            .map(|m| {
+                let volume = m.ebs().unwrap().volume_id().unwrap();
+                let index = volumes.iter().position(|v| v == volume).unwrap();
+                (m.device_name().unwrap().to_string(), block(index as u8))
+            })
+            .collect()
+    });
+    let staged_left = |restore_id: &str| -> usize {
+        block_on(async {
+            let filter = aws_sdk_ec2::types::Filter::builder().name("tag:coffer:restore").values(restore_id).build();
+            ec2.describe_snapshots().owner_ids("self").filters(filter).send().await.unwrap().snapshots().len()
+        })
+    };
+
+    // A new instance, every device holding what the original's did; no staged snapshot or image stays.
+    let restored = coffer(&["restore", "--point", &id, "--to-instance", "--json"]);
+    let made = restored["made"].as_array().unwrap();
+    assert_eq!(made.len(), 1, "only the instance is kept: {restored:#}");
+    assert_eq!(made[0]["kind"], "instance");
+    let rebuilt = made[0]["id"].as_str().unwrap().to_string();
+    block_on(async {
+        let out = ec2.describe_instances().instance_ids(&rebuilt).send().await.unwrap();
+        let instance = &out.reservations()[0].instances()[0];
+        assert_eq!(instance.instance_type().unwrap().as_str(), "t3.micro");
+        let mut devices = BTreeMap::new();
+        for m in instance.block_device_mappings() {
+            let volume = m.ebs().unwrap().volume_id().unwrap();
+            assert!(!volumes.iter().any(|v| v == volume), "a new volume");
+            devices.insert(m.device_name().unwrap().to_string(), read_volume_block(moto.port(), volume, 2).unwrap());
+        }
+        assert_eq!(devices, original);
+        assert!(ec2.describe_images().owners("self").send().await.unwrap().images().is_empty());
+    });
+    assert_eq!(staged_left(restored["restore_id"].as_str().unwrap()), 0, "the staged snapshots are deleted");
+
+    // One device's volume.
+    let restored = coffer(&["restore", "--point", &id, "--to-volume", "--volume", "/dev/sdf", "--json"]);
+    let made = restored["made"].as_array().unwrap();
+    assert_eq!((made.len(), &made[0]["kind"], &made[0]["device"]), (1, &"volume".into(), &"/dev/sdf".into()));
+    let volume = made[0]["id"].as_str().unwrap();
+    assert_eq!(read_volume_block(moto.port(), volume, 2).unwrap(), original["/dev/sdf"]);
+    assert_eq!(staged_left(restored["restore_id"].as_str().unwrap()), 0);
+
+    // Snapshots: the result, kept.
+    let restored = coffer(&["restore", "--point", &id, "--to-snapshot", "--json"]);
+    let made = restored["made"].as_array().unwrap();
+    assert_eq!(made.len(), 2, "{restored:#}");
+    assert!(made.iter().all(|m| m["kind"] == "snapshot"));
+    assert_eq!(staged_left(restored["restore_id"].as_str().unwrap()), 2);
+}

@@ -323,10 +323,12 @@ fn an_instance_backed_up_by_snapshot_and_replica_restores_to_volumes_and_rebuilt
     assert!(refused.contains("--subnet-id does not apply to --to-volume"), "{refused}");
     let refused = coffer_fails(&moto, &["restore", "--point", &snapshot, "--to-db-instance", "new-db"]);
     assert!(refused.contains("it restores with --to-volume or --to-instance"), "{refused}");
-    let refused = coffer_fails(&moto, &["restore", "--point", "web/backup/us-east-1/x/y", "--to-volume"]);
-    assert!(refused.contains("--point: \"web/backup/us-east-1/x/y\" is not a restore point id"), "{refused}");
+    let refused = coffer_fails(&moto, &["restore", "--point", "web/image/us-east-1/x/y", "--to-volume"]);
+    assert!(refused.contains("--point: \"web/image/us-east-1/x/y\" is not a restore point id"), "{refused}");
+    let refused = coffer_fails(&moto, &["restore", "--point", &snapshot, "--to-snapshot"]);
+    assert!(refused.contains("--to-snapshot restores image-level points"), "{refused}");
     let refused = coffer_fails(&moto, &["restore", "--point", &snapshot, "--to-file", "/tmp/nope.img"]);
-    assert!(refused.contains("--to-file restores image-level points (with --repository)"), "{refused}");
+    assert!(refused.contains("--to-file restores one volume's image-level point: give --repository R"), "{refused}");
     let gone = snapshot.rsplit_once('/').unwrap().0.to_string() + "/20200101-0000";
     let refused = coffer_fails(&moto, &["restore", "--point", &gone, "--to-volume"]);
     assert!(refused.contains("is not there"), "{refused}");

@@ -276,7 +276,19 @@ pub const PERMISSIONS: &[Permission] = &[
     p(Restore, Rds, "delete_db_instance", "rds:DeleteDBInstance", Any),
     p(Restore, Rds, "delete_db_cluster", "rds:DeleteDBCluster", Any),
     p(Restore, Rds, "add_tags_to_resource", "rds:AddTagsToResource", Any),
-    // Encrypted snapshots restore through their keys.
+    // Image-level points: read under a shared lock, staged in new EBS snapshots
+    // (deleted once volumes or an instance exist).
+    p(Restore, ImageBackup, "list_objects_v2", "s3:ListBucket", RepositoryBuckets),
+    p(Restore, ImageBackup, "get_object", "s3:GetObject", RepositoryObjects),
+    p(Restore, ImageBackup, "put_object", "s3:PutObject", RepositoryObjects),
+    p(Restore, ImageBackup, "delete_object", "s3:DeleteObject", RepositoryObjects),
+    p(Restore, ImageBackup, "restore_object", "s3:RestoreObject", RepositoryObjects),
+    p(Restore, ImageBackup, "head_object", "s3:GetObject", RepositoryObjects),
+    p(Restore, ImageBackup, "start_snapshot", "ebs:StartSnapshot", Any),
+    p(Restore, ImageBackup, "put_snapshot_block", "ebs:PutSnapshotBlock", Any),
+    p(Restore, ImageBackup, "complete_snapshot", "ebs:CompleteSnapshot", Any),
+    p(Restore, ImageBackup, "delete_snapshot", "ec2:DeleteSnapshot", Any),
+    // Encrypted snapshots restore through their keys; KMS repositories open with theirs.
     p(Restore, Kms, "create_grant", "kms:CreateGrant", Any),
     p(Restore, Kms, "-", "kms:Decrypt", Any),
     p(Restore, Kms, "-", "kms:DescribeKey", Any),

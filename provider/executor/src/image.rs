@@ -73,6 +73,25 @@ pub struct ImagePoint {
     pub volume_ids: Vec<String>,
 }
 
+impl ImagePoint {
+    /// The id `coffer points` shows and `coffer restore --point` takes.
+    pub fn id(&self) -> coffer_model::point_id::PointId {
+        coffer_model::point_id::PointId {
+            policy: self.policy.clone(),
+            kind: self.kind.into(),
+            place: self.repository_id.clone(),
+            resource_id: self.resource_id.clone(),
+            run_id: self.run_id.clone(),
+        }
+    }
+
+    /// What `coffer restore --point` turns it into (one volume's point also
+    /// restores to a file, with `--repository` and its id in `point_ids`).
+    pub fn restore_targets(&self) -> &'static [&'static str] {
+        &["volume", "instance", "snapshot"]
+    }
+}
+
 /// The image-level restore points of `policy` in the repositories its rules
 /// write to, oldest first per resource, read without a lock; and the
 /// repositories that could not be read.

@@ -45,7 +45,7 @@ impl RestorePoint {
     pub fn id(&self) -> PointId {
         PointId {
             policy: self.policy.clone(),
-            kind: self.kind,
+            kind: self.kind.into(),
             place: self.mapping.clone().unwrap_or_else(|| self.region.clone()),
             resource_id: self.resource_id.clone(),
             run_id: self.run_id.clone(),

@@ -8,16 +8,19 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_ec2::types::InstanceStateName;
+use coffer_aws::ebs_blocks::EbsSnapshotSink;
 use coffer_aws::restores::{self, DbSpec, DeviceSpec, ImageSpec, InstanceSpec, VolumeSpec};
-use coffer_aws::snapshots::StoredSnapshot;
+use coffer_aws::snapshots::{self, StoredSnapshot};
 use coffer_aws::{AwsClients, AwsError};
 use coffer_model::configuration::{
     DbClusterConfiguration, DbInstanceConfiguration, InstanceConfiguration, ResourceConfiguration,
 };
-use coffer_model::point_id::PointId;
+use coffer_model::point_id::{PointId, PointKind};
 use coffer_model::session::{ResourceKind, Session, SnapshotKind};
+use coffer_repository::Repository;
 use serde::Serialize;
 
+use super::image::{self, ImagePoint};
 use super::inventory::{self, Place, RestorePoint};
 use super::{Executor, ExecutorError, TAG_VOLUME};
 
@@ -95,6 +98,10 @@ pub enum Target {
         identifier: String,
         overrides: DbOverrides,
     },
+    /// Image-level points: one new EBS snapshot per volume (or only `volume`'s).
+    Snapshots {
+        volume: Option<String>,
+    },
 }
 
 /// One thing a restore made.
@@ -107,6 +114,10 @@ pub struct Made {
     pub device: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<String>,
+    /// Made only to get there (a launch image, a staged snapshot): removed
+    /// when the restore ends, however it ends.
+    #[serde(skip)]
+    pub scaffolding: bool,
 }
 
 impl std::fmt::Display for Made {
@@ -140,40 +151,57 @@ impl RestoreProgress for () {
     fn step(&self, _: &str) {}
 }
 
+/// A point `coffer points` lists: in EBS or RDS, or in a repository.
+pub enum Point {
+    Cloud(RestorePoint),
+    Image(ImagePoint),
+}
+
 /// A point found, with what its run recorded and the clients reaching it.
 pub struct FoundPoint {
-    pub point: RestorePoint,
+    pub point: Point,
     pub configuration: Option<ResourceConfiguration>,
     pub clients: std::sync::Arc<AwsClients>,
 }
 
 impl Executor {
     /// The point `id` names, read from the one place it can be (a replica's
-    /// region and account come from its mapping), with the configuration
-    /// its run recorded (none for runs before format 2).
+    /// region and account come from its mapping, a backup's repository from
+    /// the id), with the configuration its run recorded (none for runs
+    /// before session format 2).
     pub async fn find_point(&self, id: &PointId) -> Result<FoundPoint, RestoreError> {
         let policy = self.policy(&id.policy).await?;
-        let place = match id.kind {
-            SnapshotKind::Snapshot => Place { role: None, region: id.place.clone() },
-            SnapshotKind::Replica => {
-                let mapping = self.region_mapping(&id.place).await?;
-                Place { role: mapping.target_role_arn.clone(), region: mapping.target_region.clone() }
+        let lookup = |cause: String| RestoreError::Lookup { id: id.to_string(), cause };
+        let (point, clients) = if id.kind.image_level() {
+            let (points, errors) = image::list_points(self, &policy).await;
+            match points.into_iter().find(|p| &p.id() == id) {
+                Some(point) => (Point::Image(point), self.aws.clone()),
+                None if !errors.is_empty() => return Err(lookup(errors.join("; "))),
+                None => return Err(RestoreError::NoPoint(id.to_string())),
             }
+        } else {
+            let place = match id.kind {
+                PointKind::Replica => {
+                    let mapping = self.region_mapping(&id.place).await?;
+                    Place { role: mapping.target_role_arn.clone(), region: mapping.target_region.clone() }
+                }
+                _ => Place { role: None, region: id.place.clone() },
+            };
+            let clients = self.clients_for(place.role.as_deref()).await?.unwrap_or_else(|| self.aws.clone());
+            let point = inventory::list_place(&clients, &policy, &place)
+                .await
+                .map_err(|e| lookup(e.to_string()))?
+                .into_iter()
+                .find(|p| &p.id() == id)
+                .ok_or_else(|| RestoreError::NoPoint(id.to_string()))?;
+            (Point::Cloud(point), clients)
         };
-        let clients = self.clients_for(place.role.as_deref()).await?.unwrap_or_else(|| self.aws.clone());
-        let lookup = |e: AwsError| RestoreError::Lookup { id: id.to_string(), cause: e.to_string() };
-        let point = inventory::list_place(&clients, &policy, &place)
-            .await
-            .map_err(lookup)?
-            .into_iter()
-            .find(|p| &p.id() == id)
-            .ok_or_else(|| RestoreError::NoPoint(id.to_string()))?;
         let configuration = match self.catalog().get::<Session>(&format!("{}/{}", id.policy, id.run_id)).await {
             Ok(session) => {
                 session.body.resources.into_iter().find(|r| r.id == id.resource_id).and_then(|r| r.configuration)
             }
             Err(coffer_aws::catalog::CatalogError::NotFound) => None,
-            Err(e) => return Err(RestoreError::Lookup { id: id.to_string(), cause: format!("its session: {e}") }),
+            Err(e) => return Err(lookup(format!("its session: {e}"))),
         };
         Ok(FoundPoint { point, configuration, clients })
     }
@@ -184,91 +212,39 @@ impl Executor {
         target: &Target,
         progress: &dyn RestoreProgress,
     ) -> Result<Restored, RestoreError> {
-        let point = &found.point;
-        if !point.complete() {
-            return Err(RestoreError::Refused(format!(
-                "restore point {} is not complete yet (its snapshots are still pending); try again when `coffer points` no longer says incomplete",
-                point.id()
-            )));
-        }
-        let kind = point.resource_kind();
-        let wanted = match target {
-            Target::Volumes { .. } | Target::Instance(_) => ResourceKind::Ec2Instance,
-            Target::DbInstance { .. } => ResourceKind::RdsInstance,
-            Target::DbCluster { .. } => ResourceKind::RdsCluster,
+        let (point_id, region, account) = match &found.point {
+            Point::Cloud(p) => (p.id().to_string(), p.region.clone(), p.account.clone()),
+            Point::Image(p) => (p.id().to_string(), p.region.clone(), self.aws.account_id.clone()),
         };
-        if kind != wanted {
-            return Err(RestoreError::Refused(format!(
-                "restore point {} is of {} {}: it restores with {}",
-                point.id(),
-                kind.noun(),
-                point.resource_id,
-                match kind {
-                    ResourceKind::Ec2Instance => "--to-volume or --to-instance",
-                    ResourceKind::RdsInstance => "--to-db-instance NEW_ID",
-                    ResourceKind::RdsCluster => "--to-db-cluster NEW_ID",
-                }
-            )));
-        }
         let mut work = Work {
             clients: &found.clients,
-            region: point.region.clone(),
+            region,
             timeout: self.settings.wait_timeout.max(Duration::from_secs(60)),
             made: Vec::new(),
             notes: Vec::new(),
             restore_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
-            point_id: point.id().to_string(),
+            point_id,
         };
-        let other_region = point.region != point.resource_region;
-        let result = match target {
-            Target::Volumes { availability_zone, volume, overrides } => {
-                work.volumes(
-                    point,
-                    found.instance(),
-                    availability_zone.as_deref(),
-                    volume.as_deref(),
-                    overrides,
-                    progress,
-                )
-                .await
-            }
-            Target::Instance(overrides) => match found.instance() {
-                Some(config) => work.instance(point, config, other_region, overrides, progress).await,
-                None => Err(no_configuration(point)),
-            },
-            Target::DbInstance { identifier, overrides } => {
-                let recorded = match &found.configuration {
-                    Some(ResourceConfiguration::RdsInstance(c)) => Some(c),
-                    _ => None,
-                };
-                work.db_instance(point, recorded, other_region, identifier, overrides, progress).await
-            }
-            Target::DbCluster { identifier, overrides } => {
-                let recorded = match &found.configuration {
-                    Some(ResourceConfiguration::RdsCluster(c)) => Some(c),
-                    _ => None,
-                };
-                work.db_cluster(point, recorded, other_region, identifier, overrides, progress).await
-            }
+        let result = match &found.point {
+            Point::Cloud(point) => work.cloud(found, point, target, progress).await,
+            Point::Image(point) => self.image(&mut work, found, point, target, progress).await,
         };
-        // The image an instance was launched from is the restore's scaffolding, kept by no outcome.
-        let images: Vec<Made> = work.made.iter().filter(|m| m.kind == "image").cloned().collect();
         match result {
             Ok(()) => {
-                for image in &images {
-                    if let Err(e) = restores::deregister_image(&work.clients.ec2(&work.region), &image.id).await {
-                        work.notes.push(format!(
-                            "deregistering image {} (the launch of the restored instance): {e}",
-                            image.id
-                        ));
+                // The launch image and the snapshots an image-level point was
+                // staged in are the restore's scaffolding, kept by no outcome.
+                let scaffolding: Vec<Made> = work.made.iter().filter(|m| m.scaffolding).cloned().collect();
+                work.made.retain(|m| !m.scaffolding);
+                for made in scaffolding.iter().rev() {
+                    if let Err(e) = work.remove(made).await {
+                        work.notes.push(format!("removing {made} (the restore's scaffolding): {e}; delete it by hand"));
                     }
                 }
-                work.made.retain(|m| m.kind != "image");
                 Ok(Restored {
                     point: work.point_id.clone(),
                     restore_id: work.restore_id.clone(),
                     region: work.region.clone(),
-                    account: point.account.clone(),
+                    account,
                     made: work.made,
                     notes: work.notes,
                 })
@@ -284,6 +260,223 @@ impl Executor {
                 Err(RestoreError::Failed { error, removed, left })
             }
         }
+    }
+
+    /// An image-level point: each volume's point is written into a new EBS
+    /// snapshot (the repository shared-locked meanwhile), and those restore
+    /// as a snapshot point's do; for `--to-snapshot` they are the result.
+    async fn image(
+        &self,
+        work: &mut Work<'_>,
+        found: &FoundPoint,
+        point: &ImagePoint,
+        target: &Target,
+        progress: &dyn RestoreProgress,
+    ) -> Result<(), RestoreError> {
+        let only = match target {
+            Target::Volumes { volume, .. } => volume.as_deref(),
+            Target::Snapshots { volume } => volume.as_deref(),
+            Target::Instance(_) => None,
+            Target::DbInstance { .. } | Target::DbCluster { .. } => {
+                return Err(RestoreError::Refused(format!(
+                    "restore point {} is an image-level backup of EC2 instance {}: it restores with --to-volume, --to-instance or --to-snapshot",
+                    work.point_id, point.resource_id
+                )));
+            }
+        };
+        let recorded = found.instance();
+        let device = |volume: &str| recorded.and_then(|c| c.volume(volume)).map(|v| v.device_name.clone());
+        let chosen: Vec<(&String, &String)> = point
+            .point_ids
+            .iter()
+            .zip(&point.volume_ids)
+            .filter(|(_, volume)| only.is_none_or(|v| volume.as_str() == v || device(volume).as_deref() == Some(v)))
+            .collect();
+        if chosen.is_empty() {
+            let known: Vec<String> = point
+                .volume_ids
+                .iter()
+                .map(|v| device(v).map(|d| format!("{v} ({d})")).unwrap_or_else(|| v.clone()))
+                .collect();
+            return Err(RestoreError::Refused(format!(
+                "--volume {}: restore point {} holds no backup of it; its volumes: {}",
+                only.unwrap_or_default(),
+                work.point_id,
+                known.join(", ")
+            )));
+        }
+        let (repo, lock) = self
+            .open_repository(&point.repository_id, "restore")
+            .await
+            .map_err(|e| RestoreError::Lookup { id: work.point_id.clone(), cause: e.to_string() })?;
+        let staged = work.stage(&repo, &chosen, device, matches!(target, Target::Snapshots { .. }), progress).await;
+        if let Err(e) = lock.release().await {
+            work.notes.push(format!("releasing the repository's lock: {e} (a later prune removes it)"));
+        }
+        let snapshots = staged?;
+        let staged_point = RestorePoint {
+            policy: point.policy.clone(),
+            resource_id: point.resource_id.clone(),
+            resource_region: point.region.clone(),
+            kind: SnapshotKind::Snapshot,
+            region: point.region.clone(),
+            account: self.aws.account_id.clone(),
+            mapping: None,
+            run_id: point.run_id.clone(),
+            time: point.time,
+            rules: point.rules.clone(),
+            snapshots,
+            role: None,
+        };
+        match target {
+            Target::Volumes { availability_zone, overrides, .. } => {
+                work.volumes(&staged_point, recorded, availability_zone.as_deref(), None, overrides, progress).await
+            }
+            Target::Instance(overrides) => match recorded {
+                Some(config) => work.instance(&staged_point, config, false, overrides, progress).await,
+                None => Err(no_configuration(&staged_point)),
+            },
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Work<'_> {
+    /// A snapshot or replica point into `target`.
+    async fn cloud(
+        &mut self,
+        found: &FoundPoint,
+        point: &RestorePoint,
+        target: &Target,
+        progress: &dyn RestoreProgress,
+    ) -> Result<(), RestoreError> {
+        if !point.complete() {
+            return Err(RestoreError::Refused(format!(
+                "restore point {} is not complete yet (its snapshots are still pending); try again when `coffer points` no longer says incomplete",
+                self.point_id
+            )));
+        }
+        let kind = point.resource_kind();
+        let wanted = match target {
+            Target::Volumes { .. } | Target::Instance(_) => ResourceKind::Ec2Instance,
+            Target::DbInstance { .. } => ResourceKind::RdsInstance,
+            Target::DbCluster { .. } => ResourceKind::RdsCluster,
+            Target::Snapshots { .. } => {
+                return Err(RestoreError::Refused(format!(
+                    "--to-snapshot restores image-level points; restore point {} is already a snapshot (restore it with --to-volume or --to-instance)",
+                    self.point_id
+                )));
+            }
+        };
+        if kind != wanted {
+            return Err(RestoreError::Refused(format!(
+                "restore point {} is of {} {}: it restores with {}",
+                self.point_id,
+                kind.noun(),
+                point.resource_id,
+                match kind {
+                    ResourceKind::Ec2Instance => "--to-volume or --to-instance",
+                    ResourceKind::RdsInstance => "--to-db-instance NEW_ID",
+                    ResourceKind::RdsCluster => "--to-db-cluster NEW_ID",
+                }
+            )));
+        }
+        let other_region = point.region != point.resource_region;
+        match target {
+            Target::Volumes { availability_zone, volume, overrides } => {
+                self.volumes(
+                    point,
+                    found.instance(),
+                    availability_zone.as_deref(),
+                    volume.as_deref(),
+                    overrides,
+                    progress,
+                )
+                .await
+            }
+            Target::Instance(overrides) => match found.instance() {
+                Some(config) => self.instance(point, config, other_region, overrides, progress).await,
+                None => Err(no_configuration(point)),
+            },
+            Target::DbInstance { identifier, overrides } => {
+                let recorded = match &found.configuration {
+                    Some(ResourceConfiguration::RdsInstance(c)) => Some(c),
+                    _ => None,
+                };
+                self.db_instance(point, recorded, other_region, identifier, overrides, progress).await
+            }
+            Target::DbCluster { identifier, overrides } => {
+                let recorded = match &found.configuration {
+                    Some(ResourceConfiguration::RdsCluster(c)) => Some(c),
+                    _ => None,
+                };
+                self.db_cluster(point, recorded, other_region, identifier, overrides, progress).await
+            }
+            Target::Snapshots { .. } => Ok(()),
+        }
+    }
+
+    /// Writes each chosen volume point of an image-level point into a new EBS
+    /// snapshot in the point's region, and waits for them to complete.
+    async fn stage(
+        &mut self,
+        repo: &Repository,
+        chosen: &[(&String, &String)],
+        device: impl Fn(&str) -> Option<String>,
+        kept: bool,
+        progress: &dyn RestoreProgress,
+    ) -> Result<Vec<StoredSnapshot>, RestoreError> {
+        let (ebs, ec2) = (self.clients.ebs(&self.region), self.clients.ec2(&self.region));
+        let mut ids = Vec::new();
+        let mut volumes = BTreeMap::new();
+        for (manifest_id, volume) in chosen {
+            let manifest =
+                repo.manifest(manifest_id).await.map_err(|e| failed_text(format!("reading {manifest_id}: {e}")))?;
+            progress.step(&format!("thawing {manifest_id} (archives only)"));
+            repo.thaw(&manifest, Duration::from_secs(60), self.timeout)
+                .await
+                .map_err(|e| failed_text(format!("thawing {manifest_id}: {e}")))?;
+            let mut tags: Vec<(String, String)> = self.tags().into_iter().collect();
+            tags.push((TAG_VOLUME.to_string(), volume.to_string()));
+            let sink = EbsSnapshotSink::start(
+                ebs.clone(),
+                manifest.volume_size,
+                &format!("coffer restore of {} ({volume})", self.point_id),
+                tags,
+                None,
+                60,
+            )
+            .await
+            .map_err(|e| failed_text(format!("starting a snapshot for {volume}: {e}")))?
+            .deleting_on_abort(ec2.clone());
+            self.made.push(Made {
+                kind: "snapshot",
+                id: sink.snapshot_id().to_string(),
+                device: device(volume),
+                snapshot_id: None,
+                scaffolding: !kept,
+            });
+            progress.step(&format!("writing {volume}'s blocks from {manifest_id} into {}", sink.snapshot_id()));
+            let id = repo
+                .restore(&manifest, &sink, 16, &|_, _| {})
+                .await
+                .map_err(|e| failed_text(format!("restoring {manifest_id} into a snapshot: {e}")))?;
+            volumes.insert(id.clone(), volume.to_string());
+            ids.push(id);
+        }
+        let mut snapshots = snapshots::wait_until_complete(
+            || snapshots::describe_ebs_snapshots(&ec2, &self.region, &ids),
+            Duration::from_secs(1),
+            self.timeout,
+        )
+        .await
+        .map_err(|e| failed_text(format!("waiting for the staged snapshots: {e}")))?;
+        for snapshot in &mut snapshots {
+            if let Some(volume) = volumes.get(&snapshot.id) {
+                snapshot.tags.insert(TAG_VOLUME.to_string(), volume.clone());
+            }
+        }
+        Ok(snapshots)
     }
 }
 
@@ -306,7 +499,11 @@ fn no_configuration(point: &RestorePoint) -> RestoreError {
 
 /// A failure after something was made (the undo runs on it).
 fn failed(what: impl std::fmt::Display, e: AwsError) -> RestoreError {
-    RestoreError::Failed { error: format!("{what}: {e}"), removed: Vec::new(), left: Vec::new() }
+    failed_text(format!("{what}: {e}"))
+}
+
+fn failed_text(error: String) -> RestoreError {
+    RestoreError::Failed { error, removed: Vec::new(), left: Vec::new() }
 }
 
 /// The volume a snapshot of the point is of (a replica says it in a tag).
@@ -420,6 +617,7 @@ impl Work<'_> {
                 id: id.clone(),
                 device: recorded_volume.map(|d| d.device_name.clone()),
                 snapshot_id: Some(snapshot.id.clone()),
+                scaffolding: false,
             });
             restores::wait_volume_available(&ec2, &id, self.timeout).await.map_err(|e| failed("waiting", e))?;
         }
@@ -514,7 +712,13 @@ impl Work<'_> {
         };
         let image_id =
             restores::register_image(&ec2, &image).await.map_err(|e| failed("registering the restore's image", e))?;
-        self.made.push(Made { kind: "image", id: image_id.clone(), device: None, snapshot_id: None });
+        self.made.push(Made {
+            kind: "image",
+            id: image_id.clone(),
+            device: None,
+            snapshot_id: None,
+            scaffolding: true,
+        });
         let instance_type = overrides.instance_type.clone().unwrap_or_else(|| recorded.instance_type.clone());
         progress.step(&format!("launching a {instance_type} instance"));
         let spec = InstanceSpec {
@@ -531,7 +735,13 @@ impl Work<'_> {
             tags,
         };
         let instance_id = restores::run_instance(&ec2, &spec).await.map_err(|e| failed("launching the instance", e))?;
-        self.made.push(Made { kind: "instance", id: instance_id.clone(), device: None, snapshot_id: None });
+        self.made.push(Made {
+            kind: "instance",
+            id: instance_id.clone(),
+            device: None,
+            snapshot_id: None,
+            scaffolding: false,
+        });
         restores::wait_instance(&ec2, &instance_id, InstanceStateName::Running, self.timeout)
             .await
             .map_err(|e| failed("waiting for it to run", e))?;
@@ -604,6 +814,7 @@ impl Work<'_> {
             id: identifier.to_string(),
             device: None,
             snapshot_id: Some(snapshot.id.clone()),
+            scaffolding: false,
         });
         progress.step(&format!("waiting for {identifier} to be available"));
         restores::wait_db_instance_available(&rds, identifier, self.timeout).await.map_err(|e| failed("waiting", e))
@@ -685,6 +896,7 @@ impl Work<'_> {
             id: identifier.to_string(),
             device: None,
             snapshot_id: Some(snapshot.id.clone()),
+            scaffolding: false,
         });
         restores::wait_db_cluster_available(&rds, identifier, self.timeout).await.map_err(|e| failed("waiting", e))?;
         for (n, class) in members.iter().enumerate() {
@@ -693,7 +905,13 @@ impl Work<'_> {
             restores::create_cluster_member(&rds, &member, identifier, &engine, class, &tags)
                 .await
                 .map_err(|e| failed(format_args!("creating cluster member {member}"), e))?;
-            self.made.push(Made { kind: "db-instance", id: member.clone(), device: None, snapshot_id: None });
+            self.made.push(Made {
+                kind: "db-instance",
+                id: member.clone(),
+                device: None,
+                snapshot_id: None,
+                scaffolding: false,
+            });
             restores::wait_db_instance_available(&rds, &member, self.timeout)
                 .await
                 .map_err(|e| failed("waiting", e))?;
@@ -704,23 +922,28 @@ impl Work<'_> {
     /// Removes what the restore made, newest first: (removed, could not remove and why).
     async fn undo(&mut self) -> (Vec<String>, Vec<String>) {
         let (mut removed, mut left) = (Vec::new(), Vec::new());
-        let ec2 = self.clients.ec2(&self.region);
-        let rds = self.clients.rds(&self.region);
-        for made in self.made.drain(..).rev() {
-            let result = match made.kind {
-                "volume" => delete_volume_when_settled(&ec2, &made.id, self.timeout).await,
-                "instance" => terminate_with_volumes(&ec2, &made.id, &self.restore_id, self.timeout).await,
-                "image" => restores::deregister_image(&ec2, &made.id).await,
-                "db-instance" => restores::delete_db_instance(&rds, &made.id).await,
-                "db-cluster" => restores::delete_db_cluster(&rds, &made.id).await,
-                _ => Ok(()),
-            };
-            match result {
+        let made: Vec<Made> = self.made.drain(..).rev().collect();
+        for made in made {
+            match self.remove(&made).await {
                 Ok(()) => removed.push(made.to_string()),
                 Err(e) => left.push(format!("{made}: {e}")),
             }
         }
         (removed, left)
+    }
+
+    async fn remove(&self, made: &Made) -> Result<(), AwsError> {
+        let ec2 = self.clients.ec2(&self.region);
+        let rds = self.clients.rds(&self.region);
+        match made.kind {
+            "volume" => delete_volume_when_settled(&ec2, &made.id, self.timeout).await,
+            "instance" => terminate_with_volumes(&ec2, &made.id, &self.restore_id, self.timeout).await,
+            "image" => restores::deregister_image(&ec2, &made.id).await,
+            "snapshot" => snapshots::delete_ebs_snapshot(&ec2, &made.id).await,
+            "db-instance" => restores::delete_db_instance(&rds, &made.id).await,
+            "db-cluster" => restores::delete_db_cluster(&rds, &made.id).await,
+            _ => Ok(()),
+        }
     }
 }
 

@@ -31,10 +31,11 @@ pub struct RestoreArgs {
     #[arg(long, requires = "repository")]
     pub repository_region: Option<String>,
 
-    /// Image-level points: into a new local file (never overwrites).
+    /// One volume's image-level point (with --repository): into a new local file (never overwrites).
     #[arg(long)]
     pub to_file: Option<PathBuf>,
-    /// Image-level points: into a new EBS snapshot in --snapshot-region.
+    /// Image-level points: one new EBS snapshot per volume (or --volume's);
+    /// with --repository, of that volume's point in --snapshot-region.
     #[arg(long)]
     pub to_snapshot: bool,
     /// EC2 points: one new volume per snapshot of the point (or --volume's).
@@ -56,7 +57,7 @@ pub struct RestoreArgs {
     /// the point is in its region).
     #[arg(long)]
     pub availability_zone: Option<String>,
-    /// --to-volume: only the snapshot of this volume (its original id or device name).
+    /// --to-volume and --to-snapshot: only this volume (its original id or device name).
     #[arg(long)]
     pub volume: Option<String>,
     /// --to-volume: volume type (default: the original's), e.g. gp3, io2.
@@ -129,15 +130,19 @@ impl RestoreArgs {
 
     /// What to restore a snapshot or replica point into, checked.
     fn target(&self) -> Result<Target> {
-        let image_only = self.flags_given(&[
-            ("--to-file", self.to_file.is_some()),
-            ("--to-snapshot", self.to_snapshot),
-            ("--snapshot-region", self.snapshot_region.is_some()),
-        ]);
-        if let Some(flag) = image_only.first() {
+        if self.to_file.is_some() {
             bail!(
-                "{flag} restores image-level points (with --repository); point {} is a snapshot or replica: use --to-volume or --to-instance (EC2), --to-db-instance or --to-db-cluster (RDS)",
-                self.point
+                "--to-file restores one volume's image-level point: give --repository R and that volume's point id (`point_ids` in `coffer points --json`, or `coffer repo points`)"
+            );
+        }
+        if self.volume_availability_zone.is_some() {
+            bail!(
+                "--volume-availability-zone applies with --repository; for a --point from `coffer points`, use --to-volume [--availability-zone AZ]"
+            );
+        }
+        if self.snapshot_region.is_some() {
+            bail!(
+                "--snapshot-region applies with --repository; a --point from `coffer points` restores in the point's region"
             );
         }
         let volume_flags = self.flags_given(&[
@@ -162,8 +167,11 @@ impl RestoreArgs {
             ("--db-subnet-group", self.db_subnet_group.is_some()),
             ("--vpc-security-group-ids", !self.vpc_security_group_ids.is_empty()),
         ]);
+        let only_volume = vec!["--volume"];
         let (target, allowed) = if self.to_volume {
             ("--to-volume", &volume_flags)
+        } else if self.to_snapshot {
+            ("--to-snapshot", &only_volume)
         } else if self.to_instance {
             ("--to-instance", &instance_flags)
         } else if self.to_db_instance.is_some() {
@@ -205,7 +213,9 @@ impl RestoreArgs {
             db_subnet_group: self.db_subnet_group.clone(),
             vpc_security_group_ids: self.vpc_security_group_ids.clone(),
         };
-        Ok(if self.to_volume {
+        Ok(if self.to_snapshot {
+            Target::Snapshots { volume: self.volume.clone() }
+        } else if self.to_volume {
             Target::Volumes {
                 availability_zone: self.availability_zone.clone(),
                 volume: self.volume.clone(),

@@ -17,6 +17,8 @@ pub struct RestorePoints;
 
 pub fn point_type() -> Vec<(&'static str, Type)> {
     vec![
+        ("point_id", Type::String),
+        ("restore_targets", Type::List(Box::new(Type::String))),
         ("policy", Type::String),
         ("resource_id", Type::String),
         ("kind", Type::String),
@@ -119,6 +121,8 @@ impl DataSource<Coffer> for RestorePoints {
 
 pub fn point_value(p: &inventory::RestorePoint) -> Value {
     object(vec![
+        ("point_id", Value::from(p.id().to_string())),
+        ("restore_targets", Value::List(p.restore_targets().iter().map(|t| Value::from(*t)).collect())),
         ("policy", Value::from(p.policy.as_str())),
         ("resource_id", p.resource_id.as_str().into()),
         ("kind", p.kind.as_str().into()),
@@ -139,6 +143,8 @@ pub fn point_value(p: &inventory::RestorePoint) -> Value {
 /// in the account whose catalog names them).
 pub fn image_point_value(p: &image::ImagePoint, account: &str) -> Value {
     object(vec![
+        ("point_id", Value::from(p.id().to_string())),
+        ("restore_targets", Value::List(p.restore_targets().iter().map(|t| Value::from(*t)).collect())),
         ("policy", Value::from(p.policy.as_str())),
         ("resource_id", p.resource_id.as_str().into()),
         ("kind", p.kind.as_str().into()),
