@@ -266,6 +266,11 @@ fn an_instance_backed_up_by_snapshot_and_replica_restores_to_volumes_and_rebuilt
         assert_eq!(rebuilt.instance_type().unwrap().as_str(), "m5.large");
         assert_eq!(rebuilt.state().unwrap().name().unwrap().as_str(), "running", "--start");
         assert_eq!(rebuilt.key_name(), None);
+        assert_eq!(
+            rebuilt.iam_instance_profile().and_then(|p| p.arn()),
+            Some(profile_arn.as_str()),
+            "IAM is global: the same account's profile applies in every region"
+        );
         let devices = devices(&west, &away_id).await;
         assert_eq!(devices.keys().collect::<Vec<_>>(), ["/dev/sda1", "/dev/sdf"]);
         let block = read_volume_block(moto.port(), &devices["/dev/sdf"].0, 3).expect("block 3 restored");

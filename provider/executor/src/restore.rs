@@ -667,7 +667,9 @@ impl Work<'_> {
         // account (instance profiles) stays behind unless named again.
         let mut keep = |what: &str, flag: &str, value: Option<String>| -> Option<String> {
             let value = value?;
-            if other_region || (other_account && what == "instance profile") {
+            // IAM is per account, the rest per region and account.
+            let elsewhere = if what == "instance profile" { other_account } else { other_region || other_account };
+            if elsewhere {
                 let rename = if flag.is_empty() { String::new() } else { format!("; name one with {flag}") };
                 let account = if other_account { " in this account" } else { "" };
                 self.notes
@@ -681,7 +683,7 @@ impl Work<'_> {
             overrides.subnet_id.clone().or_else(|| keep("subnet", "--subnet-id", recorded.subnet_id.clone()));
         let security_group_ids = if !overrides.security_group_ids.is_empty() {
             overrides.security_group_ids.clone()
-        } else if other_region {
+        } else if other_region || other_account {
             if !recorded.security_group_ids.is_empty() {
                 let groups = recorded.security_group_ids.join(", ");
                 keep("security groups", "--security-group-ids", Some(groups));
