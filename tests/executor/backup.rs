@@ -532,7 +532,7 @@ fn an_image_level_point_restores_by_its_id_to_volumes_an_instance_and_snapshots(
     let listed = coffer(&["points", "--policy", "images", "--kind", "backup", "--json"]);
     let id = listed[0]["id"].as_str().unwrap().to_string();
     assert_eq!(id, format!("images/backup/{repository_id}/{web}/day-0"));
-    assert_eq!(listed[0]["restore_targets"], serde_json::json!(["volume", "instance", "snapshot"]));
+    assert_eq!(listed[0]["restore_targets"], serde_json::json!(["volume", "instance", "original", "snapshot"]));
     // The blocks the instance had on each device.
     let original: BTreeMap<String, Vec<u8>> = block_on(async {
         let out = ec2.describe_instances().instance_ids(&web).send().await.unwrap();

@@ -72,6 +72,20 @@ fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
     tags.iter().map(|t| (t.key().unwrap().to_string(), t.value().unwrap_or_default().to_string())).collect()
 }
 
+/// One EBS volume of a launch, on `name`.
+fn device(name: &str, size: i32, kind: VolumeType, delete_on_termination: bool) -> BlockDeviceMapping {
+    BlockDeviceMapping::builder()
+        .device_name(name)
+        .ebs(
+            EbsBlockDevice::builder()
+                .volume_size(size)
+                .volume_type(kind)
+                .delete_on_termination(delete_on_termination)
+                .build(),
+        )
+        .build()
+}
+
 async fn describe_instance(ec2: &aws_sdk_ec2::Client, id: &str) -> aws_sdk_ec2::types::Instance {
     let out = ec2.describe_instances().instance_ids(id).send().await.unwrap();
     out.reservations()[0].instances()[0].clone()
@@ -121,14 +135,6 @@ fn an_instance_backed_up_by_snapshot_and_replica_restores_to_volumes_and_rebuilt
         east.create_key_pair().key_name("web-key").send().await.unwrap();
         let home = network(&east, "10.1.0.0/16", "us-east-1b").await;
         let away = network(&west, "10.2.0.0/16", "us-west-2a").await;
-        let device = |name: &str, size: i32, kind: VolumeType, delete: bool| {
-            BlockDeviceMapping::builder()
-                .device_name(name)
-                .ebs(
-                    EbsBlockDevice::builder().volume_size(size).volume_type(kind).delete_on_termination(delete).build(),
-                )
-                .build()
-        };
         let out = east
             .run_instances()
             .image_id("ami-0c0ffee0c0ffee000")
@@ -198,17 +204,19 @@ fn an_instance_backed_up_by_snapshot_and_replica_restores_to_volumes_and_rebuilt
 
     // Every point has an id and says what it restores to.
     let points = coffer_json(&moto, &["points", "--policy", "web", "--json"]);
-    let point = |kind: &str| -> String {
+    let point = |kind: &str, targets: Value| -> String {
         let found =
             points.as_array().unwrap().iter().find(|p| p["kind"] == kind).unwrap_or_else(|| panic!("{points:#}"));
-        assert_eq!(found["restore_targets"], serde_json::json!(["volume", "instance"]));
+        assert_eq!(found["restore_targets"], targets, "{kind}");
         found["id"].as_str().unwrap().to_string()
     };
-    let (snapshot, replica) = (point("snapshot"), point("replica"));
+    // A replica in another region cannot swap the original's volumes.
+    let snapshot = point("snapshot", serde_json::json!(["volume", "instance", "original"]));
+    let replica = point("replica", serde_json::json!(["volume", "instance"]));
     assert_eq!(snapshot, format!("web/snapshot/us-east-1/{original}/{}", session["run_id"].as_str().unwrap()));
     assert!(replica.starts_with("web/replica/west/"), "{replica}");
     let (_, table, _) = coffer(&moto, &["points", "--policy", "web"]);
-    assert!(table.contains(&snapshot) && table.contains("volume, instance"), "{table}");
+    assert!(table.contains(&snapshot) && table.contains("volume, instance, original"), "{table}");
 
     // A new instance from the snapshot, stopped, rebuilt as recorded; the original is untouched.
     let restored =
@@ -327,9 +335,11 @@ fn an_instance_backed_up_by_snapshot_and_replica_restores_to_volumes_and_rebuilt
     let refused = coffer_fails(&moto, &["restore", "--point", &snapshot, "--to-volume", "--subnet-id", &home.subnet]);
     assert!(refused.contains("--subnet-id does not apply to --to-volume"), "{refused}");
     let refused = coffer_fails(&moto, &["restore", "--point", &snapshot, "--to-db-instance", "new-db"]);
-    assert!(refused.contains("it restores with --to-volume or --to-instance"), "{refused}");
+    assert!(refused.contains("it restores with --to-volume, --to-instance or --to-original"), "{refused}");
     let refused = coffer_fails(&moto, &["restore", "--point", "web/image/us-east-1/x/y", "--to-volume"]);
     assert!(refused.contains("--point: \"web/image/us-east-1/x/y\" is not a restore point id"), "{refused}");
+    let refused = coffer_fails(&moto, &["restore", "--point", &replica, "--to-original", "--yes"]);
+    assert!(refused.contains("is a replica in us-west-2; instance"), "{refused}");
     let refused = coffer_fails(&moto, &["restore", "--point", &snapshot, "--to-snapshot"]);
     assert!(refused.contains("--to-snapshot restores image-level points"), "{refused}");
     let refused = coffer_fails(&moto, &["restore", "--point", &snapshot, "--to-file", "/tmp/nope.img"]);
@@ -443,5 +453,163 @@ fn db_instance_and_cluster_points_restore_to_new_ones_with_the_recorded_settings
         let member = &member.db_instances()[0];
         assert_eq!(member.db_cluster_identifier(), Some("ledger-restored"));
         assert_eq!(member.db_instance_class(), Some("db.r6g.large"), "the recorded writer's class");
+    });
+}
+
+/// Volume ids of the account in `ec2`'s region.
+async fn volume_ids(ec2: &aws_sdk_ec2::Client) -> Vec<String> {
+    let out = ec2.describe_volumes().send().await.unwrap();
+    let mut ids: Vec<String> = out.volumes().iter().filter_map(|v| v.volume_id().map(str::to_string)).collect();
+    ids.sort();
+    ids
+}
+
+async fn delete_on_termination(ec2: &aws_sdk_ec2::Client, id: &str) -> BTreeMap<String, bool> {
+    let instance = describe_instance(ec2, id).await;
+    instance
+        .block_device_mappings()
+        .iter()
+        .map(|m| (m.device_name().unwrap().to_string(), m.ebs().unwrap().delete_on_termination().unwrap_or(false)))
+        .collect()
+}
+
+async fn state_of(ec2: &aws_sdk_ec2::Client, id: &str) -> String {
+    describe_instance(ec2, id).await.state().unwrap().name().unwrap().as_str().to_string()
+}
+
+#[test]
+fn to_original_swaps_the_instances_volumes_keeps_the_replaced_ones_and_undoes_a_swap_that_fails() {
+    use crate::support::fault_proxy::{Fault, FaultProxy, Rule};
+
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let east = block_on(async { aws_sdk_ec2::Client::new(&moto.sdk_config("us-east-1").await) });
+    let original = block_on(async {
+        let out = east
+            .run_instances()
+            .image_id("ami-0c0ffee0c0ffee000")
+            .instance_type(InstanceType::T3Small)
+            .min_count(1)
+            .max_count(1)
+            .block_device_mappings(device("/dev/sda1", 8, VolumeType::Gp3, true))
+            .block_device_mappings(device("/dev/sdf", 12, VolumeType::Gp2, false))
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Instance)
+                    .tags(Tag::builder().key("Backup").value("daily").build())
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let executor = executor(&moto, dir.path(), 4).await;
+        let rules = vec![rule("daily", "0 2 * * *", Some(count(7)), None)];
+        put_policy(&executor, &policy("app", "ec2", &["us-east-1"], &[("Backup", "daily")], rules)).await;
+        out.instances()[0].instance_id().unwrap().to_string()
+    });
+    let before = block_on(devices(&east, &original));
+    let (root, data) = (before["/dev/sda1"].0.clone(), before["/dev/sdf"].0.clone());
+    write_volume_block(moto.port(), &data, 3, b"good data");
+    let session = coffer_json(&moto, &["run", "--policy", "app", "--json"]);
+    assert_eq!(session["outcome"], "Success", "{session:#}");
+    let point = format!("app/snapshot/us-east-1/{original}/{}", session["run_id"].as_str().unwrap());
+    // The data goes bad after the backup.
+    write_volume_block(moto.port(), &data, 3, b"bad data!");
+    let volumes_before = block_on(volume_ids(&east));
+
+    // Without --yes: what would happen, and nothing done.
+    let refused = coffer_fails(&moto, &["restore", "--point", &point, "--to-original"]);
+    assert!(refused.contains(&format!("replaces volumes of instance {original} (running")), "{refused}");
+    assert!(refused.contains(&format!("/dev/sdf ({data}, now {data})")), "{refused}");
+    assert!(refused.contains("Give --yes"), "{refused}");
+    assert_eq!(block_on(volume_ids(&east)), volumes_before, "nothing made");
+    let refused = coffer_fails(&moto, &["restore", "--point", &point, "--to-volume", "--yes"]);
+    assert!(refused.contains("--yes confirms --to-original"), "{refused}");
+
+    // The second attach fails: the first device's swap is undone, both original
+    // volumes are back on their devices, the new volumes are gone, and the
+    // instance runs again.
+    let proxy = FaultProxy::start(&moto);
+    let attach = proxy.add(
+        Rule::new(Fault::QueryError { status: 400, code: "InvalidParameterValue" })
+            .action("AttachVolume")
+            .one_in(2)
+            .times(1),
+    );
+    let out = coffer_command(&proxy.endpoint)
+        .args(["restore", "--point", &point, "--to-original", "--yes"])
+        .output()
+        .unwrap();
+    let failed = String::from_utf8_lossy(&out.stderr).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(out.status.code(), Some(1), "{failed}");
+    assert_eq!(proxy.injected(attach), 1, "the fault happened");
+    assert!(failed.contains("attaching vol-") && failed.contains("InvalidParameterValue"), "{failed}");
+    assert!(failed.contains("removed what the restore had made: volume vol-"), "{failed}");
+    assert!(failed.contains("put back as it was: "), "{failed}");
+    for (volume, device) in [(&root, "/dev/sda1"), (&data, "/dev/sdf")] {
+        assert!(failed.contains(&format!("{volume} on {original} ({device})")), "{failed}");
+    }
+    assert!(failed.contains(&format!("{original} started again")), "{failed}");
+    drop(proxy);
+    block_on(async {
+        assert_eq!(devices(&east, &original).await, before, "the original volumes are back on their devices");
+        assert_eq!(volume_ids(&east).await, volumes_before, "no volume left behind");
+        assert_eq!(state_of(&east, &original).await, "running");
+        assert!(delete_on_termination(&east, &original).await["/dev/sda1"], "the root's setting is back");
+    });
+    assert!(read_volume_block(moto.port(), &data, 3).unwrap().starts_with(b"bad data!"), "untouched");
+
+    // With --yes: new volumes with the point's data on the same devices, the
+    // old ones kept and tagged, the instance running again.
+    let restored = coffer_json(&moto, &["restore", "--point", &point, "--to-original", "--yes", "--json"]);
+    let made = restored["made"].as_array().unwrap();
+    assert_eq!(made.len(), 2, "{restored:#}");
+    let after = block_on(devices(&east, &original));
+    for m in made {
+        assert_eq!(m["kind"], "volume");
+        assert_eq!(m["attached_to"], original.as_str());
+        let device = m["device"].as_str().unwrap();
+        assert_eq!(after[device].0, m["id"].as_str().unwrap(), "{device} holds the new volume");
+        assert_eq!(m["replaced"], before[device].0.as_str());
+    }
+    assert_eq!(
+        after.values().map(|(_, kind, size)| (kind.clone(), *size)).collect::<Vec<_>>(),
+        [("gp3".to_string(), 8), ("gp2".to_string(), 12)],
+        "the recorded types and sizes"
+    );
+    assert!(read_volume_block(moto.port(), &after["/dev/sdf"].0, 3).unwrap().starts_with(b"good data"));
+    let restore_id = restored["restore_id"].as_str().unwrap().to_string();
+    assert!(restored["notes"].to_string().contains("the replaced volumes are kept"), "{restored:#}");
+    block_on(async {
+        assert_eq!(state_of(&east, &original).await, "running", "started again");
+        assert_eq!(
+            delete_on_termination(&east, &original).await,
+            BTreeMap::from([("/dev/sda1".to_string(), true), ("/dev/sdf".to_string(), false)]),
+            "as recorded"
+        );
+        let out = east.describe_volumes().volume_ids(&root).volume_ids(&data).send().await.unwrap();
+        for volume in out.volumes() {
+            assert_eq!(volume.state().unwrap().as_str(), "available", "kept, detached");
+            assert_eq!(tag_map(volume.tags()).get("coffer:replaced-by-restore"), Some(&restore_id));
+        }
+    });
+    assert!(
+        read_volume_block(moto.port(), &data, 3).unwrap().starts_with(b"bad data!"),
+        "the replaced volume is kept as it was"
+    );
+
+    // One device of a stopped instance: only /dev/sdf is replaced, and it stays stopped.
+    block_on(async {
+        east.stop_instances().instance_ids(&original).send().await.unwrap();
+    });
+    let current_root = after["/dev/sda1"].0.clone();
+    let restored =
+        coffer_json(&moto, &["restore", "--point", &point, "--to-original", "--volume", "/dev/sdf", "--yes", "--json"]);
+    assert_eq!(restored["made"].as_array().unwrap().len(), 1, "{restored:#}");
+    assert_eq!(restored["made"][0]["replaced"], after["/dev/sdf"].0.as_str(), "what was there, not the original");
+    block_on(async {
+        let now = devices(&east, &original).await;
+        assert_eq!(now["/dev/sda1"].0, current_root, "the root is not touched");
+        assert_eq!(state_of(&east, &original).await, "stopped", "a stopped instance stays stopped");
     });
 }

@@ -47,6 +47,10 @@ pub enum Fault {
     /// (`AccessDenied` for 403, else `InternalError`) without forwarding:
     /// moto never sees the request.
     Refuse { status: u16 },
+    /// Answer with this status and an error `code` in the EC2/query
+    /// protocol's error document, without forwarding: an API call AWS
+    /// refused (a 4xx code is not retried by the SDKs).
+    QueryError { status: u16, code: &'static str },
 }
 
 /// Which requests a fault applies to, and how often.
@@ -57,6 +61,8 @@ pub struct Rule {
     path_contains: Option<String>,
     /// Requests that must carry this header (name lower-case).
     header: Option<String>,
+    /// Query-protocol requests (EC2, IAM, RDS…) of this `Action`.
+    action: Option<String>,
     /// Apply to every `one_in`-th matching request (1: each).
     one_in: usize,
     /// Stop after this many faults.
@@ -65,7 +71,7 @@ pub struct Rule {
 
 impl Rule {
     pub fn new(fault: Fault) -> Self {
-        Self { fault, method: None, path_contains: None, header: None, one_in: 1, times: usize::MAX }
+        Self { fault, method: None, path_contains: None, header: None, action: None, one_in: 1, times: usize::MAX }
     }
 
     pub fn method(mut self, method: &str) -> Self {
@@ -76,6 +82,12 @@ impl Rule {
     /// The request's path and query contain `text` (e.g. `/manifests/`).
     pub fn path_contains(mut self, text: &str) -> Self {
         self.path_contains = Some(text.to_string());
+        self
+    }
+
+    /// The query-protocol call (`Action=AttachVolume` in the form body or the query).
+    pub fn action(mut self, action: &str) -> Self {
+        self.action = Some(action.to_string());
         self
     }
 
@@ -98,6 +110,7 @@ impl Rule {
         self.method.as_ref().is_none_or(|m| &request.method == m)
             && self.path_contains.as_ref().is_none_or(|p| request.path.contains(p.as_str()))
             && self.header.as_ref().is_none_or(|h| request.headers.contains(h))
+            && self.action.as_ref().is_none_or(|a| request.action.as_deref() == Some(a.as_str()))
     }
 
     /// Whether the fault can happen at this point: a delay before the
@@ -105,7 +118,7 @@ impl Rule {
     /// no longer than `after` cannot be cut).
     fn applies(&self, response_body: Option<usize>) -> bool {
         match (self.fault, response_body) {
-            (Fault::Delay(_) | Fault::Refuse { .. }, None) => true,
+            (Fault::Delay(_) | Fault::Refuse { .. } | Fault::QueryError { .. }, None) => true,
             (Fault::DropResponse, Some(_)) => true,
             (Fault::CutBody { after }, Some(len)) => len > after,
             _ => false,
@@ -118,14 +131,23 @@ struct Seen {
     method: String,
     path: String,
     headers: Vec<String>,
+    action: Option<String>,
 }
 
 impl Seen {
-    fn of<B>(request: &Request<B>) -> Self {
+    fn of(request: &hyper::http::request::Parts, body: &[u8]) -> Self {
+        let query = request.uri.query().unwrap_or_default().as_bytes();
+        // Action names are plain ASCII words: no form decoding needed to find one.
+        let action = [body, query].into_iter().find_map(|form| {
+            form.split(|b| *b == b'&')
+                .find_map(|pair| pair.strip_prefix(b"Action="))
+                .map(|name| String::from_utf8_lossy(name).into_owned())
+        });
         Self {
-            method: request.method().as_str().to_string(),
-            path: request.uri().path_and_query().map(|pq| pq.as_str().to_string()).unwrap_or_default(),
-            headers: request.headers().keys().map(|k| k.as_str().to_string()).collect(),
+            method: request.method.as_str().to_string(),
+            path: request.uri.path_and_query().map(|pq| pq.as_str().to_string()).unwrap_or_default(),
+            headers: request.headers.keys().map(|k| k.as_str().to_string()).collect(),
+            action,
         }
     }
 }
@@ -284,7 +306,9 @@ async fn handle(
     upstream: SocketAddr,
     state: &State,
 ) -> Result<Response<ProxyBody>, std::io::Error> {
-    let seen = Seen::of(&request);
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
+    let seen = Seen::of(&parts, &body);
     state.requests.fetch_add(1, Ordering::SeqCst);
     match state.fault_for(&seen, None) {
         Some(Fault::Delay(by)) => tokio::time::sleep(by).await,
@@ -299,9 +323,19 @@ async fn handle(
                 .body(full(Bytes::from(body)))
                 .expect("a refusal"));
         }
+        Some(Fault::QueryError { status, code }) => {
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>fault proxy: refused</Message></Error></Errors><RequestID>fault-proxy</RequestID></Response>"
+            );
+            return Ok(Response::builder()
+                .status(status)
+                .header("content-type", "text/xml")
+                .body(full(Bytes::from(body)))
+                .expect("an error"));
+        }
         _ => {}
     }
-    let response = match forward(request, upstream).await {
+    let response = match forward(parts, body, upstream).await {
         Ok(response) => response,
         Err(e) => {
             return Ok(Response::builder()
@@ -333,11 +367,10 @@ async fn handle(
 
 /// Sends the request to moto over a fresh connection; the whole response.
 async fn forward(
-    request: Request<Incoming>,
+    mut parts: hyper::http::request::Parts,
+    body: Bytes,
     upstream: SocketAddr,
 ) -> Result<Response<Bytes>, Box<dyn std::error::Error + Send + Sync>> {
-    let (mut parts, body) = request.into_parts();
-    let body = body.collect().await?.to_bytes();
     // The proxy already answered `100 Continue` to the client; moto gets the
     // whole body at once.
     parts.headers.remove(hyper::header::EXPECT);

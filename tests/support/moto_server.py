@@ -196,6 +196,31 @@ def _copy_snapshot_honouring_encrypted(self):
 ElasticBlockStore.copy_snapshot = _copy_snapshot_honouring_encrypted
 
 
+from moto.ec2.exceptions import EC2ClientError  # noqa: E402
+
+_detach_volume = EC2Backend.detach_volume
+
+
+# AWS: "If an EBS volume is the root device of an instance, you must stop the
+# instance before you can detach the volume" (EC2 user guide, "Detach an Amazon
+# EBS volume from an instance"); DetachVolume answers IncorrectState otherwise.
+# moto detaches the root volume of a running instance.
+def _detach_root_volume_only_when_stopped(self, volume_id, instance_id, device_path):
+    attachment = self.get_volume(volume_id).attachment
+    if attachment is not None:
+        instance = attachment.instance
+        device = device_path or attachment.device
+        if device == instance.root_device_name and instance.state != "stopped":
+            raise EC2ClientError(
+                "IncorrectState",
+                f"Unable to detach root volume '{volume_id}' from instance '{instance.id}': it is {instance.state}",
+            )
+    return _detach_volume(self, volume_id, instance_id, device_path)
+
+
+EC2Backend.detach_volume = _detach_root_volume_only_when_stopped
+
+
 # --- EBS direct APIs -------------------------------------------------------
 #
 # moto keeps the EBS direct APIs (StartSnapshot, PutSnapshotBlock, ...) in a

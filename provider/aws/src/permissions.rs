@@ -256,13 +256,18 @@ pub const PERMISSIONS: &[Permission] = &[
     p(Restore, Ec2, "describe_instances", "ec2:DescribeInstances", Any),
     p(Restore, Ec2, "create_volume", "ec2:CreateVolume", Any),
     p(Restore, Ec2, "delete_volume", "ec2:DeleteVolume", Any),
-    p(Restore, Ec2, "-", "ec2:CreateTags", Any),
+    p(Restore, Ec2, "create_tags", "ec2:CreateTags", Any),
     // An instance launches from an image of the point's snapshots, deregistered once it runs.
     p(Restore, Ec2, "register_image", "ec2:RegisterImage", Any),
     p(Restore, Ec2, "deregister_image", "ec2:DeregisterImage", Any),
     p(Restore, Ec2, "run_instances", "ec2:RunInstances", Any),
     p(Restore, Ec2, "stop_instances", "ec2:StopInstances", Any),
     p(Restore, Ec2, "terminate_instances", "ec2:TerminateInstances", Any),
+    // --to-original: the original stopped, its volumes swapped for restored ones, started again.
+    p(Restore, Ec2, "start_instances", "ec2:StartInstances", Any),
+    p(Restore, Ec2, "detach_volume", "ec2:DetachVolume", Any),
+    p(Restore, Ec2, "attach_volume", "ec2:AttachVolume", Any),
+    p(Restore, Ec2, "modify_instance_attribute", "ec2:ModifyInstanceAttribute", Any),
     // The original's instance profile, on the restored instance.
     p(Restore, Ec2, "-", "iam:PassRole", PassedRoles),
     p(Restore, Rds, "describe_db_snapshots", "rds:DescribeDBSnapshots", Any),

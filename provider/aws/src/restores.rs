@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{
-    ArchitectureValues, BlockDeviceMapping, BootModeValues, EbsBlockDevice, IamInstanceProfileSpecification,
-    InstanceStateName, Placement, ResourceType, Tag, TagSpecification, Tenancy, VolumeState, VolumeType,
+    ArchitectureValues, BlockDeviceMapping, BootModeValues, EbsBlockDevice, EbsInstanceBlockDeviceSpecification,
+    IamInstanceProfileSpecification, InstanceBlockDeviceMappingSpecification, InstanceStateName, Placement,
+    ResourceType, Tag, TagSpecification, Tenancy, VolumeAttachmentState, VolumeState, VolumeType,
 };
 
 use super::AwsError;
@@ -277,6 +278,146 @@ pub async fn terminate_instance(client: &aws_sdk_ec2::Client, instance_id: &str)
             e => Err(e),
         },
     }
+}
+
+/// An instance as `--to-original` finds it now: its state, zone and what
+/// is attached on each device.
+#[derive(Debug, Clone)]
+pub struct LiveInstance {
+    pub state: InstanceStateName,
+    pub availability_zone: String,
+    pub root_device_name: Option<String>,
+    pub devices: Vec<AttachedVolume>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachedVolume {
+    pub device_name: String,
+    pub volume_id: String,
+    pub delete_on_termination: bool,
+}
+
+/// The instance, or `NotFound` (also when it is terminated: nothing can be
+/// attached to it any more).
+pub async fn find_live_instance(client: &aws_sdk_ec2::Client, instance_id: &str) -> Result<LiveInstance, AwsError> {
+    let out = client
+        .describe_instances()
+        .instance_ids(instance_id)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk(e, &["InvalidInstanceID.NotFound"]))?;
+    let instance = out.reservations().iter().flat_map(|r| r.instances()).next().ok_or(AwsError::NotFound)?;
+    let state = instance.state().and_then(|s| s.name()).cloned().ok_or(AwsError::NotFound)?;
+    if matches!(state, InstanceStateName::Terminated | InstanceStateName::ShuttingDown) {
+        return Err(AwsError::NotFound);
+    }
+    let devices = instance
+        .block_device_mappings()
+        .iter()
+        .filter_map(|m| {
+            let ebs = m.ebs()?;
+            Some(AttachedVolume {
+                device_name: m.device_name()?.to_string(),
+                volume_id: ebs.volume_id()?.to_string(),
+                delete_on_termination: ebs.delete_on_termination().unwrap_or(false),
+            })
+        })
+        .collect();
+    Ok(LiveInstance {
+        state,
+        availability_zone: instance
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .map(str::to_string)
+            .unwrap_or_default(),
+        root_device_name: instance.root_device_name().map(str::to_string),
+        devices,
+    })
+}
+
+pub async fn start_instance(client: &aws_sdk_ec2::Client, instance_id: &str) -> Result<(), AwsError> {
+    client.start_instances().instance_ids(instance_id).send().await.map_err(|e| AwsError::from_sdk(e, &[]))?;
+    Ok(())
+}
+
+pub async fn detach_volume(client: &aws_sdk_ec2::Client, volume_id: &str, instance_id: &str) -> Result<(), AwsError> {
+    client
+        .detach_volume()
+        .volume_id(volume_id)
+        .instance_id(instance_id)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk(e, &[]))?;
+    Ok(())
+}
+
+pub async fn attach_volume(
+    client: &aws_sdk_ec2::Client,
+    volume_id: &str,
+    instance_id: &str,
+    device: &str,
+) -> Result<(), AwsError> {
+    client
+        .attach_volume()
+        .volume_id(volume_id)
+        .instance_id(instance_id)
+        .device(device)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk(e, &[]))?;
+    Ok(())
+}
+
+/// Waits until AWS says `volume_id` is attached, then sets its
+/// delete-on-termination (AttachVolume always leaves it off).
+pub async fn wait_volume_attached(
+    client: &aws_sdk_ec2::Client,
+    volume_id: &str,
+    instance_id: &str,
+    device: &str,
+    delete_on_termination: bool,
+    timeout: Duration,
+) -> Result<(), AwsError> {
+    wait_for(&format!("volume {volume_id} on {device}"), Duration::from_secs(1), timeout, || async move {
+        let out =
+            client.describe_volumes().volume_ids(volume_id).send().await.map_err(|e| AwsError::from_sdk(e, &[]))?;
+        let attachment = out.volumes().first().and_then(|v| v.attachments().first());
+        Ok(match attachment.and_then(|a| a.state()) {
+            Some(VolumeAttachmentState::Attached) => Some(Ok(())),
+            _ => None,
+        })
+    })
+    .await?;
+    if delete_on_termination {
+        client
+            .modify_instance_attribute()
+            .instance_id(instance_id)
+            .block_device_mappings(
+                InstanceBlockDeviceMappingSpecification::builder()
+                    .device_name(device)
+                    .ebs(EbsInstanceBlockDeviceSpecification::builder().delete_on_termination(true).build())
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(e, &[]))?;
+    }
+    Ok(())
+}
+
+pub async fn tag_resource(
+    client: &aws_sdk_ec2::Client,
+    resource_id: &str,
+    tags: &BTreeMap<String, String>,
+) -> Result<(), AwsError> {
+    client
+        .create_tags()
+        .resources(resource_id)
+        .set_tags(Some(tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()))
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk(e, &[]))?;
+    Ok(())
 }
 
 // ------------------------------------------------------------------- RDS

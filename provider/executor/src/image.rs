@@ -88,7 +88,7 @@ impl ImagePoint {
     /// What `coffer restore --point` turns it into (one volume's point also
     /// restores to a file, with `--repository` and its id in `point_ids`).
     pub fn restore_targets(&self) -> &'static [&'static str] {
-        &["volume", "instance", "snapshot"]
+        &["volume", "instance", "original", "snapshot"]
     }
 }
 

@@ -64,6 +64,10 @@ impl RestorePoint {
     /// The targets `coffer restore` can turn it into.
     pub fn restore_targets(&self) -> &'static [&'static str] {
         match self.resource_kind() {
+            // The original's volumes are swapped only where they are: its region and account.
+            ResourceKind::Ec2Instance if self.region == self.resource_region && self.role.is_none() => {
+                &["volume", "instance", "original"]
+            }
             ResourceKind::Ec2Instance => &["volume", "instance"],
             ResourceKind::RdsInstance => &["db-instance"],
             ResourceKind::RdsCluster => &["db-cluster"],

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aws_sdk_ec2::types::InstanceStateName;
 use coffer_aws::ebs_blocks::EbsSnapshotSink;
-use coffer_aws::restores::{self, DbSpec, DeviceSpec, ImageSpec, InstanceSpec, VolumeSpec};
+use coffer_aws::restores::{self, AttachedVolume, DbSpec, DeviceSpec, ImageSpec, InstanceSpec, VolumeSpec};
 use coffer_aws::snapshots::{self, StoredSnapshot};
 use coffer_aws::{AwsClients, AwsError};
 use coffer_model::configuration::{
@@ -28,6 +28,8 @@ use super::{Executor, ExecutorError, TAG_VOLUME};
 pub const TAG_RESTORED_FROM: &str = "coffer:restored-from";
 /// And the restore that made it (one id per `coffer restore`).
 pub const TAG_RESTORE: &str = "coffer:restore";
+/// Put on a volume `--to-original` replaced (kept): the restore that replaced it.
+pub const TAG_REPLACED_BY: &str = "coffer:replaced-by-restore";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -40,9 +42,10 @@ pub enum RestoreError {
     /// Refused before anything was made: the flag and what is allowed.
     #[error("{0}")]
     Refused(String),
-    /// Failed after making something: what was removed, and what could not be.
-    #[error("{error}{}{}", removed_text(.removed), left_text(.left))]
-    Failed { error: String, removed: Vec<String>, left: Vec<String> },
+    /// Failed after making or changing something: what was removed, what
+    /// was put back as it was, and what could not be.
+    #[error("{error}{}{}{}", removed_text(.removed), put_back_text(.put_back), left_text(.left))]
+    Failed { error: String, removed: Vec<String>, put_back: Vec<String>, left: Vec<String> },
 }
 
 fn removed_text(removed: &[String]) -> String {
@@ -51,6 +54,10 @@ fn removed_text(removed: &[String]) -> String {
     } else {
         format!("; removed what the restore had made: {}", removed.join(", "))
     }
+}
+
+fn put_back_text(put_back: &[String]) -> String {
+    if put_back.is_empty() { String::new() } else { format!("; put back as it was: {}", put_back.join(", ")) }
 }
 
 fn left_text(left: &[String]) -> String {
@@ -98,6 +105,13 @@ pub enum Target {
         identifier: String,
         overrides: DbOverrides,
     },
+    /// The original instance's volumes (or only `volume`'s) replaced by
+    /// restored ones: stopped, swapped, started again if it was running; the
+    /// replaced volumes are kept. Refused unless `confirmed`.
+    Original {
+        volume: Option<String>,
+        confirmed: bool,
+    },
     /// Image-level points: one new EBS snapshot per volume (or only `volume`'s).
     Snapshots {
         volume: Option<String>,
@@ -114,6 +128,12 @@ pub struct Made {
     pub device: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<String>,
+    /// --to-original: the instance the volume is attached to, and the volume
+    /// it replaced there (kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attached_to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<String>,
     /// Made only to get there (a launch image, a staged snapshot): removed
     /// when the restore ends, however it ends.
     #[serde(skip)]
@@ -125,6 +145,12 @@ impl std::fmt::Display for Made {
         write!(f, "{} {}", self.kind, self.id)?;
         if let Some(device) = &self.device {
             write!(f, " ({device})")?;
+        }
+        if let Some(instance) = &self.attached_to {
+            write!(f, " on {instance}")?;
+        }
+        if let Some(replaced) = &self.replaced {
+            write!(f, ", replacing {replaced}")?;
         }
         Ok(())
     }
@@ -224,6 +250,8 @@ impl Executor {
             notes: Vec::new(),
             restore_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
             point_id,
+            swaps: Vec::new(),
+            restart: None,
         };
         let result = match &found.point {
             Point::Cloud(point) => work.cloud(found, point, target, progress).await,
@@ -249,15 +277,20 @@ impl Executor {
                     notes: work.notes,
                 })
             }
-            Err(e) if work.made.is_empty() => Err(e),
+            Err(e) if work.made.is_empty() && work.swaps.is_empty() && work.restart.is_none() => Err(e),
             Err(e) => {
                 progress.step("the restore failed: removing what it made");
                 let error = match e {
                     RestoreError::Failed { error, .. } => error,
                     e => e.to_string(),
                 };
-                let (removed, left) = work.undo().await;
-                Err(RestoreError::Failed { error, removed, left })
+                let undone = work.undo().await;
+                Err(RestoreError::Failed {
+                    error,
+                    removed: undone.removed,
+                    put_back: undone.put_back,
+                    left: undone.left,
+                })
             }
         }
     }
@@ -276,10 +309,11 @@ impl Executor {
         let only = match target {
             Target::Volumes { volume, .. } => volume.as_deref(),
             Target::Snapshots { volume } => volume.as_deref(),
+            Target::Original { volume, .. } => volume.as_deref(),
             Target::Instance(_) => None,
             Target::DbInstance { .. } | Target::DbCluster { .. } => {
                 return Err(RestoreError::Refused(format!(
-                    "restore point {} is an image-level backup of EC2 instance {}: it restores with --to-volume, --to-instance or --to-snapshot",
+                    "restore point {} is an image-level backup of EC2 instance {}: it restores with --to-volume, --to-instance, --to-original or --to-snapshot",
                     work.point_id, point.resource_id
                 )));
             }
@@ -305,16 +339,7 @@ impl Executor {
                 known.join(", ")
             )));
         }
-        let (repo, lock) = self
-            .open_repository(&point.repository_id, "restore")
-            .await
-            .map_err(|e| RestoreError::Lookup { id: work.point_id.clone(), cause: e.to_string() })?;
-        let staged = work.stage(&repo, &chosen, device, matches!(target, Target::Snapshots { .. }), progress).await;
-        if let Err(e) = lock.release().await {
-            work.notes.push(format!("releasing the repository's lock: {e} (a later prune removes it)"));
-        }
-        let snapshots = staged?;
-        let staged_point = RestorePoint {
+        let mut staged_point = RestorePoint {
             policy: point.policy.clone(),
             resource_id: point.resource_id.clone(),
             resource_region: point.region.clone(),
@@ -325,9 +350,26 @@ impl Executor {
             run_id: point.run_id.clone(),
             time: point.time,
             rules: point.rules.clone(),
-            snapshots,
+            snapshots: Vec::new(),
             role: None,
         };
+        if let Target::Original { confirmed, .. } = target {
+            // Refused before a block is staged, as for snapshot points.
+            let volumes: Vec<&str> = chosen.iter().map(|(_, volume)| volume.as_str()).collect();
+            let plan = work.plan_original(&staged_point, recorded, &volumes).await?;
+            if !confirmed {
+                return Err(RestoreError::Refused(plan.refusal(&work.point_id)));
+            }
+        }
+        let (repo, lock) = self
+            .open_repository(&point.repository_id, "restore")
+            .await
+            .map_err(|e| RestoreError::Lookup { id: work.point_id.clone(), cause: e.to_string() })?;
+        let staged = work.stage(&repo, &chosen, device, matches!(target, Target::Snapshots { .. }), progress).await;
+        if let Err(e) = lock.release().await {
+            work.notes.push(format!("releasing the repository's lock: {e} (a later prune removes it)"));
+        }
+        staged_point.snapshots = staged?;
         match target {
             Target::Volumes { availability_zone, overrides, .. } => {
                 work.volumes(&staged_point, recorded, availability_zone.as_deref(), None, overrides, progress).await
@@ -336,6 +378,9 @@ impl Executor {
                 Some(config) => work.instance(&staged_point, config, false, overrides, progress).await,
                 None => Err(no_configuration(&staged_point)),
             },
+            Target::Original { confirmed, .. } => {
+                work.original(&staged_point, recorded, None, *confirmed, progress).await
+            }
             _ => Ok(()),
         }
     }
@@ -358,7 +403,7 @@ impl Work<'_> {
         }
         let kind = point.resource_kind();
         let wanted = match target {
-            Target::Volumes { .. } | Target::Instance(_) => ResourceKind::Ec2Instance,
+            Target::Volumes { .. } | Target::Instance(_) | Target::Original { .. } => ResourceKind::Ec2Instance,
             Target::DbInstance { .. } => ResourceKind::RdsInstance,
             Target::DbCluster { .. } => ResourceKind::RdsCluster,
             Target::Snapshots { .. } => {
@@ -375,7 +420,7 @@ impl Work<'_> {
                 kind.noun(),
                 point.resource_id,
                 match kind {
-                    ResourceKind::Ec2Instance => "--to-volume or --to-instance",
+                    ResourceKind::Ec2Instance => "--to-volume, --to-instance or --to-original",
                     ResourceKind::RdsInstance => "--to-db-instance NEW_ID",
                     ResourceKind::RdsCluster => "--to-db-cluster NEW_ID",
                 }
@@ -398,6 +443,9 @@ impl Work<'_> {
                 Some(config) => self.instance(point, config, other_region, overrides, progress).await,
                 None => Err(no_configuration(point)),
             },
+            Target::Original { volume, confirmed } => {
+                self.original(point, found.instance(), volume.as_deref(), *confirmed, progress).await
+            }
             Target::DbInstance { identifier, overrides } => {
                 let recorded = match &found.configuration {
                     Some(ResourceConfiguration::RdsInstance(c)) => Some(c),
@@ -455,6 +503,8 @@ impl Work<'_> {
                 device: device(volume),
                 snapshot_id: None,
                 scaffolding: !kept,
+                attached_to: None,
+                replaced: None,
             });
             progress.step(&format!("writing {volume}'s blocks from {manifest_id} into {}", sink.snapshot_id()));
             let id = repo
@@ -503,7 +553,7 @@ fn failed(what: impl std::fmt::Display, e: AwsError) -> RestoreError {
 }
 
 fn failed_text(error: String) -> RestoreError {
-    RestoreError::Failed { error, removed: Vec::new(), left: Vec::new() }
+    RestoreError::Failed { error, removed: Vec::new(), put_back: Vec::new(), left: Vec::new() }
 }
 
 /// The volume a snapshot of the point is of (a replica says it in a tag).
@@ -532,6 +582,67 @@ struct Work<'a> {
     notes: Vec<String>,
     restore_id: String,
     point_id: String,
+    /// --to-original: the devices swapped so far, and the instance to start
+    /// again however the restore ends (it was running).
+    swaps: Vec<Swap>,
+    restart: Option<String>,
+}
+
+/// `--to-original`, checked: the instance as it is now and each device to swap.
+struct OriginalPlan {
+    instance_id: String,
+    live: restores::LiveInstance,
+    devices: Vec<PlannedDevice>,
+}
+
+struct PlannedDevice {
+    original_volume: String,
+    device: String,
+    /// What is attached there now (the original volume, or one an earlier restore put there).
+    current: Option<AttachedVolume>,
+    recorded: Option<coffer_model::configuration::VolumeConfiguration>,
+}
+
+impl OriginalPlan {
+    /// Why nothing happens without `--yes`: what would.
+    fn refusal(&self, point_id: &str) -> String {
+        let state = match self.live.state {
+            InstanceStateName::Stopped => "stopped: it stays stopped".to_string(),
+            ref state => format!("{}: it is stopped for the swap and started again", state.as_str()),
+        };
+        let devices: Vec<String> = self
+            .devices
+            .iter()
+            .map(|d| match &d.current {
+                Some(c) => format!("{} ({}, now {})", d.device, d.original_volume, c.volume_id),
+                None => format!("{} ({}, now empty)", d.device, d.original_volume),
+            })
+            .collect();
+        format!(
+            "--to-original replaces volumes of instance {} ({state}) by volumes restored from {point_id}: {}; \
+             the replaced volumes are kept. Give --yes to go ahead, or restore beside it with --to-volume or --to-instance",
+            self.instance_id,
+            devices.join(", ")
+        )
+    }
+}
+
+/// One device of the original instance whose volume a restore replaced.
+struct Swap {
+    instance_id: String,
+    device: String,
+    old: Option<AttachedVolume>,
+    new: String,
+    /// The new volume is (or may be) attached: detach it before the old goes back.
+    attached: bool,
+}
+
+/// What undoing a failed restore did.
+#[derive(Default)]
+struct Undone {
+    removed: Vec<String>,
+    put_back: Vec<String>,
+    left: Vec<String>,
 }
 
 impl Work<'_> {
@@ -618,6 +729,8 @@ impl Work<'_> {
                 device: recorded_volume.map(|d| d.device_name.clone()),
                 snapshot_id: Some(snapshot.id.clone()),
                 scaffolding: false,
+                attached_to: None,
+                replaced: None,
             });
             restores::wait_volume_available(&ec2, &id, self.timeout).await.map_err(|e| failed("waiting", e))?;
         }
@@ -720,6 +833,8 @@ impl Work<'_> {
             device: None,
             snapshot_id: None,
             scaffolding: true,
+            attached_to: None,
+            replaced: None,
         });
         let instance_type = overrides.instance_type.clone().unwrap_or_else(|| recorded.instance_type.clone());
         progress.step(&format!("launching a {instance_type} instance"));
@@ -743,6 +858,8 @@ impl Work<'_> {
             device: None,
             snapshot_id: None,
             scaffolding: false,
+            attached_to: None,
+            replaced: None,
         });
         restores::wait_instance(&ec2, &instance_id, InstanceStateName::Running, self.timeout)
             .await
@@ -751,6 +868,237 @@ impl Work<'_> {
             progress.step(&format!("stopping {instance_id} (--start leaves it running)"));
             restores::stop_instance(&ec2, &instance_id).await.map_err(|e| failed("stopping it", e))?;
             restores::wait_instance(&ec2, &instance_id, InstanceStateName::Stopped, self.timeout)
+                .await
+                .map_err(|e| failed("waiting for it to stop", e))?;
+        }
+        Ok(())
+    }
+
+    /// What `--to-original` will do to the instance `point` is of, checked
+    /// before anything is made: each of `volumes` (original volume ids) on
+    /// the device it was recorded on, and what is on that device now.
+    async fn plan_original(
+        &self,
+        point: &RestorePoint,
+        recorded: Option<&InstanceConfiguration>,
+        volumes: &[&str],
+    ) -> Result<OriginalPlan, RestoreError> {
+        if point.region != point.resource_region || point.role.is_some() {
+            let account = if point.role.is_some() { format!(" of account {}", point.account) } else { String::new() };
+            return Err(RestoreError::Refused(format!(
+                "--to-original: restore point {} is a replica in {}{account}; instance {} is in {}, where its volumes must be made. \
+                 Restore a snapshot point of {} with --to-original, or this one with --to-instance or --to-volume",
+                self.point_id, point.region, point.resource_id, point.resource_region, point.resource_region
+            )));
+        }
+        let ec2 = self.clients.ec2(&self.region);
+        let instance_id = point.resource_id.clone();
+        let live = match restores::find_live_instance(&ec2, &instance_id).await {
+            Ok(live) => live,
+            Err(AwsError::NotFound) => {
+                return Err(RestoreError::Refused(format!(
+                    "--to-original: instance {instance_id} is gone (terminated or deleted); rebuild it with --to-instance"
+                )));
+            }
+            Err(e) => {
+                return Err(RestoreError::Lookup {
+                    id: self.point_id.clone(),
+                    cause: format!("instance {instance_id}: {e}"),
+                });
+            }
+        };
+        let mut devices = Vec::new();
+        for volume in volumes {
+            let recorded_volume = recorded.and_then(|c| c.volume(volume));
+            let device = match recorded_volume {
+                Some(v) => v.device_name.clone(),
+                None => match live.devices.iter().find(|d| d.volume_id == *volume) {
+                    Some(d) => d.device_name.clone(),
+                    None => {
+                        return Err(RestoreError::Refused(format!(
+                            "--to-original: run {} recorded no device for volume {volume}, and it is not on {instance_id} any more; \
+                             restore it with --to-volume and attach it yourself",
+                            point.run_id
+                        )));
+                    }
+                },
+            };
+            let current = live.devices.iter().find(|d| d.device_name == device).cloned();
+            devices.push(PlannedDevice {
+                original_volume: volume.to_string(),
+                device,
+                current,
+                recorded: recorded_volume.cloned(),
+            });
+        }
+        Ok(OriginalPlan { instance_id, live, devices })
+    }
+
+    /// The original instance's volumes replaced by ones restored from the
+    /// point: made in its zone, the instance stopped (if running), each
+    /// device swapped, the instance started again. The replaced volumes stay,
+    /// tagged with the restore.
+    async fn original(
+        &mut self,
+        point: &RestorePoint,
+        recorded: Option<&InstanceConfiguration>,
+        only: Option<&str>,
+        confirmed: bool,
+        progress: &dyn RestoreProgress,
+    ) -> Result<(), RestoreError> {
+        let device_of = |s: &StoredSnapshot| recorded.and_then(|c| c.volume(snapshot_volume(s)?));
+        let chosen: Vec<&StoredSnapshot> = point
+            .snapshots
+            .iter()
+            .filter(|s| {
+                only.is_none_or(|v| snapshot_volume(s) == Some(v) || device_of(s).is_some_and(|d| d.device_name == v))
+            })
+            .collect();
+        if chosen.is_empty() {
+            return Err(RestoreError::Refused(format!(
+                "--volume {}: restore point {} holds no snapshot of it",
+                only.unwrap_or_default(),
+                self.point_id
+            )));
+        }
+        let volumes: Vec<&str> = chosen.iter().map(|s| snapshot_volume(s).unwrap_or_default()).collect();
+        let plan = self.plan_original(point, recorded, &volumes).await?;
+        if !confirmed {
+            return Err(RestoreError::Refused(plan.refusal(&self.point_id)));
+        }
+        let ec2 = self.clients.ec2(&self.region);
+        let instance_id = plan.instance_id.clone();
+        // The new volumes first, while the instance still runs.
+        let mut new_volumes = Vec::new();
+        for (snapshot, planned) in chosen.iter().zip(&plan.devices) {
+            let spec = VolumeSpec {
+                volume_type: planned.recorded.as_ref().and_then(|v| v.volume_type.clone()),
+                size_gib: planned.recorded.as_ref().and_then(|v| v.size_gib),
+                iops: planned.recorded.as_ref().and_then(|v| v.iops),
+                throughput: planned.recorded.as_ref().and_then(|v| v.throughput),
+                kms_key_id: None,
+            };
+            let mut tags = self.tags();
+            tags.insert("coffer:device".into(), planned.device.clone());
+            let zone = &plan.live.availability_zone;
+            progress.step(&format!("creating a volume from {} in {zone} for {}", snapshot.id, planned.device));
+            let id = restores::create_volume(&ec2, &snapshot.id, zone, &spec, &tags)
+                .await
+                .map_err(|e| failed(format_args!("creating a volume from {} in {zone}", snapshot.id), e))?;
+            self.made.push(Made {
+                kind: "volume",
+                id: id.clone(),
+                device: Some(planned.device.clone()),
+                snapshot_id: Some(snapshot.id.clone()),
+                scaffolding: false,
+                attached_to: None,
+                replaced: None,
+            });
+            restores::wait_volume_available(&ec2, &id, self.timeout).await.map_err(|e| failed("waiting", e))?;
+            new_volumes.push(id);
+        }
+        self.stop_original(&ec2, &plan.live, &instance_id, progress).await?;
+        let replaced_tags = BTreeMap::from([
+            (TAG_REPLACED_BY.to_string(), self.restore_id.clone()),
+            (TAG_RESTORED_FROM.to_string(), self.point_id.clone()),
+        ]);
+        for (new, planned) in new_volumes.iter().zip(&plan.devices) {
+            let device = &planned.device;
+            if let Some(current) = &planned.current {
+                progress.step(&format!("detaching {} from {device}", current.volume_id));
+                restores::detach_volume(&ec2, &current.volume_id, &instance_id).await.map_err(|e| {
+                    failed(format_args!("detaching {} from {instance_id} ({device})", current.volume_id), e)
+                })?;
+            }
+            self.swaps.push(Swap {
+                instance_id: instance_id.clone(),
+                device: device.clone(),
+                old: planned.current.clone(),
+                new: new.clone(),
+                attached: false,
+            });
+            if let Some(current) = &planned.current {
+                restores::wait_volume_available(&ec2, &current.volume_id, self.timeout)
+                    .await
+                    .map_err(|e| failed("waiting for the detach", e))?;
+                restores::tag_resource(&ec2, &current.volume_id, &replaced_tags)
+                    .await
+                    .map_err(|e| failed(format_args!("tagging the replaced volume {}", current.volume_id), e))?;
+            }
+            progress.step(&format!("attaching {new} on {device}"));
+            restores::attach_volume(&ec2, new, &instance_id, device)
+                .await
+                .map_err(|e| failed(format_args!("attaching {new} to {instance_id} ({device})"), e))?;
+            if let Some(swap) = self.swaps.last_mut() {
+                swap.attached = true;
+            }
+            let delete_on_termination = match (&planned.recorded, &planned.current) {
+                (Some(v), _) => v.delete_on_termination,
+                (None, Some(current)) => current.delete_on_termination,
+                (None, None) => false,
+            };
+            restores::wait_volume_attached(&ec2, new, &instance_id, device, delete_on_termination, self.timeout)
+                .await
+                .map_err(|e| failed("waiting for the attach", e))?;
+        }
+        if let Some(instance) = self.restart.clone() {
+            progress.step(&format!("starting {instance} again"));
+            self.start_again(&ec2, &instance).await.map_err(|e| failed(format_args!("starting {instance}"), e))?;
+            self.restart = None;
+        }
+        // Done: what was swapped is the result, not something to undo.
+        self.swaps.clear();
+        for (made, planned) in self.made.iter_mut().filter(|m| m.kind == "volume").zip(&plan.devices) {
+            made.attached_to = Some(instance_id.clone());
+            made.replaced = planned.current.as_ref().map(|c| c.volume_id.clone());
+        }
+        let kept: Vec<String> = plan
+            .devices
+            .iter()
+            .filter_map(|d| Some(format!("{} ({})", d.current.as_ref()?.volume_id, d.device)))
+            .collect();
+        if !kept.is_empty() {
+            self.notes.push(format!(
+                "the replaced volumes are kept, tagged {TAG_REPLACED_BY}={}: {}; delete them once the restore is verified",
+                self.restore_id,
+                kept.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// Stops the original for the swap; a running one is started again
+    /// however the restore ends.
+    async fn stop_original(
+        &mut self,
+        ec2: &aws_sdk_ec2::Client,
+        live: &restores::LiveInstance,
+        instance_id: &str,
+        progress: &dyn RestoreProgress,
+    ) -> Result<(), RestoreError> {
+        let running = match live.state {
+            InstanceStateName::Stopped => false,
+            InstanceStateName::Stopping => {
+                restores::wait_instance(ec2, instance_id, InstanceStateName::Stopped, self.timeout)
+                    .await
+                    .map_err(|e| failed("waiting for it to stop", e))?;
+                false
+            }
+            _ => {
+                // A pending instance cannot be stopped yet.
+                restores::wait_instance(ec2, instance_id, InstanceStateName::Running, self.timeout)
+                    .await
+                    .map_err(|e| failed("waiting for it to run", e))?;
+                true
+            }
+        };
+        if running {
+            progress.step(&format!("stopping {instance_id}"));
+            restores::stop_instance(ec2, instance_id)
+                .await
+                .map_err(|e| failed(format_args!("stopping {instance_id}"), e))?;
+            self.restart = Some(instance_id.to_string());
+            restores::wait_instance(ec2, instance_id, InstanceStateName::Stopped, self.timeout)
                 .await
                 .map_err(|e| failed("waiting for it to stop", e))?;
         }
@@ -817,6 +1165,8 @@ impl Work<'_> {
             device: None,
             snapshot_id: Some(snapshot.id.clone()),
             scaffolding: false,
+            attached_to: None,
+            replaced: None,
         });
         progress.step(&format!("waiting for {identifier} to be available"));
         restores::wait_db_instance_available(&rds, identifier, self.timeout).await.map_err(|e| failed("waiting", e))
@@ -899,6 +1249,8 @@ impl Work<'_> {
             device: None,
             snapshot_id: Some(snapshot.id.clone()),
             scaffolding: false,
+            attached_to: None,
+            replaced: None,
         });
         restores::wait_db_cluster_available(&rds, identifier, self.timeout).await.map_err(|e| failed("waiting", e))?;
         for (n, class) in members.iter().enumerate() {
@@ -913,6 +1265,8 @@ impl Work<'_> {
                 device: None,
                 snapshot_id: None,
                 scaffolding: false,
+                attached_to: None,
+                replaced: None,
             });
             restores::wait_db_instance_available(&rds, &member, self.timeout)
                 .await
@@ -921,17 +1275,64 @@ impl Work<'_> {
         Ok(())
     }
 
-    /// Removes what the restore made, newest first: (removed, could not remove and why).
-    async fn undo(&mut self) -> (Vec<String>, Vec<String>) {
-        let (mut removed, mut left) = (Vec::new(), Vec::new());
+    /// Puts the original's volumes back, removes what the restore made
+    /// (newest first), and starts the original again if it was running.
+    async fn undo(&mut self) -> Undone {
+        let mut undone = Undone::default();
+        let ec2 = self.clients.ec2(&self.region);
+        let swaps: Vec<Swap> = self.swaps.drain(..).rev().collect();
+        for swap in swaps {
+            match self.unswap(&ec2, &swap).await {
+                Ok(Some(text)) => undone.put_back.push(text),
+                Ok(None) => {}
+                Err(e) => undone.left.push(format!(
+                    "{} of {}: {e} (the volume it had is {})",
+                    swap.device,
+                    swap.instance_id,
+                    swap.old.as_ref().map_or("none", |o| o.volume_id.as_str())
+                )),
+            }
+        }
         let made: Vec<Made> = self.made.drain(..).rev().collect();
         for made in made {
             match self.remove(&made).await {
-                Ok(()) => removed.push(made.to_string()),
-                Err(e) => left.push(format!("{made}: {e}")),
+                Ok(()) => undone.removed.push(made.to_string()),
+                Err(e) => undone.left.push(format!("{made}: {e}")),
             }
         }
-        (removed, left)
+        if let Some(instance_id) = self.restart.take() {
+            match self.start_again(&ec2, &instance_id).await {
+                Ok(()) => undone.put_back.push(format!("{instance_id} started again")),
+                Err(e) => undone.left.push(format!("starting {instance_id} again: {e}")),
+            }
+        }
+        undone
+    }
+
+    /// A swapped device back to the volume it had: `Some(what)` when anything changed.
+    async fn unswap(&self, ec2: &aws_sdk_ec2::Client, swap: &Swap) -> Result<Option<String>, AwsError> {
+        if swap.attached {
+            restores::detach_volume(ec2, &swap.new, &swap.instance_id).await?;
+            restores::wait_volume_available(ec2, &swap.new, self.timeout).await?;
+        }
+        let Some(old) = &swap.old else { return Ok(None) };
+        restores::wait_volume_available(ec2, &old.volume_id, self.timeout).await?;
+        restores::attach_volume(ec2, &old.volume_id, &swap.instance_id, &swap.device).await?;
+        restores::wait_volume_attached(
+            ec2,
+            &old.volume_id,
+            &swap.instance_id,
+            &swap.device,
+            old.delete_on_termination,
+            self.timeout,
+        )
+        .await?;
+        Ok(Some(format!("{} on {} ({})", old.volume_id, swap.instance_id, swap.device)))
+    }
+
+    async fn start_again(&self, ec2: &aws_sdk_ec2::Client, instance_id: &str) -> Result<(), AwsError> {
+        restores::start_instance(ec2, instance_id).await?;
+        restores::wait_instance(ec2, instance_id, InstanceStateName::Running, self.timeout).await
     }
 
     async fn remove(&self, made: &Made) -> Result<(), AwsError> {

@@ -16,7 +16,7 @@ use coffer_model::validation;
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("target").required(true).args([
-    "to_file", "to_snapshot", "to_volume", "to_instance", "to_db_instance", "to_db_cluster",
+    "to_file", "to_snapshot", "to_volume", "to_instance", "to_original", "to_db_instance", "to_db_cluster",
 ])))]
 pub struct RestoreArgs {
     /// The restore point: an id `coffer points` shows (snapshots and
@@ -45,6 +45,14 @@ pub struct RestoreArgs {
     /// run recorded, every volume on its device; the original is not touched.
     #[arg(long)]
     pub to_instance: bool,
+    /// EC2 points: the original instance's volumes (or --volume's) replaced
+    /// by restored ones: stopped, swapped, started again if it was running.
+    /// The replaced volumes are kept, tagged. Needs --yes.
+    #[arg(long)]
+    pub to_original: bool,
+    /// --to-original: go ahead (without it, says what would be replaced and stops).
+    #[arg(long)]
+    pub yes: bool,
     /// DB instance points: a new DB instance with this identifier.
     #[arg(long, value_name = "NEW_ID")]
     pub to_db_instance: Option<String>,
@@ -57,7 +65,7 @@ pub struct RestoreArgs {
     /// the point is in its region).
     #[arg(long)]
     pub availability_zone: Option<String>,
-    /// --to-volume and --to-snapshot: only this volume (its original id or device name).
+    /// --to-volume, --to-original and --to-snapshot: only this volume (its original id or device name).
     #[arg(long)]
     pub volume: Option<String>,
     /// --to-volume: volume type (default: the original's), e.g. gp3, io2.
@@ -168,12 +176,17 @@ impl RestoreArgs {
             ("--vpc-security-group-ids", !self.vpc_security_group_ids.is_empty()),
         ]);
         let only_volume = vec!["--volume"];
+        if self.yes && !self.to_original {
+            bail!("--yes confirms --to-original; the other targets make new resources and need no confirmation");
+        }
         let (target, allowed) = if self.to_volume {
             ("--to-volume", &volume_flags)
         } else if self.to_snapshot {
             ("--to-snapshot", &only_volume)
         } else if self.to_instance {
             ("--to-instance", &instance_flags)
+        } else if self.to_original {
+            ("--to-original", &only_volume)
         } else if self.to_db_instance.is_some() {
             ("--to-db-instance", &db_flags)
         } else {
@@ -227,6 +240,8 @@ impl RestoreArgs {
                     kms_key_id: self.kms_key_arn.clone(),
                 },
             }
+        } else if self.to_original {
+            Target::Original { volume: self.volume.clone(), confirmed: self.yes }
         } else if self.to_instance {
             Target::Instance(InstanceOverrides {
                 subnet_id: self.subnet_id.clone(),
