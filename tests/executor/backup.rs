@@ -582,6 +582,25 @@ fn an_image_level_point_restores_by_its_id_to_volumes_an_instance_and_snapshots(
     assert_eq!(read_volume_block(moto.port(), volume, 2).unwrap(), original["/dev/sdf"]);
     assert_eq!(staged_left(restored["restore_id"].as_str().unwrap()), 0);
 
+    // One device into a local file, by the point's id.
+    let file = dir.path().join("sdf.img");
+    let file_arg = file.to_str().unwrap();
+    let restored = coffer(&["restore", "--point", &id, "--to-file", file_arg, "--volume", "/dev/sdf", "--json"]);
+    assert_eq!(restored["restored_to"], file_arg, "{restored:#}");
+    let mut block_2 = vec![0u8; 512 * 1024];
+    std::os::unix::fs::FileExt::read_exact_at(&std::fs::File::open(&file).unwrap(), &mut block_2, 2 * 512 * 1024)
+        .unwrap();
+    assert_eq!(block_2, original["/dev/sdf"]);
+    let out = crate::support::estate::coffer_command(&moto.endpoint)
+        .args(["restore", "--point", &id, "--to-file", dir.path().join("any.img").to_str().unwrap()])
+        .env("COFFER_REPOSITORY_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    let refused = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(refused.contains("--to-file restores one volume: name it with --volume"), "{refused}");
+    assert!(!dir.path().join("any.img").exists(), "nothing written");
+
     // Snapshots: the result, kept.
     let restored = coffer(&["restore", "--point", &id, "--to-snapshot", "--json"]);
     let made = restored["made"].as_array().unwrap();

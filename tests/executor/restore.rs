@@ -343,7 +343,7 @@ fn an_instance_backed_up_by_snapshot_and_replica_restores_to_volumes_and_rebuilt
     let refused = coffer_fails(&moto, &["restore", "--point", &snapshot, "--to-snapshot"]);
     assert!(refused.contains("--to-snapshot restores image-level points"), "{refused}");
     let refused = coffer_fails(&moto, &["restore", "--point", &snapshot, "--to-file", "/tmp/nope.img"]);
-    assert!(refused.contains("--to-file restores one volume's image-level point: give --repository R"), "{refused}");
+    assert!(refused.contains("--to-file restores image-level points"), "{refused}");
     let gone = snapshot.rsplit_once('/').unwrap().0.to_string() + "/20200101-0000";
     let refused = coffer_fails(&moto, &["restore", "--point", &gone, "--to-volume"]);
     assert!(refused.contains("is not there"), "{refused}");

@@ -531,6 +531,37 @@ impl Work<'_> {
 }
 
 impl FoundPoint {
+    /// An image-level point's repository and the point of its volume `volume`
+    /// (id or recorded device; needed when it holds several); `None` for
+    /// snapshots and replicas.
+    pub fn volume_point(&self, volume: Option<&str>) -> Result<Option<(String, String)>, RestoreError> {
+        let Point::Image(point) = &self.point else { return Ok(None) };
+        let device = |v: &str| self.instance().and_then(|c| c.volume(v)).map(|c| c.device_name.clone());
+        let named = |v: &str| match device(v) {
+            Some(d) => format!("{v} ({d})"),
+            None => v.to_string(),
+        };
+        let chosen: Vec<(&String, &String)> = point
+            .point_ids
+            .iter()
+            .zip(&point.volume_ids)
+            .filter(|(_, v)| volume.is_none_or(|wanted| v.as_str() == wanted || device(v).as_deref() == Some(wanted)))
+            .collect();
+        match (chosen.as_slice(), volume) {
+            ([(manifest, _)], _) => Ok(Some((point.repository_id.clone(), manifest.to_string()))),
+            ([], Some(wanted)) => Err(RestoreError::Refused(format!(
+                "--volume {wanted}: restore point {} holds no backup of it; its volumes: {}",
+                point.id(),
+                point.volume_ids.iter().map(|v| named(v)).collect::<Vec<_>>().join(", ")
+            ))),
+            _ => Err(RestoreError::Refused(format!(
+                "--to-file restores one volume: name it with --volume (restore point {} holds {})",
+                point.id(),
+                point.volume_ids.iter().map(|v| named(v)).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+
     fn instance(&self) -> Option<&InstanceConfiguration> {
         match &self.configuration {
             Some(ResourceConfiguration::Ec2Instance(c)) => Some(c),

@@ -14,7 +14,7 @@ use coffer_executor::restore::{DbOverrides, InstanceOverrides, RestoreProgress, 
 use coffer_model::point_id::PointId;
 use coffer_model::validation;
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(group(ArgGroup::new("target").required(true).args([
     "to_file", "to_snapshot", "to_volume", "to_instance", "to_original", "to_db_instance", "to_db_cluster",
 ])))]
@@ -31,7 +31,9 @@ pub struct RestoreArgs {
     #[arg(long, requires = "repository")]
     pub repository_region: Option<String>,
 
-    /// One volume's image-level point (with --repository): into a new local file (never overwrites).
+    /// One volume of an image-level point into a new local file (never
+    /// overwrites): a `coffer points` id with --volume (unless it holds one
+    /// volume), or with --repository that volume's own point id.
     #[arg(long)]
     pub to_file: Option<PathBuf>,
     /// Image-level points: one new EBS snapshot per volume (or --volume's);
@@ -136,23 +138,8 @@ impl RestoreArgs {
         names.iter().filter(|(_, given)| *given).map(|(name, _)| *name).collect()
     }
 
-    /// What to restore a snapshot or replica point into, checked.
-    fn target(&self) -> Result<Target> {
-        if self.to_file.is_some() {
-            bail!(
-                "--to-file restores one volume's image-level point: give --repository R and that volume's point id (`point_ids` in `coffer points --json`, or `coffer repo points`)"
-            );
-        }
-        if self.volume_availability_zone.is_some() {
-            bail!(
-                "--volume-availability-zone applies with --repository; for a --point from `coffer points`, use --to-volume [--availability-zone AZ]"
-            );
-        }
-        if self.snapshot_region.is_some() {
-            bail!(
-                "--snapshot-region applies with --repository; a --point from `coffer points` restores in the point's region"
-            );
-        }
+    /// The override flags given: (volume, instance, DB) ones.
+    fn override_flags(&self) -> (Vec<&'static str>, Vec<&'static str>, Vec<&'static str>) {
         let volume_flags = self.flags_given(&[
             ("--availability-zone", self.availability_zone.is_some()),
             ("--volume", self.volume.is_some()),
@@ -175,6 +162,22 @@ impl RestoreArgs {
             ("--db-subnet-group", self.db_subnet_group.is_some()),
             ("--vpc-security-group-ids", !self.vpc_security_group_ids.is_empty()),
         ]);
+        (volume_flags, instance_flags, db_flags)
+    }
+
+    /// What to restore a snapshot or replica point into, checked.
+    fn target(&self) -> Result<Target> {
+        if self.volume_availability_zone.is_some() {
+            bail!(
+                "--volume-availability-zone applies with --repository; for a --point from `coffer points`, use --to-volume [--availability-zone AZ]"
+            );
+        }
+        if self.snapshot_region.is_some() {
+            bail!(
+                "--snapshot-region applies with --repository; a --point from `coffer points` restores in the point's region"
+            );
+        }
+        let (volume_flags, instance_flags, db_flags) = self.override_flags();
         let only_volume = vec!["--volume"];
         if self.yes && !self.to_original {
             bail!("--yes confirms --to-original; the other targets make new resources and need no confirmation");
@@ -277,6 +280,9 @@ pub async fn restore(global: &Global, args: &RestoreArgs) -> Result<ExitCode> {
         return super::repo::restore(global, args).await;
     }
     let id: PointId = args.point.parse().map_err(|problem| anyhow::anyhow!("--point: {problem}"))?;
+    if args.to_file.is_some() {
+        return to_file(global, args, &id).await;
+    }
     let target = args.target()?;
     let executor = connect(global, &Tuning { concurrency: args.concurrency, wait_timeout: args.wait_timeout }).await?;
     let found = executor.find_point(&id).await?;
@@ -295,4 +301,39 @@ pub async fn restore(global: &Global, args: &RestoreArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--to-file` with a `coffer points` id: the chosen volume's own point in
+/// its repository, restored as `--repository R --point VOLUME_POINT` does.
+async fn to_file(global: &Global, args: &RestoreArgs, id: &PointId) -> Result<ExitCode> {
+    if !id.kind.image_level() {
+        bail!(
+            "--to-file restores image-level points (backup or archive ids in `coffer points`); {id} is a snapshot or replica: restore it with --to-volume"
+        );
+    }
+    let (volume_flags, instance_flags, db_flags) = args.override_flags();
+    let elsewhere = args.flags_given(&[
+        ("--yes", args.yes),
+        ("--snapshot-region", args.snapshot_region.is_some()),
+        ("--volume-availability-zone", args.volume_availability_zone.is_some()),
+    ]);
+    let others: Vec<&str> = volume_flags
+        .into_iter()
+        .filter(|f| *f != "--volume")
+        .chain(instance_flags)
+        .chain(db_flags)
+        .chain(elsewhere)
+        .collect();
+    if let Some(flag) = others.first() {
+        bail!("{flag} does not apply to --to-file (it takes --volume, --thaw-timeout and --concurrency)");
+    }
+    let executor = connect(global, &Tuning { concurrency: args.concurrency, wait_timeout: args.wait_timeout }).await?;
+    let found = executor.find_point(id).await?;
+    let Some((repository_id, volume_point)) = found.volume_point(args.volume.as_deref())? else {
+        bail!("restore point {id} is not image-level");
+    };
+    let mut args = args.clone();
+    args.repository = Some(repository_id);
+    args.point = volume_point;
+    super::repo::restore(global, &args).await
 }
